@@ -1,0 +1,43 @@
+# pesa: the two commands a new user needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint types pytest bench soak clean install
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+## Run a payment for every emulator scenario end to end (emulator + SQLite, no credentials).
+demo: $(STAMP)
+	$(BIN)/pesa demo
+
+## Lint, type-check and run the whole test suite (what CI runs).
+test: lint types pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+types: $(STAMP)
+	$(BIN)/mypy --strict src
+
+pytest: $(STAMP)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Benchmarks: figures written to BENCHMARKS.md.
+bench: $(STAMP)
+	$(BIN)/python -m benchmarks
+
+## Full-size reliability suite: figures written to RELIABILITY.md.
+soak: $(STAMP)
+	PESA_SOAK=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,43 @@
+"""pesa: M-Pesa payments you can trust.
+
+A typed Daraja client (:class:`Daraja`, :class:`AsyncDaraja`), a durable payments gateway
+(``pesa serve``) and a faithful local Daraja emulator (``pesa emulator``).
+"""
+
+from pesa._exceptions import (
+    AuthenticationError,
+    BadRequestError,
+    ConfigurationError,
+    DarajaError,
+    DuplicateRequestError,
+    InvalidCallbackError,
+    InvalidTokenError,
+    OutcomeUnknownError,
+    PesaError,
+    RateLimitError,
+    ServerError,
+    TransportError,
+    ValidationError,
+)
+from pesa._logging import mask_phone
+from pesa._version import __version__
+from pesa.config import Settings
+
+__all__ = [
+    "AuthenticationError",
+    "BadRequestError",
+    "ConfigurationError",
+    "DarajaError",
+    "DuplicateRequestError",
+    "InvalidCallbackError",
+    "InvalidTokenError",
+    "OutcomeUnknownError",
+    "PesaError",
+    "RateLimitError",
+    "ServerError",
+    "Settings",
+    "TransportError",
+    "ValidationError",
+    "__version__",
+    "mask_phone",
+]

@@ -1,0 +1,5 @@
+"""``python -m pesa`` runs the ``pesa`` command."""
+
+from pesa.cli import main
+
+main()

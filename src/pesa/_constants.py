@@ -1,0 +1,35 @@
+"""Defaults shared by every layer of pesa, in one place."""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+Environment = Literal["emulator", "sandbox", "production"]
+
+DEFAULT_ENVIRONMENT: Final[Environment] = "emulator"
+DEFAULT_EMULATOR_HOST: Final = "127.0.0.1"
+DEFAULT_EMULATOR_PORT: Final = 8100
+DEFAULT_GATEWAY_HOST: Final = "127.0.0.1"
+DEFAULT_GATEWAY_PORT: Final = 8000
+
+BASE_URLS: Final[dict[str, str]] = {
+    "emulator": f"http://{DEFAULT_EMULATOR_HOST}:{DEFAULT_EMULATOR_PORT}",
+    "sandbox": "https://sandbox.safaricom.co.ke",
+    "production": "https://api.safaricom.co.ke",
+}
+
+DEFAULT_TIMEOUT: Final = 30.0
+DEFAULT_CONNECT_TIMEOUT: Final = 10.0
+DEFAULT_MAX_RETRIES: Final = 2
+DEFAULT_MAX_CONNECTIONS: Final = 100
+
+# Daraja time is East Africa Time (UTC+3, no daylight saving) whatever the host's zone.
+NAIROBI_TZ: Final = "Africa/Nairobi"
+
+# Amount limits in whole shillings (REFERENCE §11); configurable per client.
+DEFAULT_STK_MIN_AMOUNT: Final = 1
+DEFAULT_STK_MAX_AMOUNT: Final = 250_000
+DEFAULT_B2C_MIN_AMOUNT: Final = 10
+DEFAULT_B2C_MAX_AMOUNT: Final = 250_000
+
+DEFAULT_DATABASE_URL: Final = "sqlite:///pesa.db"
