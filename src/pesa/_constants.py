@@ -33,3 +33,22 @@ DEFAULT_B2C_MIN_AMOUNT: Final = 10
 DEFAULT_B2C_MAX_AMOUNT: Final = 250_000
 
 DEFAULT_DATABASE_URL: Final = "sqlite:///pesa.db"
+
+# Addresses Daraja delivers callbacks from (REFERENCE §11): the 12 most SDKs publish plus the
+# two mpesakit adds. Community knowledge, not an official list, hence configurable.
+DEFAULT_CALLBACK_ALLOWED_IPS: Final[tuple[str, ...]] = (
+    "196.201.214.200",
+    "196.201.214.206",
+    "196.201.213.114",
+    "196.201.214.207",
+    "196.201.214.208",
+    "196.201.213.44",
+    "196.201.212.127",
+    "196.201.212.138",
+    "196.201.212.129",
+    "196.201.212.136",
+    "196.201.212.74",
+    "196.201.212.69",
+    "196.201.212.128",
+    "196.201.212.132",
+)
