@@ -21,6 +21,7 @@ from pesa._exceptions import (
 )
 from pesa._logging import mask_phone
 from pesa._version import __version__
+from pesa._webhooks import WebhookSignatureError, sign_webhook, verify_webhook
 from pesa.config import Settings
 
 __all__ = [
@@ -38,6 +39,9 @@ __all__ = [
     "Settings",
     "TransportError",
     "ValidationError",
+    "WebhookSignatureError",
     "__version__",
     "mask_phone",
+    "sign_webhook",
+    "verify_webhook",
 ]

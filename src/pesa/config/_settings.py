@@ -6,10 +6,12 @@ reads ``os.environ``. Constructor arguments beat the environment.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pesa._constants import (
@@ -101,6 +103,120 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    # -- Workers (reconciler, webhook dispatcher) ------------------------------------------
+    reconcile_interval: float = Field(
+        5.0, gt=0, description="seconds between reconciliation rounds when there is no work"
+    )
+    reconcile_min_age: float = Field(
+        20.0,
+        ge=0,
+        description="seconds a payment waits for its callback before the first STK query",
+    )
+    reconcile_recheck_interval: float = Field(
+        10.0, gt=0, description="seconds between STK queries of a payment that is still pending"
+    )
+    reconcile_deadline: float = Field(
+        900.0,
+        gt=0,
+        description="seconds after creation after which a payment with no final answer "
+        "fails with reason expired",
+    )
+    reconcile_query_rate: float = Field(
+        2.0, gt=0, description="STK queries per second, at most, per worker process"
+    )
+    reconcile_query_burst: int = Field(
+        1, ge=1, description="STK queries a worker may send at once after being idle"
+    )
+    reconcile_batch_size: int = Field(
+        50, ge=1, description="payments claimed per reconciliation round"
+    )
+    reconcile_lease: float = Field(
+        120.0,
+        gt=0,
+        description="seconds a claimed payment stays reserved to one worker (a crashed "
+        "worker's claims return after this)",
+    )
+    reconcile_stale_created_after: float = Field(
+        300.0,
+        gt=0,
+        description="seconds after which a payment still in created (the process died "
+        "around the STK push) is marked unknown",
+    )
+    reconcile_backoff_base: float = Field(
+        5.0, gt=0, description="seconds of pause after a spike arrest; doubles on each in a row"
+    )
+    reconcile_backoff_cap: float = Field(
+        300.0, gt=0, description="longest pause, in seconds, after repeated spike arrests"
+    )
+    webhook_urls: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="URLs that receive signed event webhooks (comma-separated or a JSON list)",
+    )
+    webhook_secret: SecretStr | None = Field(
+        None, description="secret that signs webhooks (Pesa-Signature); required with webhook_urls"
+    )
+    webhook_previous_secret: SecretStr | None = Field(
+        None,
+        description="old secret, also signed with during a rotation so that receivers "
+        "not yet updated still verify",
+    )
+    webhook_max_attempts: int = Field(
+        12, ge=1, description="delivery attempts per event and endpoint before giving up"
+    )
+    webhook_timeout: float = Field(
+        10.0, gt=0, description="seconds a webhook receiver has to answer"
+    )
+    webhook_backoff_base: float = Field(
+        10.0, gt=0, description="seconds before the first webhook retry; doubles each retry"
+    )
+    webhook_backoff_cap: float = Field(
+        3600.0, gt=0, description="longest wait, in seconds, between webhook retries"
+    )
+    webhook_batch_size: int = Field(50, ge=1, description="deliveries claimed per dispatcher round")
+    webhook_concurrency: int = Field(
+        8, ge=1, description="webhook deliveries in flight at once per process"
+    )
+    webhook_lease: float = Field(
+        60.0,
+        gt=0,
+        description="seconds a claimed delivery stays reserved to one dispatcher; "
+        "must exceed webhook_timeout",
+    )
+    webhook_interval: float = Field(
+        1.0, gt=0, description="seconds between polls of the event outbox when it is empty"
+    )
+
+    @field_validator("webhook_urls", mode="before")
+    @classmethod
+    def _split_webhook_urls(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("webhook_urls")
+    @classmethod
+    def _check_webhook_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError(f"webhook URL must be an absolute http(s) URL: {url!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _check_workers(self) -> Settings:
+        if self.reconcile_backoff_cap < self.reconcile_backoff_base:
+            raise ValueError("reconcile_backoff_cap must be at least reconcile_backoff_base")
+        if self.webhook_backoff_cap < self.webhook_backoff_base:
+            raise ValueError("webhook_backoff_cap must be at least webhook_backoff_base")
+        if self.webhook_lease <= self.webhook_timeout:
+            raise ValueError("webhook_lease must be longer than webhook_timeout")
+        if self.webhook_urls and self.webhook_secret is None:
+            raise ValueError("webhook_secret is required when webhook_urls is set")
+        return self
 
     def require(self, name: str) -> str:
         """Return setting ``name`` as a plain string, or raise naming its variable."""
