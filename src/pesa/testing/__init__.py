@@ -3,4 +3,6 @@
 Shipped with the package because users' own test suites need them too.
 """
 
-__all__: list[str] = []
+from pesa.testing._emulator import RunningEmulator, run_emulator, serve_emulator
+
+__all__: list[str] = ["RunningEmulator", "run_emulator", "serve_emulator"]
