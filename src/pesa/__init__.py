@@ -22,6 +22,7 @@ from pesa._exceptions import (
 from pesa._logging import mask_phone
 from pesa._version import __version__
 from pesa.config import Settings
+from pesa.daraja import parse_stk_callback
 
 __all__ = [
     "AuthenticationError",
@@ -40,4 +41,5 @@ __all__ = [
     "ValidationError",
     "__version__",
     "mask_phone",
+    "parse_stk_callback",
 ]
