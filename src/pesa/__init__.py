@@ -23,6 +23,7 @@ from pesa._logging import mask_phone
 from pesa._version import __version__
 from pesa._webhooks import WebhookSignatureError, sign_webhook, verify_webhook
 from pesa.config import Settings
+from pesa.daraja import parse_stk_callback
 
 __all__ = [
     "AuthenticationError",
@@ -42,6 +43,7 @@ __all__ = [
     "WebhookSignatureError",
     "__version__",
     "mask_phone",
+    "parse_stk_callback",
     "sign_webhook",
     "verify_webhook",
 ]

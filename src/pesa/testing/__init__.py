@@ -3,4 +3,18 @@
 Shipped with the package because users' own test suites need them too.
 """
 
-__all__: list[str] = []
+from pesa.testing._client import (
+    FrozenClock,
+    c2b_payment_payload,
+    result_payload,
+    stk_callback_payload,
+    stk_failure_payload,
+)
+
+__all__ = [
+    "FrozenClock",
+    "c2b_payment_payload",
+    "result_payload",
+    "stk_callback_payload",
+    "stk_failure_payload",
+]
