@@ -9,6 +9,9 @@ import pytest
 from pesa import ValidationError
 from pesa.gateway import Counter, Metrics, render_prometheus
 from pesa.gateway._metrics import escape_label_value, format_value
+from pesa.ledger import LedgerStats
+
+from .conftest import OpenLedger, pending_payment
 
 # One sample line of the text format: name, optional {labels}, value.
 SAMPLE = re.compile(
@@ -110,10 +113,13 @@ def test_full_page_has_every_status_and_counter() -> None:
     metrics.reconciler_queries.inc(outcome="pending")
     metrics.webhook_attempts.inc(kind="webhook", outcome="delivered")
     text = render_prometheus(
-        payments={"pending": 2, "succeeded": 5},
-        callbacks={"applied": 7},
-        deliveries={"delivered": 3, "failed": 1},
-        metrics=metrics,
+        LedgerStats(
+            payments={"pending": 2, "succeeded": 5},
+            callbacks={"applied": 7},
+            deliveries={"delivered": 3, "failed": 1},
+            flagged_payments=1,
+        ),
+        metrics,
     )
     _assert_valid_exposition(text)
     assert 'pesa_payments{status="pending"} 2\n' in text
@@ -124,14 +130,24 @@ def test_full_page_has_every_status_and_counter() -> None:
     assert 'pesa_reconciler_queries_total{outcome="pending"} 1\n' in text
     assert 'pesa_webhook_attempts_total{kind="webhook",outcome="delivered"} 1\n' in text
     assert "pesa_reconciler_rounds_total 0\n" in text
+    assert "pesa_payments_flagged 1\n" in text
     assert "# TYPE pesa_payments gauge\n" in text
     assert "# TYPE pesa_reconciler_queries_total counter\n" in text
 
 
 def test_statuses_the_page_does_not_know_still_appear() -> None:
-    text = render_prometheus(payments={"refunded": 1})
+    text = render_prometheus(LedgerStats({"refunded": 1}, {}, {}))
     assert 'pesa_payments{status="refunded"} 1\n' in text
 
 
 def test_empty_page_is_empty() -> None:
     assert render_prometheus() == ""
+
+
+async def test_page_from_a_real_ledger(open_ledger: OpenLedger) -> None:
+    ledger = await open_ledger(endpoints=["https://shop.example/hooks"])
+    await pending_payment(ledger, 1)
+    text = render_prometheus(await ledger.stats(), Metrics())
+    _assert_valid_exposition(text)
+    assert 'pesa_payments{status="pending"} 1\n' in text
+    assert 'pesa_webhook_deliveries{status="pending"} 1\n' in text

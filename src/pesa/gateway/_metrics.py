@@ -16,13 +16,14 @@ import math
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal
+from typing import Final, Literal, Protocol
 
 from pesa._exceptions import ValidationError
 
 __all__ = [
     "PROMETHEUS_CONTENT_TYPE",
     "Counter",
+    "LedgerCounts",
     "Metrics",
     "MetricsSnapshot",
     "Sample",
@@ -229,56 +230,81 @@ def _gauge(
 
 
 PAYMENT_STATUSES: Final = ("created", "pending", "succeeded", "failed", "rejected", "unknown")
-CALLBACK_OUTCOMES: Final = ("applied", "duplicate", "unknown_payment", "invalid")
+CALLBACK_OUTCOMES: Final = ("applied", "duplicate", "ignored", "unknown_payment", "invalid")
 DELIVERY_STATUSES: Final = ("pending", "delivered", "failed")
 
 
-def render_prometheus(
-    *,
-    payments: Mapping[str, int] | None = None,
-    callbacks: Mapping[str, int] | None = None,
-    deliveries: Mapping[str, int] | None = None,
-    metrics: Metrics | None = None,
-) -> str:
+class LedgerCounts(Protocol):
+    """What ``/metrics`` reads from the ledger (:class:`pesa.ledger.LedgerStats` fits)."""
+
+    @property
+    def payments(self) -> Mapping[str, int]:
+        """Payments by status."""
+        ...
+
+    @property
+    def callbacks(self) -> Mapping[str, int]:
+        """Stored callbacks by outcome."""
+        ...
+
+    @property
+    def deliveries(self) -> Mapping[str, int]:
+        """Webhook deliveries by status."""
+        ...
+
+    @property
+    def flagged_payments(self) -> int:
+        """Payments flagged for review (amount or phone mismatch, ...)."""
+        ...
+
+
+def render_prometheus(stats: LedgerCounts | None = None, metrics: Metrics | None = None) -> str:
     """Render the ``/metrics`` page in Prometheus text format.
 
     Args:
-        payments: payments in the ledger by status.
-        callbacks: stored callbacks by outcome.
-        deliveries: webhook deliveries by status.
+        stats: the ledger's counts (``await ledger.stats()``), identical in every process.
         metrics: this process's counters.
 
     Returns:
         The page; serve it with ``Content-Type: PROMETHEUS_CONTENT_TYPE``.
+
+    Example:
+        >>> text = render_prometheus(await ledger.stats(), metrics)  # doctest: +SKIP
     """
     families: list[MetricsSnapshot] = []
-    if payments is not None:
+    if stats is not None:
         families.append(
             _gauge(
                 "pesa_payments",
                 "Payments in the ledger, by status.",
                 "status",
-                payments,
+                stats.payments,
                 PAYMENT_STATUSES,
             )
         )
-    if callbacks is not None:
+        families.append(
+            MetricsSnapshot(
+                "pesa_payments_flagged",
+                "gauge",
+                "Payments flagged for review (a success whose amount or phone differs, ...).",
+                (Sample({}, stats.flagged_payments),),
+            )
+        )
         families.append(
             _gauge(
                 "pesa_callbacks",
                 "Callbacks stored in the ledger, by outcome.",
                 "outcome",
-                callbacks,
+                stats.callbacks,
                 CALLBACK_OUTCOMES,
             )
         )
-    if deliveries is not None:
         families.append(
             _gauge(
                 "pesa_webhook_deliveries",
-                "Webhook deliveries in the ledger, by status.",
+                "Webhook and handler deliveries in the ledger, by status.",
                 "status",
-                deliveries,
+                stats.deliveries,
                 DELIVERY_STATUSES,
             )
         )

@@ -1,0 +1,464 @@
+"""The webhook dispatcher: delivers outbox events to webhook URLs and Python handlers.
+
+Every transition the ledger records writes an event, and for each event one delivery row
+per endpoint (in the same transaction). The dispatcher claims due deliveries, sends them,
+and records the outcome:
+
+- **At least once.** A delivery is marked delivered only after the receiver answered 2xx
+  (or the handler returned). A crash in between means it is sent again after its lease
+  expires, so receivers de-duplicate on the event ``id``; they never miss one.
+- **Signed.** Webhook bodies carry ``Pesa-Signature`` (see :func:`pesa.verify_webhook`).
+- **Retried with backoff**, exponential with jitter and capped, up to ``max_attempts``; the
+  last failure is recorded on the delivery (status ``failed``, ``last_error``) and counted.
+- **Python handlers** registered on the app are endpoints too (``python:<module>.<name>``),
+  so a failing handler is retried exactly like a webhook, independently of the others.
+- **Several processes** can dispatch at once: deliveries are claimed through the ledger
+  (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) with a lease, and a delivery is only started
+  while enough of its lease remains to finish it, so two dispatchers never send the same
+  delivery at the same time.
+"""
+
+from __future__ import annotations
+
+import inspect
+import random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias, cast
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from pesa._logging import get_logger, redact
+from pesa._version import __version__
+from pesa._webhooks import SIGNATURE_HEADER, sign_webhook
+from pesa.gateway._backoff import Backoff, RandomSource
+from pesa.gateway._metrics import Metrics
+
+if TYPE_CHECKING:
+    from pesa.config import Settings
+    from pesa.ledger import Delivery, Event, Ledger
+
+__all__ = [
+    "DispatchReport",
+    "DispatcherOptions",
+    "EventHandler",
+    "HANDLER_ENDPOINT_PREFIX",
+    "WebhookDispatcher",
+    "delivery_endpoints",
+    "handler_endpoint",
+]
+
+log = get_logger("pesa.gateway.webhooks")
+
+HANDLER_ENDPOINT_PREFIX: Final = "python:"
+# What a handler delivery records as its status code once the handler returned: 204, "done,
+# nothing to say", the closest HTTP meaning (the ledger's column is an HTTP status).
+HANDLER_DONE_STATUS: Final = 204
+ALL_EVENTS: Final = "*"
+
+EventHandler: TypeAlias = Callable[["Event"], Awaitable[None] | None]
+"""A Python event handler: called with the ledger :class:`~pesa.ledger.Event`; sync or async."""
+
+HandlerMap: TypeAlias = Mapping[str, EventHandler | Sequence[EventHandler]]
+"""Event type (``"payment.succeeded"``, or ``"*"`` for every event) → handler(s)."""
+
+Kind = Literal["webhook", "handler"]
+
+# Bytes of a failing receiver's answer kept in ``last_error`` (enough to diagnose, bounded).
+_ERROR_BODY_LIMIT: Final = 200
+
+
+def handler_endpoint(handler: EventHandler) -> str:
+    """The endpoint name under which ``handler``'s deliveries are stored.
+
+    It is ``python:<module>.<qualified name>``, stable across restarts so that deliveries
+    left pending by one process are picked up by the next.
+
+    Example:
+        >>> def on_paid(event): ...
+        >>> handler_endpoint(on_paid)
+        'python:pesa.gateway._dispatcher.on_paid'
+    """
+    module = getattr(handler, "__module__", None) or "unknown"
+    name = getattr(handler, "__qualname__", None) or getattr(handler, "__name__", None)
+    if name is None:
+        # A callable instance: name it after its class.
+        name = type(handler).__qualname__
+    return f"{HANDLER_ENDPOINT_PREFIX}{module}.{name}"
+
+
+def _normalise_handlers(handlers: HandlerMap | None) -> dict[str, tuple[EventHandler, set[str]]]:
+    """endpoint → (handler, event types it wants)."""
+    table: dict[str, tuple[EventHandler, set[str]]] = {}
+    for event_type, value in (handlers or {}).items():
+        callables: Iterable[EventHandler] = [value] if callable(value) else value
+        for handler in callables:
+            if not callable(handler):
+                raise TypeError(f"handler for {event_type!r} is not callable: {handler!r}")
+            endpoint = handler_endpoint(handler)
+            known = table.get(endpoint)
+            if known is not None and known[0] is not handler:
+                raise ValueError(
+                    f"two different handlers share the endpoint name {endpoint!r}; "
+                    "give them distinct names"
+                )
+            table.setdefault(endpoint, (handler, set()))[1].add(event_type)
+    return table
+
+
+def delivery_endpoints(
+    webhook_urls: Sequence[str], handlers: HandlerMap | None = None
+) -> list[str]:
+    """Every endpoint the ledger must create deliveries for: the URLs, then the handlers.
+
+    Pass the result to ``Ledger.open(url, webhook_endpoints=...)`` so that each event gets
+    one delivery row per webhook URL and per Python handler.
+    """
+    endpoints = list(dict.fromkeys(webhook_urls))
+    endpoints.extend(e for e in _normalise_handlers(handlers) if e not in endpoints)
+    return endpoints
+
+
+@dataclass(frozen=True, slots=True)
+class DispatcherOptions:
+    """How the dispatcher paces and retries (defaults match :class:`pesa.Settings`).
+
+    Attributes:
+        max_attempts: attempts per delivery before giving up (the give-up is recorded).
+        timeout: seconds a receiver (or handler) has to answer one attempt.
+        backoff: the retry schedule.
+        batch_size: deliveries claimed per round.
+        concurrency: deliveries in flight at once.
+        lease: seconds a claimed delivery stays reserved to this dispatcher.
+        interval: seconds between polls when the outbox is empty.
+    """
+
+    max_attempts: int = 12
+    timeout: float = 10.0
+    backoff: Backoff = Backoff(base=10.0, cap=3600.0, jitter=0.2)
+    batch_size: int = 50
+    concurrency: int = 8
+    lease: float = 60.0
+    interval: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("max_attempts must be 1 or more")
+        if self.batch_size < 1 or self.concurrency < 1:
+            raise ValueError("batch_size and concurrency must be 1 or more")
+        if not 0 < self.timeout < self.lease:
+            raise ValueError("timeout must be positive and shorter than the lease")
+        if not self.interval > 0:
+            raise ValueError("interval must be positive")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> DispatcherOptions:
+        """The options set by ``PESA_WEBHOOK_*`` settings."""
+        return cls(
+            max_attempts=settings.webhook_max_attempts,
+            timeout=settings.webhook_timeout,
+            backoff=Backoff(base=settings.webhook_backoff_base, cap=settings.webhook_backoff_cap),
+            batch_size=settings.webhook_batch_size,
+            concurrency=settings.webhook_concurrency,
+            lease=settings.webhook_lease,
+            interval=settings.webhook_interval,
+        )
+
+
+@dataclass(slots=True)
+class DispatchReport:
+    """What one dispatcher round did.
+
+    Attributes:
+        claimed: deliveries claimed from the ledger.
+        delivered: delivered now (2xx, or the handler returned).
+        retrying: failed now, scheduled for another attempt.
+        gave_up: failed on their last attempt (recorded as ``failed``).
+        skipped: left for a later round because too little of the lease remained.
+    """
+
+    claimed: int = 0
+    delivered: int = 0
+    retrying: int = 0
+    gave_up: int = 0
+    skipped: int = 0
+
+
+class _AttemptFailed(Exception):
+    """One attempt failed; the message is what gets recorded as ``last_error``."""
+
+
+class WebhookDispatcher:
+    """Delivers the ledger's events to webhook URLs and Python handlers, at least once.
+
+    Args:
+        ledger: the open :class:`~pesa.ledger.Ledger` (its ``webhook_endpoints`` decide
+            which deliveries exist; see :func:`delivery_endpoints`).
+        secret: the webhook signing secret, or several (newest first) during a rotation.
+            Required when any delivery goes to a URL.
+        http_client: the client to POST with; one is created (and closed) when omitted.
+        handlers: event type (or ``"*"``) → handler or handlers; sync handlers run in a
+            worker thread.
+        options: pacing and retries; from ``settings`` when omitted.
+        settings: used for ``options`` and the secret when those are not given.
+        metrics: counters to update (``webhook_attempts``, ``webhook_gave_up``).
+        clock: returns the current aware datetime (the ledger's clock, in tests).
+        monotonic: a monotonic clock in seconds, for lease bookkeeping.
+
+    Example:
+        >>> dispatcher = WebhookDispatcher(ledger, secret="whsec_...")  # doctest: +SKIP
+        >>> report = await dispatcher.run_once()                          # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        *,
+        secret: str | Sequence[str] | None = None,
+        http_client: httpx.AsyncClient | None = None,
+        handlers: HandlerMap | None = None,
+        options: DispatcherOptions | None = None,
+        settings: Settings | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        rng: RandomSource | None = None,
+    ) -> None:
+        if options is None:
+            options = (
+                DispatcherOptions.from_settings(settings)
+                if settings is not None
+                else DispatcherOptions()
+            )
+        if secret is None and settings is not None and settings.webhook_secret is not None:
+            rotation = [settings.webhook_secret.get_secret_value()]
+            if settings.webhook_previous_secret is not None:
+                rotation.append(settings.webhook_previous_secret.get_secret_value())
+            secret = rotation
+        self.ledger = ledger
+        self.options = options
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._secret: list[str] = (
+            [] if secret is None else [secret] if isinstance(secret, str) else list(secret)
+        )
+        self._handlers = _normalise_handlers(handlers)
+        self._http = http_client
+        self._owns_http = http_client is None
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._monotonic = monotonic
+        self._rng: RandomSource = rng if rng is not None else random.Random()
+
+    @property
+    def handler_endpoints(self) -> list[str]:
+        """The endpoint names of the registered Python handlers."""
+        return list(self._handlers)
+
+    def _client(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = httpx.AsyncClient(
+                timeout=httpx.Timeout(self.options.timeout),
+                follow_redirects=False,
+                headers={"User-Agent": f"pesa-webhooks/{__version__}"},
+            )
+        return self._http
+
+    async def aclose(self) -> None:
+        """Close the HTTP client if the dispatcher created it."""
+        if self._owns_http and self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+    async def __aenter__(self) -> WebhookDispatcher:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- one round ---------------------------------------------------------------------
+
+    async def run_once(self) -> DispatchReport:
+        """Claim due deliveries, attempt each once, record the outcomes."""
+        options = self.options
+        report = DispatchReport()
+        claimed_at = self._monotonic()
+        batch = await self.ledger.claim_deliveries(
+            limit=options.batch_size, lease=timedelta(seconds=options.lease)
+        )
+        report.claimed = len(batch)
+        if not batch:
+            return report
+        # Start a delivery only while it can still finish inside its lease: after that
+        # another dispatcher may claim it, and the same delivery must never be in flight
+        # twice at once. A skipped delivery simply returns when its lease expires.
+        deadline = claimed_at + options.lease - options.timeout - 1.0
+        limiter = anyio.Semaphore(options.concurrency)
+
+        async def one(delivery: Delivery) -> None:
+            async with limiter:
+                if self._monotonic() >= deadline:
+                    report.skipped += 1
+                    return
+                await self._deliver(delivery, report)
+
+        async with anyio.create_task_group() as tg:
+            for delivery in batch:
+                tg.start_soon(one, delivery)
+        return report
+
+    async def run(self, stop: anyio.Event) -> None:
+        """Dispatch until ``stop`` is set: rounds back to back while there is work,
+        otherwise one poll every ``interval`` seconds. Errors are logged, never raised."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                report = await self.run_once()
+            except Exception:  # the loop must survive a database hiccup
+                failures += 1
+                pause = Backoff(base=self.options.interval, cap=60.0).delay(failures, self._rng)
+                log.exception("webhook dispatcher round failed; retrying in %.1f s", pause)
+                with anyio.move_on_after(pause):
+                    await stop.wait()
+                continue
+            failures = 0
+            if report.claimed < self.options.batch_size or report.skipped:
+                with anyio.move_on_after(self.options.interval):
+                    await stop.wait()
+
+    # -- one delivery ------------------------------------------------------------------
+
+    async def _deliver(self, delivery: Delivery, report: DispatchReport) -> None:
+        # The ledger counts an attempt when it hands the delivery out (so an attempt cut
+        # short by a crash still counts): ``attempts`` already includes this one.
+        attempt = max(delivery.attempts, 1)
+        kind: Kind = (
+            "handler" if delivery.endpoint.startswith(HANDLER_ENDPOINT_PREFIX) else "webhook"
+        )
+        try:
+            with anyio.fail_after(self.options.timeout):
+                if kind == "handler":
+                    status_code = await self._call_handler(delivery)
+                else:
+                    status_code = await self._post(delivery, attempt)
+        except _AttemptFailed as err:
+            await self._failed(delivery, kind, attempt, str(err), report)
+            return
+        except TimeoutError:
+            await self._failed(
+                delivery, kind, attempt, f"no answer within {self.options.timeout:g} s", report
+            )
+            return
+        await self.ledger.mark_delivered(delivery.id, status_code)
+        self.metrics.webhook_attempts.inc(kind=kind, outcome="delivered")
+        report.delivered += 1
+        log.info(
+            "delivered %s %s to %s (attempt %d)",
+            delivery.event.type,
+            delivery.event.id,
+            _describe(delivery.endpoint),
+            attempt,
+        )
+
+    async def _post(self, delivery: Delivery, attempt: int) -> int:
+        if not self._secret:
+            raise _AttemptFailed("no webhook secret configured (PESA_WEBHOOK_SECRET)")
+        event = delivery.event
+        body = event.payload
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign_webhook(
+                body, self._secret, timestamp=int(self._clock().timestamp())
+            ),
+            "Pesa-Event-Id": event.id,
+            "Pesa-Event-Type": event.type,
+            "Pesa-Delivery-Id": delivery.id,
+            "Pesa-Delivery-Attempt": str(attempt),
+        }
+        try:
+            response = await self._client().post(delivery.endpoint, content=body, headers=headers)
+        except httpx.TimeoutException as err:
+            raise _AttemptFailed(f"timed out: {type(err).__name__}") from err
+        except httpx.HTTPError as err:
+            raise _AttemptFailed(f"{type(err).__name__}: {err}") from err
+        if not 200 <= response.status_code < 300:
+            snippet = response.text[:_ERROR_BODY_LIMIT].strip()
+            detail = f": {snippet}" if snippet else ""
+            raise _AttemptFailed(f"HTTP {response.status_code}{detail}")
+        return response.status_code
+
+    async def _call_handler(self, delivery: Delivery) -> int:
+        entry = self._handlers.get(delivery.endpoint)
+        if entry is None:
+            # Another process registered this handler; this one cannot run it. Counted as a
+            # failed attempt so that a handler removed for good is eventually given up on.
+            raise _AttemptFailed(
+                f"no handler {delivery.endpoint.removeprefix(HANDLER_ENDPOINT_PREFIX)!r} "
+                "is registered in this process"
+            )
+        handler, event_types = entry
+        event = delivery.event
+        if ALL_EVENTS not in event_types and event.type not in event_types:
+            return HANDLER_DONE_STATUS  # not subscribed to this event type: nothing to do
+        try:
+            if _is_async(handler):
+                await cast(Awaitable[None], handler(event))
+            else:
+                # A sync handler must not block the event loop. On timeout the thread is
+                # abandoned (Python cannot kill it) and the attempt counts as failed.
+                result = await anyio.to_thread.run_sync(handler, event, abandon_on_cancel=True)
+                if inspect.isawaitable(result):
+                    await result
+        except Exception as err:  # a handler's bug is its delivery's failure
+            raise _AttemptFailed(f"{type(err).__name__}: {err}") from err
+        return HANDLER_DONE_STATUS
+
+    async def _failed(
+        self, delivery: Delivery, kind: Kind, attempt: int, error: str, report: DispatchReport
+    ) -> None:
+        error = redact(error)
+        self.metrics.webhook_attempts.inc(kind=kind, outcome="failed")
+        where = _describe(delivery.endpoint)
+        if attempt >= self.options.max_attempts:
+            await self.ledger.mark_delivery_failed(delivery.id, error, None)
+            self.metrics.webhook_gave_up.inc(kind=kind)
+            report.gave_up += 1
+            log.error(
+                "gave up delivering %s %s to %s after %d attempts: %s",
+                delivery.event.type,
+                delivery.event.id,
+                where,
+                attempt,
+                error,
+            )
+            return
+        delay = self.options.backoff.delay(attempt, self._rng)
+        next_attempt_at = self._clock() + timedelta(seconds=delay)
+        await self.ledger.mark_delivery_failed(delivery.id, error, next_attempt_at)
+        report.retrying += 1
+        log.warning(
+            "delivery of %s %s to %s failed (attempt %d of %d), retrying in %.0f s: %s",
+            delivery.event.type,
+            delivery.event.id,
+            where,
+            attempt,
+            self.options.max_attempts,
+            delay,
+            error,
+        )
+
+
+def _is_async(handler: EventHandler) -> bool:
+    # Async functions, partials of them, and instances with an ``async def __call__``.
+    call = getattr(handler, "__call__", None)  # noqa: B004 - looking for async __call__
+    return inspect.iscoroutinefunction(handler) or inspect.iscoroutinefunction(call)
+
+
+def _describe(endpoint: str) -> str:
+    # Webhook URLs may carry credentials in their query string; log scheme, host and path.
+    if endpoint.startswith(HANDLER_ENDPOINT_PREFIX):
+        return endpoint
+    url = httpx.URL(endpoint)
+    return f"{url.scheme}://{url.host}{':' + str(url.port) if url.port else ''}{url.path}"

@@ -1,0 +1,458 @@
+"""The reconciler: settles payments whose callback is late or lost, by STK query.
+
+Daraja's callbacks go missing (REFERENCE §11-12), so nothing waits for them forever. Each
+round the reconciler:
+
+1. turns intents stuck in ``created`` (the process died around the STK push) into
+   ``unknown``: the push may have left, so it is never re-sent;
+2. claims pending and unknown payments that have waited at least ``min_age`` and are due
+   (through the ledger: ``FOR UPDATE SKIP LOCKED`` on PostgreSQL plus a lease, so several
+   processes can reconcile at once and never query the same payment in one round);
+3. asks Daraja about each (``POST /mpesa/stkpushquery/v1/query``), at most ``query_rate``
+   queries per second (a token bucket shared by the whole process), and
+   - applies a final answer (``ResultCode`` ``"0"`` succeeded, another final code failed);
+   - keeps a "being processed" answer (``500.001.1001``) or a code the catalogue does not
+     know to be final as pending, and checks again after ``recheck_interval``;
+   - on spike arrest or quota (:class:`pesa.RateLimitError`) pauses every query for a
+     backoff that doubles while it repeats, and hands the rest of the round back;
+   - on a transport error or any other Daraja error leaves the payment for a later round;
+4. fails with reason ``expired`` a payment that still has no final answer once
+   ``deadline`` seconds have passed since it was created (after one last query).
+
+An ``unknown`` payment without a CheckoutRequestID (the push timed out before Daraja gave
+one) cannot be STK-queried: the reconciler does not send anything for it. It stays
+``unknown`` (a callback or a late ``accepted`` may still settle it) until the deadline,
+then fails as ``expired``, like any payment with no answer. If money did move, its callback
+(kept raw by the ledger) or Daraja's statement is the evidence to correct it.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Protocol
+
+import anyio
+
+from pesa._exceptions import DarajaError, PesaError, RateLimitError, TransportError
+from pesa._logging import get_logger
+from pesa.gateway._backoff import Backoff, RandomSource
+from pesa.gateway._metrics import Metrics
+from pesa.gateway._throttle import TokenBucket
+from pesa.ledger import PaymentStatus, StkResult
+
+if TYPE_CHECKING:
+    from pesa.config import Settings
+    from pesa.daraja import StkQueryResponse
+    from pesa.ledger import Ledger, Payment
+
+__all__ = ["ReconcileReport", "Reconciler", "ReconcilerOptions", "StkQueryClient"]
+
+log = get_logger("pesa.gateway.reconciler")
+
+_RECONCILABLE = (PaymentStatus.PENDING, PaymentStatus.UNKNOWN)
+
+
+class StkQueryClient(Protocol):
+    """What the reconciler needs from a Daraja client (:class:`pesa.AsyncDaraja` fits)."""
+
+    async def stk_query(self, checkout_request_id: str) -> StkQueryResponse:
+        """``POST /mpesa/stkpushquery/v1/query`` for one CheckoutRequestID."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class ReconcilerOptions:
+    """How the reconciler paces itself (defaults match :class:`pesa.Settings`).
+
+    Attributes:
+        interval: seconds between rounds when there is no backlog.
+        min_age: seconds a payment waits for its callback before its first query.
+        recheck_interval: seconds between queries of a payment that is still pending.
+        deadline: seconds after creation after which a payment with no final answer fails
+            with reason ``expired``.
+        query_rate: STK queries per second, at most, for this process.
+        query_burst: queries that may go out at once after an idle spell.
+        batch_size: payments claimed per round.
+        lease: seconds a claimed payment stays reserved to this process.
+        stale_created_after: seconds after which an intent still in ``created`` is
+            treated as ``unknown``.
+        backoff: pauses after spike arrest / quota answers.
+    """
+
+    interval: float = 5.0
+    min_age: float = 20.0
+    recheck_interval: float = 10.0
+    deadline: float = 900.0
+    query_rate: float = 2.0
+    query_burst: int = 1
+    batch_size: int = 50
+    lease: float = 120.0
+    stale_created_after: float = 300.0
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=5.0, cap=300.0))
+
+    def __post_init__(self) -> None:
+        for name in ("interval", "recheck_interval", "deadline", "query_rate", "lease"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name} must be greater than 0")
+        if self.min_age < 0:
+            raise ValueError("min_age must not be negative")
+        if self.query_burst < 1 or self.batch_size < 1:
+            raise ValueError("query_burst and batch_size must be 1 or more")
+        if not self.stale_created_after > 0:
+            raise ValueError("stale_created_after must be greater than 0")
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReconcilerOptions:
+        """The options set by ``PESA_RECONCILE_*`` settings."""
+        return cls(
+            interval=settings.reconcile_interval,
+            min_age=settings.reconcile_min_age,
+            recheck_interval=settings.reconcile_recheck_interval,
+            deadline=settings.reconcile_deadline,
+            query_rate=settings.reconcile_query_rate,
+            query_burst=settings.reconcile_query_burst,
+            batch_size=settings.reconcile_batch_size,
+            lease=settings.reconcile_lease,
+            stale_created_after=settings.reconcile_stale_created_after,
+            backoff=Backoff(
+                base=settings.reconcile_backoff_base, cap=settings.reconcile_backoff_cap
+            ),
+        )
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    """What one reconciliation round did.
+
+    Attributes:
+        recovered: intents stuck in ``created`` moved to ``unknown``.
+        claimed: payments claimed for checking.
+        queried: STK queries sent.
+        succeeded: payments the round settled as succeeded.
+        failed: payments the round settled as failed by a final result code.
+        still_pending: payments Daraja still reports as being processed.
+        expired: payments failed with reason ``expired``.
+        unqueryable: unknown payments without a CheckoutRequestID left to wait.
+        errors: queries that got no usable answer (transport or Daraja errors).
+        rate_limited: spike arrest / quota answers.
+        released: claimed payments handed back unqueried (after a spike arrest, or too
+            little lease left).
+    """
+
+    recovered: int = 0
+    claimed: int = 0
+    queried: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    still_pending: int = 0
+    expired: int = 0
+    unqueryable: int = 0
+    errors: int = 0
+    rate_limited: int = 0
+    released: int = 0
+
+
+class _RoundAborted(Exception):
+    """Spike arrest: hand the rest of the round back."""
+
+
+class Reconciler:
+    """Settles pending and unknown payments by STK query, within a rate bound.
+
+    Args:
+        ledger: the open :class:`~pesa.ledger.Ledger`.
+        client: the Daraja client (:class:`pesa.AsyncDaraja`), used for ``stk_query`` only.
+        options: pacing; from ``settings`` when omitted.
+        settings: used for ``options`` when those are not given.
+        metrics: counters to update (``reconciler_*``).
+        clock: returns the current aware datetime; must agree with the ledger's clock.
+        monotonic: a monotonic clock in seconds (rate bound and leases).
+        sleep: how to wait (the rate bound's pauses); injectable for tests.
+
+    Example:
+        >>> reconciler = Reconciler(ledger, client, settings=settings)  # doctest: +SKIP
+        >>> report = await reconciler.run_once()                        # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        client: StkQueryClient,
+        *,
+        options: ReconcilerOptions | None = None,
+        settings: Settings | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], datetime] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+        rng: RandomSource | None = None,
+    ) -> None:
+        if options is None:
+            options = (
+                ReconcilerOptions.from_settings(settings)
+                if settings is not None
+                else ReconcilerOptions()
+            )
+        self.ledger = ledger
+        self.client = client
+        self.options = options
+        self.metrics = metrics if metrics is not None else Metrics()
+        self._clock = clock or (lambda: datetime.now(UTC))
+        self._monotonic = monotonic
+        self.bucket = TokenBucket(
+            options.query_rate, options.query_burst, clock=monotonic, sleep=sleep
+        )
+        self._rng: RandomSource = rng if rng is not None else random.Random()
+        self._rate_limited_in_a_row = 0
+
+    # -- one round ---------------------------------------------------------------------
+
+    async def run_once(self) -> ReconcileReport:
+        """Run one round: recover stale intents, claim due payments, query, settle."""
+        options = self.options
+        report = ReconcileReport()
+        self.metrics.reconciler_rounds.inc()
+        recovered = await self.ledger.recover_stale_created(
+            timedelta(seconds=options.stale_created_after)
+        )
+        report.recovered = len(recovered)
+        if recovered:
+            self.metrics.reconciler_stale_recovered.inc(len(recovered))
+            log.warning(
+                "%d payment(s) stuck in created marked unknown: %s",
+                len(recovered),
+                ", ".join(p.id for p in recovered),
+            )
+
+        claimed_at = self._monotonic()
+        batch = await self.ledger.claim_for_reconciliation(
+            limit=options.batch_size,
+            min_age=timedelta(seconds=options.min_age),
+            lease=timedelta(seconds=options.lease),
+        )
+        report.claimed = len(batch)
+        # A query is started only while the claim is safely held: past this point another
+        # process may have claimed the payment, and it must not be queried twice at once.
+        lease_end = claimed_at + options.lease * 0.8
+        for index, payment in enumerate(batch):
+            if self._monotonic() >= lease_end:
+                await self._release(batch[index:], self._now(), report)
+                break
+            try:
+                await self._check(payment, report)
+            except _RoundAborted:
+                resume = self._now() + timedelta(seconds=self.bucket.wait_time())
+                await self._release(batch[index + 1 :], resume, report)
+                break
+        if report.claimed:
+            log.info(
+                "reconciled %d payment(s): %d queried, %d succeeded, %d failed, %d pending, "
+                "%d expired, %d errors",
+                report.claimed,
+                report.queried,
+                report.succeeded,
+                report.failed,
+                report.still_pending,
+                report.expired,
+                report.errors,
+            )
+        return report
+
+    async def run(self, stop: anyio.Event) -> None:
+        """Reconcile until ``stop`` is set: rounds back to back while a backlog remains,
+        otherwise one every ``interval`` seconds. Errors are logged, never raised."""
+        failures = 0
+        while not stop.is_set():
+            try:
+                report = await self.run_once()
+            except Exception:  # the loop must survive a database hiccup
+                failures += 1
+                pause = Backoff(base=self.options.interval, cap=300.0).delay(failures, self._rng)
+                log.exception("reconciliation round failed; retrying in %.1f s", pause)
+                with anyio.move_on_after(pause):
+                    await stop.wait()
+                continue
+            failures = 0
+            backlog = report.claimed >= self.options.batch_size and not report.released
+            if not backlog:
+                with anyio.move_on_after(self.options.interval):
+                    await stop.wait()
+
+    async def settle(self, payment: Payment) -> Payment:
+        """Query Daraja about ``payment`` now and apply a final answer (``/refresh``).
+
+        A payment that is not pending or unknown, or has no CheckoutRequestID, is returned
+        as stored. A "still being processed" answer leaves it unchanged. The query counts
+        against the same rate bound as the background rounds.
+
+        Raises:
+            RateLimitError: Daraja answered with spike arrest (the bound also pauses).
+            TransportError: no answer from Daraja.
+            DarajaError: any other error answer.
+        """
+        current = await self.ledger.get_payment(payment.id) or payment
+        if current.status not in _RECONCILABLE or current.checkout_request_id is None:
+            return current
+        await self.bucket.acquire()
+        try:
+            response = await self.client.stk_query(current.checkout_request_id)
+        except RateLimitError:
+            self._rate_limited()
+            raise
+        self._rate_limited_in_a_row = 0
+        if response.pending or not _is_final(response):
+            self.metrics.reconciler_queries.inc(outcome="pending")
+            return current
+        outcome = await self.ledger.apply_stk_result(
+            current.checkout_request_id, _result(response), source="query"
+        )
+        self.metrics.reconciler_queries.inc(
+            outcome="succeeded" if _is_success(response) else "failed"
+        )
+        return outcome.payment or current
+
+    # -- one payment -------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return self._clock()
+
+    def _past_deadline(self, payment: Payment, now: datetime) -> bool:
+        return now >= payment.created_at + timedelta(seconds=self.options.deadline)
+
+    async def _check(self, payment: Payment, report: ReconcileReport) -> None:
+        cid = payment.checkout_request_id
+        if cid is None:
+            await self._unqueryable(payment, report)
+            return
+
+        await self.bucket.acquire()
+        report.queried += 1
+        try:
+            response = await self.client.stk_query(cid)
+        except RateLimitError as err:
+            report.rate_limited += 1
+            self.metrics.reconciler_queries.inc(outcome="rate_limited")
+            pause = self._rate_limited()
+            log.warning(
+                "STK query refused by rate limiting [%s]; pausing queries for %.1f s",
+                err.error_code,
+                pause,
+            )
+            # This payment is handed back with the rest of the round.
+            await self._release([payment], self._now() + timedelta(seconds=pause), report)
+            raise _RoundAborted from err
+        except (TransportError, DarajaError) as err:
+            report.errors += 1
+            self.metrics.reconciler_queries.inc(outcome="error")
+            log.warning("STK query for payment %s got no usable answer: %s", payment.id, err)
+            await self._no_answer(payment, report)
+            return
+        except PesaError as err:
+            # Client-side problems (validation, configuration) are as good as no answer.
+            report.errors += 1
+            self.metrics.reconciler_queries.inc(outcome="error")
+            log.error("STK query for payment %s could not be sent: %s", payment.id, err)
+            await self._no_answer(payment, report)
+            return
+        self._rate_limited_in_a_row = 0
+
+        if response.pending or not _is_final(response):
+            self.metrics.reconciler_queries.inc(outcome="pending")
+            if not response.pending:
+                log.warning(
+                    "STK query for payment %s returned result code %s, which is not known "
+                    "to be final; checking again later",
+                    payment.id,
+                    response.result_code,
+                )
+            await self._no_answer(payment, report, pending=True)
+            return
+
+        outcome = await self.ledger.apply_stk_result(cid, _result(response), source="query")
+        success = _is_success(response)
+        self.metrics.reconciler_queries.inc(outcome="succeeded" if success else "failed")
+        settled = outcome.payment
+        if outcome.status == "applied" and settled is not None:
+            if settled.status is PaymentStatus.SUCCEEDED:
+                report.succeeded += 1
+            elif settled.status is PaymentStatus.FAILED:
+                report.failed += 1
+        log.info(
+            "STK query settled payment %s: result code %s (%s)",
+            payment.id,
+            response.result_code,
+            outcome.detail or outcome.status,
+        )
+
+    async def _no_answer(
+        self, payment: Payment, report: ReconcileReport, *, pending: bool = False
+    ) -> None:
+        now = self._now()
+        if self._past_deadline(payment, now):
+            await self._expire(payment, report)
+            return
+        if pending:
+            report.still_pending += 1
+        deadline_at = payment.created_at + timedelta(seconds=self.options.deadline)
+        next_check = min(now + timedelta(seconds=self.options.recheck_interval), deadline_at)
+        await self.ledger.record_still_pending(payment.id, next_check)
+
+    async def _unqueryable(self, payment: Payment, report: ReconcileReport) -> None:
+        now = self._now()
+        if self._past_deadline(payment, now):
+            await self._expire(payment, report)
+            return
+        report.unqueryable += 1
+        # Nothing can be asked; look again only at the deadline (a callback or a late
+        # "accepted" may settle it before then).
+        deadline_at = payment.created_at + timedelta(seconds=self.options.deadline)
+        await self.ledger.record_still_pending(payment.id, deadline_at)
+
+    async def _expire(self, payment: Payment, report: ReconcileReport) -> None:
+        expired = await self.ledger.expire(payment.id)
+        if expired.status is PaymentStatus.FAILED and expired.failure_reason == "expired":
+            report.expired += 1
+            self.metrics.reconciler_expired.inc()
+            log.warning(
+                "payment %s expired: no final answer within %g s%s",
+                payment.id,
+                self.options.deadline,
+                "" if payment.checkout_request_id else " (no CheckoutRequestID to query)",
+            )
+
+    async def _release(
+        self, payments: list[Payment], next_check_at: datetime, report: ReconcileReport
+    ) -> None:
+        for payment in payments:
+            await self.ledger.record_still_pending(payment.id, next_check_at)
+            report.released += 1
+
+    def _rate_limited(self) -> float:
+        self._rate_limited_in_a_row += 1
+        self.metrics.reconciler_rate_limited.inc()
+        pause = self.options.backoff.delay(self._rate_limited_in_a_row, self._rng)
+        self.bucket.pause(pause)
+        return pause
+
+
+def _is_success(response: StkQueryResponse) -> bool:
+    return (response.result_code or "").strip() == "0"
+
+
+def _is_final(response: StkQueryResponse) -> bool:
+    if _is_success(response):
+        return True
+    code = response.code
+    return code is not None and code.final
+
+
+def _result(response: StkQueryResponse) -> StkResult:
+    return StkResult(
+        result_code=(response.result_code or "").strip(),
+        result_desc=response.result_desc,
+        source="query",
+    )

@@ -1,0 +1,339 @@
+"""The webhook dispatcher against a real ledger and a real loopback receiver."""
+
+from __future__ import annotations
+
+import json
+import random
+from datetime import timedelta
+
+import anyio
+import pytest
+
+from pesa import verify_webhook
+from pesa.gateway import Backoff, Metrics, WebhookDispatcher, delivery_endpoints, handler_endpoint
+from pesa.gateway._dispatcher import DispatcherOptions
+from pesa.ledger import Event, Ledger
+
+from .conftest import ManualClock, OpenLedger, Receiver, pending_payment
+
+SECRET = "whsec_dispatcher_test"
+
+
+def options(**overrides: object) -> DispatcherOptions:
+    values: dict[str, object] = {
+        "max_attempts": 5,
+        "timeout": 5.0,
+        "backoff": Backoff(base=10, cap=100, jitter=0),
+        "batch_size": 50,
+        "concurrency": 4,
+        "lease": 60.0,
+        "interval": 0.05,
+    }
+    values.update(overrides)
+    return DispatcherOptions(**values)  # type: ignore[arg-type]  # test-only mixed kwargs
+
+
+async def delivery_counts(ledger: Ledger) -> dict[str, int]:
+    return dict((await ledger.stats()).deliveries)
+
+
+async def test_webhook_arrives_signed_and_verifies(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=[receiver.url])
+    payment = await pending_payment(ledger, 1)
+    metrics = Metrics()
+    async with WebhookDispatcher(
+        ledger, secret=SECRET, options=options(), clock=clock, metrics=metrics
+    ) as dispatcher:
+        report = await dispatcher.run_once()
+
+    assert (report.claimed, report.delivered) == (1, 1)
+    [request] = receiver.requests
+    assert request.path == "/hooks"
+    assert request.headers["Content-Type"] == "application/json"
+    event = verify_webhook(
+        request.body, request.headers["Pesa-Signature"], SECRET, now=clock().timestamp()
+    )
+    assert event["type"] == "payment.pending"
+    assert event["data"]["payment"]["id"] == payment.id
+    assert request.headers["Pesa-Event-Id"] == event["id"]
+    assert request.headers["Pesa-Event-Type"] == "payment.pending"
+    assert request.headers["Pesa-Delivery-Attempt"] == "1"
+    # Signed with the dispatcher's clock: the header's timestamp is the manual clock's.
+    assert request.headers["Pesa-Signature"].startswith(f"t={int(clock().timestamp())},")
+    assert (await delivery_counts(ledger))["delivered"] == 1
+    assert metrics.webhook_attempts.value(kind="webhook", outcome="delivered") == 1
+
+
+async def test_rotation_signs_with_both_secrets(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=[receiver.url])
+    await pending_payment(ledger, 1)
+    async with WebhookDispatcher(
+        ledger, secret=["whsec_new", "whsec_old"], options=options(), clock=clock
+    ) as dispatcher:
+        await dispatcher.run_once()
+    [request] = receiver.requests
+    header = request.headers["Pesa-Signature"]
+    assert header.count("v1=") == 2
+    for secret in ("whsec_new", "whsec_old"):
+        verify_webhook(request.body, header, secret, now=clock().timestamp())
+
+
+async def test_failing_receiver_is_retried_with_backoff_then_succeeds(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=[receiver.url])
+    await pending_payment(ledger, 1)
+    receiver.statuses = [500, 503]
+    async with WebhookDispatcher(
+        ledger, secret=SECRET, options=options(), clock=clock
+    ) as dispatcher:
+        first = await dispatcher.run_once()
+        assert (first.claimed, first.retrying) == (1, 1)
+        # Not due before its backoff (10 s for the first retry, jitter off).
+        clock.advance(9)
+        assert (await dispatcher.run_once()).claimed == 0
+        clock.advance(1)
+        second = await dispatcher.run_once()
+        assert second.retrying == 1
+        clock.advance(19)
+        assert (await dispatcher.run_once()).claimed == 0
+        clock.advance(1)
+        third = await dispatcher.run_once()
+        assert third.delivered == 1
+
+    assert [r.headers["Pesa-Delivery-Attempt"] for r in receiver.requests] == ["1", "2", "3"]
+    # Every attempt carries the same event: receivers de-duplicate on its id.
+    assert len({json.loads(r.body)["id"] for r in receiver.requests}) == 1
+    assert await delivery_counts(ledger) == {"pending": 0, "delivered": 1, "failed": 0}
+
+
+async def test_gives_up_after_max_attempts_and_records_it(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=[receiver.url])
+    await pending_payment(ledger, 1)
+    receiver.statuses = [500] * 10
+    metrics = Metrics()
+    async with WebhookDispatcher(
+        ledger, secret=SECRET, options=options(max_attempts=3), clock=clock, metrics=metrics
+    ) as dispatcher:
+        reports = []
+        for _ in range(5):
+            reports.append(await dispatcher.run_once())
+            clock.advance(1000)
+
+    assert [r.claimed for r in reports] == [1, 1, 1, 0, 0]
+    assert reports[2].gave_up == 1
+    assert len(receiver.requests) == 3
+    assert await delivery_counts(ledger) == {"pending": 0, "delivered": 0, "failed": 1}
+    assert metrics.webhook_gave_up.value(kind="webhook") == 1
+    assert metrics.webhook_attempts.value(kind="webhook", outcome="failed") == 3
+
+
+async def test_unreachable_receiver_counts_as_a_failed_attempt(
+    open_ledger: OpenLedger, clock: ManualClock
+) -> None:
+    # Port 9 on loopback: nothing listens there (connection refused).
+    ledger = await open_ledger(endpoints=["http://127.0.0.1:9/hooks"])
+    await pending_payment(ledger, 1)
+    async with WebhookDispatcher(
+        ledger, secret=SECRET, options=options(max_attempts=1), clock=clock
+    ) as dispatcher:
+        report = await dispatcher.run_once()
+    assert report.gave_up == 1
+    assert (await delivery_counts(ledger))["failed"] == 1
+
+
+async def test_slow_receiver_times_out(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=[receiver.url])
+    await pending_payment(ledger, 1)
+    receiver.delay = 1.0
+    async with WebhookDispatcher(
+        ledger, secret=SECRET, options=options(timeout=0.2, lease=30.0), clock=clock
+    ) as dispatcher:
+        report = await dispatcher.run_once()
+    assert report.retrying == 1
+
+
+async def test_missing_secret_fails_the_attempt_instead_of_sending_unsigned(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=[receiver.url])
+    await pending_payment(ledger, 1)
+    async with WebhookDispatcher(ledger, options=options(), clock=clock) as dispatcher:
+        report = await dispatcher.run_once()
+    assert report.retrying == 1
+    assert receiver.requests == []
+
+
+async def test_python_handlers_are_called_and_retried_independently(
+    open_ledger: OpenLedger, clock: ManualClock
+) -> None:
+    seen_sync: list[str] = []
+    seen_async: list[str] = []
+    seen_all: list[str] = []
+    failures = {"left": 1}
+
+    def on_pending(event: Event) -> None:
+        seen_sync.append(event.type)
+
+    async def flaky_on_pending(event: Event) -> None:
+        if failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("database is down")
+        seen_async.append(event.id)
+
+    def on_everything(event: Event) -> None:
+        seen_all.append(event.type)
+
+    def on_succeeded(event: Event) -> None:
+        raise AssertionError(f"called for {event.type}")
+
+    handlers = {
+        "payment.pending": [on_pending, flaky_on_pending],
+        "payment.succeeded": on_succeeded,
+        "*": on_everything,
+    }
+    endpoints = delivery_endpoints([], handlers)
+    assert endpoints == [
+        handler_endpoint(on_pending),
+        handler_endpoint(flaky_on_pending),
+        handler_endpoint(on_succeeded),
+        handler_endpoint(on_everything),
+    ]
+    ledger = await open_ledger(endpoints=endpoints)
+    await pending_payment(ledger, 1)
+    metrics = Metrics()
+    async with WebhookDispatcher(
+        ledger, handlers=handlers, options=options(), clock=clock, metrics=metrics
+    ) as dispatcher:
+        first = await dispatcher.run_once()
+        assert (first.claimed, first.delivered, first.retrying) == (4, 3, 1)
+        clock.advance(10)
+        second = await dispatcher.run_once()
+        assert (second.claimed, second.delivered) == (1, 1)
+
+    assert seen_sync == ["payment.pending"]
+    assert len(seen_async) == 1
+    assert seen_all == ["payment.pending"]
+    assert metrics.webhook_attempts.value(kind="handler", outcome="failed") == 1
+    assert await delivery_counts(ledger) == {"pending": 0, "delivered": 4, "failed": 0}
+
+
+async def test_handler_not_registered_in_this_process_is_retried_then_given_up(
+    open_ledger: OpenLedger, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=["python:shop.hooks.on_paid"])
+    await pending_payment(ledger, 1)
+    async with WebhookDispatcher(
+        ledger, options=options(max_attempts=2), clock=clock
+    ) as dispatcher:
+        assert (await dispatcher.run_once()).retrying == 1
+        clock.advance(10)
+        assert (await dispatcher.run_once()).gave_up == 1
+
+
+def test_two_different_handlers_with_one_name_are_refused() -> None:
+    def make() -> object:
+        def on_paid(event: Event) -> None:
+            del event
+
+        return on_paid
+
+    first, second = make(), make()
+    with pytest.raises(ValueError, match="share the endpoint name"):
+        delivery_endpoints([], {"payment.succeeded": [first, second]})  # type: ignore[list-item]  # plain callables
+
+
+async def test_a_delivery_with_too_little_lease_left_is_not_started(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=[receiver.url])
+    await pending_payment(ledger, 1)
+    ticks = iter([0.0, 100.0, 100.0])
+    async with WebhookDispatcher(
+        ledger,
+        secret=SECRET,
+        options=options(),
+        clock=clock,
+        monotonic=lambda: next(ticks),
+    ) as dispatcher:
+        report = await dispatcher.run_once()
+    assert (report.claimed, report.skipped, report.delivered) == (1, 1, 0)
+    assert receiver.requests == []
+    # The claim still holds until its lease ends; then the delivery is due again.
+    clock.advance(61)
+    assert await ledger.claim_deliveries(limit=10, lease=timedelta(seconds=60))
+
+
+async def test_run_delivers_in_the_background_until_stopped(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=[receiver.url])
+    stop = anyio.Event()
+    async with (
+        WebhookDispatcher(ledger, secret=SECRET, options=options(), clock=clock) as dispatcher,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(dispatcher.run, stop)
+        await pending_payment(ledger, 1)
+        with anyio.fail_after(10):
+            while not receiver.requests:
+                await anyio.sleep(0.02)
+        stop.set()
+    assert len(receiver.requests) == 1
+
+
+@pytest.mark.postgres
+async def test_two_dispatchers_never_send_one_delivery_twice_at_once(
+    postgres_url: str, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledgers = [
+        await Ledger.open(postgres_url, webhook_endpoints=[receiver.url], clock=clock)
+        for _ in range(2)
+    ]
+    try:
+        await ledgers[0].migrate()
+        for n in range(40):
+            await pending_payment(ledgers[0], n)
+        receiver.delay = 0.01
+        dispatchers = [
+            WebhookDispatcher(
+                ledger,
+                secret=SECRET,
+                options=options(batch_size=7, concurrency=3),
+                clock=clock,
+                rng=random.Random(n),
+            )
+            for n, ledger in enumerate(ledgers)
+        ]
+        claimed = [0, 0]
+
+        async def drain(index: int) -> None:
+            while True:
+                report = await dispatchers[index].run_once()
+                claimed[index] += report.claimed
+                if report.claimed == 0:
+                    return
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(drain, 0)
+            tg.start_soon(drain, 1)
+        for dispatcher in dispatchers:
+            await dispatcher.aclose()
+    finally:
+        for ledger in ledgers:
+            await ledger.close()
+
+    ids = [r.headers["Pesa-Delivery-Id"] for r in receiver.requests]
+    assert len(ids) == 40
+    assert len(set(ids)) == 40, "a delivery was sent twice"
+    assert max(receiver.max_in_flight.values()) == 1
+    assert sum(claimed) == 40
+    assert all(claimed), f"one dispatcher did all the work: {claimed}"
