@@ -52,7 +52,11 @@ class Process:
         self.popen.wait(10)
 
     def stop(self, timeout: float = 20.0) -> int:
-        """SIGTERM and wait: a graceful shutdown."""
+        """SIGTERM and wait: a graceful shutdown.
+
+        uvicorn finishes its shutdown (lifespan included) and then re-raises the signal,
+        so a clean stop ends with ``-SIGTERM``.
+        """
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
             try:
@@ -100,6 +104,8 @@ def pesa_process(
             popen.kill()
             popen.wait(10)
         reader.join(5)
+        if popen.stdout is not None:
+            popen.stdout.close()
 
 
 @contextmanager

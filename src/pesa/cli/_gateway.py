@@ -219,16 +219,16 @@ def demo(
     console.print("pesa demo: gateway + emulator + SQLite on a free loopback port ...")
     results, notes = anyio.run(lambda: run_demo(timeout=timeout))
     table = Table(title="pesa demo: one payment per emulator scenario", title_justify="left")
-    for column in ("scenario", "phone", "payment", "lifecycle", "code", "receipt", "check"):
+    for column in ("scenario", "phone", "lifecycle", "code", "callbacks", "receipt", "check"):
         table.add_column(column, overflow="fold")
     for result in results:
         payment = result.payment
         table.add_row(
             result.scenario.name,
             result.scenario.phone,
-            str(payment["id"]),
             " → ".join(result.lifecycle),
             str(payment.get("result_code") or "-"),
+            str(result.callbacks),
             str(payment.get("receipt") or "-"),
             "[green]ok[/]" if result.ok else "[red]" + "; ".join(result.problems) + "[/]",
         )

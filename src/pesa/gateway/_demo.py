@@ -41,6 +41,7 @@ class Scenario:
     phone: str
     expected_status: str
     expected_code: str | None
+    expected_callbacks: int | None = None
 
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -50,8 +51,8 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario("customer unreachable", "254700001037", "failed", "1037"),
     Scenario("wrong PIN", "254700002001", "failed", "2001"),
     Scenario("subscriber busy: refused at push", "254700001001", "rejected", None),
-    Scenario("callback lost: settled by query", "254700000404", "succeeded", "0"),
-    Scenario("callback sent twice: applied once", "254700000202", "succeeded", "0"),
+    Scenario("callback lost: settled by query", "254700000404", "succeeded", "0", 0),
+    Scenario("callback sent twice: applied once", "254700000202", "succeeded", "0", 2),
 )
 
 
@@ -62,6 +63,7 @@ class DemoResult:
     scenario: Scenario
     payment: dict[str, Any]
     lifecycle: list[str] = field(default_factory=list)
+    callbacks: int = 0
     problems: list[str] = field(default_factory=list)
 
     @property
@@ -117,11 +119,11 @@ async def run_demo(
         async with serve_gateway(settings, emulator=emulator) as gateway:
             headers = {"Authorization": f"Bearer {api_key}"}
             async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=30) as http:
-                return await _walk(http, scenarios, timeout)
+                return await _walk(http, scenarios, timeout, f"{gateway.emulator_url}")
 
 
 async def _walk(
-    http: httpx.AsyncClient, scenarios: Sequence[Scenario], timeout: float
+    http: httpx.AsyncClient, scenarios: Sequence[Scenario], timeout: float, emulator_url: str
 ) -> tuple[list[DemoResult], list[str]]:
     notes: list[str] = []
     results: list[DemoResult] = []
@@ -154,7 +156,9 @@ async def _walk(
                 break
             await anyio.sleep(0.2)
     events = await _all_events(http)
+    delivered = await _delivered_callbacks(http, emulator_url)
     for result in results:
+        result.callbacks = delivered.get(str(result.payment.get("checkout_request_id")), 0)
         mine = [e for e in events if _event_payment_id(e) == result.payment["id"]]
         result.lifecycle = ["created", *(str(e["type"]).removeprefix("payment.") for e in mine)]
         result.problems = _judge(result, mine)
@@ -181,6 +185,19 @@ async def _check_idempotent_retry(
         f"idempotent retry FAILED: replay {again.status_code} same={same} replayed={replayed}, "
         f"conflict answered {conflict.status_code}"
     )
+
+
+async def _delivered_callbacks(http: httpx.AsyncClient, emulator_url: str) -> dict[str, int]:
+    """CheckoutRequestID → callbacks the emulator delivered (its control API)."""
+    reply = await http.get(f"{emulator_url}/__emulator__/callbacks", params={"kind": "stk"})
+    reply.raise_for_status()
+    counts: dict[str, int] = {}
+    for record in reply.json():
+        stk = record.get("payload", {}).get("Body", {}).get("stkCallback", {})
+        checkout_id = str(stk.get("CheckoutRequestID"))
+        if record.get("delivered"):
+            counts[checkout_id] = counts.get(checkout_id, 0) + 1
+    return counts
 
 
 async def _all_events(http: httpx.AsyncClient) -> list[dict[str, Any]]:
@@ -214,6 +231,10 @@ def _judge(result: DemoResult, events: list[dict[str, Any]]) -> list[str]:
     if scenario.expected_code is not None and payment.get("result_code") != scenario.expected_code:
         problems.append(
             f"result code {payment.get('result_code')}, expected {scenario.expected_code}"
+        )
+    if scenario.expected_callbacks is not None and result.callbacks != scenario.expected_callbacks:
+        problems.append(
+            f"{result.callbacks} callbacks delivered, expected {scenario.expected_callbacks}"
         )
     if payment.get("flagged"):
         problems.append(f"flagged: {payment.get('flag_reason')}")
