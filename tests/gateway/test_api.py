@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from pesa.daraja import lookup_code
 from pesa.emulator import Emulator
 from pesa.testing._gateway import RunningGateway
 
@@ -71,7 +72,7 @@ class TestCreatePayment:
         final = await wait_for(api, payment["id"])
         assert final["status"] == "failed"
         assert final["result_code"] == code
-        assert final["failure_reason"]
+        assert final["failure_reason"] == lookup_code(code).meaning
         assert final["receipt"] is None
 
     async def test_refused_push_is_rejected_with_darajas_code(self, api: httpx.AsyncClient) -> None:

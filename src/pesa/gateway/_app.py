@@ -10,7 +10,7 @@ process runs everything.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +25,7 @@ from pesa._logging import get_logger
 from pesa._version import __version__
 from pesa.client import AsyncDaraja
 from pesa.config import Settings
+from pesa.daraja import lookup_code
 from pesa.emulator import SANDBOX_PASSKEY, Emulator, config_from_settings
 from pesa.gateway import _api, _callbacks
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
@@ -170,7 +171,7 @@ async def run_workers(
     """
     async with AsyncExitStack() as stack:
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
-        ledger = await Ledger.open(settings.database_url, webhook_endpoints=endpoints)
+        ledger = await open_ledger(settings, endpoints)
         stack.push_async_callback(ledger.close)
         client = build_client(settings)
         stack.push_async_callback(client.aclose)
@@ -179,6 +180,23 @@ async def run_workers(
         dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
         stack.push_async_callback(dispatcher.aclose)
         await _run_until_stopped(reconciler, dispatcher, stop)
+
+
+def stk_code_meaning(code: str) -> str | None:
+    """The catalogue meaning of an STK result code (``"1032"`` → "cancelled by the customer").
+
+    Given to the ledger, which records it as a failed payment's ``failure_reason``; an
+    unknown code gives ``None`` and the ledger keeps Daraja's own ``ResultDesc``.
+    """
+    entry = lookup_code(code, "stk")
+    return entry.meaning if entry.known else None
+
+
+async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> Ledger:
+    """Open the ledger of ``PESA_DATABASE_URL`` with the STK result-code catalogue."""
+    return await Ledger.open(
+        settings.database_url, webhook_endpoints=webhook_endpoints, meaning=stk_code_meaning
+    )
 
 
 def create_app(
@@ -269,7 +287,7 @@ async def _open(
 ) -> GatewayState:
     if ledger is None:
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
-        ledger = await Ledger.open(settings.database_url, webhook_endpoints=endpoints)
+        ledger = await open_ledger(settings, endpoints)
         stack.push_async_callback(ledger.close)
         if settings.auto_migrate:
             await ledger.migrate()
