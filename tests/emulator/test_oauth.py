@@ -72,13 +72,20 @@ async def test_post_to_oauth_is_method_not_allowed(emulator: Emulator) -> None:
     assert response.json()["errorMessage"] == "POST Method Not Allowed"
 
 
-async def test_get_on_a_post_endpoint_is_refused_as_configured() -> None:
-    for setting, status, code in [("405.001", 405, "405.001"), ("404.001.04", 404, "404.001.04")]:
-        async with Emulator(EmulatorConfig(wrong_method_error=setting)) as emulator:  # type: ignore[arg-type]
-            async with _client(emulator) as http:
-                response = await http.get(PUSH)
-        assert response.status_code == status
-        assert response.json()["errorCode"] == code
+@pytest.mark.parametrize(
+    ("config", "status", "code"),
+    [
+        (EmulatorConfig(wrong_method_error="405.001"), 405, "405.001"),
+        (EmulatorConfig(wrong_method_error="404.001.04"), 404, "404.001.04"),
+    ],
+)
+async def test_get_on_a_post_endpoint_is_refused_as_configured(
+    config: EmulatorConfig, status: int, code: str
+) -> None:
+    async with Emulator(config) as emulator, _client(emulator) as http:
+        response = await http.get(PUSH)
+    assert response.status_code == status
+    assert response.json()["errorCode"] == code
 
 
 async def test_missing_or_unknown_token_is_invalid_access_token(emulator: Emulator) -> None:
