@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pesa._constants import (
     DEFAULT_DATABASE_URL,
+    DEFAULT_EMULATOR_HOST,
+    DEFAULT_EMULATOR_PORT,
     DEFAULT_ENVIRONMENT,
     DEFAULT_MAX_RETRIES,
     DEFAULT_TIMEOUT,
@@ -58,6 +60,37 @@ class Settings(BaseSettings):
     # -- Gateway --------------------------------------------------------------------------
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the ledger")
     api_key: SecretStr | None = Field(None, description="bearer key for the REST API")
+
+    # -- Emulator (pesa emulator, and the emulator mounted by pesa serve) ----------------------
+    emulator_host: str = Field(DEFAULT_EMULATOR_HOST, description="address pesa emulator binds")
+    emulator_port: int = Field(
+        DEFAULT_EMULATOR_PORT, ge=0, le=65535, description="port pesa emulator listens on"
+    )
+    emulator_strict: bool = Field(
+        False,
+        description="emulator checks consumer key/secret exactly and decrypts SecurityCredentials",
+    )
+    emulator_stk_delay: float = Field(
+        1.0, ge=0, description="seconds before the emulated customer answers an STK prompt"
+    )
+    emulator_result_delay: float = Field(
+        0.2, ge=0, description="seconds before the emulator sends B2C/status/balance Results"
+    )
+    emulator_latency_ms: float = Field(
+        0.0, ge=0, description="milliseconds the emulator adds to every Daraja response"
+    )
+    emulator_rate_limit: float | None = Field(
+        None, gt=0, description="emulator requests per second per app before spike arrest"
+    )
+    emulator_seed: int | None = Field(
+        None, description="seed making emulator ids and fault draws reproducible"
+    )
+    emulator_key_dir: Path | None = Field(
+        None, description="directory keeping the emulator's RSA key and TLS certificates"
+    )
+    emulator_callback_retries: int = Field(
+        0, ge=0, description="times the emulator re-delivers a failed callback"
+    )
 
     def require(self, name: str) -> str:
         """Return setting ``name`` as a plain string, or raise naming its variable."""
