@@ -20,7 +20,7 @@ from pesa import (
     ValidationError,
 )
 from pesa._constants import BASE_URLS
-from pesa.client import RateLimiter, RetryPolicy, should_retry
+from pesa.client import FileTokenStore, RateLimiter, RetryPolicy, should_retry
 from pesa.client._base import redact_body
 from pesa.client._retry import classify_transport_error, parse_retry_after
 
@@ -150,6 +150,7 @@ def test_from_settings_maps_every_client_field(tmp_path: Path) -> None:
         timeout=12.5,
         max_retries=4,
         rate_limit=3,
+        token_cache_path=tmp_path / "tokens.json",
     )
     client = Daraja.from_settings(settings, shortcode="600000")
     assert client.environment == "sandbox"
@@ -160,6 +161,7 @@ def test_from_settings_maps_every_client_field(tmp_path: Path) -> None:
     assert client.timeout == 12.5
     assert client.retry_policy.max_retries == 4
     assert client.rate_limiter is not None and client.rate_limiter.rate == 3
+    assert isinstance(client.token_store, FileTokenStore)
     assert "pk" not in repr(client) and "pw" not in repr(client)
 
 
