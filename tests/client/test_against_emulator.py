@@ -203,10 +203,15 @@ def test_cli_stk_push_and_query_end_to_end(running: RunningEmulator, tmp_path: P
 
     import json
 
+    env["PESA_LOG"] = "debug"
     push = pesa(
         "stk", "push", "--phone", "0708374149", "--amount", "5", "--reference", "CLI1", "--json"
     )
     assert push.returncode == 0, push.stderr
+    assert "POST /mpesa/stkpush/v1/processrequest" in push.stderr  # debug logs are on
+    for secret in (SECRET, SANDBOX_PASSKEY, "254708374149", "0708374149", "Bearer ey"):
+        assert secret not in push.stderr, secret
+    env["PESA_LOG"] = "warning"
     checkout_id = json.loads(push.stdout)["checkout_request_id"]
     query = pesa("stk", "query", checkout_id, "--json")
     assert query.returncode == 0, query.stderr

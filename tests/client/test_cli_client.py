@@ -136,3 +136,10 @@ def test_unreachable_daraja_is_one_line(tmp_path: Path) -> None:
         PESA_PASSKEY="pk",
     )
     assert_one_line_error(result, "ConnectError")
+
+
+def test_bad_log_level_is_one_line(tmp_path: Path) -> None:
+    result = run(
+        tmp_path, "token", PESA_LOG="chatty", PESA_CONSUMER_KEY="k", PESA_CONSUMER_SECRET="s"
+    )
+    assert_one_line_error(result, "PESA_LOG")

@@ -16,8 +16,13 @@ import typer
 from pydantic import ValidationError as PydanticValidationError
 from rich.table import Table
 
-from pesa._exceptions import OutcomeUnknownError, PesaError, ValidationError
-from pesa._logging import mask_phone
+from pesa._exceptions import (
+    ConfigurationError,
+    OutcomeUnknownError,
+    PesaError,
+    ValidationError,
+)
+from pesa._logging import configure_logging, mask_phone
 from pesa.cli._app import app, console, fail, print_json
 from pesa.client import Daraja
 from pesa.config import Settings
@@ -105,8 +110,20 @@ def _client(
         **extra,
     }
     if ca_bundle is not None:
-        overrides["verify"] = str(ca_bundle)
-    return Daraja.from_settings(Settings(), **{k: v for k, v in overrides.items() if v is not None})
+        overrides["verify"] = ca_bundle
+    settings = Settings()
+    _configure_logging(settings.log)
+    return Daraja.from_settings(settings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _configure_logging(level: str) -> None:
+    # Only the CLI installs a handler: the library itself stays quiet (PESA_LOG).
+    try:
+        configure_logging(level)
+    except ValueError as err:
+        raise ConfigurationError(
+            f"PESA_LOG must be a level name such as debug or warning (got {level!r})"
+        ) from err
 
 
 def _run(client_factory: Callable[[], Daraja], call: Callable[[Daraja], T]) -> T:
