@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, get_args
@@ -167,6 +168,7 @@ class BaseDaraja:
         self.stk_amount_limits = stk_amount_limits
         self.b2c_amount_limits = b2c_amount_limits
         self._auth: DarajaAuth | None = None
+        self._auth_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -190,15 +192,17 @@ class BaseDaraja:
     @property
     def auth(self) -> DarajaAuth:
         """The client's token authentication (built on first use, no I/O)."""
-        if self._auth is None:
-            self._auth = DarajaAuth(
-                self._required(self.consumer_key, "consumer_key"),
-                self._required(self._consumer_secret, "consumer_secret"),
-                base_url=self.base_url,
-                clock=self.clock,
-                store=self.token_store,
-            )
-        return self._auth
+        # Under a lock: two threads building two DarajaAuth would fetch two tokens.
+        with self._auth_lock:
+            if self._auth is None:
+                self._auth = DarajaAuth(
+                    self._required(self.consumer_key, "consumer_key"),
+                    self._required(self._consumer_secret, "consumer_secret"),
+                    base_url=self.base_url,
+                    clock=self.clock,
+                    store=self.token_store,
+                )
+            return self._auth
 
     def _credential(self) -> str:
         """The ``SecurityCredential``, encrypted once and reused (any encryption is valid)."""
