@@ -19,12 +19,13 @@ from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import anyio
 import httpx
 
-from pesa._exceptions import DarajaError, PesaError
+from pesa._constants import DEFAULT_TOKEN_MARGIN
+from pesa._exceptions import AuthenticationError, DarajaError, PesaError
 from pesa._logging import get_logger
 from pesa.daraja._errors import error_from_response, is_invalid_token
 from pesa.daraja._models import TokenResponse
@@ -32,7 +33,6 @@ from pesa.daraja._operations import OAUTH_PATH
 from pesa.daraja._time import Clock
 
 __all__ = [
-    "DEFAULT_TOKEN_MARGIN",
     "AccessToken",
     "DarajaAuth",
     "FileTokenStore",
@@ -43,9 +43,6 @@ __all__ = [
 ]
 
 log = get_logger("pesa.client")
-
-DEFAULT_TOKEN_MARGIN: Final = 120.0
-"""Seconds before ``expires_in`` at which a cached token is considered expired."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,11 +240,12 @@ class DarajaAuth(httpx.Auth):
         try:
             parsed = TokenResponse.model_validate_json(content)
         except ValueError as err:
+            # The body may hold a token: it stays out of the error.
             raise TokenFetchError(
-                error_from_response(
-                    response.status_code if response.status_code >= 400 else 502,
-                    content if content else b"",
-                    oauth=True,
+                AuthenticationError(
+                    response.status_code,
+                    None,
+                    "OAuth answered without a usable access_token and expires_in",
                 )
             ) from err
         lifetime = float(parsed.expires_in)
