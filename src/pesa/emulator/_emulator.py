@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import json
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -169,8 +170,8 @@ class Emulator:
     Args:
         config: the emulator's behaviour; sandbox defaults when omitted.
         clock: returns the current Nairobi time (tests may freeze it).
-        callback_verify: TLS verification for callback deliveries (a CA bundle path, or
-            False for self-signed receivers).
+        callback_verify: TLS verification for callback deliveries (an ``ssl.SSLContext``
+            trusting your receiver's CA, or False for self-signed receivers).
     """
 
     def __init__(
@@ -178,7 +179,7 @@ class Emulator:
         config: EmulatorConfig | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
-        callback_verify: bool | str = True,
+        callback_verify: bool | ssl.SSLContext = True,
     ) -> None:
         self.config = config or EmulatorConfig()
         self._clock = clock or nairobi_now
@@ -442,13 +443,15 @@ class Emulator:
             return Refusal(daraja.INVALID_AUTH_HEADER)
         return Refusal(daraja.method_not_allowed(method))
 
-    def _draw_faults(self, path: str) -> tuple[Fault | None, float]:
+    def _draw_faults(self, path: str, *, oauth: bool = False) -> tuple[Fault | None, float]:
         """The fault that answers this request (if any) and the extra delay of slow faults."""
         hit: Fault | None = None
         slow = 0.0
         for fault in self._faults:
             if fault.path is not None and not path.startswith(fault.path):
                 continue
+            if oauth and fault.kind == "invalid_token":
+                continue  # OAuth issues tokens; it never checks one
             if fault.rate < 1 and self._rng.random() >= fault.rate:
                 continue
             if fault.id in self._fault_uses:
@@ -551,9 +554,9 @@ class Emulator:
         path = "/oauth/v1/generate"
         status: int
         payload: Any
-        fault, extra = self._draw_faults(path)
+        fault, extra = self._draw_faults(path, oauth=True)
         try:
-            if fault is not None and fault.kind != "invalid_token":
+            if fault is not None:
                 refused = self._fault_refusal(fault, daraja.OAUTH_INVALID_AUTHENTICATION)
                 if isinstance(refused, str):
                     await self._latency(extra)
