@@ -74,6 +74,7 @@ def test_sync_control_manages_rules_faults_rate_limit_and_records() -> None:
         assert ack.status_code == 200
         [received] = control.requests(PUSH)
         assert received.body["Amount"] == 3
+        assert received.body["Password"] == "[redacted]"
         assert received.status_code == 200
         assert received.response["CheckoutRequestID"] == ack.json()["CheckoutRequestID"]
         [callback] = control.wait_for_callbacks(1, kind="stk")

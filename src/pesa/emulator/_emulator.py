@@ -58,6 +58,7 @@ _NAIROBI = ZoneInfo(NAIROBI_TZ)
 _JSON = "application/json"
 CONTROL_PREFIX = "/__emulator__"
 # Every verb reaches our handlers so that a wrong one gets Daraja's answer, not Starlette's.
+_SECRET_FIELDS = frozenset({"Password", "SecurityCredential"})
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -67,7 +68,6 @@ class Scenario:
 
     result_code: int
     callback: CallbackAction = "deliver"
-    refused_at_push: bool = False
     description: str = ""
 
 
@@ -77,7 +77,8 @@ SCENARIOS: dict[str, Scenario] = {
     "254700001032": Scenario(1032, description="cancelled by the customer"),
     "254700001037": Scenario(1037, description="customer unreachable / no response"),
     "254700002001": Scenario(2001, description="wrong PIN"),
-    "254700001001": Scenario(1001, refused_at_push=True, description="subscriber busy"),
+    # 1001 is never a callback: the push itself is refused with "Unable to lock subscriber".
+    "254700001001": Scenario(1001, description="subscriber busy (refused at push time)"),
     "254700000404": Scenario(0, callback="drop", description="callback never delivered"),
     "254700000202": Scenario(0, callback="duplicate", description="callback delivered twice"),
 }
@@ -405,6 +406,8 @@ class Emulator:
         status: int,
         payload: Any,
     ) -> Response:
+        if isinstance(body, dict) and _SECRET_FIELDS.intersection(body):
+            body = {k: "[redacted]" if k in _SECRET_FIELDS else val for k, val in body.items()}
         self._requests.append(
             ReceivedRequest.model_construct(
                 id=next(self._request_ids),
@@ -728,9 +731,9 @@ class Emulator:
         )
         if str(outcome.result_code) == "1001":
             raise Refusal(daraja.SUBSCRIBER_LOCKED)
-        checkout_id = self._ids.checkout_request_id(now, phone)
+        checkout_id = self._ids.checkout_request_id(now)
         while checkout_id in self._stk:
-            checkout_id = f"{checkout_id[:-10]}{self._rng.randrange(10)}{checkout_id[-9:]}"
+            checkout_id = self._ids.checkout_request_id(now)
         session = _StkSession(
             checkout_id=checkout_id,
             merchant_id=self._ids.request_id(),
