@@ -162,3 +162,49 @@ async def test_same_seed_same_ids() -> None:
 
     assert await ids(5) == await ids(5)
     assert await ids(5) != await ids(6)
+
+
+async def test_finished_payments_are_forgotten_beyond_the_bound() -> None:
+    """Memory stays bounded under load: only the last max_records * 10 payments are kept."""
+    from .conftest import stk_password, stk_timestamp
+
+    async with Emulator(EmulatorConfig(stk_delay=0, max_records=1)) as emulator:
+        token = emulator.issue_token()
+        ids = []
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(emulator.app), base_url="http://d"
+        ) as http:
+            for n in range(12):
+                ts = stk_timestamp()
+                body = {
+                    "BusinessShortCode": "174379",
+                    "Password": stk_password(ts),
+                    "Timestamp": ts,
+                    "TransactionType": "CustomerBuyGoodsOnline",
+                    "Amount": 1,
+                    "PartyA": f"25471100{n:04d}",
+                    "PartyB": "174379",
+                    "PhoneNumber": f"25471100{n:04d}",
+                    "CallBackURL": "http://127.0.0.1:9/cb",
+                }
+                headers = {"Authorization": f"Bearer {token}"}
+                ack = await http.post(
+                    "/mpesa/stkpush/v1/processrequest", json=body, headers=headers
+                )
+                ids.append(ack.json()["CheckoutRequestID"])
+                assert await emulator.wait_idle()
+            assert len(emulator._stk) <= 11
+            ts = stk_timestamp()
+            query = {"BusinessShortCode": "174379", "Password": stk_password(ts), "Timestamp": ts}
+            first = await http.post(
+                "/mpesa/stkpushquery/v1/query",
+                json={**query, "CheckoutRequestID": ids[0]},
+                headers=headers,
+            )
+            last = await http.post(
+                "/mpesa/stkpushquery/v1/query",
+                json={**query, "CheckoutRequestID": ids[-1]},
+                headers=headers,
+            )
+        assert first.status_code == 400
+        assert last.status_code == 200

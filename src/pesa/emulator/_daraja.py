@@ -57,20 +57,21 @@ def method_not_allowed(method: str) -> ErrorSpec:
 
 # -- Customer outcomes of an STK push (callback ResultCode), REFERENCE 10.2 -------------------
 
-STK_RESULT_DESCRIPTIONS: Final[dict[int, str]] = {
-    0: "The service request is processed successfully.",
-    1: "The balance is insufficient for the transaction.",
-    2: "Declined due to limit rule.",
-    17: "Rule limited.",
-    26: "System busy",
-    1001: "Unable to lock subscriber",
-    1019: "Transaction has expired.",
-    1025: "An error occurred while sending a push request.",
-    1032: "Request cancelled by user.",
-    1037: "DS timeout user cannot be reached.",
-    2001: "The initiator information is invalid.",
-    2028: "The request is not permitted according to product assignment.",
-    8006: "The security credential is locked.",
+STK_RESULT_DESCRIPTIONS: Final[dict[str, str]] = {
+    "0": "The service request is processed successfully.",
+    "1": "The balance is insufficient for the transaction.",
+    "2": "Declined due to limit rule.",
+    "17": "Rule limited.",
+    "26": "System busy",
+    "1001": "Unable to lock subscriber",
+    "1019": "Transaction has expired.",
+    "1025": "An error occurred while sending a push request.",
+    "1032": "Request cancelled by user.",
+    "1037": "DS timeout user cannot be reached.",
+    "2001": "The initiator information is invalid.",
+    "2028": "The request is not permitted according to product assignment.",
+    "8006": "The security credential is locked.",
+    "SFC_IC0003": "The operator does not exist.",
 }
 STK_QUERY_ACCEPTED: Final = "The service request has been accepted successfully"
 STK_PUSH_ACCEPTED: Final = "Success. Request accepted for processing"

@@ -204,6 +204,8 @@ class Emulator:
         self._buckets: dict[str, _Bucket] = {}
         self._requests: deque[ReceivedRequest] = deque(maxlen=self.config.max_records)
         self._request_ids = count(1)
+        # Payments stay queryable this long (in number of payments): bounded memory under load.
+        self._max_kept = self.config.max_records * 10
         self._reset_state()
         self.routes: list[BaseRoute] = self._build_routes()
         self.app: ASGIApp = Starlette(routes=self.routes)
@@ -744,6 +746,7 @@ class Emulator:
             callback_url=callback_url,
         )
         self._stk[checkout_id] = session
+        _evict_oldest(self._stk, self._max_kept, lambda s: s.final)
         self._open_prompts[phone] = checkout_id
         self._spawn(self._run_stk(session, outcome))
         return 200, {
@@ -765,8 +768,7 @@ class Emulator:
         code = outcome.result_code
         session.result_code = code
         session.result_desc = outcome.result_desc or daraja.STK_RESULT_DESCRIPTIONS.get(
-            int(code) if isinstance(code, int) or str(code).isdigit() else -1,
-            "The transaction could not be processed.",
+            str(code), "The transaction could not be processed."
         )
         stk: dict[str, Any] = {
             "MerchantRequestID": session.merchant_id,
@@ -778,6 +780,7 @@ class Emulator:
             now = self._now()
             receipt = self._ids.receipt(now)
             self._accounts(session.shortcode)["Utility Account"] += session.amount
+            _evict_oldest(self._transactions, self._max_kept, lambda _: True)
             self._transactions[receipt] = _Transaction(
                 receipt, "stk", session.amount, session.shortcode, session.phone, now
             )
@@ -970,6 +973,7 @@ class Emulator:
         accounts = self._accounts(shortcode)
         accounts["Utility Account"] += amount
         payload["OrgAccountBalance"] = f"{accounts['Utility Account']:.2f}"
+        _evict_oldest(self._transactions, self._max_kept, lambda _: True)
         self._transactions[receipt] = _Transaction(receipt, "c2b", amount, shortcode, phone, now)
         await self._delivery.post("c2b_confirmation", registration.confirmation_url, payload)
 
@@ -1085,6 +1089,7 @@ class Emulator:
             accounts["Utility Account"] -= amount
             now = self._now()
             receipt = self._ids.receipt(now)
+            _evict_oldest(self._transactions, self._max_kept, lambda _: True)
             self._transactions[receipt] = _Transaction(
                 receipt, "b2c", amount, shortcode, phone, now, originator_id, conversation_id
             )
@@ -1295,6 +1300,14 @@ class Emulator:
                 decide,
             )
         )
+
+
+def _evict_oldest(table: dict[str, Any], limit: int, done: Callable[[Any], bool]) -> None:
+    """Drop the oldest entry of an insertion-ordered table over ``limit`` once it is done."""
+    if len(table) > limit:
+        oldest = next(iter(table))
+        if done(table[oldest]):
+            del table[oldest]
 
 
 def create_app(
