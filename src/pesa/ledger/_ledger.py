@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -24,8 +23,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pesa._exceptions import InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, mask_phone, redact
+from pesa.daraja import normalize_msisdn
 from pesa.ledger import _migrate
-from pesa.ledger._callbacks import parse_stk_callback_body
+from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
 from pesa.ledger._engine import BEGIN_MODE, create_engine
 from pesa.ledger._errors import (
     IdempotencyConflictError,
@@ -36,6 +36,7 @@ from pesa.ledger._ids import new_id
 from pesa.ledger._schema import callbacks, payment_events, payments, webhook_deliveries
 from pesa.ledger._states import (
     Accepted,
+    CodeLookup,
     Decision,
     DecisionKind,
     Expired,
@@ -59,7 +60,7 @@ from pesa.ledger._types import (
     StkCallbackParser,
 )
 
-__all__ = ["Clock", "Ledger", "normalize_phone"]
+__all__ = ["Clock", "Ledger"]
 
 log = get_logger("pesa.ledger")
 
@@ -71,33 +72,10 @@ Clock = Callable[[], datetime]
 _MAX_RETRIES = 5
 _MAX_PAGE = 500
 _MAX_ERROR_TEXT = 1000
-_PHONE = re.compile(r"^(?:\+?254|0)?([17]\d{8})$")
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _no_catalogue(code: str) -> str | None:  # noqa: ARG001 - the default knows no codes
-    return None
-
-
-def normalize_phone(phone: str, *, field: str = "phone") -> str:
-    """Return a Safaricom number as 12 digits (``2547XXXXXXXX`` / ``2541XXXXXXXX``).
-
-    Accepts ``07…``, ``01…``, ``7…``, ``1…``, ``254…`` and ``+254…`` with spaces or dashes.
-
-    Raises:
-        ValidationError: anything else (never "keeps the last nine digits").
-    """
-    if not isinstance(phone, str):
-        raise ValidationError(field, "must be a string", type(phone).__name__)
-    match = _PHONE.match(re.sub(r"[\s-]", "", phone))
-    if match is None:
-        raise ValidationError(
-            field, "must be a Safaricom number like 2547XXXXXXXX or 07XXXXXXXX", mask_phone(phone)
-        )
-    return "254" + match.group(1)
 
 
 def _request_hash(phone: str, amount: int, reference: str, description: str, metadata: Any) -> str:
@@ -194,7 +172,9 @@ class Ledger:
         webhook_endpoints: one delivery row is written per event per endpoint.
         clock: returns the current aware datetime (injectable for tests).
         parse: parses raw STK callback bodies.
-        meaning: the result-code catalogue (code → meaning) used for ``failure_reason``.
+        lookup: the result-code catalogue (default :func:`pesa.daraja.lookup_code` for STK):
+            a known code's meaning becomes ``failure_reason``; a code it calls not final
+            (an unknown code) leaves the payment open for the reconciler to verify.
     """
 
     def __init__(
@@ -204,13 +184,13 @@ class Ledger:
         webhook_endpoints: Sequence[str] = (),
         clock: Clock = _utc_now,
         parse: StkCallbackParser = parse_stk_callback_body,
-        meaning: Callable[[str], str | None] = _no_catalogue,
+        lookup: CodeLookup = stk_code,
     ) -> None:
         self._engine = engine
         self._endpoints = tuple(dict.fromkeys(webhook_endpoints))
         self._clock = clock
         self._parse = parse
-        self._meaning = meaning
+        self._lookup = lookup
         self._postgres = engine.dialect.name == "postgresql"
 
     @classmethod
@@ -221,7 +201,7 @@ class Ledger:
         webhook_endpoints: Sequence[str] = (),
         clock: Clock = _utc_now,
         parse: StkCallbackParser = parse_stk_callback_body,
-        meaning: Callable[[str], str | None] = _no_catalogue,
+        lookup: CodeLookup = stk_code,
         engine_options: Mapping[str, Any] | None = None,
     ) -> Ledger:
         """Open the ledger at ``url`` (``sqlite:///pesa.db``, ``postgresql://...``).
@@ -238,7 +218,7 @@ class Ledger:
             webhook_endpoints=webhook_endpoints,
             clock=clock,
             parse=parse,
-            meaning=meaning,
+            lookup=lookup,
         )
 
     @property
@@ -304,7 +284,7 @@ class Ledger:
             not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255
         ):
             raise ValidationError("idempotency_key", "must be a string of 1 to 255 characters")
-        number = normalize_phone(phone)
+        number = normalize_msisdn(phone)
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise ValidationError(
                 "amount", "must be an integer number of shillings", type(amount).__name__
@@ -442,7 +422,7 @@ class Ledger:
         self, conn: AsyncConnection, current: Payment, event: LedgerInput
     ) -> tuple[Decision, Payment]:
         """Decide and, if applied, write the row, its events and deliveries (no commit)."""
-        decision = decide(_state(current), event, meaning=self._meaning)
+        decision = decide(_state(current), event, lookup=self._lookup)
         if not decision.applied:
             return decision, current
         now = self._now()
@@ -799,7 +779,7 @@ class Ledger:
                 allowed = ", ".join(s.value for s in PaymentStatus)
                 raise ValidationError("status", f"must be one of {allowed}", status) from err
         if phone is not None:
-            query = query.where(payments.c.phone == normalize_phone(phone))
+            query = query.where(payments.c.phone == normalize_msisdn(phone))
         for name, value in (("created_from", created_from), ("created_to", created_to)):
             if value is not None and value.tzinfo is None:
                 raise ValidationError(name, "must be timezone-aware", value.isoformat())
@@ -998,6 +978,7 @@ _PAYMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(Payment))
 def _callback_status(decision: Decision) -> CallbackStatus:
     if decision.kind is DecisionKind.APPLIED:
         return "applied"
-    if decision.kind in (DecisionKind.DUPLICATE, DecisionKind.NOOP):
+    if decision.kind is DecisionKind.DUPLICATE:
         return "duplicate"
+    # NOOP (a result code that is not final) and IGNORED: stored, nothing changed.
     return "ignored"
