@@ -372,7 +372,9 @@ class TestEventsAndDeliveries:
         assert body["id"] == event.id and event.id.startswith("evt_")
         assert body["type"] == "payment.pending"
         assert body["data"]["payment"] == payment.to_dict()
-        assert page.next_cursor == str(event.seq)
+        assert page.next_cursor == event.cursor
+        assert (await ledger.list_events(after=event.seq)).items == []
+        assert (await ledger.list_events(after=0)).items == [event]
 
     async def test_events_page_with_a_cursor(self, ledger: Ledger) -> None:
         for n in range(3):
@@ -385,8 +387,9 @@ class TestEventsAndDeliveries:
         assert empty.items == [] and empty.next_cursor == second.next_cursor
         seqs = [e.seq for e in first.items + second.items]
         assert seqs == sorted(seqs)
-        with pytest.raises(ValidationError):
-            await ledger.list_events(after="abc")
+        for bad in ("abc", "1:x", 999):
+            with pytest.raises(ValidationError):
+                await ledger.list_events(after=bad)
 
     async def test_one_delivery_per_event_per_endpoint(
         self, database_url: str, clock: ManualClock

@@ -17,7 +17,18 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Row, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Row,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -68,6 +79,11 @@ _T = TypeVar("_T")
 
 Clock = Callable[[], datetime]
 """Returns the current time as an aware datetime."""
+
+# The oldest transaction still running, as a bigint comparable with payment_events.txid.
+_PG_SNAPSHOT_XMIN: ColumnElement[int] = literal_column(
+    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint", BigInteger
+)
 
 _MAX_RETRIES = 5
 _MAX_PAGE = 500
@@ -128,6 +144,7 @@ def _row_to_event(row: Row[Any]) -> Event:
         payment_id=m["payment_id"],
         created_at=m["created_at"],
         payload=m["payload"].encode(),
+        txid=int(m["txid"]),
     )
 
 
@@ -797,27 +814,56 @@ class Ledger:
     async def list_events(
         self, *, after: int | str | None = None, limit: int = 100, payment_id: str | None = None
     ) -> Page[Event]:
-        """Events in outbox order after the cursor ``after`` (an event's ``seq``).
+        """Events in outbox order, after the cursor ``after``.
 
-        ``next_cursor`` is always where to resume (the last ``seq`` returned, or ``after``).
+        Pass back ``page.next_cursor`` (an opaque string); it is always where to resume, so
+        polling with it later never skips nor repeats an event. A bare integer is accepted
+        too, as the ``seq`` of the last event seen.
+
+        Only events whose transactions are settled are shown: on PostgreSQL an event whose
+        transaction is older than one still running waits until that one ends, because the
+        feed is ordered by (transaction, seq) rather than by insert order alone.
 
         Raises:
-            ValidationError: a cursor that is not an integer, or a bad limit.
+            ValidationError: a malformed or unknown cursor, or a bad limit.
         """
         _check_limit(limit, 1000)
-        position = 0
-        if after is not None:
-            try:
-                position = int(after)
-            except ValueError as err:
-                raise ValidationError("after", "must be an event seq (an integer)", after) from err
-        query = select(payment_events).where(payment_events.c.seq > position)
+        position = await self._event_position(after)
+        query = select(payment_events).where(
+            tuple_(payment_events.c.txid, payment_events.c.seq) > tuple_(*position)
+        )
+        if self._postgres:
+            query = query.where(payment_events.c.txid < _PG_SNAPSHOT_XMIN)
         if payment_id is not None:
             query = query.where(payment_events.c.payment_id == payment_id)
-        rows = await self._select(query.order_by(payment_events.c.seq).limit(limit + 1))
+        order = (payment_events.c.txid, payment_events.c.seq)
+        rows = await self._select(query.order_by(*order).limit(limit + 1))
         items = [_row_to_event(row) for row in rows[:limit]]
-        cursor = str(items[-1].seq) if items else (None if after is None else str(position))
+        if items:
+            cursor: str | None = items[-1].cursor
+        else:
+            cursor = None if after is None else f"{position[0]}:{position[1]}"
         return Page(items, cursor, len(rows) > limit)
+
+    async def _event_position(self, after: int | str | None) -> tuple[int, int]:
+        if after is None:
+            return (-1, 0)
+        text_value = str(after).strip()
+        try:
+            if ":" in text_value:
+                txid, seq = text_value.split(":", 1)
+                return (int(txid), int(seq))
+            seq_only = int(text_value)
+        except ValueError as err:
+            raise ValidationError("after", "must be a cursor from list_events", after) from err
+        rows = await self._select(
+            select(payment_events.c.txid).where(payment_events.c.seq == seq_only)
+        )
+        if not rows:
+            if seq_only == 0:
+                return (-1, 0)
+            raise ValidationError("after", "no event has this seq", seq_only)
+        return (int(rows[0][0]), seq_only)
 
     async def get_event(self, event_id: str) -> Event | None:
         """The event with this id (``evt_...``), or ``None``."""
