@@ -134,6 +134,12 @@ async def push(
     return accepted
 
 
+async def stored(ledger: Ledger, payment: Payment) -> Payment:
+    current = await ledger.get_payment(payment.id)
+    assert current is not None
+    return current
+
+
 def phone(n: int) -> str:
     return f"2547080{n:05d}"
 
@@ -156,11 +162,10 @@ async def test_lost_callbacks_are_settled_by_query(
     report = await reconciler.run_once()
     assert (report.claimed, report.queried, report.succeeded, report.failed) == (3, 3, 1, 2)
 
-    settled = {p.id: await ledger.get_payment(p.id) for p in (paid, cancelled, broke)}
-    assert settled[paid.id] is not None and settled[paid.id].status is PaymentStatus.SUCCEEDED  # type: ignore[union-attr]
-    assert settled[cancelled.id].status is PaymentStatus.FAILED  # type: ignore[union-attr]
-    assert settled[cancelled.id].result_code == "1032"  # type: ignore[union-attr]
-    assert settled[broke.id].result_code == "1"  # type: ignore[union-attr]
+    assert (await stored(ledger, paid)).status is PaymentStatus.SUCCEEDED
+    failed = await stored(ledger, cancelled)
+    assert (failed.status, failed.result_code) == (PaymentStatus.FAILED, "1032")
+    assert (await stored(ledger, broke)).result_code == "1"
     assert metrics.reconciler_queries.value(outcome="succeeded") == 1
     assert metrics.reconciler_queries.value(outcome="failed") == 2
     # Settled payments are never queried again.
@@ -288,6 +293,28 @@ async def test_query_rate_is_bounded(
     for earlier, later in zip(sent, sent[1:], strict=False):
         assert later - earlier >= 0.5 - 1e-9
     assert fake.slept == pytest.approx(4.5)
+
+
+async def test_queries_stop_when_too_little_of_the_lease_is_left(
+    open_ledger: OpenLedger, client: AsyncDaraja, emulator: Emulator, clock: ManualClock
+) -> None:
+    ledger = await open_ledger()
+    payments = [await push(ledger, client, emulator, phone(n), n) for n in range(3)]
+    fake = FakeTime()
+    # One query per 100 s, a 120 s lease and 30 s per query: the second query could not
+    # finish before the lease ends, so the round hands the rest back instead.
+    reconciler, counting, _ = make_reconciler(
+        ledger, client, clock, fake, query_rate=0.01, lease=120.0, query_timeout=30.0
+    )
+    clock.advance(MIN_AGE)
+    report = await reconciler.run_once()
+    assert (report.claimed, report.queried, report.succeeded, report.released) == (3, 1, 1, 2)
+    assert len(counting.queries) == 1
+    # Handed back at once: due for the next round (which another process may run).
+    again = await ledger.claim_for_reconciliation(
+        limit=10, min_age=timedelta(0), lease=timedelta(seconds=60)
+    )
+    assert sorted(p.id for p in again) == sorted(p.id for p in payments[1:])
 
 
 async def test_transport_errors_leave_the_payment_for_the_next_round(
