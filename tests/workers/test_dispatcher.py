@@ -9,7 +9,7 @@ from datetime import timedelta
 import anyio
 import pytest
 
-from pesa import ValidationError, verify_webhook
+from pesa import Settings, ValidationError, verify_webhook
 from pesa.gateway import Backoff, Metrics, WebhookDispatcher, delivery_endpoints, handler_endpoint
 from pesa.gateway._dispatcher import DispatcherOptions
 from pesa.ledger import Event, Ledger
@@ -349,3 +349,28 @@ async def test_two_dispatchers_never_send_one_delivery_twice_at_once(
     assert max(receiver.max_in_flight.values()) == 1
     assert sum(claimed) == 40
     assert all(claimed), f"one dispatcher did all the work: {claimed}"
+
+
+async def test_built_from_settings_signs_with_the_current_and_previous_secret(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]  # pydantic-settings init option
+        webhook_urls=[receiver.url],
+        webhook_secret="whsec_current",
+        webhook_previous_secret="whsec_previous",
+        webhook_max_attempts=4,
+        webhook_backoff_base=2,
+        webhook_backoff_cap=8,
+    )
+    ledger = await open_ledger(endpoints=delivery_endpoints(settings.webhook_urls))
+    await pending_payment(ledger, 1)
+    async with WebhookDispatcher(ledger, settings=settings, clock=clock) as dispatcher:
+        assert dispatcher.options.max_attempts == 4
+        assert dispatcher.options.backoff == Backoff(base=2, cap=8)
+        await dispatcher.run_once()
+    [request] = receiver.requests
+    header = request.headers["Pesa-Signature"]
+    now = clock().timestamp()
+    verify_webhook(request.body, header, "whsec_current", now=now)
+    verify_webhook(request.body, header, "whsec_previous", now=now)

@@ -11,7 +11,7 @@ import anyio
 import httpx
 import pytest
 
-from pesa import RateLimitError
+from pesa import RateLimitError, Settings
 from pesa.client import AsyncDaraja
 from pesa.daraja import StkQueryResponse
 from pesa.emulator import SANDBOX_PASSKEY, Emulator, EmulatorConfig
@@ -441,6 +441,36 @@ async def test_settle_raises_on_spike_arrest(
     with pytest.raises(RateLimitError):
         await reconciler.settle(payment)
     assert reconciler.bucket.wait_time() > 0
+
+
+def test_options_come_from_settings() -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]  # pydantic-settings init option
+        reconcile_min_age=7,
+        reconcile_deadline=99,
+        reconcile_query_rate=0.5,
+        reconcile_backoff_base=1,
+        reconcile_backoff_cap=4,
+        timeout=12,
+    )
+    options = ReconcilerOptions.from_settings(settings)
+    assert (options.min_age, options.deadline, options.query_rate) == (7, 99, 0.5)
+    assert options.backoff == Backoff(base=1, cap=4)
+    assert options.query_timeout == 12
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"deadline": 0}, "deadline"),
+        ({"min_age": -1}, "min_age"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"query_timeout": 200.0}, "query_timeout"),
+    ],
+)
+def test_bad_options_are_refused(overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        reconciler_options(**overrides)
 
 
 async def test_run_settles_in_the_background_until_stopped(

@@ -127,6 +127,7 @@ class ReconcilerOptions:
             backoff=Backoff(
                 base=settings.reconcile_backoff_base, cap=settings.reconcile_backoff_cap
             ),
+            query_timeout=settings.timeout,
         )
 
 
