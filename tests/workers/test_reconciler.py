@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pesa.daraja import StkQueryResponse
 from pesa.emulator import SANDBOX_PASSKEY, Emulator, EmulatorConfig
 from pesa.gateway import Backoff, Metrics, Reconciler, ReconcilerOptions
 from pesa.ledger import Ledger, Payment, PaymentStatus
+from pesa.testing import stk_callback_payload
 
 from .conftest import ManualClock, OpenLedger
 
@@ -227,6 +229,34 @@ async def test_deadline_expires_a_payment_with_no_final_answer(
     events = [e.type for e in (await ledger.list_events()).items]
     assert events[-1] == "payment.failed"
     assert len(counting.queries) == 2
+
+
+async def test_a_callback_landing_during_the_last_query_beats_expiry(
+    open_ledger: OpenLedger, client: AsyncDaraja, emulator: Emulator, clock: ManualClock
+) -> None:
+    ledger = await open_ledger()
+    emulator.add_rule(phone=phone(1), delay=3600)
+    payment, _ = await ledger.create_payment("race", phone(1), 10, "INV1", "Order")
+    answer = await client.stk_push(phone(1), 10, "INV1", "Order")
+    await ledger.mark_accepted(payment.id, answer.checkout_request_id, None)
+
+    class CallbackDuringQuery:
+        async def stk_query(self, checkout_request_id: str) -> StkQueryResponse:
+            # Daraja still says "being processed", but the success callback lands meanwhile.
+            pending = await client.stk_query(checkout_request_id)
+            body = stk_callback_payload(
+                checkout_request_id=checkout_request_id, amount=10, phone=int(phone(1))
+            )
+            await ledger.ingest_stk_callback(json.dumps(body).encode(), source_ip="127.0.0.1")
+            return pending
+
+    reconciler = Reconciler(
+        ledger, CallbackDuringQuery(), options=reconciler_options(), clock=clock
+    )
+    clock.advance(DEADLINE)
+    report = await reconciler.run_once()
+    assert (report.queried, report.expired) == (1, 0)
+    assert (await stored(ledger, payment)).status is PaymentStatus.SUCCEEDED
 
 
 async def test_a_final_answer_at_the_deadline_wins_over_expiry(

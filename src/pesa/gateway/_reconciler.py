@@ -43,7 +43,7 @@ from pesa._logging import get_logger
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._throttle import TokenBucket
-from pesa.ledger import PaymentStatus, StkResult
+from pesa.ledger import InvalidTransitionError, PaymentStatus, StkResult
 
 if TYPE_CHECKING:
     from pesa.config import Settings
@@ -433,7 +433,12 @@ class Reconciler:
         await self.ledger.record_still_pending(payment.id, deadline_at)
 
     async def _expire(self, payment: Payment, report: ReconcileReport) -> None:
-        expired = await self.ledger.expire(payment.id)
+        try:
+            expired = await self.ledger.expire(payment.id)
+        except InvalidTransitionError as err:
+            # A callback settled it between our query and now: the answer won the race.
+            log.info("payment %s settled before it could expire: %s", payment.id, err.detail)
+            return
         if expired.status is PaymentStatus.FAILED and expired.failure_reason == "expired":
             report.expired += 1
             self.metrics.reconciler_expired.inc()
