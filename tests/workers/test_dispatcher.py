@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import pytest
@@ -374,3 +375,45 @@ async def test_built_from_settings_signs_with_the_current_and_previous_secret(
     now = clock().timestamp()
     verify_webhook(request.body, header, "whsec_current", now=now)
     verify_webhook(request.body, header, "whsec_previous", now=now)
+
+
+class FlakyLedger:
+    """A ledger whose first ``claim_deliveries`` fails, as when the database blips."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.failures = 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ledger, name)
+
+    async def claim_deliveries(self, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database is unreachable")
+        return await self._ledger.claim_deliveries(**kwargs)
+
+
+async def test_run_survives_a_failed_round(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=[receiver.url])
+    await pending_payment(ledger, 1)
+    flaky = FlakyLedger(ledger)
+    stop = anyio.Event()
+    async with (
+        WebhookDispatcher(
+            flaky,  # type: ignore[arg-type]  # a proxy with the ledger's methods
+            secret=SECRET,
+            options=options(),
+            clock=clock,
+        ) as dispatcher,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(dispatcher.run, stop)
+        with anyio.fail_after(10):
+            while not receiver.requests:
+                await anyio.sleep(0.02)
+        stop.set()
+    assert flaky.failures == 0
+    assert len(receiver.requests) == 1

@@ -7,6 +7,7 @@ import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import httpx
@@ -557,3 +558,39 @@ async def test_two_reconcilers_never_query_the_same_payment_twice(
     assert len(queried) == 24
     assert len(set(queried)) == 24, "a payment was queried twice"
     assert all(claimed), f"one reconciler did all the work: {claimed}"
+
+
+async def test_run_survives_a_failed_round(
+    open_ledger: OpenLedger, client: AsyncDaraja, emulator: Emulator, clock: ManualClock
+) -> None:
+    ledger = await open_ledger()
+    payment = await push(ledger, client, emulator, phone(1), 1)
+    clock.advance(MIN_AGE)
+
+    class FlakyLedger:
+        failures = 1
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(ledger, name)
+
+        async def claim_for_reconciliation(self, **kwargs: Any) -> Any:
+            if self.failures:
+                self.failures -= 1
+                raise ConnectionError("database is unreachable")
+            return await ledger.claim_for_reconciliation(**kwargs)
+
+    flaky = FlakyLedger()
+    reconciler = Reconciler(
+        flaky,  # type: ignore[arg-type]  # a proxy with the ledger's methods
+        client,
+        options=reconciler_options(),
+        clock=clock,
+    )
+    stop = anyio.Event()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(reconciler.run, stop)
+        with anyio.fail_after(10):
+            while (await stored(ledger, payment)).status is not PaymentStatus.SUCCEEDED:
+                await anyio.sleep(0.02)
+        stop.set()
+    assert flaky.failures == 0

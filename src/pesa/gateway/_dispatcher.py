@@ -264,6 +264,8 @@ class WebhookDispatcher:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monotonic = monotonic
         self._rng: RandomSource = rng if rng is not None else random.Random()
+        # Pauses after a failed round (database unreachable, ...): from one interval up.
+        self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 60.0))
 
     @property
     def handler_endpoints(self) -> list[str]:
@@ -329,7 +331,7 @@ class WebhookDispatcher:
                 report = await self.run_once()
             except Exception:  # the loop must survive a database hiccup
                 failures += 1
-                pause = Backoff(base=self.options.interval, cap=60.0).delay(failures, self._rng)
+                pause = self._failure_backoff.delay(failures, self._rng)
                 log.exception("webhook dispatcher round failed; retrying in %.1f s", pause)
                 with anyio.move_on_after(pause):
                     await stop.wait()
