@@ -7,7 +7,7 @@ import pytest
 
 from pesa.daraja import lookup_code
 from pesa.emulator import Emulator
-from pesa.testing._gateway import RunningGateway
+from pesa.testing import RunningGateway
 
 from .conftest import API_KEY
 from .helpers import create, events_of, payment_body, wait_for
@@ -58,7 +58,7 @@ class TestCreatePayment:
         assert final["result_code"] == "0"
         assert final["receipt"]
         assert not final["flagged"]
-        types = [e["type"] for e in await events_of(api, payment["id"])]
+        types = [e["type"] for e in await events_of(api, payment["id"], at_least=2)]
         assert types == ["payment.pending", "payment.succeeded"]
 
     @pytest.mark.parametrize(

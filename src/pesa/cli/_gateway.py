@@ -58,23 +58,23 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="address to bind [env: PESA_GATEWAY_HOST]")
+        str | None, typer.Option(help="address to bind (env PESA_GATEWAY_HOST)")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="port to bind, 0 for any free [env: PESA_GATEWAY_PORT]")
+        int | None, typer.Option(help="port to bind, 0 for any free (env PESA_GATEWAY_PORT)")
     ] = None,
     workers: Annotated[
         bool | None,
         typer.Option(
             "--workers/--no-workers",
-            help="run the reconciler and webhook dispatcher here [env: PESA_RUN_WORKERS]",
+            help="run the reconciler and webhook dispatcher here (env PESA_RUN_WORKERS)",
         ),
     ] = None,
     migrate: Annotated[
         bool | None,
         typer.Option(
             "--migrate/--no-migrate",
-            help="apply database migrations at start [env: PESA_AUTO_MIGRATE]",
+            help="apply database migrations at start (env PESA_AUTO_MIGRATE)",
         ),
     ] = None,
 ) -> None:
@@ -208,9 +208,7 @@ def demo(
 ) -> None:
     """Walk one payment through each emulator scenario end to end (no configuration needed).
 
-    Starts the gateway with the emulator and a temporary SQLite ledger on a free loopback
-    port, creates a payment per scenario phone, waits for each to settle and prints its
-    lifecycle. Exits 0 only if every payment ended as the scenario promises.
+    Exits 0 only if every payment ended as its scenario promises.
     """
     from rich.table import Table
 

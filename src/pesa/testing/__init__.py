@@ -11,14 +11,18 @@ from pesa.testing._client import (
     stk_failure_payload,
 )
 from pesa.testing._emulator import RunningEmulator, run_emulator, serve_emulator
+from pesa.testing._gateway import RunningGateway, run_gateway, serve_gateway
 
 __all__ = [
     "FrozenClock",
     "RunningEmulator",
+    "RunningGateway",
     "c2b_payment_payload",
     "result_payload",
     "run_emulator",
+    "run_gateway",
     "serve_emulator",
+    "serve_gateway",
     "stk_callback_payload",
     "stk_failure_payload",
 ]
