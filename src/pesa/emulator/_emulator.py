@@ -610,11 +610,16 @@ class Emulator:
         token = self._ids.token()
         while token in self._tokens:
             token = self._ids.token()
-        if self.config.invalidate_old_tokens:
-            for old in self._app_tokens.pop(key, set()):
+        now = time.monotonic()
+        issued = self._app_tokens.setdefault(key, set())
+        for old in list(issued):
+            # Forget expired tokens (and, when configured, every older one) as we go.
+            entry = self._tokens.get(old)
+            if entry is None or entry[1] <= now or self.config.invalidate_old_tokens:
+                issued.discard(old)
                 self._tokens.pop(old, None)
-        self._tokens[token] = (key, time.monotonic() + self.config.token_lifetime)
-        self._app_tokens.setdefault(key, set()).add(token)
+        self._tokens[token] = (key, now + self.config.token_lifetime)
+        issued.add(token)
         return 200, {"access_token": token, "expires_in": str(self.config.token_lifetime)}
 
     def issue_token(self, consumer_key: str = "pesa") -> str:
