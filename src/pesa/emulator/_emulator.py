@@ -925,7 +925,10 @@ class Emulator:
             # delivers nothing: the classic "callbacks never arrive".
             _log.warning("C2B simulate on %s: no URLs registered, nothing delivered", shortcode)
         else:
-            self._spawn(self._run_c2b(registration, shortcode, command, amount, phone, bill_ref))
+            outcome = self._outcome("c2b", phone, amount, bill_ref, cfg.result_delay)
+            self._spawn(
+                self._run_c2b(registration, shortcode, command, amount, phone, bill_ref, outcome)
+            )
         return 200, {
             "OriginatorCoversationID": self._ids.request_id(),
             "ResponseCode": "0",
@@ -940,9 +943,15 @@ class Emulator:
         amount: int,
         phone: str,
         bill_ref: str,
+        outcome: _Outcome | None,
     ) -> None:
-        if self.config.result_delay > 0:
-            await asyncio.sleep(self.config.result_delay)
+        delay = self.config.result_delay if outcome is None else outcome.delay
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if outcome is not None and str(outcome.result_code) != "0":
+            # The customer's payment failed in M-Pesa (a rule said so): nothing is notified.
+            _log.info("C2B payment on %s failed with %s", shortcode, outcome.result_code)
+            return
         now = self._now()
         receipt = self._ids.receipt(now)
         masked = (
@@ -987,7 +996,7 @@ class Emulator:
         payload["OrgAccountBalance"] = f"{accounts['Utility Account']:.2f}"
         _evict_oldest(self._transactions, self._max_kept, lambda _: True)
         self._transactions[receipt] = _Transaction(receipt, "c2b", amount, shortcode, phone, now)
-        await self._delivery.post("c2b_confirmation", registration.confirmation_url, payload)
+        await self._send(outcome, "c2b_confirmation", registration.confirmation_url, None, payload)
 
     # -- initiator APIs (B2C, status, balance, reversal) --------------------------------------
 
