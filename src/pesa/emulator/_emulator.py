@@ -263,6 +263,11 @@ class Emulator:
         if not task.cancelled() and task.exception() is not None:
             _log.error("emulator background task failed", exc_info=task.exception())
 
+    @property
+    def pending_tasks(self) -> int:
+        """Simulated customers and callback deliveries still running."""
+        return len(self._tasks)
+
     async def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until every simulated customer and callback delivery is done.
 
