@@ -12,6 +12,7 @@ from pesa.testing._client import (
 )
 from pesa.testing._emulator import RunningEmulator, run_emulator, serve_emulator
 from pesa.testing._gateway import RunningGateway, run_gateway, serve_gateway
+from pesa.testing._webhooks import signed_webhook, webhook_event
 
 __all__ = [
     "FrozenClock",
@@ -23,6 +24,8 @@ __all__ = [
     "run_gateway",
     "serve_emulator",
     "serve_gateway",
+    "signed_webhook",
     "stk_callback_payload",
     "stk_failure_payload",
+    "webhook_event",
 ]
