@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -10,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from pesa.daraja import lookup_code
 from pesa.emulator import Emulator
+from pesa.ledger import Ledger
 from pesa.testing import RunningGateway, run_gateway
 
 from .conftest import API_KEY, gateway_settings
@@ -226,3 +229,19 @@ async def test_database_outage_is_503_in_the_error_shape(sqlite_url: str) -> Non
     assert response.json()["error"]["type"] == "service_unavailable"
     assert health.status_code == 503
     assert health.json()["database"] == "unavailable"
+
+
+async def test_events_in_the_api_are_the_webhook_bodies(
+    api: httpx.AsyncClient, ledger: Ledger
+) -> None:
+    payment = await create(api, "254711555001")
+    await wait_for(api, payment["id"], {"succeeded"})
+    listed = await events_of(api, payment["id"], at_least=2)
+    stored = (await ledger.list_events(payment_id=payment["id"])).items
+    assert listed == [json.loads(e.payload) for e in stored][: len(listed)]
+    final = (await api.get(f"/v1/payments/{payment['id']}")).json()
+    in_event = dict(listed[-1]["data"]["payment"])
+    # The same instant, written with Nairobi's offset in the event and UTC when read back.
+    when = datetime.fromisoformat(in_event.pop("transaction_date"))
+    assert when == datetime.fromisoformat(final.pop("transaction_date"))
+    assert in_event == final

@@ -22,6 +22,7 @@ from pesa.daraja import normalize_msisdn
 from pesa.gateway._metrics import PROMETHEUS_CONTENT_TYPE, render_prometheus
 from pesa.gateway._models import (
     ApiErrorBody,
+    EventOut,
     EventPage,
     HealthOut,
     PaymentCreate,
@@ -271,7 +272,8 @@ async def list_events(
     ``next_cursor`` is where to resume: poll with ``after=<next_cursor>`` to follow the log.
     """
     page = await state.ledger.list_events(after=after, limit=limit, payment_id=payment_id)
-    return EventPage(data=[e.to_dict() for e in page.items], next_cursor=page.next_cursor)
+    events = [EventOut.model_validate(e.to_dict()) for e in page.items]
+    return EventPage(data=events, next_cursor=page.next_cursor)
 
 
 @router.get("/healthz", response_model=HealthOut, tags=["operations"])
