@@ -50,7 +50,8 @@ def emulator(
         str | None, typer.Option(help="secret accepted in strict mode [PESA_CONSUMER_SECRET]")
     ] = None,
     shortcode: Annotated[
-        list[str] | None, typer.Option(help="extra organisation shortcode (repeatable)")
+        list[str] | None,
+        typer.Option(metavar="CODE", help="extra organisation shortcode (repeatable)"),
     ] = None,
     passkey: Annotated[
         list[str] | None,
@@ -138,6 +139,8 @@ def emulator(
         fail(f"{where}: {first['msg']}")
     bind_host = host or settings.emulator_host
     bind_port = settings.emulator_port if port is None else port
+    if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        fail(f"--log-level must be debug, info, warning, error or critical, got {log_level!r}")
     configure_logging(log_level)
     _serve(config, bind_host, bind_port, tls)
 
