@@ -102,7 +102,12 @@ def emulator(
     from pesa.config import Settings
     from pesa.emulator import config_from_settings
 
-    settings = Settings()
+    try:
+        settings = Settings()
+    except pydantic.ValidationError as err:
+        first = err.errors()[0]
+        variable = "PESA_" + "_".join(str(p) for p in first["loc"]).upper()
+        fail(f"{variable}: {first['msg']}")
     overrides: dict[str, object] = {}
     optional = {
         "latency_ms": latency,
@@ -169,7 +174,11 @@ def _serve(config: object, host: str, port: int, tls: bool) -> None:
         sock.close()
         fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
     port = sock.getsockname()[1]
-    files = tls_files(config.key_dir) if tls else None
+    try:
+        files = tls_files(config.key_dir) if tls else None
+    except OSError as err:
+        sock.close()
+        fail(f"cannot write the TLS files to {config.key_dir}: {err.strerror or err}")
     scheme = "https" if tls else "http"
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     base_url = f"{scheme}://{shown}:{port}"
