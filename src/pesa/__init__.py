@@ -21,12 +21,16 @@ from pesa._exceptions import (
 )
 from pesa._logging import mask_phone
 from pesa._version import __version__
+from pesa.client import AsyncDaraja, Daraja
 from pesa.config import Settings
+from pesa.daraja import parse_stk_callback
 
 __all__ = [
+    "AsyncDaraja",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "Daraja",
     "DarajaError",
     "DuplicateRequestError",
     "InvalidCallbackError",
@@ -40,4 +44,5 @@ __all__ = [
     "ValidationError",
     "__version__",
     "mask_phone",
+    "parse_stk_callback",
 ]

@@ -3,6 +3,22 @@
 Shipped with the package because users' own test suites need them too.
 """
 
+from pesa.testing._client import (
+    FrozenClock,
+    c2b_payment_payload,
+    result_payload,
+    stk_callback_payload,
+    stk_failure_payload,
+)
 from pesa.testing._emulator import RunningEmulator, run_emulator, serve_emulator
 
-__all__: list[str] = ["RunningEmulator", "run_emulator", "serve_emulator"]
+__all__ = [
+    "FrozenClock",
+    "RunningEmulator",
+    "c2b_payment_payload",
+    "result_payload",
+    "run_emulator",
+    "serve_emulator",
+    "stk_callback_payload",
+    "stk_failure_payload",
+]

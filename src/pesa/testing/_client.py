@@ -1,0 +1,181 @@
+"""Test helpers for code built on the Daraja client: a frozen clock and Daraja payload builders.
+
+The builders produce the literal shapes of REFERENCE §6.3, §4 and §7.3, so a test can feed
+a handler exactly what Daraja would POST.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from pesa.daraja._time import NAIROBI
+
+__all__ = [
+    "FrozenClock",
+    "c2b_payment_payload",
+    "result_payload",
+    "stk_callback_payload",
+    "stk_failure_payload",
+]
+
+
+class FrozenClock:
+    """A clock that stands still until told to move; thread-safe.
+
+    Example:
+        >>> clock = FrozenClock(datetime(2016, 2, 16, 16, 56, 27, tzinfo=NAIROBI))
+        >>> daraja_timestamp(clock)
+        '20160216165627'
+        >>> clock.advance(seconds=60)
+    """
+
+    def __init__(self, at: datetime | None = None) -> None:
+        if at is not None and at.tzinfo is None:
+            raise ValueError("FrozenClock needs an aware datetime")
+        self._now = at or datetime(2026, 1, 1, 9, 0, 0, tzinfo=NAIROBI)
+        self._lock = threading.Lock()
+
+    def now(self) -> datetime:
+        """The frozen time."""
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float = 0.0, **kwargs: float) -> None:
+        """Move the clock forward (``timedelta`` keyword arguments)."""
+        with self._lock:
+            self._now += timedelta(seconds=seconds, **kwargs)
+
+    def set(self, at: datetime) -> None:
+        """Jump to ``at`` (aware)."""
+        if at.tzinfo is None:
+            raise ValueError("FrozenClock needs an aware datetime")
+        with self._lock:
+            self._now = at
+
+    def __repr__(self) -> str:
+        return f"FrozenClock({self._now.astimezone(UTC).isoformat()})"
+
+
+def stk_callback_payload(
+    *,
+    checkout_request_id: str = "ws_CO_191220191020363925",
+    merchant_request_id: str = "29115-34620561-1",
+    amount: int | float | Decimal = 1.00,
+    receipt: str = "NLJ7RT61SV",
+    transaction_date: int | str = 20191219102115,
+    phone: int | str | None = 254708374149,
+    balance: Any = None,
+) -> dict[str, Any]:
+    """A successful STK callback, shaped as REFERENCE §6.3 (``Balance`` without a value)."""
+    items: list[dict[str, Any]] = [
+        {"Name": "Amount", "Value": float(amount) if isinstance(amount, Decimal) else amount},
+        {"Name": "MpesaReceiptNumber", "Value": receipt},
+        {"Name": "Balance"} if balance is None else {"Name": "Balance", "Value": balance},
+        {"Name": "TransactionDate", "Value": transaction_date},
+    ]
+    if phone is not None:
+        items.append({"Name": "PhoneNumber", "Value": phone})
+    return {
+        "Body": {
+            "stkCallback": {
+                "MerchantRequestID": merchant_request_id,
+                "CheckoutRequestID": checkout_request_id,
+                "ResultCode": 0,
+                "ResultDesc": "The service request is processed successfully.",
+                "CallbackMetadata": {"Item": items},
+            }
+        }
+    }
+
+
+def stk_failure_payload(
+    result_code: int | str = 1032,
+    result_desc: str = "Request cancelled by user",
+    *,
+    checkout_request_id: str = "ws_CO_21072024125243250722943992",
+    merchant_request_id: str = "f1e2-4b95-a71d-b30d3cdbb7a7942864",
+) -> dict[str, Any]:
+    """A failed STK callback (no ``CallbackMetadata``), shaped as REFERENCE §6.3."""
+    return {
+        "Body": {
+            "stkCallback": {
+                "MerchantRequestID": merchant_request_id,
+                "CheckoutRequestID": checkout_request_id,
+                "ResultCode": result_code,
+                "ResultDesc": result_desc,
+            }
+        }
+    }
+
+
+def result_payload(
+    *,
+    result_code: int | str = 0,
+    result_desc: str = "The service request is processed successfully.",
+    originator_conversation_id: str = "53e3-4aa8-9fe0-8fb5e4092cdd3533373",
+    conversation_id: str = "AG_20240706_2010364430d9bbdaf872",
+    transaction_id: str = "SG632NMUAB",
+    parameters: dict[str, Any] | None = None,
+    reference_data: dict[str, Any] | None = None,
+    single_objects: bool = False,
+) -> dict[str, Any]:
+    """A ``{"Result": ...}`` envelope (REFERENCE §4, §8.1).
+
+    ``parameters=None`` omits ``ResultParameters`` (as on failures); ``single_objects``
+    sends one-item lists as a bare object, as Daraja sometimes does.
+    """
+
+    def items(values: dict[str, Any]) -> Any:
+        out = [{"Key": k} if v is None else {"Key": k, "Value": v} for k, v in values.items()]
+        return out[0] if single_objects and len(out) == 1 else out
+
+    result: dict[str, Any] = {
+        "ResultType": 0,
+        "ResultCode": result_code,
+        "ResultDesc": result_desc,
+        "OriginatorConversationID": originator_conversation_id,
+        "ConversationID": conversation_id,
+        "TransactionID": transaction_id,
+    }
+    if parameters is not None:
+        result["ResultParameters"] = {"ResultParameter": items(parameters)}
+    refs = (
+        reference_data
+        if reference_data is not None
+        else {
+            "QueueTimeoutURL": "https://internalsandbox.safaricom.co.ke/mpesa/b2cresults/v1/submit"
+        }
+    )
+    result["ReferenceData"] = {"ReferenceItem": items(refs)}
+    return {"Result": result}
+
+
+def c2b_payment_payload(
+    *,
+    trans_id: str = "RKL51ZDR4F",
+    amount: str = "5.00",
+    shortcode: str = "600966",
+    bill_ref_number: str = "Sample Transaction",
+    trans_time: str = "20231121121325",
+    msisdn: str = "2547 ***** 126",
+    org_account_balance: str = "25.00",
+) -> dict[str, Any]:
+    """A C2B validation/confirmation body, shaped as REFERENCE §7.3."""
+    return {
+        "TransactionType": "Pay Bill",
+        "TransID": trans_id,
+        "TransTime": trans_time,
+        "TransAmount": amount,
+        "BusinessShortCode": shortcode,
+        "BillRefNumber": bill_ref_number,
+        "InvoiceNumber": "",
+        "OrgAccountBalance": org_account_balance,
+        "ThirdPartyTransID": "",
+        "MSISDN": msisdn,
+        "FirstName": "JOHN",
+        "MiddleName": "",
+        "LastName": "",
+    }
