@@ -474,6 +474,9 @@ class Ledger:
             # A status change ends any reconciliation claim and schedule.
             changes["claimed_until"] = None
             changes["next_check_at"] = None
+        if isinstance(changes.get("transaction_date"), datetime):
+            # Daraja's dates are Nairobi time; store and show every timestamp in UTC.
+            changes["transaction_date"] = changes["transaction_date"].astimezone(UTC)
         changes["version"] = current.version + 1
         changes["updated_at"] = now
         result = await conn.execute(
