@@ -21,13 +21,16 @@ from pesa._exceptions import (
 )
 from pesa._logging import mask_phone
 from pesa._version import __version__
+from pesa.client import AsyncDaraja, Daraja
 from pesa.config import Settings
 from pesa.daraja import parse_stk_callback
 
 __all__ = [
+    "AsyncDaraja",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
+    "Daraja",
     "DarajaError",
     "DuplicateRequestError",
     "InvalidCallbackError",

@@ -5,6 +5,10 @@ from __future__ import annotations
 import sys
 
 from pesa._exceptions import PesaError
+from pesa.cli import (
+    _client,  # noqa: F401  (registers `pesa token`, `pesa stk`)
+    _emulator,  # noqa: F401  (registers `pesa emulator`)
+)
 from pesa.cli._app import app, err_console
 
 __all__ = ["app", "main"]

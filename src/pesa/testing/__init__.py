@@ -10,11 +10,15 @@ from pesa.testing._client import (
     stk_callback_payload,
     stk_failure_payload,
 )
+from pesa.testing._emulator import RunningEmulator, run_emulator, serve_emulator
 
 __all__ = [
     "FrozenClock",
+    "RunningEmulator",
     "c2b_payment_payload",
     "result_payload",
+    "run_emulator",
+    "serve_emulator",
     "stk_callback_payload",
     "stk_failure_payload",
 ]
