@@ -1,0 +1,57 @@
+"""Errors specific to the ledger (all subclass :class:`pesa.PesaError`)."""
+
+from __future__ import annotations
+
+from pesa._exceptions import PesaError
+
+__all__ = [
+    "IdempotencyConflictError",
+    "InvalidTransitionError",
+    "LedgerError",
+    "PaymentNotFoundError",
+]
+
+
+class LedgerError(PesaError):
+    """The root of the ledger's own errors."""
+
+
+class IdempotencyConflictError(LedgerError):
+    """An idempotency key was reused with different parameters (an HTTP 409 for the API).
+
+    Attributes:
+        idempotency_key: the reused key.
+        payment_id: the payment the key already belongs to.
+    """
+
+    def __init__(self, idempotency_key: str, payment_id: str) -> None:
+        self.idempotency_key = idempotency_key
+        self.payment_id = payment_id
+        super().__init__(
+            f"idempotency key {idempotency_key!r} was already used for payment {payment_id} "
+            "with different parameters"
+        )
+
+
+class PaymentNotFoundError(LedgerError, LookupError):
+    """No payment has the given id (or CheckoutRequestID)."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no payment {key!r}")
+
+
+class InvalidTransitionError(LedgerError):
+    """An input does not fit the payment's current state (e.g. accepting a failed payment).
+
+    Attributes:
+        payment_id: the payment.
+        status: its current status.
+        detail: why the input was refused.
+    """
+
+    def __init__(self, payment_id: str, status: str, detail: str) -> None:
+        self.payment_id = payment_id
+        self.status = status
+        self.detail = detail
+        super().__init__(f"payment {payment_id} is {status}: {detail}")

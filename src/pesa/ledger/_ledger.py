@@ -1,0 +1,1105 @@
+"""The durable ledger: payments, their events (the outbox), raw callbacks, webhook deliveries.
+
+Every transition is one database transaction: read the payment (``FOR UPDATE`` on
+PostgreSQL, under ``BEGIN IMMEDIATE`` on SQLite), ask the pure state machine
+(:func:`pesa.ledger.decide`), update the row guarded by its ``version``, and insert the
+events and one webhook delivery per configured endpoint, then commit. Duplicate or
+concurrent inputs therefore apply once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any, Literal, TypeVar
+
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Row,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import Insert
+
+from pesa._exceptions import InvalidCallbackError, ValidationError
+from pesa._logging import get_logger, mask_phone, redact
+from pesa.daraja import normalize_msisdn
+from pesa.ledger import _migrate
+from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
+from pesa.ledger._engine import BEGIN_MODE, create_engine
+from pesa.ledger._errors import (
+    IdempotencyConflictError,
+    InvalidTransitionError,
+    PaymentNotFoundError,
+)
+from pesa.ledger._ids import new_id
+from pesa.ledger._schema import callbacks, payment_events, payments, webhook_deliveries
+from pesa.ledger._states import (
+    Accepted,
+    CodeLookup,
+    Decision,
+    DecisionKind,
+    Expired,
+    LedgerInput,
+    OutcomeUnknown,
+    PaymentState,
+    PaymentStatus,
+    Rejected,
+    StkResult,
+    decide,
+    mismatch_reasons,
+)
+from pesa.ledger._types import (
+    CallbackOutcome,
+    CallbackStatus,
+    Delivery,
+    Event,
+    LedgerStats,
+    MismatchPolicy,
+    Page,
+    ParsedStkCallback,
+    Payment,
+    StkCallbackParser,
+)
+
+__all__ = ["Clock", "Ledger"]
+
+log = get_logger("pesa.ledger")
+
+_T = TypeVar("_T")
+
+Clock = Callable[[], datetime]
+"""Returns the current time as an aware datetime."""
+
+# The event feed's horizon on PostgreSQL: the oldest transaction still running that holds a
+# lock on this ledger's `payments` table (so it may be about to write events), or, when
+# there is none, the snapshot's xmax (everything committed is visible). Every ledger write
+# that inserts events locks its payment row first, before its transaction id exists, so
+# such a transaction is always seen here; transactions elsewhere in the cluster (other
+# schemas, other databases) never hold the feed back. pg_locks reports 32-bit xids, the
+# snapshot 64-bit ones: compare the low 32 bits.
+_PG_FEED_HORIZON: ColumnElement[int] = literal_column(
+    """(SELECT coalesce(min(x::text::bigint),
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+        FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+        WHERE x::text::bigint % 4294967296 IN (
+            SELECT t.transactionid::text::bigint FROM pg_locks AS t
+            WHERE t.locktype = 'transactionid' AND t.pid IN (
+                SELECT r.pid FROM pg_locks AS r
+                WHERE r.locktype = 'relation' AND r.relation = 'payments'::regclass)))""",
+    BigInteger,
+)
+
+_MAX_RETRIES = 5
+_MAX_PAGE = 500
+_MAX_ERROR_TEXT = 1000
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _request_hash(phone: str, amount: int, reference: str, description: str, metadata: Any) -> str:
+    canonical = json.dumps(
+        [phone, amount, reference, description, metadata],
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _row_to_payment(row: Row[Any] | Mapping[str, Any]) -> Payment:
+    m: Mapping[str, Any] = row._mapping if isinstance(row, Row) else row  # type: ignore[assignment]  # RowMapping is a Mapping[str, Any] at runtime
+    paid = m["paid_amount"]
+    return Payment(
+        id=m["id"],
+        status=PaymentStatus(m["status"]),
+        phone=m["phone"],
+        amount=int(m["amount"]),
+        account_reference=m["account_reference"],
+        description=m["description"],
+        metadata=m["metadata"],
+        idempotency_key=m["idempotency_key"],
+        checkout_request_id=m["checkout_request_id"],
+        merchant_request_id=m["merchant_request_id"],
+        result_code=m["result_code"],
+        result_desc=m["result_desc"],
+        receipt=m["receipt"],
+        paid_amount=None if paid is None else Decimal(paid),
+        paid_phone=m["paid_phone"],
+        transaction_date=m["transaction_date"],
+        failure_reason=m["failure_reason"],
+        flagged=bool(m["flagged"]),
+        flag_reason=m["flag_reason"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        next_check_at=m["next_check_at"],
+        check_count=int(m["check_count"]),
+        version=int(m["version"]),
+    )
+
+
+def _row_to_event(row: Row[Any]) -> Event:
+    m = row._mapping
+    return Event(
+        seq=int(m["seq"]),
+        id=m["id"],
+        type=m["type"],
+        payment_id=m["payment_id"],
+        created_at=m["created_at"],
+        payload=m["payload"].encode(),
+        txid=int(m["txid"]),
+    )
+
+
+def _state(payment: Payment) -> PaymentState:
+    return PaymentState(
+        status=payment.status,
+        amount=payment.amount,
+        phone=payment.phone,
+        checkout_request_id=payment.checkout_request_id,
+        result_code=payment.result_code,
+        receipt=payment.receipt,
+        flagged=payment.flagged,
+        flag_reason=payment.flag_reason,
+    )
+
+
+def _check_limit(limit: int, maximum: int = _MAX_PAGE) -> None:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= maximum:
+        raise ValidationError("limit", f"must be an integer from 1 to {maximum}", limit)
+
+
+class _VersionConflict(Exception):
+    """The payment changed between our read and our guarded update: retry the transaction."""
+
+
+class Ledger:
+    """The payments ledger over SQLite or PostgreSQL (async SQLAlchemy 2).
+
+    Open it with :meth:`open`, create the tables with :meth:`migrate`, close it with
+    :meth:`close` (or ``async with``)::
+
+        ledger = await Ledger.open("sqlite:///pesa.db", webhook_endpoints=["https://shop/hook"])
+        await ledger.migrate()
+        payment, created = await ledger.create_payment(
+            "order-42", phone="0708374149", amount=10, account_reference="INV42",
+            description="Order 42")
+        await ledger.mark_accepted(payment.id, "ws_CO_...", "29115-...")
+        outcome = await ledger.ingest_stk_callback(raw_body, source_ip="196.201.214.200")
+
+    Args:
+        engine: an async engine (see :func:`pesa.ledger.create_engine`).
+        webhook_endpoints: one delivery row is written per event per endpoint.
+        clock: returns the current aware datetime (injectable for tests).
+        parse: parses raw STK callback bodies.
+        lookup: the result-code catalogue (default :func:`pesa.daraja.lookup_code` for STK):
+            a known code's meaning becomes ``failure_reason``; a code it calls not final
+            (an unknown code) leaves the payment open for the reconciler to verify.
+        on_mismatch: ``"flag"`` (default) applies a success whose amount or phone differs
+            from the request and flags the payment; ``"refuse"`` stores such a callback as
+            ``invalid`` and changes nothing.
+    """
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        webhook_endpoints: Sequence[str] = (),
+        clock: Clock = _utc_now,
+        parse: StkCallbackParser = parse_stk_callback_body,
+        lookup: CodeLookup = stk_code,
+        on_mismatch: MismatchPolicy = "flag",
+    ) -> None:
+        self._engine = engine
+        self._endpoints = tuple(dict.fromkeys(webhook_endpoints))
+        self._clock = clock
+        self._parse = parse
+        self._lookup = lookup
+        if on_mismatch not in ("flag", "refuse"):
+            raise ValidationError("on_mismatch", 'must be "flag" or "refuse"', on_mismatch)
+        self._on_mismatch: MismatchPolicy = on_mismatch
+        self._postgres = engine.dialect.name == "postgresql"
+
+    @classmethod
+    async def open(
+        cls,
+        url: str,
+        *,
+        webhook_endpoints: Sequence[str] = (),
+        clock: Clock = _utc_now,
+        parse: StkCallbackParser = parse_stk_callback_body,
+        lookup: CodeLookup = stk_code,
+        on_mismatch: MismatchPolicy = "flag",
+        engine_options: Mapping[str, Any] | None = None,
+    ) -> Ledger:
+        """Open the ledger at ``url`` (``sqlite:///pesa.db``, ``postgresql://...``).
+
+        Sync-style URLs are mapped to the async drivers (aiosqlite, psycopg 3). Opening does
+        no I/O; the first query connects.
+
+        Raises:
+            ConfigurationError: the URL is not SQLite or PostgreSQL.
+        """
+        engine = create_engine(url, **dict(engine_options or {}))
+        return cls(
+            engine,
+            webhook_endpoints=webhook_endpoints,
+            clock=clock,
+            parse=parse,
+            lookup=lookup,
+            on_mismatch=on_mismatch,
+        )
+
+    @property
+    def engine(self) -> AsyncEngine:
+        """The underlying async engine."""
+        return self._engine
+
+    @property
+    def webhook_endpoints(self) -> tuple[str, ...]:
+        """The endpoints each event is delivered to."""
+        return self._endpoints
+
+    async def migrate(self) -> None:
+        """Create or upgrade the tables (``alembic upgrade head``); a no-op when current."""
+        await _migrate.upgrade(self._engine)
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> Ledger:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    def _now(self) -> datetime:
+        now = self._clock()
+        if now.tzinfo is None:
+            raise ValueError("the ledger clock must return an aware datetime")
+        return now
+
+    # -- create -------------------------------------------------------------------------
+
+    async def create_payment(
+        self,
+        idempotency_key: str | None,
+        phone: str,
+        amount: int,
+        account_reference: str,
+        description: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[Payment, bool]:
+        """Commit a payment intent (status ``created``) before anything is sent to Daraja.
+
+        Args:
+            idempotency_key: the caller's key; a repeat with the same parameters returns the
+                existing payment.
+            phone: the customer's Safaricom number (normalised to ``2547XXXXXXXX``).
+            amount: whole shillings, a positive ``int`` (never a float).
+            account_reference: ``AccountReference`` shown to the customer.
+            description: ``TransactionDesc``.
+            metadata: free JSON for the caller, returned in the API and webhooks.
+
+        Returns:
+            ``(payment, created)``: ``created`` is ``False`` for an idempotent repeat.
+
+        Raises:
+            ValidationError: a parameter is invalid (names the field and the rule).
+            IdempotencyConflictError: the key was used with different parameters (HTTP 409).
+        """
+        if idempotency_key is not None and (
+            not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255
+        ):
+            raise ValidationError("idempotency_key", "must be a string of 1 to 255 characters")
+        number = normalize_msisdn(phone)
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise ValidationError(
+                "amount", "must be an integer number of shillings", type(amount).__name__
+            )
+        if amount < 1:
+            raise ValidationError("amount", "must be at least 1 shilling", amount)
+        if not isinstance(account_reference, str) or not account_reference.strip():
+            raise ValidationError("account_reference", "must be a non-empty string")
+        if len(account_reference) > 64:
+            raise ValidationError("account_reference", "must be at most 64 characters")
+        if not isinstance(description, str) or not description.strip():
+            raise ValidationError("description", "must be a non-empty string")
+        if len(description) > 255:
+            raise ValidationError("description", "must be at most 255 characters")
+        if metadata is not None:
+            if not isinstance(metadata, dict):
+                raise ValidationError("metadata", "must be a JSON object")
+            try:
+                json.dumps(metadata, allow_nan=False)
+            except (TypeError, ValueError) as err:
+                raise ValidationError("metadata", "must be JSON-serialisable") from err
+        digest = _request_hash(number, amount, account_reference, description, metadata)
+
+        if idempotency_key is not None:
+            existing = await self._by_key(idempotency_key)
+            if existing is not None:
+                return self._repeat(existing, idempotency_key, digest), False
+        now = self._now()
+        values = {
+            "id": new_id("pay", now_ms=int(now.timestamp() * 1000)),
+            "idempotency_key": idempotency_key,
+            "request_hash": digest,
+            "status": PaymentStatus.CREATED.value,
+            "phone": number,
+            "amount": amount,
+            "account_reference": account_reference,
+            "description": description,
+            "metadata": metadata,
+            "flagged": False,
+            "version": 1,
+            "created_at": now,
+            "updated_at": now,
+            "check_count": 0,
+        }
+        try:
+            async with self._engine.begin() as conn:
+                await conn.execute(insert(payments).values(values))
+        except IntegrityError:
+            # Lost a race with a concurrent request carrying the same key.
+            if idempotency_key is None:
+                raise
+            existing = await self._by_key(idempotency_key)
+            if existing is None:
+                raise
+            return self._repeat(existing, idempotency_key, digest), False
+        payment = _row_to_payment({**values, **_DEFAULTS})
+        log.info("payment %s created for %s (%d KES)", payment.id, mask_phone(number), amount)
+        return payment, True
+
+    def _repeat(self, existing: tuple[Payment, str], key: str, digest: str) -> Payment:
+        payment, stored_digest = existing
+        if stored_digest != digest:
+            raise IdempotencyConflictError(key, payment.id)
+        return payment
+
+    async def _by_key(self, key: str) -> tuple[Payment, str] | None:
+        rows = await self._select(select(payments).where(payments.c.idempotency_key == key))
+        if not rows:
+            return None
+        return _row_to_payment(rows[0]), rows[0]._mapping["request_hash"]
+
+    # -- transitions ----------------------------------------------------------------------
+
+    async def mark_accepted(
+        self, payment_id: str, checkout_request_id: str, merchant_request_id: str | None
+    ) -> Payment:
+        """Daraja accepted the STK push: ``created``/``unknown`` → ``pending``.
+
+        Idempotent: repeating it with the same CheckoutRequestID returns the payment.
+
+        Raises:
+            PaymentNotFoundError: no such payment.
+            InvalidTransitionError: the payment cannot be accepted in its state.
+        """
+        if not isinstance(checkout_request_id, str) or not checkout_request_id.strip():
+            raise ValidationError("checkout_request_id", "must be a non-empty string")
+        return await self._transition(
+            payment_id, Accepted(checkout_request_id.strip(), merchant_request_id)
+        )
+
+    async def mark_rejected(
+        self, payment_id: str, error_code: str | None, error_message: str
+    ) -> Payment:
+        """Daraja refused the STK push synchronously: ``created`` → ``rejected``."""
+        return await self._transition(payment_id, Rejected(error_code, error_message))
+
+    async def mark_unknown(self, payment_id: str, reason: str) -> Payment:
+        """The push may have reached Daraja but no answer came: ``created`` → ``unknown``."""
+        return await self._transition(payment_id, OutcomeUnknown(reason))
+
+    async def expire(self, payment_id: str) -> Payment:
+        """No final answer before the deadline: ``pending``/``unknown`` → ``failed`` (expired)."""
+        return await self._transition(payment_id, Expired())
+
+    async def _transition(self, payment_id: str, event: LedgerInput) -> Payment:
+        async def work(conn: AsyncConnection) -> Payment:
+            current = await self._lock_payment(conn, payments.c.id == payment_id)
+            if current is None:
+                raise PaymentNotFoundError(payment_id)
+            decision, payment = await self._apply(conn, current, event)
+            if decision.kind is DecisionKind.IGNORED:
+                raise InvalidTransitionError(payment_id, current.status, decision.detail)
+            return payment
+
+        return await self._write(work)
+
+    async def _write(self, work: Callable[[AsyncConnection], Awaitable[_T]]) -> _T:
+        """Run ``work`` in a write transaction, retrying when a guarded update lost a race."""
+        for attempt in range(_MAX_RETRIES):
+            try:
+                async with self._engine.begin() as conn:
+                    return await work(conn)
+            except _VersionConflict:
+                log.debug("version conflict, retrying (attempt %d)", attempt + 1)
+        raise RuntimeError("payment kept changing under a guarded update; gave up")
+
+    async def _lock_payment(self, conn: AsyncConnection, where: Any) -> Payment | None:
+        query = select(payments).where(where)
+        if self._postgres:
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        return None if row is None else _row_to_payment(row)
+
+    async def _apply(
+        self, conn: AsyncConnection, current: Payment, event: LedgerInput
+    ) -> tuple[Decision, Payment]:
+        """Decide and, if applied, write the row, its events and deliveries (no commit)."""
+        decision, payment, inserts = await self._update(conn, current, event)
+        await self._flush(conn, inserts)
+        return decision, payment
+
+    async def _flush(self, conn: AsyncConnection, statements: Sequence[Insert]) -> None:
+        """Execute INSERTs; on PostgreSQL as one statement (data-modifying CTEs).
+
+        The callback path writes up to three tables after its update (events, deliveries,
+        the raw callback): one round trip instead of three keeps it lean. Foreign keys
+        between the CTEs are checked at the end of the statement.
+        """
+        if not statements:
+            return
+        if self._postgres and len(statements) > 1:
+            *first, last = statements
+            await conn.execute(
+                last.add_cte(*(stmt.cte(f"pesa_write_{n}") for n, stmt in enumerate(first)))
+            )
+            return
+        for stmt in statements:
+            await conn.execute(stmt)
+
+    async def _update(
+        self, conn: AsyncConnection, current: Payment, event: LedgerInput
+    ) -> tuple[Decision, Payment, list[Insert]]:
+        """Decide and, if applied, update the row; return the inserts still to execute."""
+        decision = decide(_state(current), event, lookup=self._lookup)
+        if not decision.applied:
+            return decision, current, []
+        now = self._now()
+        changes = dict(decision.changes)
+        if "status" in changes:
+            changes["status"] = PaymentStatus(changes["status"]).value
+            # A status change ends any reconciliation claim and schedule.
+            changes["claimed_until"] = None
+            changes["next_check_at"] = None
+        if isinstance(changes.get("transaction_date"), datetime):
+            # Daraja's dates are Nairobi time; store and show every timestamp in UTC.
+            changes["transaction_date"] = changes["transaction_date"].astimezone(UTC)
+        changes["version"] = current.version + 1
+        changes["updated_at"] = now
+        result = await conn.execute(
+            update(payments)
+            .where(payments.c.id == current.id, payments.c.version == current.version)
+            .values(changes)
+        )
+        if result.rowcount != 1:
+            raise _VersionConflict
+        snapshot = {name: changes[name] for name in _PAYMENT_FIELDS if name in changes}
+        snapshot["status"] = PaymentStatus(changes.get("status", current.status))
+        payment = dataclasses.replace(current, **snapshot)
+        inserts = self._event_inserts(payment, decision, now)
+        log.info(
+            "payment %s: %s -> %s (%s)", payment.id, current.status, payment.status, decision.detail
+        )
+        return decision, payment, inserts
+
+    def _event_inserts(self, payment: Payment, decision: Decision, now: datetime) -> list[Insert]:
+        """The event rows of a transition and one delivery row per event per endpoint."""
+        if not decision.events:
+            return []
+        data = payment.to_dict()
+        rows = []
+        for event_type in decision.events:
+            event_id = new_id("evt", now_ms=int(now.timestamp() * 1000))
+            body = {
+                "id": event_id,
+                "type": str(event_type),
+                "created_at": now.isoformat(),
+                "data": {"payment": data, "detail": decision.detail},
+            }
+            rows.append(
+                {
+                    "id": event_id,
+                    "payment_id": payment.id,
+                    "type": str(event_type),
+                    "payload": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
+                    "created_at": now,
+                }
+            )
+        statements = [insert(payment_events).values(rows)]
+        if self._endpoints:
+            deliveries = [
+                {
+                    "id": new_id("whd", now_ms=int(now.timestamp() * 1000)),
+                    "event_id": row["id"],
+                    "endpoint": endpoint,
+                    "status": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+                for row in rows
+                for endpoint in self._endpoints
+            ]
+            statements.append(insert(webhook_deliveries).values(deliveries))
+        return statements
+
+    # -- callbacks and query results ------------------------------------------------------
+
+    async def ingest_stk_callback(
+        self,
+        body: bytes,
+        *,
+        source_ip: str | None,
+        parse: StkCallbackParser | None = None,
+        on_mismatch: MismatchPolicy | None = None,
+    ) -> CallbackOutcome:
+        """Store a raw STK callback and apply it, in one transaction.
+
+        The raw body is always stored (with its source IP, time and outcome), even when it
+        is malformed or names a CheckoutRequestID we never issued; then no payment changes.
+        Answer Daraja 200 only after this returns: the callback is committed.
+
+        Args:
+            body: the request body exactly as received.
+            source_ip: the client address the gateway trusts (after proxy handling).
+            parse: overrides the ledger's parser for this call.
+            on_mismatch: overrides the ledger's policy for a success whose amount or phone
+                differs from the request: ``"flag"`` applies it and flags the payment,
+                ``"refuse"`` stores the callback as ``invalid`` and changes nothing (the
+                reconciler's query then settles the payment). Checked inside the same
+                transaction as the update, so no extra round trip and no race.
+
+        Returns:
+            A :class:`CallbackOutcome` (``applied``, ``duplicate``, ``ignored``,
+            ``unknown_payment`` or ``invalid``).
+        """
+        received = self._now()
+        callback_id = new_id("cb", now_ms=int(received.timestamp() * 1000))
+        record = {
+            "id": callback_id,
+            "kind": "stk",
+            "body": bytes(body),
+            "source_ip": source_ip,
+            "received_at": received,
+        }
+        try:
+            parsed = (parse or self._parse)(bytes(body))
+        except (InvalidCallbackError, ValueError, TypeError, KeyError) as err:
+            detail = f"invalid STK callback: {err}"
+            await self._store_callback(record, "invalid", detail, None, None)
+            log.warning("callback %s rejected: %s", callback_id, redact(detail))
+            return CallbackOutcome(callback_id, "invalid", None, detail)
+
+        async def work(conn: AsyncConnection) -> CallbackOutcome:
+            return await self._ingest(conn, record, parsed, on_mismatch or self._on_mismatch)
+
+        try:
+            outcome: CallbackOutcome = await self._write(work)
+        except Exception as err:
+            # Never lose the raw body, even when applying it failed unexpectedly.
+            await self._store_callback(
+                record, "error", f"{type(err).__name__}", parsed.checkout_request_id, None
+            )
+            raise
+        return outcome
+
+    async def _ingest(
+        self,
+        conn: AsyncConnection,
+        record: dict[str, Any],
+        parsed: ParsedStkCallback,
+        on_mismatch: MismatchPolicy,
+    ) -> CallbackOutcome:
+        cid = parsed.checkout_request_id
+        current = await self._lock_payment(conn, payments.c.checkout_request_id == cid)
+        status: CallbackStatus
+        inserts: list[Insert] = []
+        if current is None:
+            status, payment, detail = "unknown_payment", None, "no payment has this id"
+        elif (
+            parsed.merchant_request_id is not None
+            and current.merchant_request_id is not None
+            and parsed.merchant_request_id != current.merchant_request_id
+        ):
+            status, payment = "invalid", current
+            detail = "MerchantRequestID does not match the one Daraja gave for this payment"
+        elif (
+            on_mismatch == "refuse"
+            and parsed.result.is_success
+            and (reasons := mismatch_reasons(_state(current), parsed.result))
+        ):
+            status, payment = "invalid", current
+            detail = "success does not match the request: " + "; ".join(reasons)
+        else:
+            decision, payment, inserts = await self._update(conn, current, parsed.result)
+            status, detail = _callback_status(decision), decision.detail
+        inserts.append(
+            insert(callbacks).values(
+                **record,
+                outcome=status,
+                detail=detail,
+                checkout_request_id=cid,
+                payment_id=None if payment is None else payment.id,
+            )
+        )
+        await self._flush(conn, inserts)
+        if status not in ("applied", "duplicate"):
+            log.warning("callback %s: %s (%s)", record["id"], status, detail)
+        return CallbackOutcome(record["id"], status, payment, detail)
+
+    async def _store_callback(
+        self,
+        record: dict[str, Any],
+        outcome: str,
+        detail: str,
+        checkout_request_id: str | None,
+        payment_id: str | None,
+    ) -> None:
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                insert(callbacks).values(
+                    **record,
+                    outcome=outcome,
+                    detail=detail,
+                    checkout_request_id=checkout_request_id,
+                    payment_id=payment_id,
+                )
+            )
+
+    async def apply_stk_result(
+        self,
+        checkout_request_id: str,
+        result: StkResult,
+        *,
+        source: Literal["callback", "query"] = "query",
+    ) -> CallbackOutcome:
+        """Apply a result learnt by STK query (or any source other than a stored callback).
+
+        Returns:
+            A :class:`CallbackOutcome` with ``callback_id=None``; ``unknown_payment`` when no
+            payment has this CheckoutRequestID.
+        """
+        result = dataclasses.replace(result, source=source)
+
+        async def work(conn: AsyncConnection) -> CallbackOutcome:
+            current = await self._lock_payment(
+                conn, payments.c.checkout_request_id == checkout_request_id
+            )
+            if current is None:
+                return CallbackOutcome(None, "unknown_payment", None, "no payment has this id")
+            decision, payment = await self._apply(conn, current, result)
+            return CallbackOutcome(None, _callback_status(decision), payment, decision.detail)
+
+        outcome: CallbackOutcome = await self._write(work)
+        return outcome
+
+    # -- reconciliation -------------------------------------------------------------------
+
+    async def claim_for_reconciliation(
+        self, *, limit: int, min_age: timedelta, lease: timedelta
+    ) -> list[Payment]:
+        """Claim pending/unknown payments due for a status query.
+
+        Due means: created at least ``min_age`` ago, ``next_check_at`` (if set) reached, and
+        not claimed by another worker (or that claim's lease expired). Claimed payments are
+        leased for ``lease``: a crashed worker's claims return after it. On PostgreSQL the
+        rows are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent workers never claim
+        the same payment.
+        """
+        _check_limit(limit)
+        now = self._now()
+        due = (
+            payments.c.status.in_([PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value]),
+            payments.c.created_at <= now - min_age,
+            or_(payments.c.next_check_at.is_(None), payments.c.next_check_at <= now),
+            or_(payments.c.claimed_until.is_(None), payments.c.claimed_until <= now),
+        )
+
+        async def work(conn: AsyncConnection) -> list[Payment]:
+            query = (
+                select(payments.c.id)
+                .where(*due)
+                .order_by(payments.c.next_check_at.nulls_first(), payments.c.created_at)
+                .limit(limit)
+            )
+            if self._postgres:
+                query = query.with_for_update(skip_locked=True)
+            ids = [row[0] for row in (await conn.execute(query)).all()]
+            if not ids:
+                return []
+            rows = await conn.execute(
+                update(payments)
+                .where(payments.c.id.in_(ids))
+                .values(claimed_until=now + lease, check_count=payments.c.check_count + 1)
+                .returning(*payments.c)
+            )
+            claimed = [_row_to_payment(row) for row in rows.all()]
+            claimed.sort(key=lambda p: ids.index(p.id))
+            return claimed
+
+        claimed: list[Payment] = await self._write(work)
+        return claimed
+
+    async def record_still_pending(self, payment_id: str, next_check_at: datetime) -> Payment:
+        """An STK query says "still processing": keep the payment, check again later.
+
+        Releases the reconciliation claim and schedules the next check. Writes no event.
+
+        Raises:
+            PaymentNotFoundError: no such payment.
+        """
+
+        async def work(conn: AsyncConnection) -> Payment:
+            row = (
+                await conn.execute(
+                    update(payments)
+                    .where(
+                        payments.c.id == payment_id,
+                        payments.c.status.in_(
+                            [PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value]
+                        ),
+                    )
+                    .values(next_check_at=next_check_at, claimed_until=None)
+                    .returning(*payments.c)
+                )
+            ).first()
+            if row is not None:
+                return _row_to_payment(row)
+            current = await self._lock_payment(conn, payments.c.id == payment_id)
+            if current is None:
+                raise PaymentNotFoundError(payment_id)
+            return current  # already settled: nothing to schedule
+
+        payment: Payment = await self._write(work)
+        return payment
+
+    async def recover_stale_created(self, older_than: timedelta) -> list[Payment]:
+        """Move intents stuck in ``created`` for ``older_than`` to ``unknown``.
+
+        A payment stays ``created`` only if the process died between committing the intent
+        and recording Daraja's answer: the push may or may not have been sent, so the
+        payment becomes ``unknown`` (never re-sent automatically) and is settled by the
+        reconciler or expires.
+        """
+        cutoff = self._now() - older_than
+        reason = "the STK push's outcome was never recorded (process stopped during the send)"
+
+        async def work(conn: AsyncConnection) -> list[Payment]:
+            query = select(payments).where(
+                payments.c.status == PaymentStatus.CREATED.value,
+                payments.c.created_at <= cutoff,
+            )
+            if self._postgres:
+                query = query.with_for_update(skip_locked=True)
+            moved = []
+            for row in (await conn.execute(query)).all():
+                decision, payment = await self._apply(
+                    conn, _row_to_payment(row), OutcomeUnknown(reason)
+                )
+                if decision.applied:
+                    moved.append(payment)
+            return moved
+
+        moved: list[Payment] = await self._write(work)
+        return moved
+
+    # -- reads ----------------------------------------------------------------------------
+
+    async def _select(self, query: Any) -> list[Row[Any]]:
+        async with self._engine.connect() as conn:
+            if not self._postgres:
+                conn = await conn.execution_options(**{BEGIN_MODE: "DEFERRED"})
+            return list((await conn.execute(query)).all())
+
+    async def get_payment(self, payment_id: str) -> Payment | None:
+        """The payment with this id (``pay_...``), or ``None``."""
+        rows = await self._select(select(payments).where(payments.c.id == payment_id))
+        return _row_to_payment(rows[0]) if rows else None
+
+    async def get_payment_by_checkout_id(self, checkout_request_id: str) -> Payment | None:
+        """The payment Daraja knows by this CheckoutRequestID, or ``None``."""
+        rows = await self._select(
+            select(payments).where(payments.c.checkout_request_id == checkout_request_id)
+        )
+        return _row_to_payment(rows[0]) if rows else None
+
+    async def list_payments(
+        self,
+        *,
+        status: PaymentStatus | str | None = None,
+        phone: str | None = None,
+        created_from: datetime | None = None,
+        created_to: datetime | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page[Payment]:
+        """Payments, newest first, filtered; pass ``page.next_cursor`` back for the next page.
+
+        ``created_from`` is inclusive, ``created_to`` exclusive.
+
+        Raises:
+            ValidationError: an unknown status, a bad phone or limit.
+        """
+        _check_limit(limit)
+        query = select(payments)
+        if status is not None:
+            try:
+                query = query.where(payments.c.status == PaymentStatus(status).value)
+            except ValueError as err:
+                allowed = ", ".join(s.value for s in PaymentStatus)
+                raise ValidationError("status", f"must be one of {allowed}", status) from err
+        if phone is not None:
+            query = query.where(payments.c.phone == normalize_msisdn(phone))
+        for name, value in (("created_from", created_from), ("created_to", created_to)):
+            if value is not None and value.tzinfo is None:
+                raise ValidationError(name, "must be timezone-aware", value.isoformat())
+        if created_from is not None:
+            query = query.where(payments.c.created_at >= created_from)
+        if created_to is not None:
+            query = query.where(payments.c.created_at < created_to)
+        if cursor is not None:
+            query = query.where(payments.c.id < cursor)
+        rows = await self._select(query.order_by(payments.c.id.desc()).limit(limit + 1))
+        items = [_row_to_payment(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, items[-1].id if more else None, more)
+
+    async def list_events(
+        self, *, after: int | str | None = None, limit: int = 100, payment_id: str | None = None
+    ) -> Page[Event]:
+        """Events in outbox order, after the cursor ``after``.
+
+        Pass back ``page.next_cursor`` (an opaque string); it is always where to resume, so
+        polling with it later never skips nor repeats an event. A bare integer is accepted
+        too, as the ``seq`` of the last event seen.
+
+        Only events whose transactions are settled are shown: on PostgreSQL an event waits
+        while an older ledger write transaction (one holding a lock on ``payments``) is
+        still running, because the feed is ordered by (transaction, seq) rather than by
+        insert order alone; write transactions last milliseconds, so poll.
+
+        Raises:
+            ValidationError: a malformed or unknown cursor, or a bad limit.
+        """
+        _check_limit(limit, 1000)
+        position = await self._event_position(after)
+        query = select(payment_events).where(
+            tuple_(payment_events.c.txid, payment_events.c.seq) > tuple_(*position)
+        )
+        if self._postgres:
+            query = query.where(payment_events.c.txid < _PG_FEED_HORIZON)
+        if payment_id is not None:
+            query = query.where(payment_events.c.payment_id == payment_id)
+        order = (payment_events.c.txid, payment_events.c.seq)
+        rows = await self._select(query.order_by(*order).limit(limit + 1))
+        items = [_row_to_event(row) for row in rows[:limit]]
+        if items:
+            cursor: str | None = items[-1].cursor
+        else:
+            cursor = None if after is None else f"{position[0]}:{position[1]}"
+        return Page(items, cursor, len(rows) > limit)
+
+    async def _event_position(self, after: int | str | None) -> tuple[int, int]:
+        if after is None:
+            return (-1, 0)
+        text_value = str(after).strip()
+        try:
+            if ":" in text_value:
+                txid, seq = text_value.split(":", 1)
+                return (int(txid), int(seq))
+            seq_only = int(text_value)
+        except ValueError as err:
+            raise ValidationError("after", "must be a cursor from list_events", after) from err
+        rows = await self._select(
+            select(payment_events.c.txid).where(payment_events.c.seq == seq_only)
+        )
+        if not rows:
+            if seq_only == 0:
+                return (-1, 0)
+            raise ValidationError("after", "no event has this seq", seq_only)
+        return (int(rows[0][0]), seq_only)
+
+    async def get_event(self, event_id: str) -> Event | None:
+        """The event with this id (``evt_...``), or ``None``."""
+        rows = await self._select(select(payment_events).where(payment_events.c.id == event_id))
+        return _row_to_event(rows[0]) if rows else None
+
+    async def stats(self) -> LedgerStats:
+        """Counts for ``/metrics``: payments by status, callbacks by outcome, deliveries."""
+        async with self._engine.connect() as conn:
+            if not self._postgres:
+                conn = await conn.execution_options(**{BEGIN_MODE: "DEFERRED"})
+            by_status = {s.value: 0 for s in PaymentStatus}
+            for key, count in await conn.execute(
+                select(payments.c.status, func.count()).group_by(payments.c.status)
+            ):
+                by_status[key] = int(count)
+            by_outcome: dict[str, int] = {}
+            for key, count in await conn.execute(
+                select(callbacks.c.outcome, func.count()).group_by(callbacks.c.outcome)
+            ):
+                by_outcome[key] = int(count)
+            by_delivery = {"pending": 0, "delivered": 0, "failed": 0}
+            for key, count in await conn.execute(
+                select(webhook_deliveries.c.status, func.count()).group_by(
+                    webhook_deliveries.c.status
+                )
+            ):
+                by_delivery[key] = int(count)
+            flagged = (
+                await conn.execute(
+                    select(func.count()).select_from(payments).where(payments.c.flagged.is_(True))
+                )
+            ).scalar_one()
+        return LedgerStats(by_status, by_outcome, by_delivery, int(flagged))
+
+    # -- webhook outbox -------------------------------------------------------------------
+
+    async def claim_deliveries(self, *, limit: int, lease: timedelta) -> list[Delivery]:
+        """Claim webhook deliveries that are due, oldest first.
+
+        Each claimed row's ``next_attempt_at`` moves to now + ``lease`` and its ``attempts``
+        grows by one: if the worker dies, the delivery is due again when the lease ends
+        (at-least-once). On PostgreSQL, ``FOR UPDATE SKIP LOCKED`` keeps concurrent
+        dispatchers from claiming the same row.
+        """
+        _check_limit(limit)
+        now = self._now()
+
+        async def work(conn: AsyncConnection) -> list[Delivery]:
+            query = (
+                select(webhook_deliveries.c.id)
+                .where(
+                    webhook_deliveries.c.status == "pending",
+                    webhook_deliveries.c.next_attempt_at <= now,
+                )
+                .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
+                .limit(limit)
+            )
+            if self._postgres:
+                query = query.with_for_update(skip_locked=True)
+            ids = [row[0] for row in (await conn.execute(query)).all()]
+            if not ids:
+                return []
+            await conn.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.id.in_(ids))
+                .values(
+                    next_attempt_at=now + lease,
+                    attempts=webhook_deliveries.c.attempts + 1,
+                    updated_at=now,
+                )
+            )
+            rows = await conn.execute(
+                select(
+                    webhook_deliveries.c.id.label("delivery_id"),
+                    webhook_deliveries.c.endpoint,
+                    webhook_deliveries.c.attempts,
+                    *payment_events.c,
+                )
+                .join(payment_events, payment_events.c.id == webhook_deliveries.c.event_id)
+                .where(webhook_deliveries.c.id.in_(ids))
+                .order_by(payment_events.c.seq)
+            )
+            return [
+                Delivery(
+                    id=row._mapping["delivery_id"],
+                    endpoint=row._mapping["endpoint"],
+                    attempts=int(row._mapping["attempts"]),
+                    event=_row_to_event(row),
+                )
+                for row in rows.all()
+            ]
+
+        claimed: list[Delivery] = await self._write(work)
+        return claimed
+
+    async def mark_delivered(self, delivery_id: str, status_code: int) -> None:
+        """The endpoint acknowledged the delivery (a 2xx ``status_code``)."""
+        now = self._now()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(webhook_deliveries)
+                .where(webhook_deliveries.c.id == delivery_id)
+                .values(
+                    status="delivered",
+                    last_status_code=status_code,
+                    last_error=None,
+                    updated_at=now,
+                )
+            )
+
+    async def mark_delivery_failed(
+        self,
+        delivery_id: str,
+        error: str,
+        next_attempt_at: datetime | None,
+        *,
+        status_code: int | None = None,
+    ) -> None:
+        """A delivery attempt failed: retry at ``next_attempt_at``, or give up when ``None``."""
+        now = self._now()
+        async with self._engine.begin() as conn:
+            await conn.execute(
+                update(webhook_deliveries)
+                .where(
+                    webhook_deliveries.c.id == delivery_id,
+                    webhook_deliveries.c.status == "pending",
+                )
+                .values(
+                    status="pending" if next_attempt_at is not None else "failed",
+                    next_attempt_at=next_attempt_at,
+                    last_error=redact(error)[:_MAX_ERROR_TEXT],
+                    last_status_code=status_code,
+                    updated_at=now,
+                )
+            )
+
+
+_DEFAULTS: dict[str, Any] = {
+    "checkout_request_id": None,
+    "merchant_request_id": None,
+    "result_code": None,
+    "result_desc": None,
+    "receipt": None,
+    "paid_amount": None,
+    "paid_phone": None,
+    "transaction_date": None,
+    "failure_reason": None,
+    "flag_reason": None,
+    "next_check_at": None,
+    "claimed_until": None,
+}
+
+
+_PAYMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(Payment))
+
+
+def _callback_status(decision: Decision) -> CallbackStatus:
+    if decision.kind is DecisionKind.APPLIED:
+        return "applied"
+    if decision.kind is DecisionKind.DUPLICATE:
+        return "duplicate"
+    # NOOP (a result code that is not final) and IGNORED: stored, nothing changed.
+    return "ignored"

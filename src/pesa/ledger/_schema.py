@@ -1,0 +1,157 @@
+"""The ledger's tables, as SQLAlchemy Core metadata (the migrations create the same shape).
+
+Core rather than the ORM: every transition is a handful of explicit statements, which keeps
+the callback hot path to few round trips and makes the guards visible.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+    text,
+)
+
+__all__ = [
+    "UTCDateTime",
+    "callbacks",
+    "metadata",
+    "payment_events",
+    "payments",
+    "webhook_deliveries",
+]
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timestamp stored in UTC and always read back timezone-aware.
+
+    SQLite has no time zones: values are stored as naive UTC there and re-tagged on read.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the ledger; use an aware datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:  # noqa: ARG002 - TypeDecorator signature
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+# Integer autoincrement that SQLite also honours (BIGINT is not an alias of ROWID there).
+_Seq = BigInteger().with_variant(Integer(), "sqlite")
+
+payments = Table(
+    "payments",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("idempotency_key", String(255), nullable=True, unique=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("phone", String(16), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("account_reference", String(64), nullable=False),
+    Column("description", String(255), nullable=False),
+    Column("metadata", JSON, nullable=True),
+    Column("checkout_request_id", String(128), nullable=True, unique=True),
+    Column("merchant_request_id", String(128), nullable=True),
+    Column("result_code", String(32), nullable=True),
+    Column("result_desc", Text, nullable=True),
+    Column("receipt", String(64), nullable=True, index=True),
+    Column("paid_amount", Numeric(14, 2), nullable=True),
+    Column("paid_phone", String(32), nullable=True),
+    Column("transaction_date", UTCDateTime, nullable=True),
+    Column("failure_reason", Text, nullable=True),
+    Column("flagged", Boolean, nullable=False, default=False),
+    Column("flag_reason", Text, nullable=True),
+    Column("version", Integer, nullable=False, default=1),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # Reconciler bookkeeping: when to query next, who holds the claim until when.
+    Column("next_check_at", UTCDateTime, nullable=True),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Column("check_count", Integer, nullable=False, default=0),
+    Index("ix_payments_status_next_check_at", "status", "next_check_at"),
+    Index("ix_payments_created_at", "created_at"),
+    Index("ix_payments_phone", "phone"),
+)
+
+payment_events = Table(
+    "payment_events",
+    metadata,
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("payment_id", String(40), ForeignKey("payments.id"), nullable=False, index=True),
+    Column("type", String(32), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    # The writing transaction (PostgreSQL's pg_current_xact_id(), filled by the database;
+    # 0 on SQLite): the event feed orders by (txid, seq). See migration 0002.
+    Column("txid", BigInteger, nullable=False, server_default=text("0")),
+    Index("ix_payment_events_txid_seq", "txid", "seq"),
+)
+
+callbacks = Table(
+    "callbacks",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("body", LargeBinary, nullable=False),
+    Column("source_ip", String(64), nullable=True),
+    Column("received_at", UTCDateTime, nullable=False),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("checkout_request_id", String(128), nullable=True, index=True),
+    Column("payment_id", String(40), nullable=True),
+    Index("ix_callbacks_outcome", "outcome"),
+)
+
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("event_id", String(40), ForeignKey("payment_events.id"), nullable=False, index=True),
+    Column("endpoint", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", UTCDateTime, nullable=True),
+    Column("last_error", Text, nullable=True),
+    Column("last_status_code", Integer, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+)

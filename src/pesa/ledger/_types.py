@@ -1,0 +1,210 @@
+"""The values the ledger returns: immutable snapshots, never live database rows."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Generic, Literal, TypeAlias, TypeVar
+
+from pesa.ledger._states import PaymentStatus, StkResult
+
+__all__ = [
+    "CallbackOutcome",
+    "CallbackStatus",
+    "Delivery",
+    "DeliveryStatus",
+    "Event",
+    "LedgerStats",
+    "MismatchPolicy",
+    "Page",
+    "ParsedStkCallback",
+    "Payment",
+    "StkCallbackParser",
+]
+
+T = TypeVar("T")
+
+CallbackStatus: TypeAlias = Literal["applied", "duplicate", "ignored", "unknown_payment", "invalid"]
+DeliveryStatus: TypeAlias = Literal["pending", "delivered", "failed"]
+MismatchPolicy: TypeAlias = Literal["flag", "refuse"]
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _number(value: Decimal | None) -> int | str | None:
+    # Money never becomes a float: whole shillings as int, anything else as an exact string.
+    if value is None:
+        return None
+    return int(value) if value == value.to_integral_value() else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    """An STK payment as stored in the ledger (an immutable snapshot).
+
+    ``amount`` is what was requested, in whole shillings. ``paid_amount`` and ``paid_phone``
+    are what Daraja reported on success; when they differ from the request the payment is
+    ``flagged`` with a ``flag_reason``.
+    """
+
+    id: str
+    status: PaymentStatus
+    phone: str
+    amount: int
+    account_reference: str
+    description: str
+    metadata: dict[str, Any] | None
+    idempotency_key: str | None
+    checkout_request_id: str | None
+    merchant_request_id: str | None
+    result_code: str | None
+    result_desc: str | None
+    receipt: str | None
+    paid_amount: Decimal | None
+    paid_phone: str | None
+    transaction_date: datetime | None
+    failure_reason: str | None
+    flagged: bool
+    flag_reason: str | None
+    created_at: datetime
+    updated_at: datetime
+    next_check_at: datetime | None = None
+    check_count: int = 0
+    version: int = 1
+
+    @property
+    def is_terminal(self) -> bool:
+        """``True`` once the payment is succeeded, failed or rejected."""
+        return self.status in (
+            PaymentStatus.SUCCEEDED,
+            PaymentStatus.FAILED,
+            PaymentStatus.REJECTED,
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape used by the REST API and in webhook events."""
+        return {
+            "id": self.id,
+            "status": str(self.status),
+            "phone": self.phone,
+            "amount": self.amount,
+            "account_reference": self.account_reference,
+            "description": self.description,
+            "metadata": self.metadata,
+            "checkout_request_id": self.checkout_request_id,
+            "merchant_request_id": self.merchant_request_id,
+            "result_code": self.result_code,
+            "result_desc": self.result_desc,
+            "receipt": self.receipt,
+            "paid_amount": _number(self.paid_amount),
+            "paid_phone": self.paid_phone,
+            "transaction_date": _iso(self.transaction_date),
+            "failure_reason": self.failure_reason,
+            "flagged": self.flagged,
+            "flag_reason": self.flag_reason,
+            "created_at": _iso(self.created_at),
+            "updated_at": _iso(self.updated_at),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One outbox event (``payment.succeeded``, ...), written with its transition.
+
+    Attributes:
+        seq: the integer position in the outbox (unique, increasing per insert).
+        id: the stable public id (``evt_...``), the same on every redelivery.
+        payload: the exact JSON bytes to deliver (and to sign): ``{"id", "type",
+            "created_at", "data": {"payment": {...}}}``.
+    """
+
+    seq: int
+    id: str
+    type: str
+    payment_id: str
+    created_at: datetime
+    payload: bytes
+    txid: int = 0
+
+    @property
+    def cursor(self) -> str:
+        """The ``list_events`` cursor that resumes right after this event."""
+        return f"{self.txid}:{self.seq}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The event as a JSON object (the decoded ``payload``)."""
+        data: dict[str, Any] = json.loads(self.payload)
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One claimed webhook delivery: an event for one endpoint, to be sent now."""
+
+    id: str
+    endpoint: str
+    attempts: int
+    event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """A page of results.
+
+    ``next_cursor`` is the value to pass back to get the next page. For payments it is
+    ``None`` on the last page; for events it is always the position to resume from (poll
+    with it later), and ``has_more`` says whether more are available right now.
+    """
+
+    items: list[T]
+    next_cursor: str | None
+    has_more: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallbackOutcome:
+    """What ingesting a callback (or applying a query result) did.
+
+    Attributes:
+        callback_id: the stored raw callback's id (``cb_...``); ``None`` for query results.
+        status: ``applied`` (the payment changed), ``duplicate`` (already applied, nothing
+            done), ``ignored`` (does not fit the payment's state; kept for audit),
+            ``unknown_payment`` (no payment has this CheckoutRequestID) or ``invalid``
+            (not a Daraja STK callback). Only ``applied`` changes a payment.
+        payment: the payment after the callback (``None`` if none matched).
+        detail: a short explanation for logs and the audit trail.
+    """
+
+    callback_id: str | None
+    status: CallbackStatus
+    payment: Payment | None
+    detail: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerStats:
+    """Counts for ``/metrics``: payments by status, callbacks by outcome, deliveries."""
+
+    payments: Mapping[str, int]
+    callbacks: Mapping[str, int]
+    deliveries: Mapping[str, int]
+    flagged_payments: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedStkCallback:
+    """An STK callback reduced to what the ledger needs."""
+
+    checkout_request_id: str
+    merchant_request_id: str | None
+    result: StkResult
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+StkCallbackParser: TypeAlias = Callable[[bytes], ParsedStkCallback]
+"""Parses a raw callback body; raises :class:`pesa.InvalidCallbackError` (or ValueError)."""

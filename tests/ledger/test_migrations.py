@@ -1,0 +1,136 @@
+"""Migrations: shipped in the package, run on an empty database, idempotent, match the code."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Connection, inspect, text
+
+from pesa import ConfigurationError
+from pesa.ledger import Ledger, async_url, current_revision, head_revision
+from pesa.ledger._migrate import MIGRATIONS_DIR
+from pesa.ledger._schema import metadata
+
+from .conftest import ManualClock
+
+
+async def test_migrate_creates_every_table_on_an_empty_database(database_url: str) -> None:
+    ledger = await Ledger.open(database_url)
+    try:
+        assert await current_revision(ledger.engine) is None
+        await ledger.migrate()
+        assert await current_revision(ledger.engine) == head_revision()
+        async with ledger.engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert {"payments", "payment_events", "callbacks", "webhook_deliveries"} <= tables
+    finally:
+        await ledger.close()
+
+
+async def test_migrate_again_is_a_no_op_that_keeps_data(
+    database_url: str, clock: ManualClock
+) -> None:
+    ledger = await Ledger.open(database_url, clock=clock)
+    try:
+        await ledger.migrate()
+        payment, _ = await ledger.create_payment(None, "0708374149", 10, "INV", "Order")
+        await ledger.migrate()
+        await ledger.migrate()
+        assert await ledger.get_payment(payment.id) == payment
+        async with ledger.engine.connect() as conn:
+            versions = (await conn.execute(text("SELECT version_num FROM alembic_version"))).all()
+        assert [v[0] for v in versions] == [head_revision()]
+    finally:
+        await ledger.close()
+
+
+async def test_migrations_match_the_tables_the_code_uses(database_url: str) -> None:
+    ledger = await Ledger.open(database_url)
+    try:
+        await ledger.migrate()
+
+        def diff(conn: Connection) -> list[object]:
+            context = MigrationContext.configure(conn, opts={"compare_type": True})
+            return list(compare_metadata(context, metadata))
+
+        async with ledger.engine.connect() as conn:
+            assert await conn.run_sync(diff) == []
+    finally:
+        await ledger.close()
+
+
+def test_migrations_ship_inside_the_package() -> None:
+    assert (MIGRATIONS_DIR / "env.py").is_file()
+    assert MIGRATIONS_DIR.is_relative_to(Path(__file__).parents[2] / "src" / "pesa" / "ledger")
+    assert list((MIGRATIONS_DIR / "versions").glob("v*.py"))
+
+
+async def test_migrate_runs_without_an_alembic_ini_in_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    ledger = await Ledger.open("sqlite:///relative.db")
+    try:
+        await ledger.migrate()
+    finally:
+        await ledger.close()
+    assert (tmp_path / "relative.db").is_file()
+
+
+async def test_sqlite_runs_in_wal_mode(tmp_path: Path) -> None:
+    ledger = await Ledger.open(f"sqlite:///{tmp_path / 'wal.db'}")
+    try:
+        await ledger.migrate()
+        async with ledger.engine.connect() as conn:
+            mode = (await conn.execute(text("PRAGMA journal_mode"))).scalar_one()
+            busy = (await conn.execute(text("PRAGMA busy_timeout"))).scalar_one()
+        assert mode == "wal"
+        assert busy > 0
+    finally:
+        await ledger.close()
+
+
+@pytest.mark.parametrize(
+    ("given", "expected"),
+    [
+        ("sqlite:///pesa.db", "sqlite+aiosqlite:///pesa.db"),
+        ("sqlite+aiosqlite:///pesa.db", "sqlite+aiosqlite:///pesa.db"),
+        ("postgresql://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgres://u@h/db", "postgresql+psycopg://u@h/db"),
+        ("postgresql+psycopg2://u@h/db", "postgresql+psycopg://u@h/db"),
+    ],
+)
+def test_sync_urls_map_to_async_drivers(given: str, expected: str) -> None:
+    assert async_url(given).render_as_string() == expected
+
+
+@pytest.mark.parametrize("url", ["mysql://u@h/db", "not a url"])
+def test_unsupported_urls_raise_a_configuration_error(url: str) -> None:
+    with pytest.raises(ConfigurationError, match="PESA_DATABASE_URL"):
+        async_url(url)
+
+
+async def test_migrations_downgrade_to_empty_and_upgrade_again(database_url: str) -> None:
+    from alembic import command
+
+    from pesa.ledger._migrate import alembic_config
+
+    ledger = await Ledger.open(database_url)
+    try:
+        await ledger.migrate()
+
+        def downgrade(conn: Connection) -> None:
+            command.downgrade(alembic_config(conn), "base")
+
+        async with ledger.engine.begin() as conn:
+            await conn.run_sync(downgrade)
+        async with ledger.engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert "payments" not in tables
+        await ledger.migrate()
+        assert await current_revision(ledger.engine) == head_revision()
+    finally:
+        await ledger.close()
