@@ -245,3 +245,14 @@ async def test_events_in_the_api_are_the_webhook_bodies(
     when = datetime.fromisoformat(in_event.pop("transaction_date"))
     assert when == datetime.fromisoformat(final.pop("transaction_date"))
     assert in_event == final
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"null", b""])
+async def test_a_body_that_is_not_a_json_object_is_422(api: httpx.AsyncClient, body: bytes) -> None:
+    response = await api.post(
+        "/v1/payments", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["type"] == "validation_error"
+    assert error["field"] is None

@@ -85,6 +85,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         errors = exc.errors()
         first: dict[str, Any] = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            # loc would be a character offset, not a field.
+            rule = f"the body must be a JSON object: {first.get('ctx', {}).get('error', '')}"
+            return _error_response(ApiError(422, "validation_error", rule.rstrip(": "), rule=rule))
         # loc is ("body", "amount") or ("query", "limit"): the field is what follows.
         loc = [str(part) for part in first.get("loc", ())[1:]]
         field = ".".join(loc) or None
