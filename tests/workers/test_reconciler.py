@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 
-from pesa import RateLimitError, Settings
+from pesa import RateLimitError, Settings, ValidationError
 from pesa.client import AsyncDaraja
 from pesa.daraja import StkQueryResponse
 from pesa.emulator import SANDBOX_PASSKEY, Emulator, EmulatorConfig
@@ -514,8 +514,9 @@ def test_options_come_from_settings() -> None:
     ],
 )
 def test_bad_options_are_refused(overrides: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValidationError) as info:
         reconciler_options(**overrides)
+    assert info.value.field == message
 
 
 async def test_run_settles_in_the_background_until_stopped(

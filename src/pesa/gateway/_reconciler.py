@@ -40,7 +40,13 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from pesa._constants import DEFAULT_TIMEOUT
-from pesa._exceptions import DarajaError, PesaError, RateLimitError, TransportError
+from pesa._exceptions import (
+    DarajaError,
+    PesaError,
+    RateLimitError,
+    TransportError,
+    ValidationError,
+)
 from pesa._logging import get_logger
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
@@ -104,19 +110,29 @@ class ReconcilerOptions:
     query_timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
-        for name in ("interval", "recheck_interval", "deadline", "query_rate", "lease"):
+        for name in (
+            "interval",
+            "recheck_interval",
+            "deadline",
+            "query_rate",
+            "lease",
+            "stale_created_after",
+        ):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be greater than 0")
+                raise ValidationError(name, "must be greater than 0", getattr(self, name))
         if self.recheck_cap < self.recheck_interval:
-            raise ValueError("recheck_cap must be at least recheck_interval")
+            raise ValidationError(
+                "recheck_cap", "must be at least recheck_interval", self.recheck_cap
+            )
         if self.min_age < 0:
-            raise ValueError("min_age must not be negative")
-        if self.query_burst < 1 or self.batch_size < 1:
-            raise ValueError("query_burst and batch_size must be 1 or more")
-        if not self.stale_created_after > 0:
-            raise ValueError("stale_created_after must be greater than 0")
+            raise ValidationError("min_age", "must not be negative", self.min_age)
+        for name in ("query_burst", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValidationError(name, "must be 1 or more", getattr(self, name))
         if not 0 < self.query_timeout < self.lease:
-            raise ValueError("query_timeout must be positive and shorter than the lease")
+            raise ValidationError(
+                "query_timeout", "must be positive and shorter than the lease", self.query_timeout
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReconcilerOptions:
