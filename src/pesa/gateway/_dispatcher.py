@@ -32,7 +32,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from pesa._exceptions import ValidationError
+from pesa._exceptions import ConfigurationError, ValidationError
 from pesa._logging import get_logger, redact
 from pesa._version import __version__
 from pesa._webhooks import SIGNATURE_HEADER, sign_webhook
@@ -159,14 +159,15 @@ class DispatcherOptions:
     interval: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be 1 or more")
-        if self.batch_size < 1 or self.concurrency < 1:
-            raise ValueError("batch_size and concurrency must be 1 or more")
+        for name in ("max_attempts", "batch_size", "concurrency"):
+            if getattr(self, name) < 1:
+                raise ValidationError(name, "must be 1 or more", getattr(self, name))
         if not 0 < self.timeout < self.lease:
-            raise ValueError("timeout must be positive and shorter than the lease")
+            raise ValidationError(
+                "timeout", "must be positive and shorter than the lease", self.timeout
+            )
         if not self.interval > 0:
-            raise ValueError("interval must be positive")
+            raise ValidationError("interval", "must be greater than 0", self.interval)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatcherOptions:
@@ -219,7 +220,8 @@ class WebhookDispatcher:
             Required when any delivery goes to a URL.
         http_client: the client to POST with; one is created (and closed) when omitted.
         handlers: event type (or ``"*"``) → handler or handlers; sync handlers run in a
-            worker thread.
+            worker thread. The ledger must write deliveries for them (see
+            :func:`delivery_endpoints`), or :class:`pesa.ConfigurationError` is raised.
         options: pacing and retries; from ``settings`` when omitted.
         settings: used for ``options`` and the secret when those are not given.
         metrics: counters to update (``webhook_attempts``, ``webhook_gave_up``).
@@ -263,6 +265,13 @@ class WebhookDispatcher:
             [] if secret is None else [secret] if isinstance(secret, str) else list(secret)
         )
         self._handlers = _normalise_handlers(handlers)
+        missing = [e for e in self._handlers if e not in ledger.webhook_endpoints]
+        if missing:
+            # Without delivery rows a handler would silently never run.
+            raise ConfigurationError(
+                f"the ledger writes no deliveries for handler(s) {', '.join(missing)}: open "
+                "it with webhook_endpoints=delivery_endpoints(webhook_urls, handlers)"
+            )
         self._http = http_client
         self._owns_http = http_client is None
         self._clock = clock or (lambda: datetime.now(UTC))
