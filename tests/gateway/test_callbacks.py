@@ -298,3 +298,12 @@ class TestLostPushAnswer:
             assert adopted.id == lone.id
             assert adopted.status == "pending"
             assert adopted.receipt is None, "the callback is not applied, only its id"
+            masked_one, _ = await ledger.create_payment("d", "254711666004", 60, "R", "D")
+            await ledger.mark_unknown(masked_one.id, "read timeout")
+            masked = stk_callback_payload(
+                checkout_request_id="ws_CO_masked", amount=60, phone="2547****004"
+            )
+            parsed = parse_stk_callback_body(json.dumps(masked).encode())
+            adopted = await adopt_orphan_callback(ledger, parsed)
+            assert adopted is not None
+            assert adopted.id == masked_one.id
