@@ -7,6 +7,7 @@ is retried ``callback_retries`` times when configured (Daraja itself documents n
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ class CallbackDelivery:
         retries: int,
         retry_delay: float,
         max_records: int,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
         self._timeout = timeout
         self._retries = retries
