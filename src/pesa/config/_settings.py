@@ -254,6 +254,8 @@ class Settings(BaseSettings):
             raise ValueError("webhook_backoff_cap must be at least webhook_backoff_base")
         if self.webhook_lease <= self.webhook_timeout:
             raise ValueError("webhook_lease must be longer than webhook_timeout")
+        if self.reconcile_lease <= self.timeout:
+            raise ValueError("reconcile_lease must be longer than timeout (one STK query)")
         if self.webhook_urls and self.webhook_secret is None:
             raise ValueError("webhook_secret is required when webhook_urls is set")
         return self
