@@ -1,0 +1,459 @@
+"""Benchmarks 2, 3 and 6: callback ingestion, end to end through the gateway, and its memory.
+
+``pesa serve`` runs in its own process (started through ``benchmarks._server`` so that its
+connections are counted), configured by ``PESA_*`` variables as a user would:
+
+- **Ingestion.** N payments are committed as ``pending`` in a fresh ledger (SQLite file,
+  or a PostgreSQL database created for the run under ``PESA_TEST_DATABASE_URL``) before the
+  gateway starts with ``--no-workers``. N success callbacks are POSTed to
+  ``/callbacks/<token>/stk`` by 32 threads on pooled connections. The rate counts callbacks
+  answered 200 (stored raw, transition committed, event written, in one transaction); the
+  ledger is checked afterwards. The ceiling is a bare FastAPI endpoint (own process, same
+  driver) that parses the JSON and returns 200 without storing anything.
+- **End to end.** ``pesa emulator --stk-delay 0`` in its own process is Daraja; the gateway
+  (SQLite, workers on) sends its pushes there (``PESA_BASE_URL``) and its webhooks to a
+  bare receiver process that records when each ``payment.succeeded`` arrives. Payments are
+  created by ``POST /v1/payments`` from 16 threads; latency runs from the POST to the
+  webhook's arrival (``time.monotonic()``, shared by every process on the machine).
+- **Memory.** Peak RSS (``VmHWM``) of the ``pesa serve`` process after the end-to-end
+  run, against its RSS once started and idle.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from benchmarks._client_bench import _drive_threads, _Errors, _limits
+from benchmarks._daraja import control, emulator, phone
+from benchmarks._harness import Section, Server, Sizes, Target, percentile, start_server
+
+__all__ = ["run_e2e", "run_ingest"]
+
+_CALLBACK_CONCURRENCY = 32
+_API_CONCURRENCY = 16
+_API_KEY = "bench-api-key-" + "k" * 16
+# Seconds the emulated customer takes to answer. With 0 the emulator's callback can reach
+# the gateway before the gateway has recorded the push's CheckoutRequestID; such a callback
+# is refused (404, unknown payment) and the payment waits for the reconciler. The run counts
+# those refusals (none expected at this delay) from the emulator's delivery log.
+_CUSTOMER_DELAY = 0.3
+
+
+# -- databases --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Database:
+    """A ledger database for one run."""
+
+    name: str
+    url: str
+
+
+@contextlib.contextmanager
+def sqlite_database() -> Iterator[Database]:
+    """A fresh SQLite ledger file, removed afterwards."""
+    with tempfile.TemporaryDirectory(prefix="pesa-bench-") as tmp:
+        yield Database("SQLite", f"sqlite:///{Path(tmp) / 'ledger.db'}")
+
+
+@contextlib.contextmanager
+def postgres_database(server_url: str) -> Iterator[Database]:
+    """A fresh PostgreSQL database on ``server_url``'s server, dropped afterwards."""
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(server_url).set(drivername="postgresql")
+    name = f"pesa_bench_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin = base.render_as_string(hide_password=False)
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield Database("PostgreSQL", base.set(database=name).render_as_string(hide_password=False))
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _databases() -> tuple[list[str], str | None]:
+    pg = os.environ.get("PESA_TEST_DATABASE_URL")
+    return (["sqlite", "postgres"] if pg else ["sqlite"]), pg
+
+
+# -- the gateway process ----------------------------------------------------------------------
+
+
+def gateway_env(database_url: str, token: str, **extra: str) -> dict[str, str]:
+    """``PESA_*`` variables of a benchmark gateway (values beat any ambient ``PESA_*``)."""
+    env = {
+        "PESA_ENV": "emulator",
+        "PESA_DATABASE_URL": database_url,
+        "PESA_CALLBACK_TOKEN": token,
+        "PESA_API_KEY": _API_KEY,
+        "PESA_LOG": "warning",
+        "PESA_GATEWAY_HOST": "127.0.0.1",
+        "PESA_GATEWAY_PORT": "0",
+    }
+    env.update(extra)
+    return env
+
+
+@contextlib.contextmanager
+def gateway(env: dict[str, str], *args: str) -> Iterator[Server]:
+    """``pesa serve ARGS`` in its own process; its URL is read from the "API:" line."""
+    with start_server("gateway", ["pesa", "serve", *args], env=env, ready="API:") as server:
+        yield server
+
+
+async def _seed_pending(url: str, n: int) -> list[dict[str, Any]]:
+    """Commit ``n`` pending payments (the state an STK push leaves); return their callbacks."""
+    from pesa.ledger import Ledger
+    from pesa.testing import stk_callback_payload
+
+    ledger = await Ledger.open(url)
+    await ledger.migrate()
+    bodies: list[dict[str, Any]] = []
+    try:
+        for index in range(n):
+            number = phone(80, index)
+            payment, _ = await ledger.create_payment(f"seed-{index}", number, 10, "INV42", "Bench")
+            cid = f"ws_CO_bench{index:08d}{uuid.uuid4().hex[:6]}"
+            mid = f"bench-{index}"
+            await ledger.mark_accepted(payment.id, cid, mid)
+            bodies.append(
+                stk_callback_payload(
+                    checkout_request_id=cid,
+                    merchant_request_id=mid,
+                    amount=10,
+                    receipt=f"BNC{index:07d}",
+                    phone=int(number),
+                )
+            )
+    finally:
+        await ledger.close()
+    return bodies
+
+
+async def _stats(url: str) -> Any:
+    from pesa.ledger import Ledger
+
+    ledger = await Ledger.open(url)
+    try:
+        return await ledger.stats()
+    finally:
+        await ledger.close()
+
+
+def _post_all(base_url: str, path: str, bodies: list[bytes]) -> tuple[float, _Errors, int]:
+    """POST every body from 32 threads (pooled); return wall seconds, errors, 200s."""
+    errors = _Errors()
+    ok = [0]
+    with httpx.Client(
+        base_url=base_url, limits=_limits(_CALLBACK_CONCURRENCY), timeout=60
+    ) as client:
+
+        def post(index: int) -> None:
+            response = client.post(
+                path, content=bodies[index], headers={"Content-Type": "application/json"}
+            )
+            if response.status_code != 200:
+                raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+            ok[0] += 1
+
+        warm = list(range(min(_CALLBACK_CONCURRENCY, len(bodies) // 5)))
+        _drive_threads(post, warm, _CALLBACK_CONCURRENCY, errors)
+        rest = list(range(len(warm), len(bodies)))
+        t0 = time.perf_counter()
+        _drive_threads(post, rest, _CALLBACK_CONCURRENCY, errors)
+        wall = time.perf_counter() - t0
+    return wall, errors, len(rest)
+
+
+# -- benchmark 2 ------------------------------------------------------------------------------
+
+
+def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
+    """Callbacks applied durably per second, SQLite and PostgreSQL, against a bare ceiling."""
+    n = sizes.callbacks
+    kinds, pg_url = _databases()
+    section = Section(
+        key="ingest",
+        title="2. Callback ingestion: STK callbacks applied durably by the gateway",
+        what=(
+            f"{n} STK success callbacks (the first {_CALLBACK_CONCURRENCY} are a warm-up, "
+            f"not timed) POSTed by {_CALLBACK_CONCURRENCY} threads to `pesa serve "
+            "--no-workers` for as many pending payments; each is stored raw, its transition "
+            "committed and its event written before the 200."
+        ),
+        baseline=(
+            "a bare FastAPI endpoint in its own process that parses the JSON and returns 200 "
+            "without storing anything (the ceiling), same driver"
+        ),
+    )
+    bodies = [json.dumps({"Body": {"stkCallback": {"ResultCode": 0}}}).encode()] * n
+    with start_server("bare-fastapi", ["bare", "fastapi"]) as bare:
+        wall, errors, timed = _post_all(bare.url, "/callbacks/t/stk", bodies)
+    ceiling = (timed - errors.count) / wall
+    log(f"  ceiling (bare FastAPI): {ceiling:.0f} callbacks/s")
+    section.columns = [
+        "store",
+        "callbacks/s",
+        "vs ceiling",
+        "applied",
+        "callbacks stored",
+        "errors",
+    ]
+    section.rows.append(["bare FastAPI (ceiling)", round(ceiling, 1), 1.0, "-", "-", errors.count])
+    ratios: dict[str, float] = {}
+    for kind in kinds:
+        factory = sqlite_database() if kind == "sqlite" else postgres_database(pg_url or "")
+        with factory as db:
+            payloads = anyio.run(_seed_pending, db.url, n)
+            raw = [json.dumps(p).encode() for p in payloads]
+            token = secrets.token_urlsafe(24)
+            env = gateway_env(db.url, token, PESA_RUN_WORKERS="false")
+            with gateway(env, "--no-workers") as gw:
+                wall, errors, timed = _post_all(gw.url, f"/callbacks/{token}/stk", raw)
+            stats = anyio.run(_stats, db.url)
+        rate = (timed - errors.count) / wall
+        ratios[db.name] = rate / ceiling
+        applied = stats.payments.get("succeeded", 0)
+        stored = sum(stats.callbacks.values())
+        log(f"  {db.name}: {rate:.0f} callbacks/s ({rate / ceiling:.2f}x), applied {applied}/{n}")
+        section.rows.append(
+            [
+                f"pesa serve, {db.name}",
+                round(rate, 1),
+                round(rate / ceiling, 2),
+                applied,
+                stored,
+                errors.count,
+            ]
+        )
+        if errors.count:
+            section.notes.append(
+                f"{db.name}: {errors.count} callbacks failed; first: {errors.first}"
+            )
+        if applied != n or stored != n:
+            section.notes.append(
+                f"{db.name}: {applied} of {n} payments succeeded, {stored} callbacks stored"
+            )
+    if "PostgreSQL" in ratios:
+        ratio = ratios["PostgreSQL"]
+        section.targets.append(
+            Target(
+                name="callbacks applied durably on PostgreSQL vs bare FastAPI ceiling",
+                target=">= 0.5x",
+                measured=f"{ratio:.2f}x",
+                met=ratio >= 0.5,
+                note="" if ratio >= 0.5 else f"{0.5 / ratio:.2f}x short",
+            )
+        )
+    else:
+        section.targets.append(
+            Target(
+                name="callbacks applied durably on PostgreSQL vs bare FastAPI ceiling",
+                target=">= 0.5x",
+                measured="PESA_TEST_DATABASE_URL not set: PostgreSQL not measured",
+                met=None,
+            )
+        )
+    section.notes.append(
+        "Both servers run one uvicorn process. The gateway does per callback: path-token "
+        "check, body read, cross-check against the stored request, one transaction (raw "
+        "callback row, guarded payment update, event row, one delivery row per webhook "
+        "endpoint)."
+    )
+    section.data = {"ceiling": ceiling, "ratios": ratios}
+    return section
+
+
+# -- benchmarks 3 and 6 -----------------------------------------------------------------------
+
+
+def _read_webhooks(path: Path) -> dict[str, float]:
+    arrived: dict[str, float] = {}
+    if not path.exists():
+        return arrived
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if record.get("type") == "payment.succeeded" and record.get("payment"):
+                arrived.setdefault(record["payment"], float(record["t"]))
+    return arrived
+
+
+def run_e2e(sizes: Sizes, log: Callable[[str], None]) -> Section:
+    """Payments per second from POST /v1/payments to a delivered webhook; and peak RSS."""
+    n = sizes.e2e_payments
+    section = Section(
+        key="e2e",
+        title="3 and 6. End to end through the gateway, and its memory",
+        what=(
+            f"{n} payments created by `POST /v1/payments` from {_API_CONCURRENCY} threads; "
+            f"`pesa serve` (SQLite, workers on) pushes to `pesa emulator --stk-delay "
+            f"{_CUSTOMER_DELAY:g}` (its "
+            "own process), ingests the callback and delivers the signed `payment.succeeded` "
+            "webhook to a receiver process. The time runs from the first POST to the last "
+            "webhook."
+        ),
+        baseline=(
+            "throughput: the client benchmark's STK pushes per second through the same "
+            "emulator set-up is the upper bound (each payment is one push); memory: the "
+            "same `pesa serve` process once started and idle"
+        ),
+    )
+    with tempfile.TemporaryDirectory(prefix="pesa-bench-") as tmp:
+        record = Path(tmp) / "webhooks.jsonl"
+        with contextlib.ExitStack() as stack:
+            sink = stack.enter_context(
+                start_server("webhook-sink", ["bare", "sink", "--record", str(record)])
+            )
+            emu = stack.enter_context(emulator(stk_delay=_CUSTOMER_DELAY))
+            db = stack.enter_context(sqlite_database())
+            token = secrets.token_urlsafe(24)
+            env = gateway_env(
+                db.url,
+                token,
+                PESA_BASE_URL=emu.url,
+                PESA_WEBHOOK_URLS=f"{sink.url}/webhooks",
+                PESA_WEBHOOK_SECRET="bench-webhook-secret-0123456789",
+                PESA_WEBHOOK_INTERVAL="0.05",
+            )
+            gw = stack.enter_context(gateway(env))
+            time.sleep(0.5)
+            idle_rss = gw.rss_mb()
+            started: dict[str, float] = {}
+            errors = _Errors()
+            with httpx.Client(
+                base_url=gw.url,
+                limits=_limits(_API_CONCURRENCY),
+                timeout=60,
+                headers={"Authorization": f"Bearer {_API_KEY}"},
+            ) as client:
+
+                def create(index: int) -> None:
+                    t = time.monotonic()
+                    response = client.post(
+                        "/v1/payments",
+                        json={
+                            "phone": phone(85, index),
+                            "amount": 10,
+                            "account_reference": "INV42",
+                            "description": "Bench",
+                        },
+                        headers={"Idempotency-Key": f"bench-{index}"},
+                    )
+                    if response.status_code != 201:
+                        raise RuntimeError(f"HTTP {response.status_code}: {response.text[:200]}")
+                    payment = response.json()
+                    if payment.get("status") != "pending":
+                        raise RuntimeError(f"payment {payment.get('status')}: {payment}")
+                    started[payment["id"]] = t
+
+                t0 = time.monotonic()
+                _drive_threads(create, list(range(n)), _API_CONCURRENCY, errors)
+                posted = time.monotonic() - t0
+            deadline = time.monotonic() + max(120.0, n * 0.5)
+            arrived = _read_webhooks(record)
+            while time.monotonic() < deadline and not set(started) <= set(arrived):
+                time.sleep(0.1)
+                arrived = _read_webhooks(record)
+            peak_rss = gw.peak_rss_mb()
+            gateway_cpu = gw.cpu()
+            with control(emu) as ctl:
+                sent = ctl.get("/callbacks", params={"kind": "stk"}).json()
+            refused = sum(1 for cb in sent if not cb.get("delivered"))
+    delivered = [pid for pid in started if pid in arrived]
+    latencies = [arrived[pid] - started[pid] for pid in delivered]
+    last = max((arrived[pid] for pid in delivered), default=math.nan)
+    total = last - t0 if delivered else math.nan
+    rate = len(delivered) / total if delivered else 0.0
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    log(
+        f"  {rate:.1f} payments/s end to end, p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; "
+        f"peak RSS {peak_rss:.0f} MiB (idle {idle_rss:.0f} MiB)"
+    )
+    section.columns = [
+        "payments",
+        "delivered",
+        "payments/s",
+        "p50 ms",
+        "p99 ms",
+        "POSTs done in s",
+        "gateway CPU s",
+        "idle RSS MiB",
+        "peak RSS MiB",
+        "peak vs idle",
+        "errors",
+    ]
+    section.rows = [
+        [
+            n,
+            len(delivered),
+            round(rate, 1),
+            round(p50 * 1000, 1),
+            round(p99 * 1000, 1),
+            round(posted, 1),
+            round(gateway_cpu, 1),
+            round(idle_rss, 1),
+            round(peak_rss, 1),
+            round(peak_rss / idle_rss, 2) if idle_rss else "n/a",
+            errors.count,
+        ]
+    ]
+    section.targets.append(
+        Target(
+            name="every payment's payment.succeeded webhook delivered",
+            target=f"{n} of {n}",
+            measured=f"{len(delivered)} of {n}",
+            met=len(delivered) == n and not errors.count,
+        )
+    )
+    section.targets.append(
+        Target(
+            name="peak RSS of pesa serve during benchmark 3",
+            target="reported (no target in the issue)",
+            measured=f"{peak_rss:.0f} MiB, {peak_rss / idle_rss:.2f}x its idle RSS",
+            met=None,
+        )
+    )
+    if errors.count:
+        section.notes.append(f"{errors.count} POSTs failed; first: {errors.first}")
+    section.notes.append(
+        f"Latency includes the emulated customer's {_CUSTOMER_DELAY:g} s to answer. "
+        f"{refused} of {len(sent)} STK callbacks were not accepted by the gateway. With "
+        "`--stk-delay 0` a callback can overtake the gateway's own record of the push's "
+        "CheckoutRequestID and is refused as an unknown payment (404), leaving the payment "
+        "to the reconciler (20 s later by default): the gateway could instead keep such an "
+        "early callback and apply it once the push is recorded."
+    )
+    section.notes.append(
+        "Issue 5 sets no throughput or latency target here. In the `emulator` environment "
+        "`pesa serve` also mounts an (unused) emulator at /emulator; its memory is in the "
+        "RSS figures."
+    )
+    section.data = {
+        "rate": rate,
+        "p50_s": p50,
+        "p99_s": p99,
+        "idle_rss_mb": idle_rss,
+        "peak_rss_mb": peak_rss,
+        "delivered": len(delivered),
+        "callbacks_refused": refused,
+    }
+    return section
