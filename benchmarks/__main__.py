@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import re
 import shlex
 import sys
 import time
@@ -104,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         sizes = dataclasses.replace(sizes, name=f"{sizes.name} (with overrides)", **overrides)
     chosen = [name for name in order if not args.only or name in args.only]
     command = shlex.join(["python", "-m", "benchmarks", *argv])
+    database = os.environ.get("PESA_TEST_DATABASE_URL")
+    if database:
+        # The URL as typed, but never a password.
+        command = f"PESA_TEST_DATABASE_URL={re.sub(r':[^:@/]+@', ':***@', database)} {command}"
     started = datetime.now(UTC)
     began = time.monotonic()
 

@@ -85,8 +85,9 @@ class Target:
     name: str
     target: str
     measured: str
-    met: bool | None  # None: not measured in this run
+    met: bool | None  # None: not measured in this run, or no target (informational)
     note: str = ""
+    informational: bool = False  # a figure the issue asks for without a target
 
 
 @dataclass

@@ -65,9 +65,10 @@ def render_markdown(
             continue
         for target in section.targets:
             measured = target.measured + (f" ({target.note})" if target.note else "")
+            verdict = "reported" if target.informational else _met(target.met)
             lines.append(
                 f"| {section.title.split(':')[0]} | {_cell(target.name)} | "
-                f"{_cell(target.target)} | {_cell(measured)} | {_met(target.met)} |"
+                f"{_cell(target.target)} | {_cell(measured)} | {verdict} |"
             )
     for section in sections:
         lines += ["", f"## {section.title}", ""]
