@@ -208,3 +208,86 @@ async def test_finished_payments_are_forgotten_beyond_the_bound() -> None:
             )
         assert first.status_code == 400
         assert last.status_code == 200
+
+
+async def test_control_api_is_spared_by_faults_and_the_rate_limit(emulator: Emulator) -> None:
+    emulator.add_fault(kind="http_503")
+    emulator.set_rate_limit(1)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(emulator.app), base_url="http://d"
+    ) as http:
+        statuses = {(await http.get("/__emulator__/health")).status_code for _ in range(5)}
+    assert statuses == {200}
+
+
+async def test_stop_cancels_pending_customers() -> None:
+    from .conftest import stk_password, stk_timestamp
+
+    emulator = Emulator(EmulatorConfig(stk_delay=60))
+    await emulator.start()
+    token = emulator.issue_token()
+    ts = stk_timestamp()
+    body = {
+        "BusinessShortCode": "174379",
+        "Password": stk_password(ts),
+        "Timestamp": ts,
+        "TransactionType": "CustomerPayBillOnline",
+        "Amount": 1,
+        "PartyA": "254711000999",
+        "PartyB": "174379",
+        "PhoneNumber": "254711000999",
+        "CallBackURL": "http://127.0.0.1:9/cb",
+        "AccountReference": "A",
+    }
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(emulator.app), base_url="http://d"
+    ) as http:
+        ack = await http.post(
+            "/mpesa/stkpush/v1/processrequest",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+    assert ack.status_code == 200
+    assert not await emulator.wait_idle(0.05)
+    await emulator.stop()
+    assert await emulator.wait_idle(0)
+    assert emulator.callbacks() == []
+
+
+async def test_injected_clock_is_the_emulators_nairobi_time() -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from .conftest import stk_password
+
+    frozen = datetime(2024, 7, 6, 22, 48, 52, tzinfo=ZoneInfo("Africa/Nairobi"))
+    async with Emulator(EmulatorConfig(stk_delay=0), clock=lambda: frozen) as emulator:
+        token = emulator.issue_token()
+        ts = "20240706224852"
+        body = {
+            "BusinessShortCode": "174379",
+            "Password": stk_password(ts),
+            "Timestamp": ts,
+            "TransactionType": "CustomerPayBillOnline",
+            "Amount": 1,
+            "PartyA": "254711000998",
+            "PartyB": "174379",
+            "PhoneNumber": "254711000998",
+            "CallBackURL": "http://127.0.0.1:9/cb",
+            "AccountReference": "A",
+        }
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(emulator.app), base_url="http://d"
+        ) as http:
+            ack = await http.post(
+                "/mpesa/stkpush/v1/processrequest",
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+            )
+        assert ack.status_code == 200
+        assert ack.json()["CheckoutRequestID"].startswith("ws_CO_06072024224852")
+        assert await emulator.wait_idle()
+        [callback] = emulator.callbacks("stk")
+        items = callback.payload["Body"]["stkCallback"]["CallbackMetadata"]["Item"]
+        receipt = next(i["Value"] for i in items if i["Name"] == "MpesaReceiptNumber")
+        assert receipt.startswith("SG6")  # 2024 = S, July = G, 6th = 6, as on real receipts

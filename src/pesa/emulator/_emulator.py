@@ -223,7 +223,7 @@ class Emulator:
 
     async def start(self) -> None:
         """Prepare for traffic (the callback client is also created on first use)."""
-        self._delivery._http()
+        self._delivery.open()
 
     async def stop(self) -> None:
         """Cancel pending customers and deliveries and close the callback client."""
