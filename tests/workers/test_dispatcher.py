@@ -5,14 +5,17 @@ from __future__ import annotations
 import json
 import random
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import pytest
+from sqlalchemy import select
 
 from pesa import Settings, ValidationError, verify_webhook
 from pesa.gateway import Backoff, Metrics, WebhookDispatcher, delivery_endpoints, handler_endpoint
 from pesa.gateway._dispatcher import DispatcherOptions
 from pesa.ledger import Event, Ledger
+from pesa.ledger._schema import webhook_deliveries
 
 from .conftest import ManualClock, OpenLedger, Receiver, pending_payment
 
@@ -133,6 +136,19 @@ async def test_gives_up_after_max_attempts_and_records_it(
     assert await delivery_counts(ledger) == {"pending": 0, "delivered": 0, "failed": 1}
     assert metrics.webhook_gave_up.value(kind="webhook") == 1
     assert metrics.webhook_attempts.value(kind="webhook", outcome="failed") == 3
+    # The give-up is recorded on the delivery with the receiver's last answer.
+    async with ledger.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    webhook_deliveries.c.status,
+                    webhook_deliveries.c.attempts,
+                    webhook_deliveries.c.last_status_code,
+                    webhook_deliveries.c.last_error,
+                )
+            )
+        ).one()
+    assert tuple(row) == ("failed", 3, 500, "HTTP 500: receiver is down")
 
 
 async def test_unreachable_receiver_counts_as_a_failed_attempt(
@@ -374,3 +390,45 @@ async def test_built_from_settings_signs_with_the_current_and_previous_secret(
     now = clock().timestamp()
     verify_webhook(request.body, header, "whsec_current", now=now)
     verify_webhook(request.body, header, "whsec_previous", now=now)
+
+
+class FlakyLedger:
+    """A ledger whose first ``claim_deliveries`` fails, as when the database blips."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.failures = 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ledger, name)
+
+    async def claim_deliveries(self, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database is unreachable")
+        return await self._ledger.claim_deliveries(**kwargs)
+
+
+async def test_run_survives_a_failed_round(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=[receiver.url])
+    await pending_payment(ledger, 1)
+    flaky = FlakyLedger(ledger)
+    stop = anyio.Event()
+    async with (
+        WebhookDispatcher(
+            flaky,  # type: ignore[arg-type]  # a proxy with the ledger's methods
+            secret=SECRET,
+            options=options(),
+            clock=clock,
+        ) as dispatcher,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(dispatcher.run, stop)
+        with anyio.fail_after(10):
+            while not receiver.requests:
+                await anyio.sleep(0.02)
+        stop.set()
+    assert flaky.failures == 0
+    assert len(receiver.requests) == 1

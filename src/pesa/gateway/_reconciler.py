@@ -218,6 +218,8 @@ class Reconciler:
             options.query_rate, options.query_burst, clock=monotonic, sleep=sleep
         )
         self._rng: RandomSource = rng if rng is not None else random.Random()
+        # Pauses after a failed round (database unreachable, ...): from one interval up.
+        self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 300.0))
         self._rate_limited_in_a_row = 0
         self._lease_end = float("inf")
 
@@ -283,7 +285,7 @@ class Reconciler:
                 report = await self.run_once()
             except Exception:  # the loop must survive a database hiccup
                 failures += 1
-                pause = Backoff(base=self.options.interval, cap=300.0).delay(failures, self._rng)
+                pause = self._failure_backoff.delay(failures, self._rng)
                 log.exception("reconciliation round failed; retrying in %.1f s", pause)
                 with anyio.move_on_after(pause):
                     await stop.wait()
