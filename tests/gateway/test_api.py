@@ -5,8 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from pesa.daraja import lookup_code
 from pesa.emulator import Emulator
-from pesa.testing._gateway import RunningGateway
+from pesa.testing import RunningGateway
 
 from .conftest import API_KEY
 from .helpers import create, events_of, payment_body, wait_for
@@ -57,7 +58,7 @@ class TestCreatePayment:
         assert final["result_code"] == "0"
         assert final["receipt"]
         assert not final["flagged"]
-        types = [e["type"] for e in await events_of(api, payment["id"])]
+        types = [e["type"] for e in await events_of(api, payment["id"], at_least=2)]
         assert types == ["payment.pending", "payment.succeeded"]
 
     @pytest.mark.parametrize(
@@ -71,7 +72,7 @@ class TestCreatePayment:
         final = await wait_for(api, payment["id"])
         assert final["status"] == "failed"
         assert final["result_code"] == code
-        assert final["failure_reason"]
+        assert final["failure_reason"] == lookup_code(code).meaning
         assert final["receipt"] is None
 
     async def test_refused_push_is_rejected_with_darajas_code(self, api: httpx.AsyncClient) -> None:

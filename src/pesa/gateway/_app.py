@@ -10,7 +10,7 @@ process runs everything.
 from __future__ import annotations
 
 import secrets
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -170,7 +170,7 @@ async def run_workers(
     """
     async with AsyncExitStack() as stack:
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
-        ledger = await Ledger.open(settings.database_url, webhook_endpoints=endpoints)
+        ledger = await open_ledger(settings, endpoints)
         stack.push_async_callback(ledger.close)
         client = build_client(settings)
         stack.push_async_callback(client.aclose)
@@ -179,6 +179,15 @@ async def run_workers(
         dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
         stack.push_async_callback(dispatcher.aclose)
         await _run_until_stopped(reconciler, dispatcher, stop)
+
+
+async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> Ledger:
+    """Open the ledger of ``PESA_DATABASE_URL`` with the gateway's mismatch policy."""
+    return await Ledger.open(
+        settings.database_url,
+        webhook_endpoints=webhook_endpoints,
+        on_mismatch=settings.callback_on_mismatch,
+    )
 
 
 def create_app(
@@ -269,7 +278,7 @@ async def _open(
 ) -> GatewayState:
     if ledger is None:
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
-        ledger = await Ledger.open(settings.database_url, webhook_endpoints=endpoints)
+        ledger = await open_ledger(settings, endpoints)
         stack.push_async_callback(ledger.close)
         if settings.auto_migrate:
             await ledger.migrate()
