@@ -462,6 +462,25 @@ def _report(section: Section, runs: list[Run]) -> None:
                 note="" if worst <= 1.3 else f"worst case {worst:.2f}x, {worst / 1.3:.2f}x over",
             )
         )
+    if any(t.met is False for t in section.targets):
+        section.notes.append(
+            "Where pesa spends CPU beyond the floor: the request model (pydantic validation "
+            "of phone, amount, reference and URL), the STK password and Nairobi timestamp, "
+            "the response model, the token's `httpx.Auth` flow and the (filtered) debug log "
+            "calls; the floor skips all of them. Differences of 10-20% between runs of the "
+            "same code are common on a busy 2-core machine: re-run on a quiet one."
+        )
+    async_1 = _find(runs, "floor-async", "http", 1)
+    async_32 = _find(runs, "floor-async", "http", 32)
+    if async_32.cpu_per_push_us > 2 * async_1.cpu_per_push_us:
+        section.notes.append(
+            f"httpx's async pool is expensive under concurrency: the async floor spends "
+            f"{async_32.cpu_per_push_us:.0f} us of CPU per push at concurrency 32 against "
+            f"{async_1.cpu_per_push_us:.0f} us at 1 (the threaded floor: "
+            f"{_find(runs, 'floor-sync', 'http', 32).cpu_per_push_us:.0f} us), so without "
+            "latency AsyncDaraja at concurrency 32 can be slower than the snippet way; pesa "
+            "pays the same cost as raw httpx there, the CPU ratio stays near 1."
+        )
     pesa_runs = [r for r in runs if r.client.startswith("pesa")]
     oauth = sorted({r.total.get("oauth_requests", 0) for r in pesa_runs})
     section.targets.append(

@@ -46,10 +46,10 @@ __all__ = ["run_e2e", "run_ingest"]
 _CALLBACK_CONCURRENCY = 32
 _API_CONCURRENCY = 16
 _API_KEY = "bench-api-key-" + "k" * 16
-# Seconds the emulated customer takes to answer. With 0 the emulator's callback can reach
-# the gateway before the gateway has recorded the push's CheckoutRequestID; such a callback
-# is refused (404, unknown payment) and the payment waits for the reconciler. The run counts
-# those refusals (none expected at this delay) from the emulator's delivery log.
+# Seconds the emulated customer takes to answer. A callback that reaches the gateway before
+# the gateway has recorded the push's CheckoutRequestID is refused (404, unknown payment)
+# and the payment waits for the reconciler; the run counts those refusals from the
+# emulator's delivery log.
 _CUSTOMER_DELAY = 0.3
 
 
@@ -299,14 +299,20 @@ def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
         "check, body read, a read of the payment to cross-check the amount and phone, then "
         "one transaction (raw callback row, payment locked and updated under a version "
         "guard, event row, one delivery row per webhook endpoint), each statement a round "
-        "trip to the database through SQLAlchemy's async layer. A profile of the gateway "
-        "under this load (PostgreSQL, 2026-11-29) shows about 5 statements and 8 "
-        "transaction commands per callback and most of the remaining time in SQLAlchemy "
-        "statement compilation and FastAPI's middleware stack; PostgreSQL itself runs on "
-        "the same two cores. What would close the gap: fewer round trips per callback "
-        "(the cross-check inside the transaction, one INSERT ... RETURNING for callback and "
-        "event rows), compiled-statement caching, and more than one worker process."
+        "trip to the database through SQLAlchemy's async layer."
     )
+    if any(r < 0.5 for r in ratios.values()):
+        section.notes.append(
+            "Why below half the ceiling (a cProfile of `pesa serve` under this load on "
+            "PostgreSQL, 2026-11-29): about 5 SQL statements and 8 transaction commands "
+            "per callback, each a round trip; most of the remaining CPU in SQLAlchemy "
+            "statement construction and compilation and in FastAPI/Starlette's middleware "
+            "stack; PostgreSQL runs on the same two cores. The server CPU column shows the "
+            "gap per callback. What would close it: fewer round trips per callback (the "
+            "cross-check read inside the transaction, one INSERT ... RETURNING for the "
+            "callback and event rows), cached compiled statements, and more than one "
+            "gateway worker process (the ledger is safe for that on PostgreSQL)."
+        )
     section.data = {"ceiling": ceiling, "ratios": ratios}
     return section
 
@@ -314,7 +320,9 @@ def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
 # -- benchmarks 3 and 6 -----------------------------------------------------------------------
 
 
-def _read_webhooks(path: Path) -> dict[str, float]:
+def _read_webhooks(path: Path, clock: str = "t") -> dict[str, float]:
+    """When each payment's first ``payment.succeeded`` webhook arrived (``t`` monotonic,
+    ``w`` wall clock)."""
     arrived: dict[str, float] = {}
     if not path.exists():
         return arrived
@@ -322,8 +330,27 @@ def _read_webhooks(path: Path) -> dict[str, float]:
         with contextlib.suppress(ValueError):
             record = json.loads(line)
             if record.get("type") == "payment.succeeded" and record.get("payment"):
-                arrived.setdefault(record["payment"], float(record["t"]))
+                arrived.setdefault(record["payment"], float(record[clock]))
     return arrived
+
+
+async def _applied_at(url: str) -> dict[str, float]:
+    """When the ledger recorded each succeeded payment (wall clock, seconds)."""
+    from pesa.ledger import Ledger
+
+    ledger = await Ledger.open(url)
+    applied: dict[str, float] = {}
+    try:
+        cursor: str | None = None
+        while True:
+            page = await ledger.list_payments(status="succeeded", cursor=cursor, limit=200)
+            for payment in page.items:
+                applied[payment.id] = payment.updated_at.timestamp()
+            cursor = page.next_cursor
+            if cursor is None:
+                return applied
+    finally:
+        await ledger.close()
 
 
 def run_e2e(sizes: Sizes, log: Callable[[str], None]) -> Section:
@@ -402,6 +429,9 @@ def run_e2e(sizes: Sizes, log: Callable[[str], None]) -> Section:
             while time.monotonic() < deadline and not set(started) <= set(arrived):
                 time.sleep(0.1)
                 arrived = _read_webhooks(record)
+            applied = anyio.run(_applied_at, db.url)
+            offset = time.time() - time.monotonic()
+            arrived_wall = _read_webhooks(record, "w")
             peak_rss = gw.peak_rss_mb()
             gateway_cpu = gw.cpu()
             fixed = gw.counters()["nodelay_fixed"]
@@ -414,6 +444,11 @@ def run_e2e(sizes: Sizes, log: Callable[[str], None]) -> Section:
     total = last - t0 if delivered else math.nan
     rate = len(delivered) / total if delivered else 0.0
     p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    # Where the time goes: POST -> callback applied in the ledger -> webhook received.
+    to_applied = [applied[pid] - (started[pid] + offset) for pid in delivered if pid in applied]
+    to_webhook = [arrived_wall[pid] - applied[pid] for pid in delivered if pid in applied]
+    applied_p50, applied_p99 = percentile(to_applied, 50), percentile(to_applied, 99)
+    webhook_p50, webhook_p99 = percentile(to_webhook, 50), percentile(to_webhook, 99)
     log(
         f"  {rate:.1f} payments/s end to end, p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms; "
         f"peak RSS {peak_rss:.0f} MiB (idle {idle_rss:.0f} MiB)"
@@ -476,11 +511,18 @@ def run_e2e(sizes: Sizes, log: Callable[[str], None]) -> Section:
         section.notes.append(f"{errors.count} POSTs failed; first: {errors.first}")
     section.notes.append(
         f"Latency includes the emulated customer's {_CUSTOMER_DELAY:g} s to answer. "
-        f"{refused} of {len(sent)} STK callbacks were not accepted by the gateway. With "
-        "`--stk-delay 0` a callback can overtake the gateway's own record of the push's "
-        "CheckoutRequestID and is refused as an unknown payment (404), leaving the payment "
-        "to the reconciler (20 s later by default): the gateway could instead keep such an "
-        "early callback and apply it once the push is recorded."
+        f"{refused} of {len(sent)} STK callbacks were refused by the gateway: a callback "
+        "that arrives before the gateway has committed the push's CheckoutRequestID (under "
+        "load, committing the push's answer can take longer than the customer) is refused "
+        "as an unknown payment (404) and the payment waits for the reconciler (20 s by "
+        "default): this is the p99. The gateway could keep such an early callback (it is "
+        "stored raw) and apply it when the push's answer is recorded."
+    )
+    section.notes.append(
+        f"Where the time goes: POST to callback applied in the ledger p50 "
+        f"{applied_p50 * 1000:.0f} ms, p99 {applied_p99 * 1000:.0f} ms; applied to webhook "
+        f"received p50 {webhook_p50 * 1000:.0f} ms, p99 {webhook_p99 * 1000:.0f} ms (the "
+        "ledger's `updated_at` against the receiver's wall clock, same machine)."
     )
     section.notes.append(
         f"TCP_NODELAY: the benchmark set it on {fixed} gateway connections that lacked it "
@@ -499,5 +541,9 @@ def run_e2e(sizes: Sizes, log: Callable[[str], None]) -> Section:
         "peak_rss_mb": peak_rss,
         "delivered": len(delivered),
         "callbacks_refused": refused,
+        "post_to_applied_p50_s": applied_p50,
+        "post_to_applied_p99_s": applied_p99,
+        "applied_to_webhook_p50_s": webhook_p50,
+        "applied_to_webhook_p99_s": webhook_p99,
     }
     return section

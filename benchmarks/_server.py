@@ -163,7 +163,8 @@ def _bare_sink(record: str | None) -> Any:
     """A bare ASGI endpoint that acknowledges callbacks / webhooks.
 
     With ``record``, each JSON body's ``type`` and ``data.payment.id`` (a pesa webhook) are appended
-    to that file with the receive time (``time.monotonic()``, comparable across processes).
+    to that file with the receive time (``time.monotonic()``, comparable across processes,
+    and ``time.time()``, comparable with the ledger's timestamps).
     """
     out = open(record, "a", buffering=1) if record else None  # noqa: SIM115  (lives as long as the process)
 
@@ -178,9 +179,9 @@ def _bare_sink(record: str | None) -> Any:
                 data = event.get("data") or {}
                 inner = data.get("payment") if isinstance(data, dict) else None
                 payment = inner.get("id") if isinstance(inner, dict) else None
-                line = {"t": now, "type": event.get("type"), "payment": payment}
+                line = {"t": now, "w": time.time(), "type": event.get("type"), "payment": payment}
             except (ValueError, AttributeError):
-                line = {"t": now, "type": None, "payment": None}
+                line = {"t": now, "w": time.time(), "type": None, "payment": None}
             out.write(json.dumps(line) + "\n")
         await send({"type": "http.response.start", "status": 200, "headers": _HEADERS})
         await send({"type": "http.response.body", "body": _ACK})
