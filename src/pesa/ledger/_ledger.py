@@ -82,9 +82,23 @@ _T = TypeVar("_T")
 Clock = Callable[[], datetime]
 """Returns the current time as an aware datetime."""
 
-# The oldest transaction still running, as a bigint comparable with payment_events.txid.
-_PG_SNAPSHOT_XMIN: ColumnElement[int] = literal_column(
-    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint", BigInteger
+# The event feed's horizon on PostgreSQL: the oldest transaction still running that holds a
+# lock on this ledger's `payments` table (so it may be about to write events), or, when
+# there is none, the snapshot's xmax (everything committed is visible). Every ledger write
+# that inserts events locks its payment row first, before its transaction id exists, so
+# such a transaction is always seen here; transactions elsewhere in the cluster (other
+# schemas, other databases) never hold the feed back. pg_locks reports 32-bit xids, the
+# snapshot 64-bit ones: compare the low 32 bits.
+_PG_FEED_HORIZON: ColumnElement[int] = literal_column(
+    """(SELECT coalesce(min(x::text::bigint),
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+        FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+        WHERE x::text::bigint % 4294967296 IN (
+            SELECT t.transactionid::text::bigint FROM pg_locks AS t
+            WHERE t.locktype = 'transactionid' AND t.pid IN (
+                SELECT r.pid FROM pg_locks AS r
+                WHERE r.locktype = 'relation' AND r.relation = 'payments'::regclass)))""",
+    BigInteger,
 )
 
 _MAX_RETRIES = 5
@@ -460,6 +474,9 @@ class Ledger:
             # A status change ends any reconciliation claim and schedule.
             changes["claimed_until"] = None
             changes["next_check_at"] = None
+        if isinstance(changes.get("transaction_date"), datetime):
+            # Daraja's dates are Nairobi time; store and show every timestamp in UTC.
+            changes["transaction_date"] = changes["transaction_date"].astimezone(UTC)
         changes["version"] = current.version + 1
         changes["updated_at"] = now
         result = await conn.execute(
@@ -848,9 +865,10 @@ class Ledger:
         polling with it later never skips nor repeats an event. A bare integer is accepted
         too, as the ``seq`` of the last event seen.
 
-        Only events whose transactions are settled are shown: on PostgreSQL an event whose
-        transaction is older than one still running waits until that one ends, because the
-        feed is ordered by (transaction, seq) rather than by insert order alone.
+        Only events whose transactions are settled are shown: on PostgreSQL an event waits
+        while an older ledger write transaction (one holding a lock on ``payments``) is
+        still running, because the feed is ordered by (transaction, seq) rather than by
+        insert order alone; write transactions last milliseconds, so poll.
 
         Raises:
             ValidationError: a malformed or unknown cursor, or a bad limit.
@@ -861,7 +879,7 @@ class Ledger:
             tuple_(payment_events.c.txid, payment_events.c.seq) > tuple_(*position)
         )
         if self._postgres:
-            query = query.where(payment_events.c.txid < _PG_SNAPSHOT_XMIN)
+            query = query.where(payment_events.c.txid < _PG_FEED_HORIZON)
         if payment_id is not None:
             query = query.where(payment_events.c.payment_id == payment_id)
         order = (payment_events.c.txid, payment_events.c.seq)
