@@ -83,6 +83,20 @@ class TestTrust:
         async with await Ledger.open(sqlite_url) as ledger:
             assert await _callback_counts(ledger) == {"unknown_payment": 1}
 
+    async def test_forwarded_for_from_an_untrusted_peer_is_ignored(
+        self, sqlite_url: str, emulator: Emulator
+    ) -> None:
+        """Loopback is not a trusted proxy unless configured: the header is not believed."""
+        settings = gateway_settings(sqlite_url, callback_allowlist="enforce")
+        with run_gateway(settings, emulator=emulator) as gateway:
+            async with httpx.AsyncClient(base_url=gateway.url) as spoofer:
+                response = await spoofer.post(
+                    f"/callbacks/{CALLBACK_TOKEN}/stk",
+                    json=stk_callback_payload(),
+                    headers={"X-Forwarded-For": "196.201.214.200"},
+                )
+        assert response.status_code == 403
+
     async def test_oversized_body_is_413(self, gateway: RunningGateway) -> None:
         response = await _post(gateway, b"{" + b" " * 70_000 + b"}")
         assert response.status_code == 413

@@ -132,6 +132,10 @@ def serve(
         log_level=settings.log.lower(),
         access_log=settings.log.lower() == "debug",
         timeout_graceful_shutdown=10,
+        # uvicorn would believe X-Forwarded-For from loopback and rewrite the client
+        # address before the callback route sees it; proxy trust is PESA_TRUSTED_PROXIES'.
+        proxy_headers=False,
+        server_header=False,
     )
     server = uvicorn.Server(config)
     try:
