@@ -435,6 +435,7 @@ def run_e2e(sizes: Sizes, log: Callable[[str], None]) -> Section:
             peak_rss = gw.peak_rss_mb()
             gateway_cpu = gw.cpu()
             fixed = gw.counters()["nodelay_fixed"]
+            webhooks = sink.counters()["requests"]
             with control(emu) as ctl:
                 sent = ctl.get("/callbacks", params={"kind": "stk"}).json()
             refused = sum(1 for cb in sent if not cb.get("delivered"))
@@ -522,7 +523,9 @@ def run_e2e(sizes: Sizes, log: Callable[[str], None]) -> Section:
         f"Where the time goes: POST to callback applied in the ledger p50 "
         f"{applied_p50 * 1000:.0f} ms, p99 {applied_p99 * 1000:.0f} ms; applied to webhook "
         f"received p50 {webhook_p50 * 1000:.0f} ms, p99 {webhook_p99 * 1000:.0f} ms (the "
-        "ledger's `updated_at` against the receiver's wall clock, same machine)."
+        "ledger's `updated_at` against the receiver's wall clock, same machine). The "
+        f"receiver got {webhooks} webhooks in all ({webhooks / total:.1f}/s over the run: "
+        "`payment.pending` and `payment.succeeded` for each payment)."
     )
     section.notes.append(
         f"TCP_NODELAY: the benchmark set it on {fixed} gateway connections that lacked it "
