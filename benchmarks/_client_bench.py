@@ -373,6 +373,23 @@ def run(sizes: Sizes, log: Callable[[str], None]) -> Section:
     return section
 
 
+def nodelay_note(fixed: int, server: str, command: str) -> str:
+    """The TCP_NODELAY sentence of a section: how many connections the hook had to fix."""
+    if not fixed:
+        return (
+            f"TCP_NODELAY: every {server} connection had it (the benchmark's connection hook "
+            "sets it where a server forgot it, and says so; see docs/benchmarks.md)."
+        )
+    return (
+        f"TCP_NODELAY: the benchmark set it on {fixed} {server} connections that lacked it. "
+        f"{command} binds a socket made with protocol 0, so asyncio leaves Nagle's "
+        "algorithm on: each response body then waits for the client's delayed ACK, about "
+        "40 ms per request on a kept-alive connection but not on a fresh one, and every "
+        "pooled client looks about 20 times slower than it is. The fix belongs in the "
+        "server: create the socket with `socket.IPPROTO_TCP`, or set TCP_NODELAY."
+    )
+
+
 def _find(runs: list[Run], client: str, network: str, concurrency: int) -> Run:
     for candidate in runs:
         if (candidate.client, candidate.network, candidate.concurrency) == (
@@ -541,16 +558,7 @@ def _report(section: Section, runs: list[Run]) -> None:
         "Per-push counts are after the warm-up; totals include it. A pooled client opens "
         "at most one connection per concurrent caller; the snippet way opens two per push."
     )
-    section.notes.append(
-        f"TCP_NODELAY: the benchmark set it on {fixed} emulator connections that lacked it. "
-        "`pesa emulator` binds a socket made with protocol 0, so asyncio leaves Nagle's "
-        "algorithm on: each response body then waits for the client's delayed ACK, about "
-        "40 ms per request on a kept-alive connection but not on a fresh one. Unfixed, "
-        "every pooled client (pesa and the floor) runs at about 22 pushes/s at concurrency "
-        "1 while the snippet way does not wait. Real Daraja does not behave so; the fix "
-        "belongs in the emulator (and `pesa serve`): create the socket with "
-        "`socket.IPPROTO_TCP`, or set TCP_NODELAY."
-    )
+    section.notes.append(nodelay_note(fixed, "emulator", "`pesa emulator`"))
     section.notes.append(
         "CPU time is the client process's `time.process_time()` (user + system, all threads) "
         "over the measured pushes; the emulator runs in another process on the same cores."

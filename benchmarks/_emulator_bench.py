@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import httpx
 
-from benchmarks._client_bench import _drive_threads, _Errors, _limits
+from benchmarks._client_bench import _drive_threads, _Errors, _limits, nodelay_note
 from benchmarks._daraja import emulator, fetch_token, phone, stk_body
 from benchmarks._harness import Section, Server, Sizes, Target, start_server
 
@@ -144,10 +144,7 @@ def run(sizes: Sizes, log: Callable[[str], None]) -> Section:
         "the callback as a client) plus Daraja's validation; the bare endpoint does one "
         "exchange and nothing else."
     )
-    section.notes.append(
-        f"The benchmark set TCP_NODELAY on {fixed} emulator connections that lacked it "
-        "(see the note in the client section)."
-    )
+    section.notes.append(nodelay_note(fixed, "emulator", "`pesa emulator`"))
     section.data = {
         "bare_rate": bare_rate,
         "emulator_rate": rate,

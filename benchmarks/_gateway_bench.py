@@ -37,7 +37,7 @@ from typing import Any
 import anyio
 import httpx
 
-from benchmarks._client_bench import _drive_threads, _Errors, _limits
+from benchmarks._client_bench import _drive_threads, _Errors, _limits, nodelay_note
 from benchmarks._daraja import control, emulator, phone
 from benchmarks._harness import Section, Server, Sizes, Target, percentile, start_server
 
@@ -232,6 +232,7 @@ def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
         ]
     )
     cpu_per: dict[str, float] = {}
+    fixed = 0
     ratios: dict[str, float] = {}
     for kind in kinds:
         factory = sqlite_database() if kind == "sqlite" else postgres_database(pg_url or "")
@@ -244,6 +245,7 @@ def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
                 cpu0 = gw.cpu()
                 wall, errors, timed = _post_all(gw.url, f"/callbacks/{token}/stk", raw)
                 gateway_cpu = (gw.cpu() - cpu0) / n
+                fixed += gw.counters()["nodelay_fixed"]
             stats = anyio.run(_stats, db.url)
         rate = (timed - errors.count) / wall
         ratios[db.name] = rate / ceiling
@@ -313,6 +315,7 @@ def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
             "callback and event rows), cached compiled statements, and more than one "
             "gateway worker process (the ledger is safe for that on PostgreSQL)."
         )
+    section.notes.append(nodelay_note(fixed, "gateway", "`pesa serve`"))
     section.data = {"ceiling": ceiling, "ratios": ratios}
     return section
 
@@ -527,10 +530,7 @@ def run_e2e(sizes: Sizes, log: Callable[[str], None]) -> Section:
         f"receiver got {webhooks} webhooks in all ({webhooks / total:.1f}/s over the run: "
         "`payment.pending` and `payment.succeeded` for each payment)."
     )
-    section.notes.append(
-        f"TCP_NODELAY: the benchmark set it on {fixed} gateway connections that lacked it "
-        "(`pesa serve` binds its socket like the emulator; see the client section)."
-    )
+    section.notes.append(nodelay_note(fixed, "gateway", "`pesa serve`"))
     section.notes.append(
         "Issue 5 sets no throughput or latency target here. In the `emulator` environment "
         "`pesa serve` also mounts an (unused) emulator at /emulator; its memory is in the "
