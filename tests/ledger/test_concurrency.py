@@ -134,10 +134,10 @@ async def test_event_write_failure_rolls_back_the_transition(
     await ledger.mark_accepted(payment.id, "ws_CO_1", None)
     before = await ledger.get_payment(payment.id)
 
-    async def boom(*_args: Any, **_kwargs: Any) -> None:
+    def boom(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(_LedgerImpl, "_write_events", boom)
+    monkeypatch.setattr(_LedgerImpl, "_event_inserts", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         await ledger.ingest_stk_callback(stk_callback("ws_CO_1"), source_ip="196.201.214.200")
     assert await ledger.get_payment(payment.id) == before

@@ -623,3 +623,26 @@ class TestReads:
         async with ledger.engine.connect() as conn:
             raw = (await conn.execute(text("SELECT amount FROM payments"))).scalar_one()
         assert type(raw) is int
+
+
+class TestHotPath:
+    async def test_a_callback_costs_few_statements(self, ledger: Ledger, backend: str) -> None:
+        """Lock, update, insert (one statement on PostgreSQL; three on SQLite), commit."""
+        from sqlalchemy import event
+
+        await pending(ledger)
+        statements: list[str] = []
+
+        def record(*args: object) -> None:
+            statements.append(str(args[2]).split(None, 1)[0].upper())
+
+        event.listen(ledger.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            outcome = await ledger.ingest_stk_callback(stk_callback("ws_CO_1"), source_ip=None)
+        finally:
+            event.remove(ledger.engine.sync_engine, "before_cursor_execute", record)
+        assert outcome.status == "applied"
+        if backend == "postgresql":
+            assert statements == ["SELECT", "UPDATE", "WITH"]
+        else:
+            assert statements == ["BEGIN", "SELECT", "UPDATE", "INSERT", "INSERT", "INSERT"]
