@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import pytest
 from pesa import verify_webhook
 from pesa.emulator import EmulatorControl
 
-from .processes import emulator, pesa_process, serve, webhook_receiver
+from .processes import emulator, pesa_process, serve, wait_healthy, webhook_receiver
 
 pytestmark = pytest.mark.slow
 
@@ -334,3 +335,42 @@ def test_separate_worker_process_settles_payments(database_url: str) -> None:
             assert worker.stop() in (0, -signal.SIGTERM), worker.output()
             assert "Traceback" not in worker.output()
         assert gateway.stop() in (0, -signal.SIGTERM)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def test_sandbox_configuration_against_a_separate_daraja(tmp_path: Path) -> None:
+    """PESA_ENV=sandbox: no emulator mounted, callbacks to PESA_PUBLIC_URL, key enforced."""
+    with emulator(["--stk-delay", "0.3"]) as (_, daraja_url):
+        port = _free_port()
+        env = gateway_env(
+            f"sqlite:///{tmp_path / 'sandbox.db'}",
+            PESA_ENV="sandbox",
+            PESA_BASE_URL=daraja_url,
+            PESA_PUBLIC_URL=f"http://127.0.0.1:{port}",
+            PESA_GATEWAY_PORT=str(port),
+            PESA_CONSUMER_KEY="sandbox-key",
+            PESA_CONSUMER_SECRET="sandbox-secret",
+            PESA_SHORTCODE="174379",
+            PESA_PASSKEY="bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919",
+        )
+        args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+        with pesa_process(args, env) as process:
+            process.wait_for_line(r"API:")
+            url = f"http://127.0.0.1:{port}"
+            wait_healthy(url, process)
+            output = process.output()
+            assert TOKEN not in output, "the callback token was printed"
+            assert "emulator:" not in output
+            assert httpx.get(f"{url}/emulator/__emulator__/health").status_code == 404
+            assert httpx.get(f"{url}/v1/payments").status_code == 401
+            with api_client(url) as api:
+                paid = create(api, "254711444001")
+                final = wait_terminal(api, [paid["id"]], timeout=20)
+            assert final[paid["id"]]["status"] == "succeeded"
+            assert final[paid["id"]]["receipt"], "settled by the callback, not by a query"
+            assert process.stop() in (0, -signal.SIGTERM)
