@@ -324,6 +324,11 @@ def measure_client(server: Server, client: str, network: str, concurrency: int, 
 # -- the benchmark ------------------------------------------------------------------------------
 
 
+# pesa and the floor are each measured this many times (alternating) and the run with the
+# least CPU per push is kept: on a shared machine, interference only ever adds CPU time.
+_REPEATS = 2
+
+
 def _matrix(
     server: Server,
     network: str,
@@ -333,13 +338,20 @@ def _matrix(
 ) -> list[Run]:
     runs: list[Run] = []
     for concurrency in concurrencies:
-        for client in CLIENTS:
-            run = measure_client(server, client, network, concurrency, pushes)
-            log(
-                f"  {network:<14} c={concurrency:<3} {client:<12} {run.throughput:8.1f} push/s "
-                f"{run.cpu_per_push_us:8.0f} us CPU/push  errors={run.errors}"
-            )
-            runs.append(run)
+        best: dict[str, Run] = {}
+        for repeat in range(_REPEATS):
+            for client in CLIENTS:
+                if repeat and client == "snippet":
+                    continue  # only pesa and the floor enter a CPU ratio
+                run = measure_client(server, client, network, concurrency, pushes)
+                log(
+                    f"  {network:<14} c={concurrency:<3} {client:<12} "
+                    f"{run.throughput:8.1f} push/s {run.cpu_per_push_us:8.0f} us CPU/push  "
+                    f"errors={run.errors}"
+                )
+                if client not in best or run.cpu < best[client].cpu:
+                    best[client] = run
+        runs += [best[client] for client in CLIENTS]
     return runs
 
 
@@ -476,7 +488,9 @@ def _report(section: Section, runs: list[Run]) -> None:
                 target="<= 1.3x",
                 measured=", ".join(f"{net} c={c}: {v:.2f}x" for (net, c), v in ratios.items()),
                 met=worst <= 1.3,
-                note="" if worst <= 1.3 else f"worst case {worst:.2f}x, {worst / 1.3:.2f}x over",
+                note=""
+                if worst <= 1.3
+                else f"worst case {worst:.2f}x, {(worst / 1.3 - 1) * 100:.0f}% over the target",
             )
         )
     if any(t.met is False for t in section.targets):
@@ -561,7 +575,9 @@ def _report(section: Section, runs: list[Run]) -> None:
     section.notes.append(nodelay_note(fixed, "emulator", "`pesa emulator`"))
     section.notes.append(
         "CPU time is the client process's `time.process_time()` (user + system, all threads) "
-        "over the measured pushes; the emulator runs in another process on the same cores."
+        "over the measured pushes; the emulator runs in another process on the same cores. "
+        f"pesa and the floor are each run {_REPEATS} times, alternating, and the run with "
+        "the least CPU per push is shown (interference on a shared machine only adds CPU)."
     )
     section.notes.append(
         "The snippet way computes its Timestamp in Africa/Nairobi time; tutorial code uses "
