@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -41,10 +42,18 @@ from pesa.daraja import (
     validate_amount,
     validate_transaction_desc,
 )
-from pesa.ledger import Ledger, Payment
+from pesa.ledger import (
+    InvalidTransitionError,
+    Ledger,
+    ParsedStkCallback,
+    Payment,
+    PaymentStatus,
+    phones_match,
+)
 
 __all__ = [
     "PaymentCreator",
+    "adopt_orphan_callback",
     "PaymentRequest",
     "classify_push_error",
     "validate_idempotency_key",
@@ -52,9 +61,15 @@ __all__ = [
 
 log = get_logger("pesa.gateway")
 
-# Daraja answers these with HTTP 500 although nothing was processed (REFERENCE §6.2):
-# "Merchant does not exist", "Wrong credentials", "Unable to lock subscriber".
-_DEFINITE_500_CODES = frozenset({"500.001.1001"})
+# Daraja answers these with HTTP 500 and code 500.001.1001 although nothing was processed
+# (REFERENCE §6.2). The same code also comes with "Internal Server Error", which proves
+# nothing, so the message decides; anything else under a 5xx is settled as unknown.
+_REFUSED_500_CODE = "500.001.1001"
+_REFUSED_500_MESSAGES = (
+    "merchant does not exist",
+    "wrong credentials",
+    "unable to lock subscriber",
+)
 _MAX_IDEMPOTENCY_KEY = 255
 _MAX_METADATA_BYTES = 16_384
 
@@ -144,7 +159,10 @@ def classify_push_error(err: Exception) -> tuple[str, str, str] | None:
         return ("rejected", err.error_code or f"HTTP {err.status_code}", err.error_message)
     if isinstance(err, DarajaError):
         code = err.error_code or f"HTTP {err.status_code}"
-        if err.status_code < 500 or err.error_code in _DEFINITE_500_CODES:
+        if err.status_code < 500:
+            return ("rejected", code, err.error_message)
+        message = err.error_message.lower()
+        if err.error_code == _REFUSED_500_CODE and any(m in message for m in _REFUSED_500_MESSAGES):
             return ("rejected", code, err.error_message)
         return None
     return None
@@ -204,6 +222,18 @@ class PaymentCreator:
 
     async def _push(self, payment: Payment) -> Payment:
         try:
+            return await self._push_and_record(payment)
+        except InvalidTransitionError as err:
+            # The payment moved on while the push was in flight (a callback adopted it, the
+            # reconciler recovered it): the ledger's state wins over this late answer.
+            log.info("payment %s: push answer arrived after %s; kept", payment.id, err.status)
+            current = await self._ledger.get_payment(payment.id)
+            if current is None:  # pragma: no cover - payments are never deleted
+                raise
+            return current
+
+    async def _push_and_record(self, payment: Payment) -> Payment:
+        try:
             response = await self._client.stk_push(
                 payment.phone,
                 payment.amount,
@@ -243,3 +273,55 @@ class PaymentCreator:
         return await self._ledger.mark_accepted(
             payment.id, response.checkout_request_id, response.merchant_request_id
         )
+
+
+async def adopt_orphan_callback(ledger: Ledger, parsed: ParsedStkCallback) -> Payment | None:
+    """Give a push whose answer was lost the CheckoutRequestID its callback reveals.
+
+    When the STK push times out, Daraja's answer (and its CheckoutRequestID) is lost; the
+    payment is ``unknown`` (or still ``created`` while the push waits) and cannot be
+    queried. Its callback still arrives, with an id we never recorded. If exactly one such
+    payment has the callback's amount and phone, it takes the id and becomes ``pending``;
+    the callback result itself is **not** applied: the reconciler's STK query, which asks
+    Daraja directly, settles the payment. So a forged callback can at most make the
+    gateway ask Daraja about an id that does not exist.
+
+    Returns:
+        The adopted payment (now ``pending``), or ``None`` when the callback is not a
+        success with amount and phone, or no single payment matches.
+    """
+    result = parsed.result
+    if not result.is_success or result.amount is None or result.phone is None:
+        return None
+    candidates: list[Payment] = []
+    for status in (PaymentStatus.UNKNOWN, PaymentStatus.CREATED):
+        page = await ledger.list_payments(status=status, limit=500)
+        candidates.extend(
+            p
+            for p in page.items
+            if p.checkout_request_id is None
+            and Decimal(p.amount) == Decimal(result.amount)
+            and phones_match(p.phone, result.phone)
+        )
+    if len(candidates) != 1:
+        if candidates:
+            log.warning(
+                "callback %s matches %d unsent-looking payments; not adopted",
+                parsed.checkout_request_id,
+                len(candidates),
+            )
+        return None
+    payment = candidates[0]
+    try:
+        adopted = await ledger.mark_accepted(
+            payment.id, parsed.checkout_request_id, parsed.merchant_request_id
+        )
+    except InvalidTransitionError:
+        return None
+    log.warning(
+        "payment %s: its push answer was lost; callback %s gave its CheckoutRequestID, "
+        "to be settled by query",
+        payment.id,
+        parsed.checkout_request_id,
+    )
+    return adopted
