@@ -306,8 +306,8 @@ def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
     if any(r < 0.5 for r in ratios.values()):
         section.notes.append(
             "Why below half the ceiling (a cProfile of `pesa serve` under this load on "
-            "PostgreSQL, 2026-11-29): about 5 SQL statements and 8 transaction commands "
-            "per callback, each a round trip; most of the remaining CPU in SQLAlchemy "
+            "PostgreSQL, at commit 13ec9c7): about 7 SQL statements and 4 transaction "
+            "commands per callback, each a round trip; most of the remaining CPU in SQLAlchemy "
             "statement construction and compilation and in FastAPI/Starlette's middleware "
             "stack; PostgreSQL runs on the same two cores. The server CPU column shows the "
             "gap per callback. What would close it: fewer round trips per callback (the "
