@@ -206,8 +206,10 @@ class TestApplied:
         types = [e["type"] for e in await events_of(api, payment["id"], at_least=2)]
         assert types == ["payment.pending", "payment.succeeded"]
         counts = await _callback_counts(ledger)
-        assert counts.get("applied") == 1
-        assert counts.get("duplicate") == 1
+        # Both deliveries are stored; at most one applied (none, on a machine slow enough
+        # for the reconciler's query to settle the payment before the first arrives).
+        assert counts.get("applied", 0) + counts.get("duplicate", 0) == 2, counts
+        assert counts.get("applied", 0) <= 1, counts
 
     async def test_lost_callback_is_settled_by_the_reconciler(self, api: httpx.AsyncClient) -> None:
         """254700000404: the callback never comes; the STK query settles the payment."""
@@ -298,3 +300,12 @@ class TestLostPushAnswer:
             assert adopted.id == lone.id
             assert adopted.status == "pending"
             assert adopted.receipt is None, "the callback is not applied, only its id"
+            masked_one, _ = await ledger.create_payment("d", "254711666004", 60, "R", "D")
+            await ledger.mark_unknown(masked_one.id, "read timeout")
+            masked = stk_callback_payload(
+                checkout_request_id="ws_CO_masked", amount=60, phone="2547****004"
+            )
+            parsed = parse_stk_callback_body(json.dumps(masked).encode())
+            adopted = await adopt_orphan_callback(ledger, parsed)
+            assert adopted is not None
+            assert adopted.id == masked_one.id

@@ -293,9 +293,14 @@ async def adopt_orphan_callback(ledger: Ledger, parsed: ParsedStkCallback) -> Pa
     result = parsed.result
     if not result.is_success or result.amount is None or result.phone is None:
         return None
+    try:
+        # A full number narrows the search in the database; a masked one cannot.
+        phone: str | None = normalize_msisdn(result.phone)
+    except ValidationError:
+        phone = None
     candidates: list[Payment] = []
     for status in (PaymentStatus.UNKNOWN, PaymentStatus.CREATED):
-        page = await ledger.list_payments(status=status, limit=500)
+        page = await ledger.list_payments(status=status, phone=phone, limit=500)
         candidates.extend(
             p
             for p in page.items
