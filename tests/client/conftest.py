@@ -109,7 +109,9 @@ class FakeDaraja:
                 queued = self.oauth_responses.pop(0)
                 if isinstance(queued, Exception):
                     raise queued
-                return queued  # type: ignore[no-any-return]
+                return httpx.Response(
+                    queued.status_code, headers=queued.headers, content=queued.content
+                )
             self.tokens_issued += 1
             token = f"tok-{self.tokens_issued}-c9SQxWWhmdVRlyh0zh8gZDTkubVF"
             self.valid_tokens.add(token)

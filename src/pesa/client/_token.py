@@ -24,7 +24,7 @@ from typing import Final, Protocol, runtime_checkable
 import anyio
 import httpx
 
-from pesa._exceptions import DarajaError, PesaError
+from pesa._exceptions import AuthenticationError, DarajaError, PesaError
 from pesa._logging import get_logger
 from pesa.daraja._errors import error_from_response, is_invalid_token
 from pesa.daraja._models import TokenResponse
@@ -243,11 +243,12 @@ class DarajaAuth(httpx.Auth):
         try:
             parsed = TokenResponse.model_validate_json(content)
         except ValueError as err:
+            # The body may hold a token: it stays out of the error.
             raise TokenFetchError(
-                error_from_response(
-                    response.status_code if response.status_code >= 400 else 502,
-                    content if content else b"",
-                    oauth=True,
+                AuthenticationError(
+                    response.status_code,
+                    None,
+                    "OAuth answered without a usable access_token and expires_in",
                 )
             ) from err
         lifetime = float(parsed.expires_in)
