@@ -1,0 +1,368 @@
+"""B2C, transaction status, account balance and reversal: acknowledgements and Results."""
+
+from __future__ import annotations
+
+import base64
+import re
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from pesa.emulator import EmulatorConfig
+
+from .conftest import FAST, ORG_SHORTCODE, PHONE, Daraja, DarajaFactory, Receiver, fake_credential
+
+B2C_V3 = "/mpesa/b2c/v3/paymentrequest"
+B2C_V1 = "/mpesa/b2c/v1/paymentrequest"
+STATUS = "/mpesa/transactionstatus/v1/query"
+BALANCE = "/mpesa/accountbalance/v1/query"
+REVERSAL = "/mpesa/reversal/v1/request"
+
+
+def _b2c(receiver: Receiver, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "OriginatorConversationID": "600997_Test_32et3241ed8yu",
+        "InitiatorName": "testapi",
+        "SecurityCredential": fake_credential(),
+        "CommandID": "BusinessPayment",
+        "Amount": 10,
+        "PartyA": 600997,
+        "PartyB": 254708374149,
+        "Remarks": "Refund 1234",
+        "QueueTimeOutURL": receiver.url("/timeout"),
+        "ResultURL": receiver.url("/result"),
+        "Occassion": "optional",
+    }
+    body.update(overrides)
+    return body
+
+
+def _params(result: dict[str, Any]) -> dict[str, Any]:
+    items = result["ResultParameters"]["ResultParameter"]
+    return {item["Key"]: item.get("Value") for item in items}
+
+
+async def test_b2c_v3_acknowledges_and_delivers_the_result(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    response = await daraja.post(B2C_V3, _b2c(receiver))
+    assert response.status_code == 200
+    ack = response.json()
+    assert ack["OriginatorConversationID"] == "600997_Test_32et3241ed8yu"
+    assert re.fullmatch(r"AG_\d{8}_[0-9a-f]{20}", ack["ConversationID"])
+    assert ack["ResponseCode"] == "0"
+    assert ack["ResponseDescription"] == "Accept the service request successfully."
+    [payload] = await receiver.wait_for("/result")
+    result = payload["Result"]
+    assert result["ResultType"] == 0
+    assert result["ResultCode"] == 0
+    assert result["ResultDesc"] == "The service request is processed successfully."
+    assert result["ConversationID"] == ack["ConversationID"]
+    assert result["OriginatorConversationID"] == ack["OriginatorConversationID"]
+    params = _params(result)
+    assert params["TransactionReceipt"] == result["TransactionID"]
+    assert params["TransactionAmount"] == 10
+    assert params["B2CRecipientIsRegisteredCustomer"] == "Y"
+    assert params["ReceiverPartyPublicName"].startswith(PHONE)
+    assert re.fullmatch(r"\d\d\.\d\d\.\d{4} \d\d:\d\d:\d\d", params["TransactionCompletedDateTime"])
+    assert params["B2CUtilityAccountAvailableFunds"] == 999_990.0
+    assert result["ReferenceData"]["ReferenceItem"] == {
+        "Key": "QueueTimeoutURL",
+        "Value": receiver.url("/timeout"),
+    }
+
+
+async def test_b2c_payments_reduce_the_balance_until_insufficient(
+    make_daraja: DarajaFactory, receiver: Receiver
+) -> None:
+    config = FAST.model_copy(update={"initial_utility_balance": 25})
+    async with make_daraja(config) as daraja:
+        for n, amount in enumerate([10, 10, 10]):
+            body = _b2c(receiver, OriginatorConversationID=f"oc-{n}", Amount=amount)
+            assert (await daraja.post(B2C_V3, body)).status_code == 200
+            await daraja.running.emulator.wait_idle()
+        codes = [p["Result"]["ResultCode"] for p in receiver.bodies("/result")]
+        assert codes == [0, 0, 1]
+        assert receiver.bodies("/result")[2]["Result"]["ResultDesc"] == (
+            "The balance is insufficient for the transaction."
+        )
+        assert "ResultParameters" not in receiver.bodies("/result")[2]["Result"]
+        assert daraja.running.emulator.balances(ORG_SHORTCODE)["Utility Account"] == 5
+
+
+async def test_duplicate_originator_conversation_id_is_refused(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    assert (await daraja.post(B2C_V3, _b2c(receiver))).status_code == 200
+    again = await daraja.post(B2C_V3, _b2c(receiver))
+    assert again.status_code == 500
+    assert again.json()["errorCode"] == "500.002.1001"
+    assert again.json()["errorMessage"] == "Duplicate OriginatorConversationID."
+
+
+async def test_b2c_v1_makes_its_own_originator_id(daraja: Daraja, receiver: Receiver) -> None:
+    body = _b2c(receiver)
+    del body["OriginatorConversationID"]
+    first = (await daraja.post(B2C_V1, body)).json()
+    second = (await daraja.post(B2C_V1, body)).json()
+    assert re.fullmatch(r"\d{4}-\d{9}-\d", first["OriginatorConversationID"])
+    assert first["OriginatorConversationID"] != second["OriginatorConversationID"]
+
+
+async def test_b2c_v3_requires_originator_conversation_id(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    body = _b2c(receiver)
+    del body["OriginatorConversationID"]
+    response = await daraja.post(B2C_V3, body)
+    assert response.status_code == 400
+    assert response.json()["errorMessage"] == "Bad Request - Invalid OriginatorConversationID"
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"InitiatorName": ""}, "InitiatorName"),
+        ({"CommandID": "Payout"}, "CommandID"),
+        ({"Amount": 9}, "Amount"),
+        ({"Amount": 250_001}, "Amount"),
+        ({"PartyA": 123456}, "PartyA"),
+        ({"PartyB": "0708374149"}, "PartyB"),
+        ({"Remarks": "x"}, "Remarks"),
+        ({"ResultURL": "ftp://x"}, "ResultURL"),
+        ({"QueueTimeOutURL": None}, "QueueTimeOutURL"),
+    ],
+)
+async def test_b2c_refuses_bad_fields(
+    daraja: Daraja, receiver: Receiver, overrides: dict[str, Any], field: str
+) -> None:
+    response = await daraja.post(B2C_V3, _b2c(receiver, **overrides))
+    assert response.status_code == 400
+    assert response.json()["errorMessage"] == f"Bad Request - Invalid {field}"
+
+
+async def test_malformed_credential_gives_result_2001(daraja: Daraja, receiver: Receiver) -> None:
+    body = _b2c(receiver, SecurityCredential=base64.b64encode(b"short").decode())
+    assert (await daraja.post(B2C_V3, body)).status_code == 200
+    [payload] = await receiver.wait_for("/result")
+    assert payload["Result"]["ResultCode"] == 2001
+    assert payload["Result"]["ResultDesc"] == "The initiator information is invalid."
+    assert payload["Result"]["TransactionID"] == "OAK0000000"
+
+
+def _encrypt(pem: bytes, password: str) -> str:
+    key = x509.load_pem_x509_certificate(pem).public_key()
+    assert isinstance(key, rsa.RSAPublicKey)
+    return base64.b64encode(key.encrypt(password.encode(), padding.PKCS1v15())).decode()
+
+
+async def test_strict_mode_decrypts_credentials_with_its_certificate(
+    make_daraja: DarajaFactory, receiver: Receiver
+) -> None:
+    config = FAST.model_copy(
+        update={"strict": True, "consumer_key": "key", "consumer_secret": "secret"}
+    )
+    async with make_daraja(config) as daraja:
+        pem = (await daraja.http.get("/__emulator__/certificate")).content
+        assert pem.startswith(b"-----BEGIN CERTIFICATE-----")
+        good = _encrypt(pem, "Safaricom999!*!")
+        wrong = _encrypt(pem, "Safaricom999")
+        await daraja.post(B2C_V3, _b2c(receiver, SecurityCredential=good))
+        await daraja.post(
+            B2C_V3, _b2c(receiver, OriginatorConversationID="2", SecurityCredential=wrong)
+        )
+        await daraja.post(
+            B2C_V3,
+            _b2c(receiver, OriginatorConversationID="3", SecurityCredential=fake_credential()),
+        )
+        await daraja.running.emulator.wait_idle()
+        by_id = {
+            p["Result"]["OriginatorConversationID"]: p["Result"] for p in receiver.bodies("/result")
+        }
+        assert by_id["600997_Test_32et3241ed8yu"]["ResultCode"] == 0
+        assert by_id["2"]["ResultCode"] == 2001
+        assert by_id["3"]["ResultCode"] == 2001
+
+
+async def test_timeout_rule_delivers_to_queue_timeout_url(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    daraja.running.emulator.add_rule(operation="b2c", callback="timeout")
+    await daraja.post(B2C_V3, _b2c(receiver))
+    [payload] = await receiver.wait_for("/timeout")
+    assert payload["Result"]["OriginatorConversationID"] == "600997_Test_32et3241ed8yu"
+    assert receiver.bodies("/result") == []
+    # Nothing was paid.
+    assert daraja.running.emulator.balances(ORG_SHORTCODE)["Utility Account"] == 1_000_000
+    [record] = daraja.running.emulator.callbacks("queue_timeout")
+    assert record.delivered
+
+
+async def test_rule_result_code_for_a_phone(daraja: Daraja, receiver: Receiver) -> None:
+    daraja.running.emulator.add_rule(operation="b2c", phone=PHONE, result_code="SFC_IC0003")
+    await daraja.post(B2C_V3, _b2c(receiver))
+    [payload] = await receiver.wait_for("/result")
+    assert payload["Result"]["ResultCode"] == "SFC_IC0003"
+    assert payload["Result"]["ResultDesc"] == "The operator does not exist."
+
+
+def _status(receiver: Receiver, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "Initiator": "testapi",
+        "SecurityCredential": fake_credential(),
+        "CommandID": "TransactionStatusQuery",
+        "TransactionID": "NEF61H8J60",
+        "PartyA": "600997",
+        "IdentifierType": "4",
+        "ResultURL": receiver.url("/status"),
+        "QueueTimeOutURL": receiver.url("/timeout"),
+        "Remarks": "OK",
+        "Occasion": "OK",
+    }
+    body.update(overrides)
+    return body
+
+
+async def test_transaction_status_of_a_b2c_payment_by_receipt_and_by_originator_id(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    await daraja.post(B2C_V3, _b2c(receiver))
+    [paid] = await receiver.wait_for("/result")
+    receipt = paid["Result"]["TransactionID"]
+    ack = await daraja.post(STATUS, _status(receiver, TransactionID=receipt))
+    assert ack.status_code == 200
+    assert ack.json()["ResponseCode"] == "0"
+    body = _status(receiver, OriginalConversationID="600997_Test_32et3241ed8yu")
+    del body["TransactionID"]
+    await daraja.post(STATUS, body)
+    first, second = await receiver.wait_for("/status", 2)
+    for payload in (first, second):
+        params = _params(payload["Result"])
+        assert payload["Result"]["ResultCode"] == 0
+        assert params["ReceiptNo"] == receipt
+        assert params["TransactionStatus"] == "Completed"
+        assert params["Amount"] == 10.0
+
+
+async def test_transaction_status_of_an_unknown_receipt_is_2032(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    await daraja.post(STATUS, _status(receiver))
+    [payload] = await receiver.wait_for("/status")
+    assert payload["Result"]["ResultCode"] == 2032
+    assert payload["Result"]["ResultDesc"] == "The transaction receipt number does not exist."
+
+
+async def test_transaction_status_needs_an_id(daraja: Daraja, receiver: Receiver) -> None:
+    body = _status(receiver)
+    del body["TransactionID"]
+    response = await daraja.post(STATUS, body)
+    assert response.status_code == 400
+    assert response.json()["errorMessage"] == "Bad Request - Invalid TransactionID"
+
+
+def _balance(receiver: Receiver, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "Initiator": "testapi",
+        "SecurityCredential": fake_credential(),
+        "CommandID": "AccountBalance",
+        "PartyA": ORG_SHORTCODE,
+        "IdentifierType": "4",
+        "Remarks": "ok",
+        "QueueTimeOutURL": receiver.url("/timeout"),
+        "ResultURL": receiver.url("/balance"),
+    }
+    body.update(overrides)
+    return body
+
+
+async def test_account_balance_reflects_b2c_payments(daraja: Daraja, receiver: Receiver) -> None:
+    await daraja.post(B2C_V3, _b2c(receiver, Amount=100))
+    await receiver.wait_for("/result")
+    await daraja.post(BALANCE, _balance(receiver))
+    [payload] = await receiver.wait_for("/balance")
+    params = _params(payload["Result"])
+    accounts = {part.split("|")[0]: part.split("|") for part in params["AccountBalance"].split("&")}
+    assert accounts["Utility Account"][1:3] == ["KES", "999900.00"]
+    assert accounts["Working Account"][2] == "700000.00"
+    assert re.fullmatch(r"\d{14}", str(params["BOCompletedTime"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [({"CommandID": "Balance"}, "CommandID"), ({"IdentifierType": "1"}, "IdentifierType")],
+)
+async def test_account_balance_refuses_bad_fields(
+    daraja: Daraja, receiver: Receiver, overrides: dict[str, Any], field: str
+) -> None:
+    response = await daraja.post(BALANCE, _balance(receiver, **overrides))
+    assert response.status_code == 400
+    assert response.json()["errorMessage"] == f"Bad Request - Invalid {field}"
+
+
+def _reversal(receiver: Receiver, receipt: str, **overrides: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "Initiator": "testapi",
+        "SecurityCredential": fake_credential(),
+        "CommandID": "TransactionReversal",
+        "TransactionID": receipt,
+        "Amount": "10",
+        "ReceiverParty": ORG_SHORTCODE,
+        "RecieverIdentifierType": "11",
+        "ResultURL": receiver.url("/reversal"),
+        "QueueTimeOutURL": receiver.url("/timeout"),
+        "Remarks": "Payment reversal",
+        "Occasion": "optional",
+    }
+    body.update(overrides)
+    return body
+
+
+async def test_reversal_of_a_c2b_payment_then_again(
+    make_daraja: DarajaFactory, receiver: Receiver
+) -> None:
+    async with make_daraja(EmulatorConfig(result_delay=0, c2b_validation=False)) as daraja:
+        await daraja.post(
+            "/mpesa/c2b/v1/registerurl",
+            {
+                "ShortCode": ORG_SHORTCODE,
+                "ResponseType": "Completed",
+                "ConfirmationURL": receiver.url("/confirm"),
+                "ValidationURL": receiver.url("/validate"),
+            },
+        )
+        await daraja.post(
+            "/mpesa/c2b/v1/simulate",
+            {
+                "ShortCode": ORG_SHORTCODE,
+                "CommandID": "CustomerPayBillOnline",
+                "Amount": 10,
+                "Msisdn": PHONE,
+                "BillRefNumber": "A1",
+            },
+        )
+        [confirmation] = await receiver.wait_for("/confirm")
+        receipt = confirmation["TransID"]
+        await daraja.post(REVERSAL, _reversal(receiver, receipt))
+        await daraja.running.emulator.wait_idle()
+        await daraja.post(REVERSAL, _reversal(receiver, receipt))
+        await daraja.post(REVERSAL, _reversal(receiver, "PDU91HIVIT"))
+        first, second, third = await receiver.wait_for("/reversal", 3)
+        assert first["Result"]["ResultCode"] == 0
+        assert _params(first["Result"])["OriginalTransactionID"] == receipt
+        assert second["Result"]["ResultCode"] == "R000001"
+        assert third["Result"]["ResultCode"] == "R000002"
+        assert third["Result"]["ResultDesc"] == "The OriginalTransactionID is invalid."
+        assert daraja.running.emulator.balances(ORG_SHORTCODE)["Utility Account"] == 1_000_000
+
+
+async def test_reversal_with_correctly_spelt_field_is_refused(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    body = _reversal(receiver, "PDU91HIVIT")
+    body["ReceiverIdentifierType"] = body.pop("RecieverIdentifierType")
+    response = await daraja.post(REVERSAL, body)
+    assert response.status_code == 400
+    assert response.json()["errorMessage"] == "Bad Request - Invalid RecieverIdentifierType"
