@@ -147,3 +147,69 @@ async def test_event_write_failure_rolls_back_the_transition(
     assert row["outcome"] == "error"
     assert row["body"] == stk_callback("ws_CO_1")
     assert row["checkout_request_id"] == "ws_CO_1"
+
+
+@pytest.mark.postgres
+async def test_the_event_feed_never_skips_an_event_committed_out_of_order(
+    ledger: Ledger, backend: str
+) -> None:
+    """seq 6 commits while seq 5 is in flight: a cursor taken then must still see seq 5.
+
+    T_old gets its transaction id first but inserts its event last (higher seq); T_new
+    inserts first (lower seq) and commits last. Ordering by seq alone would hand out a
+    cursor past T_new's event before it is visible, and the poller would never see it.
+    """
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises writers: seq order is commit order there")
+    payment, _ = await ledger.create_payment(None, PHONE, 10, "INV", "Order")
+    start = (await ledger.list_events()).next_cursor
+    insert_event = text(
+        "INSERT INTO payment_events (id, payment_id, type, payload, created_at) "
+        "VALUES (:id, :pid, 'payment.test', '{}', now()) RETURNING seq"
+    )
+    engine = create_async_engine(ledger.engine.url)
+    try:
+        async with engine.connect() as old, engine.connect() as new:
+            await old.begin()
+            await new.begin()
+            # T_old takes its transaction id first...
+            await old.execute(text("SELECT pg_current_xact_id()"))
+            await new.execute(text("SELECT pg_current_xact_id()"))
+            # ...but T_new inserts first (lower seq) and stays open.
+            seq_new = (
+                await new.execute(insert_event, {"id": "evt_new", "pid": payment.id})
+            ).scalar_one()
+            seq_old = (
+                await old.execute(insert_event, {"id": "evt_old", "pid": payment.id})
+            ).scalar_one()
+            assert seq_new < seq_old
+            await old.commit()
+            seen = await ledger.list_events(after=start)
+            assert [e.id for e in seen.items] == ["evt_old"]
+            await new.commit()
+            later = await ledger.list_events(after=seen.next_cursor)
+            assert [e.id for e in later.items] == ["evt_new"]
+    finally:
+        await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_the_event_feed_hides_events_behind_a_running_transaction(
+    ledger: Ledger, backend: str
+) -> None:
+    if backend != "postgresql":
+        pytest.skip("SQLite serialises writers: seq order is commit order there")
+    payment, _ = await ledger.create_payment(None, PHONE, 10, "INV", "Order")
+    engine = create_async_engine(ledger.engine.url)
+    try:
+        async with engine.connect() as running:
+            await running.begin()
+            await running.execute(text("SELECT pg_current_xact_id()"))
+            await ledger.mark_accepted(payment.id, "ws_CO_1", None)
+            hidden = await ledger.list_events()
+            assert hidden.items == []
+            await running.rollback()
+        shown = await ledger.list_events()
+        assert [e.type for e in shown.items] == ["payment.pending"]
+    finally:
+        await engine.dispose()

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from pesa.daraja import lookup_code
 from pesa.ledger import (
     TERMINAL_STATUSES,
     Accepted,
@@ -23,6 +25,7 @@ from pesa.ledger import (
     StkResult,
     decide,
     phones_match,
+    stk_code,
 )
 
 PHONE = "254708374149"
@@ -155,14 +158,42 @@ def test_rejected_keeps_darajas_code_and_message() -> None:
     assert decision.changes["failure_reason"] == "Bad Request - Invalid PhoneNumber"
 
 
+@dataclass(frozen=True)
+class Code:
+    meaning: str
+    final: bool = True
+    known: bool = True
+
+
+CATALOGUE = {"1032": Code("The customer cancelled the prompt")}
+
+
+def lookup(code: str) -> Code:
+    return CATALOGUE.get(code, Code(f"unknown code {code}", final=False, known=False))
+
+
 def test_failure_reason_comes_from_the_catalogue_when_it_knows_the_code() -> None:
-    catalogue = {"1032": "The customer cancelled the prompt"}
-    decision = decide(STATES["pending"], INPUTS["failure"], meaning=catalogue.get)
+    decision = decide(STATES["pending"], INPUTS["failure"], lookup=lookup)
     assert decision.changes["failure_reason"] == "The customer cancelled the prompt"
     assert decision.changes["result_code"] == "1032"
 
 
-def test_failure_reason_falls_back_to_result_desc_for_an_unknown_code() -> None:
+def test_the_real_catalogue_fits_the_lookup_protocol() -> None:
+    decision = decide(
+        STATES["pending"], StkResult("1037", "No response from user."), lookup=stk_code
+    )
+    assert decision.changes["failure_reason"] == lookup_code("1037").meaning
+
+
+@pytest.mark.parametrize("start", ["pending", "unknown"])
+def test_a_code_the_catalogue_calls_not_final_leaves_the_payment_open(start: str) -> None:
+    decision = decide(STATES[start], StkResult("4999", "Something odd"), lookup=lookup)
+    assert decision.kind is K.NOOP
+    assert decision.status is STATES[start].status
+    assert "verify" in decision.detail
+
+
+def test_without_a_catalogue_the_reason_is_darajas_result_desc() -> None:
     decision = decide(STATES["pending"], StkResult("4999", "Something odd"))
     assert decision.changes["failure_reason"] == "Something odd"
     assert decide(STATES["pending"], StkResult("4999")).changes["failure_reason"] == (

@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import func, select, text
 
 from pesa import ValidationError
+from pesa.daraja import lookup_code
 from pesa.ledger import (
     IdempotencyConflictError,
     InvalidTransitionError,
@@ -213,22 +214,32 @@ class TestCallbacks:
         assert outcome.payment is not None
         assert outcome.payment.status is PaymentStatus.FAILED
         assert outcome.payment.result_code == "1032"
-        assert outcome.payment.failure_reason == "Request cancelled by user"
+        assert outcome.payment.failure_reason == lookup_code("1032").meaning
+        assert outcome.payment.result_desc == "Request cancelled by user"
 
-    async def test_catalogue_meaning_is_used_for_the_failure_reason(
-        self, database_url: str, clock: ManualClock
+    async def test_failure_reason_is_the_catalogue_meaning(self, ledger: Ledger) -> None:
+        await pending(ledger)
+        outcome = await ledger.ingest_stk_callback(stk_callback("ws_CO_1", 1037), source_ip=None)
+        assert outcome.payment is not None
+        assert outcome.payment.failure_reason == lookup_code("1037").meaning
+
+    async def test_an_unknown_result_code_is_stored_but_left_for_the_reconciler(
+        self, ledger: Ledger
     ) -> None:
-        ledger = await Ledger.open(database_url, clock=clock, meaning={"1037": "unreachable"}.get)
-        try:
-            await ledger.migrate()
-            await pending(ledger)
-            outcome = await ledger.ingest_stk_callback(
-                stk_callback("ws_CO_1", 1037), source_ip=None
-            )
-            assert outcome.payment is not None
-            assert outcome.payment.failure_reason == "unreachable"
-        finally:
-            await ledger.close()
+        payment = await pending(ledger)
+        outcome = await ledger.ingest_stk_callback(stk_callback("ws_CO_1", 4999), source_ip=None)
+        assert outcome.status == "ignored"
+        assert "verify" in outcome.detail
+        assert await ledger.get_payment(payment.id) == payment
+        assert await count(ledger, callbacks, callbacks.c.outcome == "ignored") == 1
+
+    async def test_a_success_without_a_receipt_is_invalid(self, ledger: Ledger) -> None:
+        payment = await pending(ledger)
+        outcome = await ledger.ingest_stk_callback(
+            stk_callback("ws_CO_1", receipt=None), source_ip=None
+        )
+        assert outcome.status == "invalid"
+        assert await ledger.get_payment(payment.id) == payment
 
     async def test_duplicate_callback_is_stored_but_applied_once(self, ledger: Ledger) -> None:
         payment = await pending(ledger)
@@ -361,7 +372,9 @@ class TestEventsAndDeliveries:
         assert body["id"] == event.id and event.id.startswith("evt_")
         assert body["type"] == "payment.pending"
         assert body["data"]["payment"] == payment.to_dict()
-        assert page.next_cursor == str(event.seq)
+        assert page.next_cursor == event.cursor
+        assert (await ledger.list_events(after=event.seq)).items == []
+        assert (await ledger.list_events(after=0)).items == [event]
 
     async def test_events_page_with_a_cursor(self, ledger: Ledger) -> None:
         for n in range(3):
@@ -374,8 +387,9 @@ class TestEventsAndDeliveries:
         assert empty.items == [] and empty.next_cursor == second.next_cursor
         seqs = [e.seq for e in first.items + second.items]
         assert seqs == sorted(seqs)
-        with pytest.raises(ValidationError):
-            await ledger.list_events(after="abc")
+        for bad in ("abc", "1:x", 999):
+            with pytest.raises(ValidationError):
+                await ledger.list_events(after=bad)
 
     async def test_one_delivery_per_event_per_endpoint(
         self, database_url: str, clock: ManualClock

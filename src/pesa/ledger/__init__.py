@@ -11,7 +11,7 @@
 See ``docs/ledger.md`` for the lifecycle, the tables and the guarantees.
 """
 
-from pesa.ledger._callbacks import parse_stk_callback_body
+from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
 from pesa.ledger._engine import async_url, create_engine
 from pesa.ledger._errors import (
     IdempotencyConflictError,
@@ -19,11 +19,13 @@ from pesa.ledger._errors import (
     LedgerError,
     PaymentNotFoundError,
 )
-from pesa.ledger._ledger import Clock, Ledger, normalize_phone
+from pesa.ledger._ledger import Clock, Ledger
 from pesa.ledger._migrate import current_revision, head_revision
 from pesa.ledger._states import (
     TERMINAL_STATUSES,
     Accepted,
+    CodeInfo,
+    CodeLookup,
     Decision,
     DecisionKind,
     EventType,
@@ -58,6 +60,8 @@ __all__ = [
     "CallbackOutcome",
     "CallbackStatus",
     "Clock",
+    "CodeInfo",
+    "CodeLookup",
     "Decision",
     "DecisionKind",
     "Delivery",
@@ -88,7 +92,7 @@ __all__ = [
     "decide",
     "head_revision",
     "mismatch_reasons",
-    "normalize_phone",
     "parse_stk_callback_body",
     "phones_match",
+    "stk_code",
 ]

@@ -64,7 +64,10 @@ def create_engine(url: str | URL, **options: Any) -> AsyncEngine:
     target = async_url(url)
     if target.get_backend_name() == "sqlite":
         return _sqlite_engine(target, **options)
-    options.setdefault("pool_pre_ping", True)
+    # No pool_pre_ping by default: it costs a round trip on every checkout, i.e. on every
+    # callback. A connection dropped by a server restart fails one transaction, after which
+    # SQLAlchemy invalidates the pool; pass engine_options={"pool_pre_ping": True} to trade
+    # that round trip for never seeing it.
     return create_async_engine(target, **options)
 
 

@@ -12,20 +12,31 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import Row, func, insert, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    ColumnElement,
+    Row,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from pesa._exceptions import InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, mask_phone, redact
+from pesa.daraja import normalize_msisdn
 from pesa.ledger import _migrate
-from pesa.ledger._callbacks import parse_stk_callback_body
+from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
 from pesa.ledger._engine import BEGIN_MODE, create_engine
 from pesa.ledger._errors import (
     IdempotencyConflictError,
@@ -36,6 +47,7 @@ from pesa.ledger._ids import new_id
 from pesa.ledger._schema import callbacks, payment_events, payments, webhook_deliveries
 from pesa.ledger._states import (
     Accepted,
+    CodeLookup,
     Decision,
     DecisionKind,
     Expired,
@@ -59,7 +71,7 @@ from pesa.ledger._types import (
     StkCallbackParser,
 )
 
-__all__ = ["Clock", "Ledger", "normalize_phone"]
+__all__ = ["Clock", "Ledger"]
 
 log = get_logger("pesa.ledger")
 
@@ -68,36 +80,18 @@ _T = TypeVar("_T")
 Clock = Callable[[], datetime]
 """Returns the current time as an aware datetime."""
 
+# The oldest transaction still running, as a bigint comparable with payment_events.txid.
+_PG_SNAPSHOT_XMIN: ColumnElement[int] = literal_column(
+    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint", BigInteger
+)
+
 _MAX_RETRIES = 5
 _MAX_PAGE = 500
 _MAX_ERROR_TEXT = 1000
-_PHONE = re.compile(r"^(?:\+?254|0)?([17]\d{8})$")
 
 
 def _utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-def _no_catalogue(code: str) -> str | None:  # noqa: ARG001 - the default knows no codes
-    return None
-
-
-def normalize_phone(phone: str, *, field: str = "phone") -> str:
-    """Return a Safaricom number as 12 digits (``2547XXXXXXXX`` / ``2541XXXXXXXX``).
-
-    Accepts ``07…``, ``01…``, ``7…``, ``1…``, ``254…`` and ``+254…`` with spaces or dashes.
-
-    Raises:
-        ValidationError: anything else (never "keeps the last nine digits").
-    """
-    if not isinstance(phone, str):
-        raise ValidationError(field, "must be a string", type(phone).__name__)
-    match = _PHONE.match(re.sub(r"[\s-]", "", phone))
-    if match is None:
-        raise ValidationError(
-            field, "must be a Safaricom number like 2547XXXXXXXX or 07XXXXXXXX", mask_phone(phone)
-        )
-    return "254" + match.group(1)
 
 
 def _request_hash(phone: str, amount: int, reference: str, description: str, metadata: Any) -> str:
@@ -150,6 +144,7 @@ def _row_to_event(row: Row[Any]) -> Event:
         payment_id=m["payment_id"],
         created_at=m["created_at"],
         payload=m["payload"].encode(),
+        txid=int(m["txid"]),
     )
 
 
@@ -194,7 +189,9 @@ class Ledger:
         webhook_endpoints: one delivery row is written per event per endpoint.
         clock: returns the current aware datetime (injectable for tests).
         parse: parses raw STK callback bodies.
-        meaning: the result-code catalogue (code → meaning) used for ``failure_reason``.
+        lookup: the result-code catalogue (default :func:`pesa.daraja.lookup_code` for STK):
+            a known code's meaning becomes ``failure_reason``; a code it calls not final
+            (an unknown code) leaves the payment open for the reconciler to verify.
     """
 
     def __init__(
@@ -204,13 +201,13 @@ class Ledger:
         webhook_endpoints: Sequence[str] = (),
         clock: Clock = _utc_now,
         parse: StkCallbackParser = parse_stk_callback_body,
-        meaning: Callable[[str], str | None] = _no_catalogue,
+        lookup: CodeLookup = stk_code,
     ) -> None:
         self._engine = engine
         self._endpoints = tuple(dict.fromkeys(webhook_endpoints))
         self._clock = clock
         self._parse = parse
-        self._meaning = meaning
+        self._lookup = lookup
         self._postgres = engine.dialect.name == "postgresql"
 
     @classmethod
@@ -221,7 +218,7 @@ class Ledger:
         webhook_endpoints: Sequence[str] = (),
         clock: Clock = _utc_now,
         parse: StkCallbackParser = parse_stk_callback_body,
-        meaning: Callable[[str], str | None] = _no_catalogue,
+        lookup: CodeLookup = stk_code,
         engine_options: Mapping[str, Any] | None = None,
     ) -> Ledger:
         """Open the ledger at ``url`` (``sqlite:///pesa.db``, ``postgresql://...``).
@@ -238,7 +235,7 @@ class Ledger:
             webhook_endpoints=webhook_endpoints,
             clock=clock,
             parse=parse,
-            meaning=meaning,
+            lookup=lookup,
         )
 
     @property
@@ -304,7 +301,7 @@ class Ledger:
             not isinstance(idempotency_key, str) or not 1 <= len(idempotency_key) <= 255
         ):
             raise ValidationError("idempotency_key", "must be a string of 1 to 255 characters")
-        number = normalize_phone(phone)
+        number = normalize_msisdn(phone)
         if isinstance(amount, bool) or not isinstance(amount, int):
             raise ValidationError(
                 "amount", "must be an integer number of shillings", type(amount).__name__
@@ -442,7 +439,7 @@ class Ledger:
         self, conn: AsyncConnection, current: Payment, event: LedgerInput
     ) -> tuple[Decision, Payment]:
         """Decide and, if applied, write the row, its events and deliveries (no commit)."""
-        decision = decide(_state(current), event, meaning=self._meaning)
+        decision = decide(_state(current), event, lookup=self._lookup)
         if not decision.applied:
             return decision, current
         now = self._now()
@@ -799,7 +796,7 @@ class Ledger:
                 allowed = ", ".join(s.value for s in PaymentStatus)
                 raise ValidationError("status", f"must be one of {allowed}", status) from err
         if phone is not None:
-            query = query.where(payments.c.phone == normalize_phone(phone))
+            query = query.where(payments.c.phone == normalize_msisdn(phone))
         for name, value in (("created_from", created_from), ("created_to", created_to)):
             if value is not None and value.tzinfo is None:
                 raise ValidationError(name, "must be timezone-aware", value.isoformat())
@@ -817,27 +814,56 @@ class Ledger:
     async def list_events(
         self, *, after: int | str | None = None, limit: int = 100, payment_id: str | None = None
     ) -> Page[Event]:
-        """Events in outbox order after the cursor ``after`` (an event's ``seq``).
+        """Events in outbox order, after the cursor ``after``.
 
-        ``next_cursor`` is always where to resume (the last ``seq`` returned, or ``after``).
+        Pass back ``page.next_cursor`` (an opaque string); it is always where to resume, so
+        polling with it later never skips nor repeats an event. A bare integer is accepted
+        too, as the ``seq`` of the last event seen.
+
+        Only events whose transactions are settled are shown: on PostgreSQL an event whose
+        transaction is older than one still running waits until that one ends, because the
+        feed is ordered by (transaction, seq) rather than by insert order alone.
 
         Raises:
-            ValidationError: a cursor that is not an integer, or a bad limit.
+            ValidationError: a malformed or unknown cursor, or a bad limit.
         """
         _check_limit(limit, 1000)
-        position = 0
-        if after is not None:
-            try:
-                position = int(after)
-            except ValueError as err:
-                raise ValidationError("after", "must be an event seq (an integer)", after) from err
-        query = select(payment_events).where(payment_events.c.seq > position)
+        position = await self._event_position(after)
+        query = select(payment_events).where(
+            tuple_(payment_events.c.txid, payment_events.c.seq) > tuple_(*position)
+        )
+        if self._postgres:
+            query = query.where(payment_events.c.txid < _PG_SNAPSHOT_XMIN)
         if payment_id is not None:
             query = query.where(payment_events.c.payment_id == payment_id)
-        rows = await self._select(query.order_by(payment_events.c.seq).limit(limit + 1))
+        order = (payment_events.c.txid, payment_events.c.seq)
+        rows = await self._select(query.order_by(*order).limit(limit + 1))
         items = [_row_to_event(row) for row in rows[:limit]]
-        cursor = str(items[-1].seq) if items else (None if after is None else str(position))
+        if items:
+            cursor: str | None = items[-1].cursor
+        else:
+            cursor = None if after is None else f"{position[0]}:{position[1]}"
         return Page(items, cursor, len(rows) > limit)
+
+    async def _event_position(self, after: int | str | None) -> tuple[int, int]:
+        if after is None:
+            return (-1, 0)
+        text_value = str(after).strip()
+        try:
+            if ":" in text_value:
+                txid, seq = text_value.split(":", 1)
+                return (int(txid), int(seq))
+            seq_only = int(text_value)
+        except ValueError as err:
+            raise ValidationError("after", "must be a cursor from list_events", after) from err
+        rows = await self._select(
+            select(payment_events.c.txid).where(payment_events.c.seq == seq_only)
+        )
+        if not rows:
+            if seq_only == 0:
+                return (-1, 0)
+            raise ValidationError("after", "no event has this seq", seq_only)
+        return (int(rows[0][0]), seq_only)
 
     async def get_event(self, event_id: str) -> Event | None:
         """The event with this id (``evt_...``), or ``None``."""
@@ -998,6 +1024,7 @@ _PAYMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(Payment))
 def _callback_status(decision: Decision) -> CallbackStatus:
     if decision.kind is DecisionKind.APPLIED:
         return "applied"
-    if decision.kind in (DecisionKind.DUPLICATE, DecisionKind.NOOP):
+    if decision.kind is DecisionKind.DUPLICATE:
         return "duplicate"
+    # NOOP (a result code that is not final) and IGNORED: stored, nothing changed.
     return "ignored"

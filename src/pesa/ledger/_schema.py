@@ -26,6 +26,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 
 __all__ = [
@@ -118,6 +119,10 @@ payment_events = Table(
     Column("type", String(32), nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # The writing transaction (PostgreSQL's pg_current_xact_id(), filled by the database;
+    # 0 on SQLite): the event feed orders by (txid, seq). See migration 0002.
+    Column("txid", BigInteger, nullable=False, server_default=text("0")),
+    Index("ix_payment_events_txid_seq", "txid", "seq"),
 )
 
 callbacks = Table(

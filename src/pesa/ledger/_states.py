@@ -21,10 +21,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from enum import StrEnum
-from typing import Any, Literal, TypeAlias
+from typing import Any, Literal, Protocol, TypeAlias
 
 __all__ = [
     "Accepted",
+    "CodeInfo",
     "Decision",
     "DecisionKind",
     "EventType",
@@ -37,6 +38,7 @@ __all__ = [
     "StillPending",
     "StkResult",
     "TERMINAL_STATUSES",
+    "CodeLookup",
     "decide",
     "mismatch_reasons",
     "phones_match",
@@ -196,8 +198,29 @@ class Decision:
         return self.kind is DecisionKind.APPLIED
 
 
-def _no_catalogue(code: str) -> str | None:  # noqa: ARG001 - the default knows no codes
-    return None
+class CodeInfo(Protocol):
+    """What the state machine needs from a result-code catalogue entry.
+
+    :class:`pesa.daraja.ResultCode` (from :func:`pesa.daraja.lookup_code`) fits.
+    """
+
+    @property
+    def meaning(self) -> str:
+        """What the code means (becomes the payment's ``failure_reason``)."""
+        ...
+
+    @property
+    def final(self) -> bool:
+        """Whether the outcome can no longer change (unknown codes are not final)."""
+        ...
+
+    @property
+    def known(self) -> bool:
+        """Whether the catalogue knows the code."""
+        ...
+
+
+CodeLookup: TypeAlias = Callable[[str], CodeInfo]
 
 
 # -- the rules --------------------------------------------------------------------------
@@ -207,15 +230,18 @@ def decide(
     state: PaymentState,
     event: LedgerInput,
     *,
-    meaning: Callable[[str], str | None] = _no_catalogue,
+    lookup: CodeLookup | None = None,
 ) -> Decision:
     """Decide what ``event`` does to a payment in ``state``.
 
     Args:
         state: the payment as currently stored.
         event: the input (accepted, rejected, unknown, a result, still pending, expired).
-        meaning: the result-code catalogue (``"1032"`` → ``"Request cancelled by user"``);
-            used for ``failure_reason``. Unknown codes fall back to Daraja's ``ResultDesc``.
+        lookup: the result-code catalogue (``"1032"`` → its meaning and finality). A known
+            code's meaning becomes ``failure_reason``; otherwise Daraja's ``ResultDesc`` is
+            used. A non-zero code the catalogue says is not final (an unknown code) does not
+            fail the payment: the decision is ``NOOP`` and the reconciler verifies by query.
+            Without a catalogue every non-zero code is final.
 
     Returns:
         A :class:`Decision`. It never raises for a valid input type: an input that does not
@@ -239,7 +265,7 @@ def decide(
             return Decision(DecisionKind.DUPLICATE, status, detail="already unknown")
         return Decision(DecisionKind.IGNORED, status, detail=f"outcome unknown while {status}")
     if isinstance(event, StkResult):
-        return _on_result(state, event, meaning)
+        return _on_result(state, event, lookup)
     if isinstance(event, StillPending):
         if status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN):
             return Decision(DecisionKind.NOOP, status, detail="still being processed")
@@ -306,15 +332,23 @@ def _on_rejected(state: PaymentState, event: Rejected) -> Decision:
     return Decision(DecisionKind.IGNORED, status, detail=f"rejection while {status}")
 
 
-def _on_result(
-    state: PaymentState, result: StkResult, meaning: Callable[[str], str | None]
-) -> Decision:
+def _on_result(state: PaymentState, result: StkResult, lookup: CodeLookup | None) -> Decision:
     status = state.status
     code = result.result_code.strip()
     if status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN):
         if result.is_success:
             return _succeed(state, result, (EventType.SUCCEEDED,), "paid")
-        reason = meaning(code) or result.result_desc or f"result code {code}"
+        info = None if lookup is None else lookup(code)
+        if info is not None and not info.final:
+            # "For unknown codes verify with Transaction Status before telling the customer
+            # money was not taken" (REFERENCE §10.2): keep it open, let a query settle it.
+            return Decision(
+                DecisionKind.NOOP,
+                status,
+                detail=f"result code {code} is not final ({info.meaning}); verify by query",
+            )
+        known = info.meaning if info is not None and info.known else None
+        reason = known or result.result_desc or f"result code {code}"
         return Decision(
             DecisionKind.APPLIED,
             PaymentStatus.FAILED,

@@ -115,7 +115,7 @@ class Event:
     """One outbox event (``payment.succeeded``, ...), written with its transition.
 
     Attributes:
-        seq: the integer position in the outbox (the ``list_events`` cursor).
+        seq: the integer position in the outbox (unique, increasing per insert).
         id: the stable public id (``evt_...``), the same on every redelivery.
         payload: the exact JSON bytes to deliver (and to sign): ``{"id", "type",
             "created_at", "data": {"payment": {...}}}``.
@@ -127,6 +127,12 @@ class Event:
     payment_id: str
     created_at: datetime
     payload: bytes
+    txid: int = 0
+
+    @property
+    def cursor(self) -> str:
+        """The ``list_events`` cursor that resumes right after this event."""
+        return f"{self.txid}:{self.seq}"
 
     def to_dict(self) -> dict[str, Any]:
         """The event as a JSON object (the decoded ``payload``)."""
