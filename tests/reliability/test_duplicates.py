@@ -8,6 +8,7 @@ import random
 from collections import Counter
 
 import httpx
+import pytest
 
 from pesa.gateway import DispatcherOptions, WebhookDispatcher, delivery_endpoints
 from pesa.ledger import Event, Ledger, PaymentStatus
@@ -26,6 +27,7 @@ from ._harness import (
 from ._report import Recorder
 
 SCENARIO = "1. Duplicates"
+pytestmark = pytest.mark.timeout(size(180, 3_600))
 DUPLICATED_SHARE = 0.3
 # What the customers do: mostly pay, some cancel, some lack funds, some never answer.
 FAILURES = [(1032, "Request cancelled by user"), (1, "The balance is insufficient"), (1037, "")]
