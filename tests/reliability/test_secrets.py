@@ -1,0 +1,377 @@
+"""Scenario 6: with pesa's logger at DEBUG, no log line carries a secret or a full phone.
+
+Every secret is unique to this test (consumer secret, passkey, initiator password, the STK
+``Password`` derived from the passkey, the encrypted SecurityCredential, every access token
+the emulator issued, the webhook secret) so a hit can only be a leak. Phones are scanned in
+the ``2547…``, ``07…`` and ``7…`` spellings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from pesa import AsyncDaraja, Daraja, DarajaError
+from pesa.emulator import EmulatorConfig, EmulatorControl
+from pesa.gateway import (
+    DispatcherOptions,
+    Reconciler,
+    ReconcilerOptions,
+    WebhookDispatcher,
+)
+from pesa.ledger import Ledger
+from pesa.testing import serve_emulator
+
+from ._harness import WEBHOOK_SECRET, CallbackSink, WebhookSink, free_port, serve_asgi
+from ._report import Recorder
+
+SCENARIO = "6. Secrets in logs"
+CONSUMER_KEY = "rel-consumer-key-7d1c"
+CONSUMER_SECRET = "RelConsumerSecret9f3b21c7e0"
+PASSKEY = "5e0c1b2a9d8f7e6d5c4b3a29181716151413121110f0e0d0c0b0a09080706050"
+INITIATOR = "relapi"
+INITIATOR_PASSWORD = "RelInitiator!Pass#4821"
+SHORTCODE = "174379"
+ORG_SHORTCODE = "600000"
+PHONES = ["254722860741", "254733194527", "254745613308", "254768240915"]
+DUPLICATED, DROPPED, CANCELLED = PHONES[1], PHONES[2], PHONES[3]
+
+pytestmark = pytest.mark.timeout(180)
+
+
+class Capture(logging.Handler):
+    """Keeps every formatted record (message, and traceback when there is one)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.extend(self.format(record).splitlines())
+
+
+@contextlib.contextmanager
+def debug_logs() -> Iterator[Capture]:
+    """pesa's logger at DEBUG, as ``PESA_LOG=debug`` sets it, captured."""
+    pesa = logging.getLogger("pesa")
+    capture = Capture()
+    level = pesa.level
+    pesa.addHandler(capture)
+    pesa.setLevel(logging.DEBUG)
+    try:
+        yield capture
+    finally:
+        pesa.removeHandler(capture)
+        pesa.setLevel(level)
+
+
+def phone_spellings(phone: str) -> list[str]:
+    local = phone[3:]
+    return [phone, f"0{local}", f"+{phone}"] + ([local] if len(local) == 9 else [])
+
+
+def scan(lines: list[str], secrets: dict[str, str]) -> list[str]:
+    """Each (line, secret name) where a secret appears."""
+    hits = []
+    for line in lines:
+        for name, value in secrets.items():
+            if value and value in line:
+                hits.append(f"{name}: {line[:160]}")
+    return hits
+
+
+def result_sink() -> Starlette:
+    async def accept(request: Request) -> Response:
+        await request.body()
+        return JSONResponse({"ResultCode": 0, "ResultDesc": "Accepted"})
+
+    return Starlette(routes=[Route("/{path:path}", accept, methods=["POST"])])
+
+
+def oauth_tokens(requests: list[object]) -> list[str]:
+    tokens = []
+    for request in requests:
+        response = getattr(request, "response", None)
+        if isinstance(response, dict) and "access_token" in response:
+            tokens.append(str(response["access_token"]))
+    return tokens
+
+
+def stk_passwords(requests: list[object]) -> list[str]:
+    found = []
+    for request in requests:
+        body = getattr(request, "body", None)
+        if isinstance(body, dict):
+            for key in ("Password", "SecurityCredential"):
+                if isinstance(body.get(key), str):
+                    found.append(body[key])
+    return found
+
+
+async def test_debug_logs_of_client_emulator_ledger_and_workers_hold_no_secret(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    config = EmulatorConfig(
+        strict=True,
+        consumer_key=CONSUMER_KEY,
+        consumer_secret=CONSUMER_SECRET,
+        passkeys={SHORTCODE: PASSKEY},
+        initiators={INITIATOR: INITIATOR_PASSWORD},
+        stk_delay=0.1,
+        result_delay=0.05,
+        key_dir=tmp_path / "keys",
+        seed=6,
+    )
+    with debug_logs() as capture:
+        async with serve_emulator(config) as running:
+            daraja = running.emulator
+            daraja.add_rule(phone=DUPLICATED, callback="duplicate")
+            daraja.add_rule(phone=DROPPED, callback="drop")
+            daraja.add_rule(phone=CANCELLED, result_code=1032)
+            certificate = tmp_path / "emulator.cer"
+            certificate.write_bytes(daraja.certificate_pem)
+            hooks = WebhookSink()
+            async with serve_asgi(hooks.app()) as hooks_base:
+                ledger = await Ledger.open(
+                    f"sqlite:///{tmp_path / 'secrets.db'}",
+                    webhook_endpoints=[f"{hooks_base}/hooks"],
+                )
+                await ledger.migrate()
+                sink = CallbackSink(ledger)
+                try:
+                    async with (
+                        serve_asgi(sink.app()) as sink_base,
+                        serve_asgi(result_sink()) as results_base,
+                    ):
+                        client = AsyncDaraja(
+                            base_url=running.base_url,
+                            consumer_key=CONSUMER_KEY,
+                            consumer_secret=CONSUMER_SECRET,
+                            shortcode=SHORTCODE,
+                            passkey=PASSKEY,
+                            initiator_name=INITIATOR,
+                            initiator_password=INITIATOR_PASSWORD,
+                            certificate_path=certificate,
+                            callback_url=f"{sink_base}/callbacks/stk",
+                            result_url=f"{results_base}/results",
+                            timeout_url=f"{results_base}/timeouts",
+                        )
+                        async with client:
+                            # STK payments through the ledger: paid, duplicated, dropped, cancelled.
+                            for i, phone in enumerate(PHONES):
+                                payment, _ = await ledger.create_payment(
+                                    f"s-{i}", phone, 10, f"SEC{i}", "Secrets"
+                                )
+                                push = await client.stk_push(phone, 10, f"SEC{i}", "Secrets")
+                                await ledger.mark_accepted(
+                                    payment.id, push.checkout_request_id, push.merchant_request_id
+                                )
+                                await client.stk_query(push.checkout_request_id)
+                            await daraja.wait_idle()
+                            # A forged and a malformed callback carrying a phone number.
+                            forged = {
+                                "Body": {
+                                    "stkCallback": {
+                                        "CheckoutRequestID": "ws_CO_forged",
+                                        "MerchantRequestID": "x",
+                                        "ResultCode": 0,
+                                        "ResultDesc": "ok",
+                                        "CallbackMetadata": {
+                                            "Item": [
+                                                {"Name": "PhoneNumber", "Value": int(PHONES[0])}
+                                            ]
+                                        },
+                                    }
+                                }
+                            }
+                            await ledger.ingest_stk_callback(
+                                json.dumps(forged).encode(), source_ip="203.0.113.5"
+                            )
+                            await ledger.ingest_stk_callback(
+                                f'{{"PhoneNumber": {PHONES[0]}, "Password": "{PASSKEY}"'.encode(),
+                                source_ip="203.0.113.5",
+                            )
+                            # Initiator APIs: the password is encrypted into a SecurityCredential.
+                            await client.b2c_payment(
+                                PHONES[0], 100, "Refund", shortcode=ORG_SHORTCODE
+                            )
+                            await client.account_balance(shortcode=ORG_SHORTCODE)
+                            # Faults: a revoked token (re-auth), a 500, spike arrest.
+                            daraja.add_fault(kind="invalid_token", times=1)
+                            await client.stk_query(push.checkout_request_id)
+                            daraja.add_fault(kind="http_500", path="/mpesa/stkpushquery", times=1)
+                            await client.stk_query(push.checkout_request_id)
+                            daraja.add_fault(kind="spike_arrest", path="/mpesa/stkpush", times=1)
+                            with contextlib.suppress(DarajaError):
+                                await client.stk_push(PHONES[0], 10, "SEC9", "Secrets")
+                            await daraja.wait_idle()
+                            # The workers: reconcile the dropped callback, deliver the webhooks.
+                            reconciler = Reconciler(
+                                ledger, client, options=ReconcilerOptions(min_age=0, query_rate=50)
+                            )
+                            await reconciler.run_once()
+                            dispatcher = WebhookDispatcher(
+                                ledger,
+                                secret=WEBHOOK_SECRET,
+                                options=DispatcherOptions(batch_size=100),
+                            )
+                            async with dispatcher:
+                                while (await dispatcher.run_once()).claimed:
+                                    pass
+                finally:
+                    await ledger.close()
+            requests = daraja.requests()
+        tokens = oauth_tokens(requests)
+        derived = stk_passwords(requests)
+        await anyio.sleep(0)
+
+    secrets = {
+        "consumer secret": CONSUMER_SECRET,
+        "passkey": PASSKEY,
+        "initiator password": INITIATOR_PASSWORD,
+        "webhook secret": WEBHOOK_SECRET,
+        **{f"access token {i}": t for i, t in enumerate(tokens)},
+        **{f"STK password / credential {i}": p for i, p in enumerate(dict.fromkeys(derived))},
+        **{f"phone {s}": s for p in PHONES for s in phone_spellings(p)},
+    }
+    hits = scan(capture.lines, secrets)
+    result = recorder.record(
+        SCENARIO,
+        "client + emulator + ledger + workers (in process)",
+        {
+            "log_lines": len(capture.lines),
+            "secrets_checked": len(secrets),
+            "access_tokens_issued": len(tokens),
+            "secret_hits": len(hits),
+        },
+        must_be_zero=("secret_hits",),
+        about=(
+            "pesa's logger at DEBUG while a strict-mode emulator serves STK pushes (paid, "
+            "duplicated, dropped, cancelled), queries, B2C and balance with an encrypted "
+            "credential, a revoked token, a 500 and a spike arrest; the ledger ingests forged "
+            "and malformed callbacks; the reconciler and the dispatcher run. Every secret's "
+            "literal value and every phone spelling is searched in every line (tracebacks "
+            "included)."
+        ),
+    )
+    assert len(tokens) >= 2, "the revoked token should have forced a second OAuth call"
+    assert capture.lines, "debug logging produced nothing: the scan would prove nothing"
+    assert result.passed, "\n".join(hits[:20])
+
+
+def test_the_emulator_cli_at_debug_prints_no_secret(tmp_path: Path, recorder: Recorder) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "PESA_LOG": "debug",
+        "PESA_CONSUMER_KEY": CONSUMER_KEY,
+        "PESA_CONSUMER_SECRET": CONSUMER_SECRET,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "pesa",
+        "emulator",
+        "--port",
+        str(port),
+        "--strict",
+        "--passkey",
+        f"{SHORTCODE}={PASSKEY}",
+        "--initiator",
+        f"{INITIATOR}={INITIATOR_PASSWORD}",
+        "--stk-delay",
+        "0.05",
+        "--key-dir",
+        str(tmp_path / "keys"),
+        "--log-level",
+        "debug",
+    ]
+    out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
+        try:
+            base = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    httpx.get(f"{base}/__emulator__/rules", timeout=1)
+                    break
+                except httpx.TransportError:
+                    if process.poll() is not None or time.monotonic() > deadline:
+                        raise AssertionError(err_path.read_text()) from None
+                    time.sleep(0.1)
+            certificate = tmp_path / "cli.cer"
+            with EmulatorControl(base) as control:
+                certificate.write_bytes(control.certificate())
+                with (
+                    debug_logs() as capture,
+                    Daraja(
+                        base_url=base,
+                        consumer_key=CONSUMER_KEY,
+                        consumer_secret=CONSUMER_SECRET,
+                        shortcode=SHORTCODE,
+                        passkey=PASSKEY,
+                        initiator_name=INITIATOR,
+                        initiator_password=INITIATOR_PASSWORD,
+                        certificate_path=certificate,
+                        callback_url=f"http://127.0.0.1:{free_port()}/callbacks/stk",
+                        result_url=f"http://127.0.0.1:{free_port()}/results",
+                        timeout_url=f"http://127.0.0.1:{free_port()}/timeouts",
+                    ) as client,
+                ):
+                    push = client.stk_push(PHONES[0], 10, "CLI1", "Secrets")
+                    client.stk_query(push.checkout_request_id)
+                    client.b2c_payment(PHONES[1], 100, "Refund", shortcode=ORG_SHORTCODE)
+                    control.wait_idle()
+                requests = control.requests()
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+    lines = out_path.read_text().splitlines() + err_path.read_text().splitlines()
+    secrets = {
+        "consumer secret": CONSUMER_SECRET,
+        "passkey": PASSKEY,
+        "initiator password": INITIATOR_PASSWORD,
+        **{f"access token {i}": t for i, t in enumerate(oauth_tokens(requests))},
+        **{f"STK password / credential {i}": p for i, p in enumerate(stk_passwords(requests))},
+        **{f"phone {s}": s for p in PHONES[:2] for s in phone_spellings(p)},
+    }
+    hits = scan(lines + capture.lines, secrets)
+    result = recorder.record(
+        SCENARIO,
+        "pesa emulator CLI (subprocess) + sync client",
+        {
+            "log_lines": len(lines) + len(capture.lines),
+            "secrets_checked": len(secrets),
+            "access_tokens_issued": len(oauth_tokens(requests)),
+            "secret_hits": len(hits),
+        },
+        must_be_zero=("secret_hits",),
+        about=(
+            "`pesa emulator --log-level debug` in its own process with strict credentials, a "
+            "custom passkey and initiator, driven by the sync client (also at DEBUG): its "
+            "stdout and stderr and the client's log lines are scanned."
+        ),
+    )
+    assert lines, "the emulator printed nothing: the scan would prove nothing"
+    assert result.passed, "\n".join(hits[:20])
