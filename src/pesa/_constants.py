@@ -23,6 +23,12 @@ DEFAULT_CONNECT_TIMEOUT: Final = 10.0
 DEFAULT_MAX_RETRIES: Final = 2
 DEFAULT_MAX_CONNECTIONS: Final = 100
 
+# Daraja client: a cached token is dropped this many seconds before its expires_in (libraries
+# use 60 s to 10 min, REFERENCE §3); retries back off from the base delay, doubling, capped.
+DEFAULT_TOKEN_MARGIN: Final = 120.0
+DEFAULT_RETRY_BASE_DELAY: Final = 0.5
+DEFAULT_RETRY_MAX_DELAY: Final = 30.0
+
 # Daraja time is East Africa Time (UTC+3, no daylight saving) whatever the host's zone.
 NAIROBI_TZ: Final = "Africa/Nairobi"
 

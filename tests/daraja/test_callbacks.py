@@ -124,7 +124,12 @@ def test_malformed_callbacks_raise_invalid_callback(body: Any) -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("Amount", "ten"), ("TransactionDate", "yesterday"), ("MpesaReceiptNumber", 12)],
+    [
+        ("Amount", "ten"),
+        ("TransactionDate", "yesterday"),
+        ("MpesaReceiptNumber", 12),
+        ("PhoneNumber", {"masked": True}),
+    ],
 )
 def test_malformed_metadata_raises_invalid_callback(field: str, value: Any) -> None:
     body = stk_callback_payload()

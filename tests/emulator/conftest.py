@@ -135,7 +135,7 @@ class Daraja:
             "PartyA": PHONE,
             "PartyB": SHORTCODE,
             "PhoneNumber": PHONE,
-            "CallBackURL": "https://example.com/stk/cb",
+            "CallBackURL": "http://127.0.0.1:9/stk/cb",  # refused on loopback: stays local
             "AccountReference": "INV0042",
             "TransactionDesc": "Payment",
         }

@@ -30,7 +30,7 @@ async def test_accepted_push_answers_daraja_acknowledgement(daraja: Daraja) -> N
     assert body["ResponseCode"] == "0"
     assert body["ResponseDescription"] == "Success. Request accepted for processing"
     assert body["CustomerMessage"] == "Success. Request accepted for processing"
-    assert re.fullmatch(r"ws_CO_\d{14}\d{3}708374149", body["CheckoutRequestID"])
+    assert re.fullmatch(r"ws_CO_\d{26}", body["CheckoutRequestID"])
     assert re.fullmatch(
         r"[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\d{7}", body["MerchantRequestID"]
     )
@@ -303,3 +303,24 @@ async def test_rule_with_times_applies_once(daraja: Daraja, receiver: Receiver) 
         await daraja.running.emulator.wait_idle()
     codes = [b["Body"]["stkCallback"]["ResultCode"] for b in receiver.bodies("/cb")]
     assert codes == [1, 0]
+
+
+@pytest.mark.parametrize("action", ["drop", "timeout"])
+async def test_rule_can_drop_the_stk_callback(
+    daraja: Daraja, receiver: Receiver, action: str
+) -> None:
+    daraja.running.emulator.add_rule(operation="stk", result_code=1037, callback=action)
+    ack = (await daraja.post(PUSH, daraja.stk_body(CallBackURL=receiver.url("/cb")))).json()
+    assert await daraja.running.emulator.wait_idle()
+    assert receiver.bodies("/cb") == []
+    final = (await daraja.post(QUERY, daraja.query_body(ack["CheckoutRequestID"]))).json()
+    assert final["ResultCode"] == "1037"
+
+
+async def test_rule_for_another_operation_does_not_apply(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    daraja.running.emulator.add_rule(operation="b2c", result_code=1)
+    await daraja.post(PUSH, daraja.stk_body(CallBackURL=receiver.url("/cb")))
+    [callback] = await receiver.wait_for("/cb")
+    assert callback["Body"]["stkCallback"]["ResultCode"] == 0

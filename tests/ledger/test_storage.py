@@ -308,6 +308,39 @@ class TestCallbacks:
         ]
         assert (await ledger.stats()).flagged_payments == 1
 
+    async def test_refuse_policy_stores_a_mismatched_success_as_invalid(
+        self, ledger: Ledger
+    ) -> None:
+        payment = await pending(ledger, amount=100)
+        outcome = await ledger.ingest_stk_callback(
+            stk_callback("ws_CO_1", amount=1), source_ip=None, on_mismatch="refuse"
+        )
+        assert outcome.status == "invalid"
+        assert "amount 1 differs from requested 100" in outcome.detail
+        assert await ledger.get_payment(payment.id) == payment
+        assert await count(ledger, callbacks, callbacks.c.outcome == "invalid") == 1
+        # A matching success is still applied under the same policy.
+        fine = await ledger.ingest_stk_callback(
+            stk_callback("ws_CO_1", amount=100), source_ip=None, on_mismatch="refuse"
+        )
+        assert fine.status == "applied"
+
+    async def test_refuse_policy_can_be_the_ledgers_default(
+        self, database_url: str, clock: ManualClock
+    ) -> None:
+        ledger = await Ledger.open(database_url, clock=clock, on_mismatch="refuse")
+        try:
+            await ledger.migrate()
+            await pending(ledger)
+            outcome = await ledger.ingest_stk_callback(
+                stk_callback("ws_CO_1", phone=254711222333), source_ip=None
+            )
+            assert outcome.status == "invalid"
+        finally:
+            await ledger.close()
+        with pytest.raises(ValidationError):
+            await Ledger.open(database_url, on_mismatch="ignore")  # type: ignore[arg-type]
+
     async def test_phone_mismatch_is_applied_but_flagged(self, ledger: Ledger) -> None:
         await pending(ledger)
         outcome = await ledger.ingest_stk_callback(

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import random
 from datetime import timedelta
+from typing import Any
 
 import anyio
 import pytest
 
-from pesa import verify_webhook
+from pesa import Settings, ValidationError, verify_webhook
 from pesa.gateway import Backoff, Metrics, WebhookDispatcher, delivery_endpoints, handler_endpoint
 from pesa.gateway._dispatcher import DispatcherOptions
 from pesa.ledger import Event, Ledger
@@ -60,6 +61,7 @@ async def test_webhook_arrives_signed_and_verifies(
     assert request.headers["Pesa-Event-Id"] == event["id"]
     assert request.headers["Pesa-Event-Type"] == "payment.pending"
     assert request.headers["Pesa-Delivery-Attempt"] == "1"
+    assert request.headers["User-Agent"].startswith("pesa-webhooks/")
     # Signed with the dispatcher's clock: the header's timestamp is the manual clock's.
     assert request.headers["Pesa-Signature"].startswith(f"t={int(clock().timestamp())},")
     assert (await delivery_counts(ledger))["delivered"] == 1
@@ -247,8 +249,19 @@ def test_two_different_handlers_with_one_name_are_refused() -> None:
         return on_paid
 
     first, second = make(), make()
-    with pytest.raises(ValueError, match="share the endpoint name"):
+    with pytest.raises(ValidationError, match="share the endpoint name"):
         delivery_endpoints([], {"payment.succeeded": [first, second]})  # type: ignore[list-item]  # plain callables
+
+
+def test_a_misspelt_event_type_is_refused_naming_the_valid_ones() -> None:
+    def on_paid(event: Event) -> None:
+        del event
+
+    with pytest.raises(ValidationError, match="payment.succeeded") as info:
+        delivery_endpoints([], {"payment.succeded": on_paid})
+    assert info.value.field == "handlers"
+    with pytest.raises(ValidationError, match="callable"):
+        delivery_endpoints([], {"payment.failed": ["not a function"]})  # type: ignore[list-item]  # misuse on purpose
 
 
 async def test_a_delivery_with_too_little_lease_left_is_not_started(
@@ -337,3 +350,70 @@ async def test_two_dispatchers_never_send_one_delivery_twice_at_once(
     assert max(receiver.max_in_flight.values()) == 1
     assert sum(claimed) == 40
     assert all(claimed), f"one dispatcher did all the work: {claimed}"
+
+
+async def test_built_from_settings_signs_with_the_current_and_previous_secret(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]  # pydantic-settings init option
+        webhook_urls=[receiver.url],
+        webhook_secret="whsec_current",
+        webhook_previous_secret="whsec_previous",
+        webhook_max_attempts=4,
+        webhook_backoff_base=2,
+        webhook_backoff_cap=8,
+    )
+    ledger = await open_ledger(endpoints=delivery_endpoints(settings.webhook_urls))
+    await pending_payment(ledger, 1)
+    async with WebhookDispatcher(ledger, settings=settings, clock=clock) as dispatcher:
+        assert dispatcher.options.max_attempts == 4
+        assert dispatcher.options.backoff == Backoff(base=2, cap=8)
+        await dispatcher.run_once()
+    [request] = receiver.requests
+    header = request.headers["Pesa-Signature"]
+    now = clock().timestamp()
+    verify_webhook(request.body, header, "whsec_current", now=now)
+    verify_webhook(request.body, header, "whsec_previous", now=now)
+
+
+class FlakyLedger:
+    """A ledger whose first ``claim_deliveries`` fails, as when the database blips."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self.failures = 1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._ledger, name)
+
+    async def claim_deliveries(self, **kwargs: Any) -> Any:
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("database is unreachable")
+        return await self._ledger.claim_deliveries(**kwargs)
+
+
+async def test_run_survives_a_failed_round(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    ledger = await open_ledger(endpoints=[receiver.url])
+    await pending_payment(ledger, 1)
+    flaky = FlakyLedger(ledger)
+    stop = anyio.Event()
+    async with (
+        WebhookDispatcher(
+            flaky,  # type: ignore[arg-type]  # a proxy with the ledger's methods
+            secret=SECRET,
+            options=options(),
+            clock=clock,
+        ) as dispatcher,
+        anyio.create_task_group() as tg,
+    ):
+        tg.start_soon(dispatcher.run, stop)
+        with anyio.fail_after(10):
+            while not receiver.requests:
+                await anyio.sleep(0.02)
+        stop.set()
+    assert flaky.failures == 0
+    assert len(receiver.requests) == 1

@@ -35,6 +35,7 @@ def test_empty_variable_means_no_webhooks(monkeypatch: pytest.MonkeyPatch) -> No
         ({"webhook_urls": ["/relative"], "webhook_secret": "s"}, "absolute http"),
         ({"webhook_urls": ["https://shop.example/h"]}, "webhook_secret is required"),
         ({"webhook_lease": 5, "webhook_timeout": 10}, "webhook_lease must be longer"),
+        ({"reconcile_lease": 20, "timeout": 30}, "reconcile_lease must be longer"),
         ({"webhook_backoff_base": 100, "webhook_backoff_cap": 10}, "webhook_backoff_cap"),
         ({"reconcile_backoff_base": 100, "reconcile_backoff_cap": 10}, "reconcile_backoff_cap"),
         ({"reconcile_query_rate": 0}, "reconcile_query_rate"),

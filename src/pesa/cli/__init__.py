@@ -5,7 +5,11 @@ from __future__ import annotations
 import sys
 
 from pesa._exceptions import PesaError
-from pesa.cli import _emulator  # noqa: F401  (registers `pesa emulator`)
+from pesa.cli import (
+    _client,  # noqa: F401  (registers `pesa token`, `pesa stk`)
+    _emulator,  # noqa: F401  (registers `pesa emulator`)
+    _gateway,  # noqa: F401  (registers `pesa serve|worker|db|demo`)
+)
 from pesa.cli._app import app, err_console
 
 __all__ = ["app", "main"]

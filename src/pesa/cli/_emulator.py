@@ -153,6 +153,8 @@ def _serve(config: object, host: str, port: int, tls: bool) -> None:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
+        # Listening before we print: connections queue until uvicorn accepts them.
+        sock.listen(2048)
     except OSError as err:
         sock.close()
         fail(f"cannot listen on {host}:{port}: {err.strerror or err}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import ssl
+import threading
 import uuid
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, get_args
@@ -73,7 +74,7 @@ from pesa.daraja._validation import (
     validate_url,
 )
 
-__all__ = ["BaseDaraja", "redact_body"]
+__all__ = ["BaseDaraja", "redact_body", "tls_verify"]
 
 log = get_logger("pesa.client")
 
@@ -82,6 +83,20 @@ ResponseT = TypeVar("ResponseT", bound=DarajaResponse)
 _SECRET_FIELDS: Final = frozenset({"Password", "SecurityCredential"})
 DEFAULT_DESCRIPTION: Final = "Payment"
 _ENVIRONMENTS: Final = get_args(Environment)
+
+
+def tls_verify(verify: bool | str | Path | ssl.SSLContext) -> bool | ssl.SSLContext:
+    """httpx's ``verify=``: a CA bundle path becomes an SSL context trusting that CA.
+
+    Raises:
+        ConfigurationError: the CA bundle cannot be read.
+    """
+    if isinstance(verify, bool | ssl.SSLContext):
+        return verify
+    try:
+        return ssl.create_default_context(cafile=str(verify))
+    except (OSError, ssl.SSLError) as err:
+        raise ConfigurationError(f"cannot load the CA bundle {verify} (verify=): {err}") from err
 
 
 def redact_body(body: dict[str, Any]) -> dict[str, Any]:
@@ -115,7 +130,7 @@ class BaseDaraja:
         rate_limit: float | None = None,
         clock: Clock | None = None,
         token_store: TokenStore | None = None,
-        verify: bool | str | ssl.SSLContext = True,
+        verify: bool | str | Path | ssl.SSLContext = True,
         stk_amount_limits: tuple[int, int] = (DEFAULT_STK_MIN_AMOUNT, DEFAULT_STK_MAX_AMOUNT),
         b2c_amount_limits: tuple[int, int] = (DEFAULT_B2C_MIN_AMOUNT, DEFAULT_B2C_MAX_AMOUNT),
     ) -> None:
@@ -149,10 +164,11 @@ class BaseDaraja:
         self.clock: Clock = clock or SystemClock()
         self.token_store: TokenStore = token_store or InMemoryTokenStore()
         self.rate_limiter = RateLimiter(rate_limit) if rate_limit is not None else None
-        self.verify = verify
+        self.verify = tls_verify(verify)
         self.stk_amount_limits = stk_amount_limits
         self.b2c_amount_limits = b2c_amount_limits
         self._auth: DarajaAuth | None = None
+        self._auth_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return (
@@ -176,15 +192,17 @@ class BaseDaraja:
     @property
     def auth(self) -> DarajaAuth:
         """The client's token authentication (built on first use, no I/O)."""
-        if self._auth is None:
-            self._auth = DarajaAuth(
-                self._required(self.consumer_key, "consumer_key"),
-                self._required(self._consumer_secret, "consumer_secret"),
-                base_url=self.base_url,
-                clock=self.clock,
-                store=self.token_store,
-            )
-        return self._auth
+        # Under a lock: two threads building two DarajaAuth would fetch two tokens.
+        with self._auth_lock:
+            if self._auth is None:
+                self._auth = DarajaAuth(
+                    self._required(self.consumer_key, "consumer_key"),
+                    self._required(self._consumer_secret, "consumer_secret"),
+                    base_url=self.base_url,
+                    clock=self.clock,
+                    store=self.token_store,
+                )
+            return self._auth
 
     def _credential(self) -> str:
         """The ``SecurityCredential``, encrypted once and reused (any encryption is valid)."""

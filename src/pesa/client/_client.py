@@ -35,7 +35,7 @@ from pesa.client._retry import (
     parse_retry_after,
     should_retry,
 )
-from pesa.client._token import AccessToken, TokenFetchError, TokenStore
+from pesa.client._token import AccessToken, FileTokenStore, TokenFetchError, TokenStore
 from pesa.daraja._models import (
     C2BRegisterUrlResponse,
     C2BSimulateResponse,
@@ -87,6 +87,9 @@ def _settings_kwargs(settings: Settings) -> dict[str, Any]:
         "timeout": settings.timeout,
         "max_retries": settings.max_retries,
         "rate_limit": settings.rate_limit,
+        "token_store": (
+            FileTokenStore(settings.token_cache_path) if settings.token_cache_path else None
+        ),
     }
 
 
@@ -232,7 +235,7 @@ class Daraja(_Loop):
         rate_limit: float | None = None,
         clock: Clock | None = None,
         token_store: TokenStore | None = None,
-        verify: bool | str | ssl.SSLContext = True,
+        verify: bool | str | Path | ssl.SSLContext = True,
         transport: httpx.BaseTransport | None = None,
         stk_amount_limits: tuple[int, int] = (DEFAULT_STK_MIN_AMOUNT, DEFAULT_STK_MAX_AMOUNT),
         b2c_amount_limits: tuple[int, int] = (DEFAULT_B2C_MIN_AMOUNT, DEFAULT_B2C_MAX_AMOUNT),
@@ -265,7 +268,7 @@ class Daraja(_Loop):
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=self._timeout(None),
-            verify=verify,
+            verify=self.verify,
             transport=transport,
             limits=httpx.Limits(max_connections=DEFAULT_MAX_CONNECTIONS),
             headers={"Accept": "application/json"},
@@ -602,7 +605,7 @@ class AsyncDaraja(_Loop):
         rate_limit: float | None = None,
         clock: Clock | None = None,
         token_store: TokenStore | None = None,
-        verify: bool | str | ssl.SSLContext = True,
+        verify: bool | str | Path | ssl.SSLContext = True,
         transport: httpx.AsyncBaseTransport | None = None,
         stk_amount_limits: tuple[int, int] = (DEFAULT_STK_MIN_AMOUNT, DEFAULT_STK_MAX_AMOUNT),
         b2c_amount_limits: tuple[int, int] = (DEFAULT_B2C_MIN_AMOUNT, DEFAULT_B2C_MAX_AMOUNT),
@@ -635,7 +638,7 @@ class AsyncDaraja(_Loop):
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=self._timeout(None),
-            verify=verify,
+            verify=self.verify,
             transport=transport,
             limits=httpx.Limits(max_connections=DEFAULT_MAX_CONNECTIONS),
             headers={"Accept": "application/json"},

@@ -16,14 +16,16 @@ from typing import Final, Literal
 
 import httpx
 
-from pesa._constants import DEFAULT_MAX_RETRIES
+from pesa._constants import (
+    DEFAULT_MAX_RETRIES,
+    DEFAULT_RETRY_BASE_DELAY,
+    DEFAULT_RETRY_MAX_DELAY,
+)
 from pesa._exceptions import DarajaError, RateLimitError, ServerError
 from pesa._logging import get_logger
 from pesa.daraja._operations import OAUTH_PATH
 
 __all__ = [
-    "DEFAULT_RETRY_BASE_DELAY",
-    "DEFAULT_RETRY_MAX_DELAY",
     "Failure",
     "RetryDecision",
     "RetryPolicy",
@@ -33,9 +35,6 @@ __all__ = [
 ]
 
 log = get_logger("pesa.client")
-
-DEFAULT_RETRY_BASE_DELAY: Final = 0.5
-DEFAULT_RETRY_MAX_DELAY: Final = 30.0
 
 Failure = Literal["not_sent", "maybe_sent"]
 """Where a transport failure happened: before the request left, or possibly after."""

@@ -19,11 +19,12 @@ from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Final, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
 
 import anyio
 import httpx
 
+from pesa._constants import DEFAULT_TOKEN_MARGIN
 from pesa._exceptions import AuthenticationError, DarajaError, PesaError
 from pesa._logging import get_logger
 from pesa.daraja._errors import error_from_response, is_invalid_token
@@ -32,7 +33,6 @@ from pesa.daraja._operations import OAUTH_PATH
 from pesa.daraja._time import Clock
 
 __all__ = [
-    "DEFAULT_TOKEN_MARGIN",
     "AccessToken",
     "DarajaAuth",
     "FileTokenStore",
@@ -43,9 +43,6 @@ __all__ = [
 ]
 
 log = get_logger("pesa.client")
-
-DEFAULT_TOKEN_MARGIN: Final = 120.0
-"""Seconds before ``expires_in`` at which a cached token is considered expired."""
 
 
 @dataclass(frozen=True, slots=True)

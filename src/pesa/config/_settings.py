@@ -45,13 +45,17 @@ class Settings(BaseSettings):
     # -- Daraja client ------------------------------------------------------------------
     env: Environment = Field(DEFAULT_ENVIRONMENT, description="emulator, sandbox or production")
     base_url: str | None = Field(None, description="overrides the environment's base URL")
-    consumer_key: SecretStr | None = None
-    consumer_secret: SecretStr | None = None
+    consumer_key: SecretStr | None = Field(None, description="Daraja app consumer key")
+    consumer_secret: SecretStr | None = Field(None, description="Daraja app consumer secret")
     shortcode: str | None = Field(None, description="PayBill / HO number (BusinessShortCode)")
     passkey: SecretStr | None = Field(None, description="Lipa Na M-Pesa Online passkey")
     till: str | None = Field(None, description="till number for Buy Goods STK pushes (PartyB)")
-    initiator_name: str | None = None
-    initiator_password: SecretStr | None = None
+    initiator_name: str | None = Field(
+        None, description="API operator (initiator) for B2C, status, balance and reversal"
+    )
+    initiator_password: SecretStr | None = Field(
+        None, description="initiator password, encrypted into the SecurityCredential"
+    )
     certificate_path: Path | None = Field(
         None, description="PEM/DER certificate to encrypt the SecurityCredential with"
     )
@@ -61,6 +65,9 @@ class Settings(BaseSettings):
     timeout: float = Field(DEFAULT_TIMEOUT, gt=0, description="seconds per HTTP request")
     max_retries: int = Field(DEFAULT_MAX_RETRIES, ge=0, description="retries of safe requests")
     rate_limit: float | None = Field(None, gt=0, description="requests per second, per client")
+    token_cache_path: Path | None = Field(
+        None, description="JSON file sharing the access token between processes (mode 0600)"
+    )
     log: str = Field("warning", description="log level of the pesa logger")
 
     # -- Gateway --------------------------------------------------------------------------
@@ -247,6 +254,8 @@ class Settings(BaseSettings):
             raise ValueError("webhook_backoff_cap must be at least webhook_backoff_base")
         if self.webhook_lease <= self.webhook_timeout:
             raise ValueError("webhook_lease must be longer than webhook_timeout")
+        if self.reconcile_lease <= self.timeout:
+            raise ValueError("reconcile_lease must be longer than timeout (one STK query)")
         if self.webhook_urls and self.webhook_secret is None:
             raise ValueError("webhook_secret is required when webhook_urls is set")
         return self

@@ -144,8 +144,10 @@ def _timestamp(value: Any, what: str) -> datetime | None:
 
 
 def _phone(value: Any) -> str | None:
-    if value is None or value == "" or isinstance(value, bool):
+    if value is None or value == "":
         return None
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidCallbackError("STK callback: 'PhoneNumber' must be a number or a string")
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     return str(value).strip() or None

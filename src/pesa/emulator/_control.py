@@ -6,6 +6,7 @@ parser, and :class:`EmulatorControl` / :class:`AsyncEmulatorControl` execute it.
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,7 +142,9 @@ class EmulatorControl(_BaseControl):
         ...     control.add_fault("spike_arrest", rate=0.5)
     """
 
-    def __init__(self, base_url: str, *, verify: bool | str = True, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, *, verify: bool | ssl.SSLContext = True, timeout: float = 30.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
             base_url=self.base_url + _PREFIX, verify=verify, timeout=timeout, trust_env=False
@@ -251,7 +254,9 @@ class AsyncEmulatorControl(_BaseControl):
         ...     await control.reset()
     """
 
-    def __init__(self, base_url: str, *, verify: bool | str = True, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str, *, verify: bool | ssl.SSLContext = True, timeout: float = 30.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.AsyncClient(
             base_url=self.base_url + _PREFIX, verify=verify, timeout=timeout, trust_env=False

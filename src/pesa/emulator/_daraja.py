@@ -57,20 +57,21 @@ def method_not_allowed(method: str) -> ErrorSpec:
 
 # -- Customer outcomes of an STK push (callback ResultCode), REFERENCE 10.2 -------------------
 
-STK_RESULT_DESCRIPTIONS: Final[dict[int, str]] = {
-    0: "The service request is processed successfully.",
-    1: "The balance is insufficient for the transaction.",
-    2: "Declined due to limit rule.",
-    17: "Rule limited.",
-    26: "System busy",
-    1001: "Unable to lock subscriber",
-    1019: "Transaction has expired.",
-    1025: "An error occurred while sending a push request.",
-    1032: "Request cancelled by user.",
-    1037: "DS timeout user cannot be reached.",
-    2001: "The initiator information is invalid.",
-    2028: "The request is not permitted according to product assignment.",
-    8006: "The security credential is locked.",
+STK_RESULT_DESCRIPTIONS: Final[dict[str, str]] = {
+    "0": "The service request is processed successfully.",
+    "1": "The balance is insufficient for the transaction.",
+    "2": "Declined due to limit rule.",
+    "17": "Rule limited.",
+    "26": "System busy",
+    "1001": "Unable to lock subscriber",
+    "1019": "Transaction has expired.",
+    "1025": "An error occurred while sending a push request.",
+    "1032": "Request cancelled by user.",
+    "1037": "DS timeout user cannot be reached.",
+    "2001": "The initiator information is invalid.",
+    "2028": "The request is not permitted according to product assignment.",
+    "8006": "The security credential is locked.",
+    "SFC_IC0003": "The operator does not exist.",
 }
 STK_QUERY_ACCEPTED: Final = "The service request has been accepted successfully"
 STK_PUSH_ACCEPTED: Final = "Success. Request accepted for processing"
@@ -121,7 +122,6 @@ C2B_BANNED_WORDS: Final = (
     "query",
 )
 
-_HEX: Final = "0123456789abcdef"
 _ALNUM_UPPER: Final = string.ascii_uppercase + string.digits
 
 
@@ -132,19 +132,23 @@ class IdFactory:
         self._rng = rng
 
     def _hex(self, n: int) -> str:
-        return "".join(self._rng.choice(_HEX) for _ in range(n))
+        return f"{self._rng.getrandbits(4 * n):0{n}x}"
 
     def _digits(self, n: int) -> str:
-        return "".join(self._rng.choice(string.digits) for _ in range(n))
+        return f"{self._rng.randrange(10**n):0{n}d}"
 
     def request_id(self) -> str:
         """A gateway id like ``ac7b-470b-8df7-23ab3cef38271071873`` (also MerchantRequestID)."""
         return f"{self._hex(4)}-{self._hex(4)}-{self._hex(4)}-{self._hex(12)}{self._digits(7)}"
 
-    def checkout_request_id(self, now: datetime, phone: str) -> str:
-        """``ws_CO_`` + DDMMYYYYHHMMSS + milliseconds + the phone's last nine digits."""
+    def checkout_request_id(self, now: datetime) -> str:
+        """``ws_CO_`` + DDMMYYYYHHMMSS + milliseconds + nine digits.
+
+        Daraja's ids appear to end with the customer's number; ours end with random digits
+        so that logging a CheckoutRequestID never logs a phone number.
+        """
         millis = f"{now.microsecond // 1000:03d}"
-        return f"ws_CO_{now:%d%m%Y%H%M%S}{millis}{phone[-9:]}"
+        return f"ws_CO_{now:%d%m%Y%H%M%S}{millis}{self._digits(9)}"
 
     def conversation_id(self, now: datetime) -> str:
         """``AG_YYYYMMDD_`` and twenty hex digits: ``AG_20240706_2010364430d9bbdaf872``."""

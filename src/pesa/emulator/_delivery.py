@@ -7,6 +7,7 @@ is retried ``callback_retries`` times when configured (Daraja itself documents n
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections import deque
 from datetime import UTC, datetime
@@ -33,7 +34,7 @@ class CallbackDelivery:
         retries: int,
         retry_delay: float,
         max_records: int,
-        verify: bool | str = True,
+        verify: bool | ssl.SSLContext = True,
     ) -> None:
         self._timeout = timeout
         self._retries = retries
@@ -43,7 +44,8 @@ class CallbackDelivery:
         self._ids = count(1)
         self.records: deque[SentCallback] = deque(maxlen=max_records)
 
-    def _http(self) -> httpx.AsyncClient:
+    def open(self) -> httpx.AsyncClient:
+        """The pooled client, created on first use."""
         if self._client is None:
             # Created lazily inside the running loop: the emulator may be mounted in another
             # app whose lifespan starts it, or used before start() in a quick test.
@@ -78,7 +80,7 @@ class CallbackDelivery:
         record = SentCallback(id=next(self._ids), kind=kind, url=url, payload=payload)
         self.records.append(record)
         attempts = 1 + (self._retries if retries is None else retries)
-        client = self._http()
+        client = self.open()
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(self._retry_delay)

@@ -14,6 +14,7 @@ import contextlib
 import hmac
 import json
 import random
+import ssl
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -57,6 +58,7 @@ _NAIROBI = ZoneInfo(NAIROBI_TZ)
 _JSON = "application/json"
 CONTROL_PREFIX = "/__emulator__"
 # Every verb reaches our handlers so that a wrong one gets Daraja's answer, not Starlette's.
+_SECRET_FIELDS = frozenset({"Password", "SecurityCredential"})
 _ALL_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
 
 
@@ -66,7 +68,6 @@ class Scenario:
 
     result_code: int
     callback: CallbackAction = "deliver"
-    refused_at_push: bool = False
     description: str = ""
 
 
@@ -76,7 +77,8 @@ SCENARIOS: dict[str, Scenario] = {
     "254700001032": Scenario(1032, description="cancelled by the customer"),
     "254700001037": Scenario(1037, description="customer unreachable / no response"),
     "254700002001": Scenario(2001, description="wrong PIN"),
-    "254700001001": Scenario(1001, refused_at_push=True, description="subscriber busy"),
+    # 1001 is never a callback: the push itself is refused with "Unable to lock subscriber".
+    "254700001001": Scenario(1001, description="subscriber busy (refused at push time)"),
     "254700000404": Scenario(0, callback="drop", description="callback never delivered"),
     "254700000202": Scenario(0, callback="duplicate", description="callback delivered twice"),
 }
@@ -169,8 +171,8 @@ class Emulator:
     Args:
         config: the emulator's behaviour; sandbox defaults when omitted.
         clock: returns the current Nairobi time (tests may freeze it).
-        callback_verify: TLS verification for callback deliveries (a CA bundle path, or
-            False for self-signed receivers).
+        callback_verify: TLS verification for callback deliveries (an ``ssl.SSLContext``
+            trusting your receiver's CA, or False for self-signed receivers).
     """
 
     def __init__(
@@ -178,7 +180,7 @@ class Emulator:
         config: EmulatorConfig | None = None,
         *,
         clock: Callable[[], datetime] | None = None,
-        callback_verify: bool | str = True,
+        callback_verify: bool | ssl.SSLContext = True,
     ) -> None:
         self.config = config or EmulatorConfig()
         self._clock = clock or nairobi_now
@@ -202,6 +204,8 @@ class Emulator:
         self._buckets: dict[str, _Bucket] = {}
         self._requests: deque[ReceivedRequest] = deque(maxlen=self.config.max_records)
         self._request_ids = count(1)
+        # Payments stay queryable this long (in number of payments): bounded memory under load.
+        self._max_kept = self.config.max_records * 10
         self._reset_state()
         self.routes: list[BaseRoute] = self._build_routes()
         self.app: ASGIApp = Starlette(routes=self.routes)
@@ -219,7 +223,7 @@ class Emulator:
 
     async def start(self) -> None:
         """Prepare for traffic (the callback client is also created on first use)."""
-        self._delivery._http()
+        self._delivery.open()
 
     async def stop(self) -> None:
         """Cancel pending customers and deliveries and close the callback client."""
@@ -404,6 +408,8 @@ class Emulator:
         status: int,
         payload: Any,
     ) -> Response:
+        if isinstance(body, dict) and _SECRET_FIELDS.intersection(body):
+            body = {k: "[redacted]" if k in _SECRET_FIELDS else val for k, val in body.items()}
         self._requests.append(
             ReceivedRequest.model_construct(
                 id=next(self._request_ids),
@@ -442,13 +448,15 @@ class Emulator:
             return Refusal(daraja.INVALID_AUTH_HEADER)
         return Refusal(daraja.method_not_allowed(method))
 
-    def _draw_faults(self, path: str) -> tuple[Fault | None, float]:
+    def _draw_faults(self, path: str, *, oauth: bool = False) -> tuple[Fault | None, float]:
         """The fault that answers this request (if any) and the extra delay of slow faults."""
         hit: Fault | None = None
         slow = 0.0
         for fault in self._faults:
             if fault.path is not None and not path.startswith(fault.path):
                 continue
+            if oauth and fault.kind == "invalid_token":
+                continue  # OAuth issues tokens; it never checks one
             if fault.rate < 1 and self._rng.random() >= fault.rate:
                 continue
             if fault.id in self._fault_uses:
@@ -551,9 +559,9 @@ class Emulator:
         path = "/oauth/v1/generate"
         status: int
         payload: Any
-        fault, extra = self._draw_faults(path)
+        fault, extra = self._draw_faults(path, oauth=True)
         try:
-            if fault is not None and fault.kind != "invalid_token":
+            if fault is not None:
                 refused = self._fault_refusal(fault, daraja.OAUTH_INVALID_AUTHENTICATION)
                 if isinstance(refused, str):
                     await self._latency(extra)
@@ -725,9 +733,9 @@ class Emulator:
         )
         if str(outcome.result_code) == "1001":
             raise Refusal(daraja.SUBSCRIBER_LOCKED)
-        checkout_id = self._ids.checkout_request_id(now, phone)
+        checkout_id = self._ids.checkout_request_id(now)
         while checkout_id in self._stk:
-            checkout_id = f"{checkout_id[:-10]}{self._rng.randrange(10)}{checkout_id[-9:]}"
+            checkout_id = self._ids.checkout_request_id(now)
         session = _StkSession(
             checkout_id=checkout_id,
             merchant_id=self._ids.request_id(),
@@ -738,6 +746,7 @@ class Emulator:
             callback_url=callback_url,
         )
         self._stk[checkout_id] = session
+        _evict_oldest(self._stk, self._max_kept, lambda s: s.final)
         self._open_prompts[phone] = checkout_id
         self._spawn(self._run_stk(session, outcome))
         return 200, {
@@ -759,8 +768,7 @@ class Emulator:
         code = outcome.result_code
         session.result_code = code
         session.result_desc = outcome.result_desc or daraja.STK_RESULT_DESCRIPTIONS.get(
-            int(code) if isinstance(code, int) or str(code).isdigit() else -1,
-            "The transaction could not be processed.",
+            str(code), "The transaction could not be processed."
         )
         stk: dict[str, Any] = {
             "MerchantRequestID": session.merchant_id,
@@ -772,6 +780,7 @@ class Emulator:
             now = self._now()
             receipt = self._ids.receipt(now)
             self._accounts(session.shortcode)["Utility Account"] += session.amount
+            _evict_oldest(self._transactions, self._max_kept, lambda _: True)
             self._transactions[receipt] = _Transaction(
                 receipt, "stk", session.amount, session.shortcode, session.phone, now
             )
@@ -964,6 +973,7 @@ class Emulator:
         accounts = self._accounts(shortcode)
         accounts["Utility Account"] += amount
         payload["OrgAccountBalance"] = f"{accounts['Utility Account']:.2f}"
+        _evict_oldest(self._transactions, self._max_kept, lambda _: True)
         self._transactions[receipt] = _Transaction(receipt, "c2b", amount, shortcode, phone, now)
         await self._delivery.post("c2b_confirmation", registration.confirmation_url, payload)
 
@@ -1079,6 +1089,7 @@ class Emulator:
             accounts["Utility Account"] -= amount
             now = self._now()
             receipt = self._ids.receipt(now)
+            _evict_oldest(self._transactions, self._max_kept, lambda _: True)
             self._transactions[receipt] = _Transaction(
                 receipt, "b2c", amount, shortcode, phone, now, originator_id, conversation_id
             )
@@ -1289,6 +1300,14 @@ class Emulator:
                 decide,
             )
         )
+
+
+def _evict_oldest(table: dict[str, Any], limit: int, done: Callable[[Any], bool]) -> None:
+    """Drop the oldest entry of an insertion-ordered table over ``limit`` once it is done."""
+    if len(table) > limit:
+        oldest = next(iter(table))
+        if done(table[oldest]):
+            del table[oldest]
 
 
 def create_app(

@@ -1,5 +1,7 @@
 """The payments gateway: REST API, callback routes, reconciler, webhook dispatcher, metrics."""
 
+# Last: the app factory imports the modules above through this package.
+from pesa.gateway._app import GatewayUrls, check_settings, create_app, run_workers
 from pesa.gateway._backoff import Backoff
 from pesa.gateway._dispatcher import (
     DispatcherOptions,
@@ -34,6 +36,7 @@ __all__ = [
     "DispatchReport",
     "DispatcherOptions",
     "EventHandler",
+    "GatewayUrls",
     "LedgerCounts",
     "Metrics",
     "ReconcileReport",
@@ -42,8 +45,11 @@ __all__ = [
     "StkQueryClient",
     "TokenBucket",
     "WebhookDispatcher",
+    "check_settings",
+    "create_app",
     "delivery_endpoints",
     "handler_endpoint",
     "render_prometheus",
+    "run_workers",
     "tokens_match",
 ]

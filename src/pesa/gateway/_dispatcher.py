@@ -32,11 +32,13 @@ import anyio
 import anyio.to_thread
 import httpx
 
+from pesa._exceptions import ValidationError
 from pesa._logging import get_logger, redact
 from pesa._version import __version__
 from pesa._webhooks import SIGNATURE_HEADER, sign_webhook
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
+from pesa.ledger import EventType
 
 if TYPE_CHECKING:
     from pesa.config import Settings
@@ -94,17 +96,28 @@ def handler_endpoint(handler: EventHandler) -> str:
 def _normalise_handlers(handlers: HandlerMap | None) -> dict[str, tuple[EventHandler, set[str]]]:
     """endpoint → (handler, event types it wants)."""
     table: dict[str, tuple[EventHandler, set[str]]] = {}
+    known_types = {str(t) for t in EventType} | {ALL_EVENTS}
     for event_type, value in (handlers or {}).items():
+        if event_type not in known_types:
+            # A typo ("payment.succeded") would otherwise mean a handler that never runs.
+            raise ValidationError(
+                "handlers",
+                f"keys are event types ({', '.join(sorted(known_types))})",
+                event_type,
+            )
         callables: Iterable[EventHandler] = [value] if callable(value) else value
         for handler in callables:
             if not callable(handler):
-                raise TypeError(f"handler for {event_type!r} is not callable: {handler!r}")
+                raise ValidationError(
+                    "handlers", f"the handler for {event_type} must be callable", handler
+                )
             endpoint = handler_endpoint(handler)
             known = table.get(endpoint)
             if known is not None and known[0] is not handler:
-                raise ValueError(
+                raise ValidationError(
+                    "handlers",
                     f"two different handlers share the endpoint name {endpoint!r}; "
-                    "give them distinct names"
+                    "give them distinct names",
                 )
             table.setdefault(endpoint, (handler, set()))[1].add(event_type)
     return table
@@ -251,6 +264,8 @@ class WebhookDispatcher:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monotonic = monotonic
         self._rng: RandomSource = rng if rng is not None else random.Random()
+        # Pauses after a failed round (database unreachable, ...): from one interval up.
+        self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 60.0))
 
     @property
     def handler_endpoints(self) -> list[str]:
@@ -260,9 +275,7 @@ class WebhookDispatcher:
     def _client(self) -> httpx.AsyncClient:
         if self._http is None:
             self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(self.options.timeout),
-                follow_redirects=False,
-                headers={"User-Agent": f"pesa-webhooks/{__version__}"},
+                timeout=httpx.Timeout(self.options.timeout), follow_redirects=False
             )
         return self._http
 
@@ -318,7 +331,7 @@ class WebhookDispatcher:
                 report = await self.run_once()
             except Exception:  # the loop must survive a database hiccup
                 failures += 1
-                pause = Backoff(base=self.options.interval, cap=60.0).delay(failures, self._rng)
+                pause = self._failure_backoff.delay(failures, self._rng)
                 log.exception("webhook dispatcher round failed; retrying in %.1f s", pause)
                 with anyio.move_on_after(pause):
                     await stop.wait()
@@ -369,6 +382,7 @@ class WebhookDispatcher:
         body = event.payload
         headers = {
             "Content-Type": "application/json",
+            "User-Agent": f"pesa-webhooks/{__version__}",
             SIGNATURE_HEADER: sign_webhook(
                 body, self._secret, timestamp=int(self._clock().timestamp())
             ),
@@ -460,5 +474,8 @@ def _describe(endpoint: str) -> str:
     # Webhook URLs may carry credentials in their query string; log scheme, host and path.
     if endpoint.startswith(HANDLER_ENDPOINT_PREFIX):
         return endpoint
-    url = httpx.URL(endpoint)
+    try:
+        url = httpx.URL(endpoint)
+    except (httpx.InvalidURL, ValueError):
+        return "<invalid endpoint URL>"
     return f"{url.scheme}://{url.host}{':' + str(url.port) if url.port else ''}{url.path}"

@@ -37,12 +37,13 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 
+from pesa._constants import DEFAULT_TIMEOUT
 from pesa._exceptions import DarajaError, PesaError, RateLimitError, TransportError
 from pesa._logging import get_logger
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._throttle import TokenBucket
-from pesa.ledger import PaymentStatus, StkResult
+from pesa.ledger import InvalidTransitionError, PaymentStatus, StkResult
 
 if TYPE_CHECKING:
     from pesa.config import Settings
@@ -81,6 +82,8 @@ class ReconcilerOptions:
         stale_created_after: seconds after which an intent still in ``created`` is
             treated as ``unknown``.
         backoff: pauses after spike arrest / quota answers.
+        query_timeout: seconds one STK query may take in all; a query is only started
+            while at least this much of the claim's lease remains.
     """
 
     interval: float = 5.0
@@ -93,6 +96,7 @@ class ReconcilerOptions:
     lease: float = 120.0
     stale_created_after: float = 300.0
     backoff: Backoff = field(default_factory=lambda: Backoff(base=5.0, cap=300.0))
+    query_timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
         for name in ("interval", "recheck_interval", "deadline", "query_rate", "lease"):
@@ -104,6 +108,8 @@ class ReconcilerOptions:
             raise ValueError("query_burst and batch_size must be 1 or more")
         if not self.stale_created_after > 0:
             raise ValueError("stale_created_after must be greater than 0")
+        if not 0 < self.query_timeout < self.lease:
+            raise ValueError("query_timeout must be positive and shorter than the lease")
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReconcilerOptions:
@@ -121,6 +127,7 @@ class ReconcilerOptions:
             backoff=Backoff(
                 base=settings.reconcile_backoff_base, cap=settings.reconcile_backoff_cap
             ),
+            query_timeout=settings.timeout,
         )
 
 
@@ -158,6 +165,10 @@ class ReconcileReport:
 
 class _RoundAborted(Exception):
     """Spike arrest: hand the rest of the round back."""
+
+
+class _LeaseRunningOut(Exception):
+    """Too little of the claim's lease is left to start another query."""
 
 
 class Reconciler:
@@ -207,7 +218,10 @@ class Reconciler:
             options.query_rate, options.query_burst, clock=monotonic, sleep=sleep
         )
         self._rng: RandomSource = rng if rng is not None else random.Random()
+        # Pauses after a failed round (database unreachable, ...): from one interval up.
+        self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 300.0))
         self._rate_limited_in_a_row = 0
+        self._lease_end = float("inf")
 
     # -- one round ---------------------------------------------------------------------
 
@@ -235,15 +249,15 @@ class Reconciler:
             lease=timedelta(seconds=options.lease),
         )
         report.claimed = len(batch)
-        # A query is started only while the claim is safely held: past this point another
-        # process may have claimed the payment, and it must not be queried twice at once.
-        lease_end = claimed_at + options.lease * 0.8
+        # A query is started only while it can finish inside the claim's lease: after that
+        # another process may claim the payment, and it must never be queried twice at once.
+        self._lease_end = claimed_at + options.lease - options.query_timeout - 1.0
         for index, payment in enumerate(batch):
-            if self._monotonic() >= lease_end:
-                await self._release(batch[index:], self._now(), report)
-                break
             try:
                 await self._check(payment, report)
+            except _LeaseRunningOut:
+                await self._release(batch[index:], self._now(), report)
+                break
             except _RoundAborted:
                 resume = self._now() + timedelta(seconds=self.bucket.wait_time())
                 await self._release(batch[index + 1 :], resume, report)
@@ -271,7 +285,7 @@ class Reconciler:
                 report = await self.run_once()
             except Exception:  # the loop must survive a database hiccup
                 failures += 1
-                pause = Backoff(base=self.options.interval, cap=300.0).delay(failures, self._rng)
+                pause = self._failure_backoff.delay(failures, self._rng)
                 log.exception("reconciliation round failed; retrying in %.1f s", pause)
                 with anyio.move_on_after(pause):
                     await stop.wait()
@@ -299,7 +313,12 @@ class Reconciler:
             return current
         await self.bucket.acquire()
         try:
-            response = await self.client.stk_query(current.checkout_request_id)
+            with anyio.fail_after(self.options.query_timeout):
+                response = await self.client.stk_query(current.checkout_request_id)
+        except TimeoutError as err:
+            raise TransportError(
+                f"STK query got no answer within {self.options.query_timeout:g} s"
+            ) from err
         except RateLimitError:
             self._rate_limited()
             raise
@@ -330,9 +349,12 @@ class Reconciler:
             return
 
         await self.bucket.acquire()
+        if self._monotonic() >= self._lease_end:
+            raise _LeaseRunningOut
         report.queried += 1
         try:
-            response = await self.client.stk_query(cid)
+            with anyio.fail_after(self.options.query_timeout):
+                response = await self.client.stk_query(cid)
         except RateLimitError as err:
             report.rate_limited += 1
             self.metrics.reconciler_queries.inc(outcome="rate_limited")
@@ -345,7 +367,7 @@ class Reconciler:
             # This payment is handed back with the rest of the round.
             await self._release([payment], self._now() + timedelta(seconds=pause), report)
             raise _RoundAborted from err
-        except (TransportError, DarajaError) as err:
+        except (TransportError, DarajaError, TimeoutError) as err:
             report.errors += 1
             self.metrics.reconciler_queries.inc(outcome="error")
             log.warning("STK query for payment %s got no usable answer: %s", payment.id, err)
@@ -413,7 +435,12 @@ class Reconciler:
         await self.ledger.record_still_pending(payment.id, deadline_at)
 
     async def _expire(self, payment: Payment, report: ReconcileReport) -> None:
-        expired = await self.ledger.expire(payment.id)
+        try:
+            expired = await self.ledger.expire(payment.id)
+        except InvalidTransitionError as err:
+            # A callback settled it between our query and now: the answer won the race.
+            log.info("payment %s settled before it could expire: %s", payment.id, err.detail)
+            return
         if expired.status is PaymentStatus.FAILED and expired.failure_reason == "expired":
             report.expired += 1
             self.metrics.reconciler_expired.inc()

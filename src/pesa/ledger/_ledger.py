@@ -58,6 +58,7 @@ from pesa.ledger._states import (
     Rejected,
     StkResult,
     decide,
+    mismatch_reasons,
 )
 from pesa.ledger._types import (
     CallbackOutcome,
@@ -65,6 +66,7 @@ from pesa.ledger._types import (
     Delivery,
     Event,
     LedgerStats,
+    MismatchPolicy,
     Page,
     ParsedStkCallback,
     Payment,
@@ -192,6 +194,9 @@ class Ledger:
         lookup: the result-code catalogue (default :func:`pesa.daraja.lookup_code` for STK):
             a known code's meaning becomes ``failure_reason``; a code it calls not final
             (an unknown code) leaves the payment open for the reconciler to verify.
+        on_mismatch: ``"flag"`` (default) applies a success whose amount or phone differs
+            from the request and flags the payment; ``"refuse"`` stores such a callback as
+            ``invalid`` and changes nothing.
     """
 
     def __init__(
@@ -202,12 +207,16 @@ class Ledger:
         clock: Clock = _utc_now,
         parse: StkCallbackParser = parse_stk_callback_body,
         lookup: CodeLookup = stk_code,
+        on_mismatch: MismatchPolicy = "flag",
     ) -> None:
         self._engine = engine
         self._endpoints = tuple(dict.fromkeys(webhook_endpoints))
         self._clock = clock
         self._parse = parse
         self._lookup = lookup
+        if on_mismatch not in ("flag", "refuse"):
+            raise ValidationError("on_mismatch", 'must be "flag" or "refuse"', on_mismatch)
+        self._on_mismatch: MismatchPolicy = on_mismatch
         self._postgres = engine.dialect.name == "postgresql"
 
     @classmethod
@@ -219,6 +228,7 @@ class Ledger:
         clock: Clock = _utc_now,
         parse: StkCallbackParser = parse_stk_callback_body,
         lookup: CodeLookup = stk_code,
+        on_mismatch: MismatchPolicy = "flag",
         engine_options: Mapping[str, Any] | None = None,
     ) -> Ledger:
         """Open the ledger at ``url`` (``sqlite:///pesa.db``, ``postgresql://...``).
@@ -236,6 +246,7 @@ class Ledger:
             clock=clock,
             parse=parse,
             lookup=lookup,
+            on_mismatch=on_mismatch,
         )
 
     @property
@@ -517,6 +528,7 @@ class Ledger:
         *,
         source_ip: str | None,
         parse: StkCallbackParser | None = None,
+        on_mismatch: MismatchPolicy | None = None,
     ) -> CallbackOutcome:
         """Store a raw STK callback and apply it, in one transaction.
 
@@ -528,6 +540,11 @@ class Ledger:
             body: the request body exactly as received.
             source_ip: the client address the gateway trusts (after proxy handling).
             parse: overrides the ledger's parser for this call.
+            on_mismatch: overrides the ledger's policy for a success whose amount or phone
+                differs from the request: ``"flag"`` applies it and flags the payment,
+                ``"refuse"`` stores the callback as ``invalid`` and changes nothing (the
+                reconciler's query then settles the payment). Checked inside the same
+                transaction as the update, so no extra round trip and no race.
 
         Returns:
             A :class:`CallbackOutcome` (``applied``, ``duplicate``, ``ignored``,
@@ -551,7 +568,7 @@ class Ledger:
             return CallbackOutcome(callback_id, "invalid", None, detail)
 
         async def work(conn: AsyncConnection) -> CallbackOutcome:
-            return await self._ingest(conn, record, parsed)
+            return await self._ingest(conn, record, parsed, on_mismatch or self._on_mismatch)
 
         try:
             outcome: CallbackOutcome = await self._write(work)
@@ -564,7 +581,11 @@ class Ledger:
         return outcome
 
     async def _ingest(
-        self, conn: AsyncConnection, record: dict[str, Any], parsed: ParsedStkCallback
+        self,
+        conn: AsyncConnection,
+        record: dict[str, Any],
+        parsed: ParsedStkCallback,
+        on_mismatch: MismatchPolicy,
     ) -> CallbackOutcome:
         cid = parsed.checkout_request_id
         current = await self._lock_payment(conn, payments.c.checkout_request_id == cid)
@@ -578,6 +599,13 @@ class Ledger:
         ):
             status, payment = "invalid", current
             detail = "MerchantRequestID does not match the one Daraja gave for this payment"
+        elif (
+            on_mismatch == "refuse"
+            and parsed.result.is_success
+            and (reasons := mismatch_reasons(_state(current), parsed.result))
+        ):
+            status, payment = "invalid", current
+            detail = "success does not match the request: " + "; ".join(reasons)
         else:
             decision, payment = await self._apply(conn, current, parsed.result)
             status, detail = _callback_status(decision), decision.detail

@@ -18,6 +18,7 @@ __all__ = [
     "DeliveryStatus",
     "Event",
     "LedgerStats",
+    "MismatchPolicy",
     "Page",
     "ParsedStkCallback",
     "Payment",
@@ -28,6 +29,7 @@ T = TypeVar("T")
 
 CallbackStatus: TypeAlias = Literal["applied", "duplicate", "ignored", "unknown_payment", "invalid"]
 DeliveryStatus: TypeAlias = Literal["pending", "delivered", "failed"]
+MismatchPolicy: TypeAlias = Literal["flag", "refuse"]
 
 
 def _iso(value: datetime | None) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
+import ssl
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -52,9 +53,11 @@ class RunningEmulator:
         return None if self.tls is None else self.tls.ca_path
 
     @property
-    def verify(self) -> bool | str:
-        """What to pass as httpx's ``verify=`` to talk to this emulator."""
-        return True if self.tls is None else str(self.tls.ca_path)
+    def verify(self) -> bool | ssl.SSLContext:
+        """What to pass as httpx's ``verify=`` to talk to this emulator (trusts its CA)."""
+        if self.tls is None:
+            return True
+        return ssl.create_default_context(cafile=str(self.tls.ca_path))
 
 
 def _prepare(
@@ -86,6 +89,10 @@ def _prepare(
     return emulator, server, sock, files, f"{scheme}://{host}:{port}"
 
 
+def _verify(files: TlsFiles | None) -> bool | ssl.SSLContext:
+    return True if files is None else ssl.create_default_context(cafile=str(files.ca_path))
+
+
 @contextlib.contextmanager
 def run_emulator(
     config: EmulatorConfig | None = None,
@@ -113,7 +120,7 @@ def run_emulator(
             sock.close()
             raise RuntimeError("the emulator server did not start")
         time.sleep(0.005)
-    control = EmulatorControl(base_url, verify=str(files.ca_path) if files else True)
+    control = EmulatorControl(base_url, verify=_verify(files))
     try:
         yield RunningEmulator(base_url, emulator, control, files)
     finally:
@@ -144,7 +151,7 @@ async def serve_emulator(
             if task.done() or time.monotonic() > deadline:
                 raise RuntimeError("the emulator server did not start")
             await asyncio.sleep(0.005)
-        control = EmulatorControl(base_url, verify=str(files.ca_path) if files else True)
+        control = EmulatorControl(base_url, verify=_verify(files))
         try:
             yield RunningEmulator(base_url, emulator, control, files)
         finally:

@@ -1,0 +1,242 @@
+"""``pesa serve``, ``pesa worker``, ``pesa db upgrade`` and ``pesa demo``: running the gateway."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import sys
+from typing import Annotated, Any
+
+import anyio
+import typer
+
+from pesa._exceptions import ConfigurationError
+from pesa._logging import configure_logging
+from pesa.cli._app import app, console, fail
+from pesa.config import Settings
+
+__all__ = ["bind_socket", "db_app", "load_settings"]
+
+db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read ``PESA_*`` settings, with command-line flags (not ``None``) taking precedence."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return Settings(**given)
+    except ValueError as err:
+        # pydantic's message names the field; keep the first line, never a traceback.
+        fail(f"invalid configuration: {err}".splitlines()[0] + f" ({_first_error(err)})")
+
+
+def _first_error(err: ValueError) -> str:
+    errors = getattr(err, "errors", None)
+    if callable(errors):
+        for item in errors():
+            loc = ".".join(str(part) for part in item.get("loc", ()))
+            return f"PESA_{loc.upper()}: {item.get('msg', 'invalid')}"
+    return str(err)
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """Bind a listening TCP socket (port 0 picks a free one), for uvicorn to serve on."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as err:
+        sock.close()
+        fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+@app.command()
+def serve(
+    host: Annotated[
+        str | None, typer.Option(help="address to bind [env: PESA_GATEWAY_HOST]")
+    ] = None,
+    port: Annotated[
+        int | None, typer.Option(help="port to bind, 0 for any free [env: PESA_GATEWAY_PORT]")
+    ] = None,
+    workers: Annotated[
+        bool | None,
+        typer.Option(
+            "--workers/--no-workers",
+            help="run the reconciler and webhook dispatcher here [env: PESA_RUN_WORKERS]",
+        ),
+    ] = None,
+    migrate: Annotated[
+        bool | None,
+        typer.Option(
+            "--migrate/--no-migrate",
+            help="apply database migrations at start [env: PESA_AUTO_MIGRATE]",
+        ),
+    ] = None,
+) -> None:
+    """Run the gateway: REST API, callback route, workers (and the emulator, in emulator)."""
+    import uvicorn
+
+    from pesa.gateway import create_app
+    from pesa.gateway._app import check_settings
+
+    settings = load_settings(
+        gateway_host=host, gateway_port=port, run_workers=workers, auto_migrate=migrate
+    )
+    configure_logging(settings.log)
+    try:
+        check_settings(settings)
+    except ConfigurationError as err:
+        fail(str(err))
+    if settings.auto_migrate:
+        # Before uvicorn starts, so that an unreachable database is one clear line.
+        _migrate(settings)
+    sock = bind_socket(settings.gateway_host, settings.gateway_port)
+    actual_port = sock.getsockname()[1]
+    settings = settings.model_copy(update={"gateway_port": actual_port, "auto_migrate": False})
+    try:
+        gateway = create_app(settings)
+    except ConfigurationError as err:
+        sock.close()
+        fail(str(err))
+    urls = gateway.state.urls
+    shown_callback = (
+        urls.callback
+        if settings.env == "emulator"
+        else urls.callback.replace(settings.require("callback_token"), "<PESA_CALLBACK_TOKEN>")
+    )
+    console.print(f"pesa gateway ({settings.env})", highlight=False, soft_wrap=True)
+    console.print(f"  API:       {urls.public}/v1/payments", highlight=False, soft_wrap=True)
+    console.print(f"  docs:      {urls.public}/docs", highlight=False, soft_wrap=True)
+    console.print(f"  callbacks: {shown_callback}", highlight=False, soft_wrap=True)
+    if urls.emulator is not None:
+        console.print(f"  emulator:  {urls.emulator}", highlight=False, soft_wrap=True)
+    console.print(
+        f"  database:  {_safe_url(settings.database_url)}", highlight=False, soft_wrap=True
+    )
+    sys.stdout.flush()
+    config = uvicorn.Config(
+        gateway,
+        lifespan="on",
+        log_level=settings.log.lower(),
+        access_log=settings.log.lower() == "debug",
+        timeout_graceful_shutdown=10,
+    )
+    server = uvicorn.Server(config)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        sock.close()
+    if not server.started:
+        fail("the gateway did not start (see the error above)")
+
+
+def _safe_url(url: str) -> str:
+    # Never print a database password.
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        return "<unparseable PESA_DATABASE_URL>"
+
+
+@app.command()
+def worker() -> None:
+    """Run the reconciler and webhook dispatcher without the API (for extra processes)."""
+    settings = load_settings()
+    configure_logging(settings.log)
+    console.print(
+        f"pesa worker ({settings.env}): reconciler and webhook dispatcher", highlight=False
+    )
+    sys.stdout.flush()
+    anyio.run(_run_worker, settings)
+
+
+async def _run_worker(settings: Settings) -> None:
+    from pesa.gateway._app import run_workers
+
+    stop = anyio.Event()
+
+    async def watch_signals() -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                stop.set()
+                return
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_signals)
+        await run_workers(settings, stop)
+        tg.cancel_scope.cancel()
+
+
+def _migrate(settings: Settings) -> None:
+    async def upgrade() -> None:
+        from pesa.ledger import Ledger
+
+        ledger = await Ledger.open(settings.database_url)
+        try:
+            await ledger.migrate()
+        finally:
+            await ledger.close()
+
+    try:
+        anyio.run(upgrade)
+    except Exception as err:
+        # One line: the database URL (password hidden) and what went wrong.
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        fail(f"cannot migrate the database {_safe_url(settings.database_url)}: {reason}")
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Create or migrate the ledger database to the latest schema (PESA_DATABASE_URL)."""
+    settings = load_settings()
+    _migrate(settings)
+    console.print(f"database is up to date: {_safe_url(settings.database_url)}", highlight=False)
+
+
+@app.command()
+def demo(
+    timeout: Annotated[
+        float, typer.Option(help="seconds to wait for every payment to settle")
+    ] = 40.0,
+) -> None:
+    """Walk one payment through each emulator scenario end to end (no configuration needed).
+
+    Starts the gateway with the emulator and a temporary SQLite ledger on a free loopback
+    port, creates a payment per scenario phone, waits for each to settle and prints its
+    lifecycle. Exits 0 only if every payment ended as the scenario promises.
+    """
+    from rich.table import Table
+
+    from pesa.gateway._demo import run_demo
+
+    console.print("pesa demo: gateway + emulator + SQLite on a free loopback port ...")
+    results, notes = anyio.run(lambda: run_demo(timeout=timeout))
+    table = Table(title="pesa demo: one payment per emulator scenario", title_justify="left")
+    for column in ("scenario", "phone", "lifecycle", "code", "callbacks", "receipt", "check"):
+        table.add_column(column, overflow="fold")
+    for result in results:
+        payment = result.payment
+        table.add_row(
+            result.scenario.name,
+            result.scenario.phone,
+            " → ".join(result.lifecycle),
+            str(payment.get("result_code") or "-"),
+            str(result.callbacks),
+            str(payment.get("receipt") or "-"),
+            "[green]ok[/]" if result.ok else "[red]" + "; ".join(result.problems) + "[/]",
+        )
+    console.print(table)
+    for note in notes:
+        console.print(note, highlight=False)
+    failed = [r for r in results if not r.ok]
+    bad_notes = [n for n in notes if "FAILED" in n]
+    if failed or bad_notes:
+        fail(f"{len(failed)} of {len(results)} payments did not end as expected")
+    console.print(f"[bold green]all {len(results)} payments ended as expected[/]")

@@ -1,0 +1,359 @@
+"""The gateway application factory: routes, and a lifespan that opens what they use.
+
+``create_app(settings)`` returns a FastAPI app whose lifespan opens the ledger, the Daraja
+client and the background workers (reconciler and webhook dispatcher), and closes them in
+reverse order. In the ``emulator`` environment it also mounts the Daraja emulator at
+``/emulator``, points the client at it and its callbacks back at this app, so that one
+process runs everything.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import anyio
+from fastapi import FastAPI
+
+from pesa._constants import DEFAULT_GATEWAY_HOST
+from pesa._exceptions import ConfigurationError
+from pesa._logging import get_logger
+from pesa._version import __version__
+from pesa.client import AsyncDaraja
+from pesa.config import Settings
+from pesa.daraja import lookup_code
+from pesa.emulator import SANDBOX_PASSKEY, Emulator, config_from_settings
+from pesa.gateway import _api, _callbacks
+from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
+from pesa.gateway._metrics import Metrics
+from pesa.gateway._payments import PaymentCreator
+from pesa.gateway._reconciler import Reconciler
+from pesa.gateway._state import GatewayState
+from pesa.gateway._trust import CallbackTrust
+from pesa.ledger import Ledger
+
+__all__ = [
+    "EMULATOR_MOUNT",
+    "GatewayUrls",
+    "check_settings",
+    "create_app",
+    "gateway_urls",
+    "run_workers",
+]
+
+log = get_logger("pesa.gateway")
+
+EMULATOR_MOUNT = "/emulator"
+EMULATOR_SHORTCODE = "174379"
+EMULATOR_CONSUMER_KEY = "pesa-emulator"
+EMULATOR_CONSUMER_SECRET = "pesa-emulator"  # a public placeholder, not a secret
+# Once asked to stop, workers get this long to finish their batch before being cancelled.
+_WORKER_GRACE_SECONDS = 5.0
+_WORKER_RESTART_DELAY = 1.0
+
+
+def check_settings(settings: Settings) -> None:
+    """Refuse to run a real-money gateway that is open or unreachable.
+
+    In ``sandbox`` and ``production`` the REST API needs a bearer key, the callback route a
+    secret token, Daraja a public URL to call back (HTTPS in production), and the client
+    its credentials (consumer key and secret, shortcode, passkey).
+
+    Raises:
+        ConfigurationError: naming the missing ``PESA_*`` variable.
+    """
+    if settings.env == "emulator":
+        return
+    for name in (
+        "api_key",
+        "callback_token",
+        "public_url",
+        "consumer_key",
+        "consumer_secret",
+        "shortcode",
+        "passkey",
+    ):
+        settings.require(name)
+    public_url = settings.require("public_url")
+    scheme = urlsplit(public_url).scheme
+    if scheme not in ("http", "https"):
+        raise ConfigurationError(
+            f"public_url must be an http(s) URL (PESA_PUBLIC_URL), got {public_url!r}"
+        )
+    if settings.env == "production" and scheme != "https":
+        raise ConfigurationError("public_url must be https in production (PESA_PUBLIC_URL)")
+    token = settings.require("callback_token")
+    if len(token) < 16:
+        raise ConfigurationError(
+            "callback_token must be at least 16 characters (PESA_CALLBACK_TOKEN); "
+            "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayUrls:
+    """Where a gateway can be reached.
+
+    Attributes:
+        public: the base URL Daraja and users reach the gateway at.
+        callback: the STK CallBackURL given to Daraja (contains the secret token).
+        emulator: the base URL of the mounted emulator, if any.
+    """
+
+    public: str
+    callback: str
+    emulator: str | None
+
+
+def gateway_urls(settings: Settings, callback_token: str) -> GatewayUrls:
+    """Work out the public, callback and emulator URLs of a gateway from its settings.
+
+    Without ``public_url`` (only allowed in ``emulator``) the gateway is reached at its own
+    bind address; a wildcard bind (``0.0.0.0``) is reached on loopback.
+    """
+    if settings.public_url:
+        public = settings.public_url.rstrip("/")
+    else:
+        host = settings.gateway_host
+        if host in ("0.0.0.0", "::", ""):
+            host = DEFAULT_GATEWAY_HOST
+        if ":" in host:
+            host = f"[{host}]"
+        public = f"http://{host}:{settings.gateway_port}"
+    emulator = f"{public}{EMULATOR_MOUNT}" if settings.env == "emulator" else None
+    return GatewayUrls(
+        public=public, callback=f"{public}/callbacks/{callback_token}/stk", emulator=emulator
+    )
+
+
+async def _supervise(
+    name: str, run: Callable[[anyio.Event], Awaitable[Any]], stop: anyio.Event
+) -> None:
+    # A crashing worker must not take the API down with it: log, pause, start again.
+    while not stop.is_set():
+        try:
+            await run(stop)
+        except Exception:
+            log.exception("%s crashed; restarting in %.0fs", name, _WORKER_RESTART_DELAY)
+            with anyio.move_on_after(_WORKER_RESTART_DELAY):
+                await stop.wait()
+        else:
+            return
+
+
+async def _run_until_stopped(
+    reconciler: Reconciler, dispatcher: WebhookDispatcher, stop: anyio.Event
+) -> None:
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(_supervise, "reconciler", reconciler.run, stop)
+        tg.start_soon(_supervise, "webhook dispatcher", dispatcher.run, stop)
+        await stop.wait()
+        # Workers finish the batch in hand (a claim, a query, a delivery), then stop.
+        tg.cancel_scope.deadline = anyio.current_time() + _WORKER_GRACE_SECONDS
+
+
+async def run_workers(
+    settings: Settings,
+    stop: anyio.Event,
+    *,
+    handlers: HandlerMap | None = None,
+) -> None:
+    """Run the reconciler and webhook dispatcher until ``stop`` is set (``pesa worker``).
+
+    Opens its own ledger (``PESA_DATABASE_URL``) and Daraja client (``PESA_BASE_URL``, or
+    the environment's default: ``pesa emulator`` on port 8100 in ``emulator``). Several
+    such processes can share one PostgreSQL ledger: work is claimed with
+    ``FOR UPDATE SKIP LOCKED``.
+    """
+    async with AsyncExitStack() as stack:
+        endpoints = delivery_endpoints(settings.webhook_urls, handlers)
+        ledger = await open_ledger(settings, endpoints)
+        stack.push_async_callback(ledger.close)
+        client = build_client(settings)
+        stack.push_async_callback(client.aclose)
+        metrics = Metrics()
+        reconciler = _build_reconciler(settings, ledger, client, metrics)
+        dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
+        stack.push_async_callback(dispatcher.aclose)
+        await _run_until_stopped(reconciler, dispatcher, stop)
+
+
+def stk_code_meaning(code: str) -> str | None:
+    """The catalogue meaning of an STK result code (``"1032"`` → "cancelled by the customer").
+
+    Given to the ledger, which records it as a failed payment's ``failure_reason``; an
+    unknown code gives ``None`` and the ledger keeps Daraja's own ``ResultDesc``.
+    """
+    entry = lookup_code(code, "stk")
+    return entry.meaning if entry.known else None
+
+
+async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> Ledger:
+    """Open the ledger of ``PESA_DATABASE_URL`` with the STK result-code catalogue."""
+    return await Ledger.open(
+        settings.database_url, webhook_endpoints=webhook_endpoints, meaning=stk_code_meaning
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    ledger: Ledger | None = None,
+    client: AsyncDaraja | None = None,
+    emulator: Emulator | None = None,
+    handlers: HandlerMap | None = None,
+) -> FastAPI:
+    """Build the gateway ASGI app.
+
+    Args:
+        settings: the configuration; ``Settings()`` (the environment) when omitted.
+        ledger: an open ledger to use instead of opening ``settings.database_url`` (the
+            caller then owns it, and its migrations).
+        client: a Daraja client to use instead of building one from the settings.
+        emulator: the emulator to mount at ``/emulator`` in the ``emulator`` environment
+            (one configured by the ``PESA_EMULATOR_*`` settings when omitted).
+        handlers: Python event handlers: event type (``"payment.succeeded"``, or ``"*"``)
+            → a callable or several, sync or async, called at least once per event.
+
+    Returns:
+        The FastAPI app; ``app.state.urls`` is its :class:`GatewayUrls`.
+
+    Raises:
+        ConfigurationError: in ``sandbox``/``production`` without an API key, a callback
+            token and a public URL.
+
+    Example:
+        >>> app = create_app(Settings(env="emulator"))
+        >>> # uvicorn.run(app)  -- or: pesa serve
+    """
+    settings = settings if settings is not None else Settings()
+    check_settings(settings)
+    mounted: Emulator | None = None
+    if settings.env == "emulator":
+        mounted = emulator if emulator is not None else Emulator(config_from_settings(settings))
+    token_secret = settings.callback_token
+    # In the emulator a fresh random token per start is as good as a configured one.
+    token = token_secret.get_secret_value() if token_secret else secrets.token_urlsafe(24)
+    trust = CallbackTrust.build(
+        token,
+        allowlist_mode=settings.callback_allowlist,
+        allowed_ips=settings.callback_allowed_ips,
+        trusted_proxies=settings.trusted_proxies,
+    )
+    urls = gateway_urls(settings, token)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        async with AsyncExitStack() as stack:
+            state = await _open(settings, urls, trust, stack, ledger, client, mounted, handlers)
+            app.state.gateway = state
+            stop = anyio.Event()
+            async with anyio.create_task_group() as workers:
+                if settings.run_workers:
+                    workers.start_soon(_run_until_stopped, state.reconciler, state.dispatcher, stop)
+                try:
+                    yield
+                finally:
+                    stop.set()
+
+    app = FastAPI(
+        title="pesa gateway",
+        version=__version__,
+        description="M-Pesa payments with a durable ledger: STK push, callbacks, webhooks.",
+        lifespan=lifespan,
+    )
+    _api.install_error_handlers(app)
+    app.include_router(_api.router)
+    app.include_router(_callbacks.router)
+    app.state.urls = urls
+    if mounted is not None:
+        app.mount(EMULATOR_MOUNT, mounted.app)
+    return app
+
+
+async def _open(
+    settings: Settings,
+    urls: GatewayUrls,
+    trust: CallbackTrust,
+    stack: AsyncExitStack,
+    ledger: Ledger | None,
+    client: AsyncDaraja | None,
+    emulator: Emulator | None,
+    handlers: HandlerMap | None,
+) -> GatewayState:
+    if ledger is None:
+        endpoints = delivery_endpoints(settings.webhook_urls, handlers)
+        ledger = await open_ledger(settings, endpoints)
+        stack.push_async_callback(ledger.close)
+        if settings.auto_migrate:
+            await ledger.migrate()
+    if emulator is not None:
+        await stack.enter_async_context(emulator)
+    if client is None:
+        client = build_client(settings, emulator_url=urls.emulator, callback_url=urls.callback)
+        stack.push_async_callback(client.aclose)
+    metrics = Metrics()
+    reconciler = _build_reconciler(settings, ledger, client, metrics)
+    dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
+    stack.push_async_callback(dispatcher.aclose)
+    api_key = settings.api_key.get_secret_value() if settings.api_key else None
+    if api_key is None:
+        log.warning("PESA_API_KEY is not set: the REST API is open (emulator only)")
+    return GatewayState(
+        settings=settings,
+        ledger=ledger,
+        client=client,
+        creator=PaymentCreator(ledger, client, callback_url=urls.callback),
+        reconciler=reconciler,
+        dispatcher=dispatcher,
+        trust=trust,
+        metrics=metrics,
+        api_key=api_key,
+        callback_url=urls.callback,
+        public_url=urls.public,
+        emulator_url=urls.emulator,
+    )
+
+
+def build_client(
+    settings: Settings, *, emulator_url: str | None = None, callback_url: str | None = None
+) -> AsyncDaraja:
+    """The gateway's Daraja client, from the settings.
+
+    In ``emulator`` it talks to ``emulator_url`` (the mounted emulator) unless
+    ``PESA_BASE_URL`` points elsewhere (an emulator in its own process), and falls back on
+    the public sandbox shortcode and passkey and a placeholder consumer key, which the
+    emulator accepts unless strict: a fresh checkout needs no credentials at all.
+    """
+    overrides: dict[str, Any] = {}
+    if callback_url is not None:
+        overrides["callback_url"] = callback_url
+    if settings.env == "emulator":
+        if settings.base_url is None and emulator_url is not None:
+            overrides["base_url"] = emulator_url
+        if settings.shortcode is None or settings.passkey is None:
+            overrides["shortcode"] = EMULATOR_SHORTCODE
+            overrides["passkey"] = SANDBOX_PASSKEY
+        if settings.consumer_key is None or settings.consumer_secret is None:
+            overrides["consumer_key"] = EMULATOR_CONSUMER_KEY
+            overrides["consumer_secret"] = EMULATOR_CONSUMER_SECRET
+    return AsyncDaraja.from_settings(settings, **overrides)
+
+
+def _build_reconciler(
+    settings: Settings, ledger: Ledger, client: AsyncDaraja, metrics: Metrics
+) -> Reconciler:
+    return Reconciler(ledger, client, settings=settings, metrics=metrics)
+
+
+def _build_dispatcher(
+    settings: Settings,
+    ledger: Ledger,
+    handlers: HandlerMap | None,
+    metrics: Metrics,
+) -> WebhookDispatcher:
+    return WebhookDispatcher(ledger, handlers=handlers, settings=settings, metrics=metrics)

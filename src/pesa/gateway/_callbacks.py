@@ -1,0 +1,132 @@
+"""``POST /callbacks/{token}/stk``: where Daraja delivers STK push results.
+
+The order of checks is the point of this module:
+
+1. wrong path token → 404, nothing stored, nothing logged beyond one line (to a guesser the
+   route does not exist);
+2. source address not on the allowlist (``enforce`` mode) → 403, nothing stored;
+3. the raw body is handed to the ledger, which stores it and applies the result in one
+   transaction; Daraja's 200 is sent only after that commit;
+4. a body we cannot use (not JSON, wrong shape, a CheckoutRequestID we never issued, a
+   success whose amount or phone is not what we asked for) is still stored raw for audit,
+   changes no payment, and gets a clear 4xx, never a 500. A refused success is not lost:
+   the reconciler settles the payment by STK query, which asks Daraja directly.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from pesa._exceptions import InvalidCallbackError
+from pesa._logging import get_logger
+from pesa.gateway._state import gateway_state
+from pesa.ledger import (
+    Ledger,
+    ParsedStkCallback,
+    PaymentState,
+    StkCallbackParser,
+    mismatch_reasons,
+    parse_stk_callback_body,
+)
+
+__all__ = ["MAX_CALLBACK_BYTES", "router"]
+
+log = get_logger("pesa.gateway.callbacks")
+
+# A real STK callback is well under 2 KB; anything near this is not from Daraja.
+MAX_CALLBACK_BYTES = 64 * 1024
+
+router = APIRouter()
+
+
+def _reply(status_code: int, result_code: int, desc: str) -> JSONResponse:
+    # Daraja reads {"ResultCode", "ResultDesc"} (REFERENCE §6.3); 0 means accepted.
+    return JSONResponse({"ResultCode": result_code, "ResultDesc": desc}, status_code=status_code)
+
+
+async def _read_limited(request: Request) -> bytes | None:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_CALLBACK_BYTES:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _cross_checking_parser(ledger: Ledger, body: bytes) -> StkCallbackParser | None:
+    """A parser that refuses a success whose amount or phone is not what we asked for.
+
+    The ledger would apply such a success and flag it; a callback is unsigned, so the
+    gateway refuses it instead (stored raw as ``invalid``, no payment changes) and leaves
+    the payment to the reconciler, whose STK query asks Daraja directly.
+    """
+    try:
+        parsed = parse_stk_callback_body(body)
+    except (InvalidCallbackError, ValueError, TypeError, KeyError):
+        return None  # the ledger's own parser stores it as invalid, with the reason
+    if not parsed.result.is_success:
+        return None
+    payment = await ledger.get_payment_by_checkout_id(parsed.checkout_request_id)
+    if payment is None:
+        return None
+    requested = PaymentState(status=payment.status, amount=payment.amount, phone=payment.phone)
+    mismatches = mismatch_reasons(requested, parsed.result)
+    if not mismatches:
+        return None
+    reason = "; ".join(mismatches)
+
+    def refuse(_: bytes) -> ParsedStkCallback:
+        raise InvalidCallbackError(f"success does not match the request: {reason}")
+
+    return refuse
+
+
+@router.post("/callbacks/{token}/stk", include_in_schema=False)
+async def stk_callback(token: str, request: Request) -> JSONResponse:
+    """Store and apply one STK push result from Daraja (see the module docstring)."""
+    state = gateway_state(request)
+    if not state.trust.check_token(token):
+        state.metrics.callbacks_received.inc(outcome="forbidden_token")
+        log.warning("callback with a wrong path token refused (404)")
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    peer = request.client.host if request.client else None
+    verdict = state.trust.check_source(peer, request.headers.getlist("x-forwarded-for"))
+    if not verdict.allowed:
+        state.metrics.callbacks_received.inc(outcome="forbidden_source")
+        log.warning("callback from %s refused: %s", verdict.client_ip, verdict.reason)
+        return _reply(403, 1, "Forbidden")
+    if state.trust.allowlist_mode == "log" and not verdict.listed:
+        log.warning("callback from %s accepted but %s", verdict.client_ip, verdict.reason)
+    body = await _read_limited(request)
+    if body is None:
+        state.metrics.callbacks_received.inc(outcome="too_large")
+        log.warning("callback from %s refused: larger than %d bytes", peer, MAX_CALLBACK_BYTES)
+        return _reply(413, 1, "Payload too large")
+    try:
+        parse = await _cross_checking_parser(state.ledger, body)
+        outcome = await state.ledger.ingest_stk_callback(
+            body, source_ip=verdict.client_ip, parse=parse
+        )
+    except Exception:
+        # Not the caller's fault (the database is down, ...): no 200, so nothing is
+        # acknowledged that was not committed; the reconciler settles the payment anyway.
+        state.metrics.callbacks_received.inc(outcome="error")
+        log.exception("callback could not be stored")
+        return _reply(503, 1, "Temporarily unavailable")
+    state.metrics.callbacks_received.inc(outcome=outcome.status)
+    if outcome.status in ("applied", "duplicate", "ignored"):
+        # Stored and committed; "ignored" (a result for a payment that is already final in
+        # another way) changes nothing, but Daraja has delivered it correctly.
+        return _reply(200, 0, "Accepted")
+    log.warning(
+        "callback %s not applied (%s): %s", outcome.callback_id, outcome.status, outcome.detail
+    )
+    if outcome.status == "unknown_payment":
+        return _reply(404, 1, f"Rejected: {outcome.detail}")
+    return _reply(400, 1, f"Rejected: {outcome.detail}")

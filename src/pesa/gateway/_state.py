@@ -1,0 +1,60 @@
+"""What a running gateway holds (ledger, client, workers), shared by its routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from pesa._exceptions import PesaError
+from pesa.client import AsyncDaraja
+from pesa.config import Settings
+from pesa.gateway._dispatcher import WebhookDispatcher
+from pesa.gateway._metrics import Metrics
+from pesa.gateway._payments import PaymentCreator
+from pesa.gateway._reconciler import Reconciler
+from pesa.gateway._trust import CallbackTrust
+from pesa.ledger import Ledger
+
+__all__ = ["GatewayState", "gateway_state"]
+
+
+@dataclass(slots=True)
+class GatewayState:
+    """The live objects of one gateway process, built by the app's lifespan.
+
+    Attributes:
+        settings: the settings the app was created with.
+        ledger: the open ledger.
+        client: the Daraja client (pointed at the mounted emulator in ``emulator``).
+        creator: the payment create flow.
+        reconciler: settles payments by query (``POST /v1/payments/{id}/refresh``).
+        dispatcher: delivers events to webhook URLs and Python handlers.
+        trust: the callback trust policy.
+        metrics: counters rendered by ``/metrics``.
+        api_key: the bearer key of the REST API; ``None`` leaves it open (emulator only).
+        callback_url: the STK CallBackURL given to Daraja.
+        public_url: where Daraja and users reach this gateway.
+        emulator_url: where the mounted emulator answers, if there is one.
+    """
+
+    settings: Settings
+    ledger: Ledger
+    client: AsyncDaraja
+    creator: PaymentCreator
+    reconciler: Reconciler
+    dispatcher: WebhookDispatcher
+    trust: CallbackTrust
+    metrics: Metrics
+    api_key: str | None
+    callback_url: str
+    public_url: str
+    emulator_url: str | None = None
+
+
+def gateway_state(request: Request) -> GatewayState:
+    """FastAPI dependency: the state the lifespan stored on the app."""
+    state = getattr(request.app.state, "gateway", None)
+    if not isinstance(state, GatewayState):
+        raise PesaError("the gateway is not started: its lifespan has not run")
+    return state

@@ -1,0 +1,77 @@
+"""``pesa emulator`` as a real subprocess: it prints where it listens and serves Daraja."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def emulator_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
+    env = {**os.environ, "PESA_EMULATOR_STK_DELAY": "0.05"}
+    env.pop("PESA_EMULATOR_PORT", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pesa", "emulator", "--port", "0", "--latency", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline()
+        match = re.search(r"listening on (http://127\.0\.0\.1:\d+)", first)
+        assert match, first + (process.stderr.read() if process.stderr else "")
+        yield process, match.group(1)
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+
+
+def test_cli_serves_daraja_and_the_control_api(
+    emulator_process: tuple[subprocess.Popen[str], str],
+) -> None:
+    _, base_url = emulator_process
+    token = httpx.get(
+        f"{base_url}/oauth/v1/generate?grant_type=client_credentials",
+        auth=("k", "s"),
+        trust_env=False,
+    )
+    assert token.status_code == 200
+    config = httpx.get(f"{base_url}/__emulator__/config", trust_env=False).json()
+    assert config["stk_delay"] == 0.05
+    assert config["latency_ms"] == 1
+
+
+def test_cli_fails_with_one_line_on_a_bad_option() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pesa", "emulator", "--passkey", "nonsense"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode != 0
+    assert "--passkey expects NAME=VALUE" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_refuses_strict_mode_without_credentials() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PESA_CONSUMER")}
+    result = subprocess.run(
+        [sys.executable, "-m", "pesa", "emulator", "--strict", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert result.returncode == 1
+    assert "strict mode needs consumer_key and consumer_secret" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -1,0 +1,205 @@
+"""``POST /callbacks/{token}/stk``: trust checks, raw storage, 4xx for bad input, applied once."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+
+from pesa.emulator import AsyncEmulatorControl, Emulator, Rule
+from pesa.ledger import Ledger
+from pesa.testing import stk_callback_payload, stk_failure_payload
+from pesa.testing._gateway import RunningGateway, run_gateway
+
+from .conftest import API_KEY, CALLBACK_TOKEN, gateway_settings
+from .helpers import create, events_of, wait_for
+
+
+async def _callback_counts(ledger: Ledger) -> dict[str, int]:
+    return dict((await ledger.stats()).callbacks)
+
+
+async def _post(
+    gateway: RunningGateway, body: Any, *, token: str = CALLBACK_TOKEN
+) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    async with httpx.AsyncClient(base_url=gateway.url) as daraja:
+        return await daraja.post(
+            f"/callbacks/{token}/stk",
+            content=content,
+            headers={"Content-Type": "application/json"},
+        )
+
+
+@pytest.fixture
+def silent_customer(emulator: Emulator) -> Emulator:
+    """The customer never answers (for a minute): the tests play Daraja's part themselves."""
+    emulator.add_rule(Rule(callback="drop", delay=60))
+    return emulator
+
+
+class TestTrust:
+    async def test_wrong_token_is_404_and_nothing_is_stored(
+        self, gateway: RunningGateway, ledger: Ledger
+    ) -> None:
+        response = await _post(gateway, stk_callback_payload(), token="guess")
+        assert response.status_code == 404
+        assert await _callback_counts(ledger) == {}
+
+    async def test_callback_url_given_to_daraja_carries_the_token(
+        self, gateway: RunningGateway
+    ) -> None:
+        assert gateway.callback_url == f"{gateway.url}/callbacks/{CALLBACK_TOKEN}/stk"
+
+    async def test_enforced_allowlist_refuses_strangers_with_403_storing_nothing(
+        self, sqlite_url: str, emulator: Emulator
+    ) -> None:
+        settings = gateway_settings(sqlite_url, callback_allowlist="enforce")
+        with run_gateway(settings, emulator=emulator) as gateway:
+            response = await _post(gateway, stk_callback_payload())
+            assert response.status_code == 403
+        async with await Ledger.open(sqlite_url) as ledger:
+            assert await _callback_counts(ledger) == {}
+
+    async def test_allowlisted_proxy_hop_is_believed_only_from_a_trusted_proxy(
+        self, sqlite_url: str, emulator: Emulator
+    ) -> None:
+        settings = gateway_settings(
+            sqlite_url,
+            callback_allowlist="enforce",
+            trusted_proxies=("127.0.0.1",),
+        )
+        with run_gateway(settings, emulator=emulator) as gateway:
+            async with httpx.AsyncClient(base_url=gateway.url) as proxy:
+                response = await proxy.post(
+                    f"/callbacks/{CALLBACK_TOKEN}/stk",
+                    json=stk_callback_payload(checkout_request_id="ws_CO_unknown"),
+                    headers={"X-Forwarded-For": "196.201.214.200"},
+                )
+            # Past the allowlist (the proxy vouches for a Safaricom address); unknown id.
+            assert response.status_code == 404
+            assert response.json()["ResultCode"] == 1
+        async with await Ledger.open(sqlite_url) as ledger:
+            assert await _callback_counts(ledger) == {"unknown_payment": 1}
+
+    async def test_oversized_body_is_413(self, gateway: RunningGateway) -> None:
+        response = await _post(gateway, b"{" + b" " * 70_000 + b"}")
+        assert response.status_code == 413
+
+
+class TestBadCallbacks:
+    @pytest.mark.parametrize(
+        "body",
+        [b"not json", b"[]", b'{"Body": {}}', b'{"Body": {"stkCallback": {"ResultCode": 0}}}'],
+    )
+    async def test_malformed_body_is_400_and_kept_for_audit(
+        self, gateway: RunningGateway, ledger: Ledger, body: bytes
+    ) -> None:
+        response = await _post(gateway, body)
+        assert response.status_code == 400
+        assert response.json()["ResultCode"] == 1
+        assert await _callback_counts(ledger) == {"invalid": 1}
+
+    async def test_unknown_checkout_id_is_404_and_kept_for_audit(
+        self, gateway: RunningGateway, ledger: Ledger
+    ) -> None:
+        response = await _post(gateway, stk_callback_payload(checkout_request_id="ws_CO_forged"))
+        assert response.status_code == 404
+        assert "no payment" in response.json()["ResultDesc"]
+        assert await _callback_counts(ledger) == {"unknown_payment": 1}
+
+    async def test_success_with_another_amount_changes_nothing(
+        self,
+        gateway: RunningGateway,
+        api: httpx.AsyncClient,
+        ledger: Ledger,
+        silent_customer: Emulator,
+    ) -> None:
+        del silent_customer
+        payment = await create(api, "254711222333", 100)
+        forged = stk_callback_payload(
+            checkout_request_id=payment["checkout_request_id"],
+            merchant_request_id=payment["merchant_request_id"],
+            amount=1,
+            phone=254711222333,
+        )
+        response = await _post(gateway, forged)
+        assert response.status_code == 400
+        assert "amount" in response.json()["ResultDesc"]
+        after = (await api.get(f"/v1/payments/{payment['id']}")).json()
+        assert after["status"] == "pending"
+        assert after["receipt"] is None
+        assert [e["type"] for e in await events_of(api, payment["id"])] == ["payment.pending"]
+        assert await _callback_counts(ledger) == {"invalid": 1}
+
+
+class TestApplied:
+    async def test_success_is_applied_once_and_a_repeat_is_acknowledged(
+        self,
+        gateway: RunningGateway,
+        api: httpx.AsyncClient,
+        ledger: Ledger,
+        silent_customer: Emulator,
+    ) -> None:
+        del silent_customer
+        payment = await create(api, "254711222334", 100)
+        body = stk_callback_payload(
+            checkout_request_id=payment["checkout_request_id"],
+            merchant_request_id=payment["merchant_request_id"],
+            amount=100,
+            receipt="TST0000001",
+            phone=254711222334,
+        )
+        first = await _post(gateway, body)
+        second = await _post(gateway, body)
+        assert first.status_code == second.status_code == 200
+        assert first.json() == {"ResultCode": 0, "ResultDesc": "Accepted"}
+        final = (await api.get(f"/v1/payments/{payment['id']}")).json()
+        assert final["status"] == "succeeded"
+        assert final["receipt"] == "TST0000001"
+        types = [e["type"] for e in await events_of(api, payment["id"])]
+        assert types == ["payment.pending", "payment.succeeded"]
+        assert await _callback_counts(ledger) == {"applied": 1, "duplicate": 1}
+
+    async def test_failure_callback_fails_the_payment(
+        self, gateway: RunningGateway, api: httpx.AsyncClient, silent_customer: Emulator
+    ) -> None:
+        del silent_customer
+        payment = await create(api, "254711222335")
+        body = stk_failure_payload(
+            1032,
+            checkout_request_id=payment["checkout_request_id"],
+            merchant_request_id=payment["merchant_request_id"],
+        )
+        assert (await _post(gateway, body)).status_code == 200
+        final = await wait_for(api, payment["id"])
+        assert final["status"] == "failed"
+        assert final["result_code"] == "1032"
+
+    async def test_emulator_duplicate_delivery_is_applied_once(
+        self, api: httpx.AsyncClient, gateway: RunningGateway, ledger: Ledger
+    ) -> None:
+        """254700000202: the emulator delivers the success callback twice."""
+        payment = await create(api, "254700000202")
+        await wait_for(api, payment["id"], {"succeeded"})
+        assert gateway.emulator_url is not None
+        async with AsyncEmulatorControl(gateway.emulator_url) as control:
+            assert await control.wait_idle(10)
+        types = [e["type"] for e in await events_of(api, payment["id"])]
+        assert types == ["payment.pending", "payment.succeeded"]
+        counts = await _callback_counts(ledger)
+        assert counts.get("applied") == 1
+        assert counts.get("duplicate") == 1
+
+    async def test_lost_callback_is_settled_by_the_reconciler(self, api: httpx.AsyncClient) -> None:
+        """254700000404: the callback never comes; the STK query settles the payment."""
+        payment = await create(api, "254700000404")
+        final = await wait_for(api, payment["id"], timeout=20)
+        assert final["status"] == "succeeded"
+        assert final["result_code"] == "0"
+
+
+async def test_api_key_is_not_accepted_as_callback_token(gateway: RunningGateway) -> None:
+    assert (await _post(gateway, stk_callback_payload(), token=API_KEY)).status_code == 404
