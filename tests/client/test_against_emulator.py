@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import httpx
 import pytest
 
 from pesa import AsyncDaraja, Daraja, DarajaError, parse_stk_callback
 from pesa.daraja import parse_result
-from pesa.emulator import SANDBOX_PASSKEY, EmulatorConfig
+from pesa.emulator import SANDBOX_PASSKEY, Emulator, EmulatorConfig, create_app
 from pesa.testing import RunningEmulator, run_emulator
 
 KEY = "emulator-key"
@@ -218,3 +219,21 @@ def test_cli_stk_push_and_query_end_to_end(running: RunningEmulator, tmp_path: P
     assert json.loads(query.stdout)["checkout_request_id"] == checkout_id
     token = pesa("token")
     assert token.returncode == 0 and token.stdout.strip()
+
+
+async def test_in_process_through_asgi_transport() -> None:
+    emulator = Emulator(EmulatorConfig(strict=True, consumer_key=KEY, consumer_secret=SECRET))
+    transport = httpx.ASGITransport(app=create_app(emulator=emulator))
+    kwargs = {
+        "environment": "emulator",
+        "consumer_key": KEY,
+        "consumer_secret": SECRET,
+        "shortcode": "174379",
+        "passkey": SANDBOX_PASSKEY,
+        "callback_url": "http://127.0.0.1:9/cb",
+    }
+    async with AsyncDaraja(transport=transport, **kwargs) as client:
+        push = await client.stk_push("0708374149", 10, "INV0049")
+        status = await client.stk_query(push.checkout_request_id)
+    assert push.checkout_request_id.startswith("ws_CO_")
+    assert status.pending

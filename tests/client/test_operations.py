@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.x509.oid import NameOID
 
-from pesa import BadRequestError, ConfigurationError, ValidationError
+from pesa import BadRequestError, ConfigurationError, TransportError, ValidationError
 from pesa.daraja import StkPushResponse, StkQueryResponse
 
 from .conftest import SANDBOX_PASSKEY, STK_QUERY_PENDING, Face, error_body
@@ -274,3 +274,18 @@ async def test_unknown_paths_give_daraja_errors(face: Face) -> None:
     with pytest.raises(BadRequestError) as info:
         await face("stk_query", "ws_CO_x")
     assert info.value.error_code == "404.001.01"
+
+
+async def test_with_options_changes_timeout_and_retries_but_shares_the_token(face: Face) -> None:
+    await face("stk_query", "ws_CO_1")
+    quick = face.client.with_options(timeout=5, max_retries=0)
+    face.fake.routes[QUERY] = httpx.ReadTimeout("t")
+    with pytest.raises(TransportError):
+        await face("stk_query", "ws_CO_1", client=quick)
+    queries = face.fake.paths(QUERY)
+    assert len(queries) == 2  # no retry on the copy
+    assert queries[-1].extensions["timeout"]["read"] == 5
+    assert queries[0].extensions["timeout"]["read"] == 30
+    assert face.fake.tokens_issued == 1
+    with pytest.raises(ValidationError, match="timeout"):
+        face.client.with_options(timeout=0)

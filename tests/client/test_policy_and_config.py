@@ -109,6 +109,7 @@ def test_redact_body() -> None:
 def test_default_environment_is_the_emulator_never_production(cls: type[Daraja]) -> None:
     client = cls()
     assert client.environment == "emulator"
+    assert client._http.base_url == BASE_URLS["emulator"]
     assert client.base_url == BASE_URLS["emulator"]
     assert "production" not in repr(client)
 

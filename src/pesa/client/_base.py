@@ -5,12 +5,14 @@ Everything here is pure; only the send/sleep loops in ``_client.py`` exist twice
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import ssl
 import threading
 import uuid
 from pathlib import Path
-from typing import Any, Final, Literal, TypeVar, get_args
+from typing import Any, Final, Literal, Self, TypeVar, get_args
 
 import httpx
 
@@ -167,7 +169,8 @@ class BaseDaraja:
         self.verify = tls_verify(verify)
         self.stk_amount_limits = stk_amount_limits
         self.b2c_amount_limits = b2c_amount_limits
-        self._auth: DarajaAuth | None = None
+        # A list so that copies made by with_options() share one auth (one token lock).
+        self._auth_holder: list[DarajaAuth] = []
         self._auth_lock = threading.Lock()
 
     def __repr__(self) -> str:
@@ -194,15 +197,36 @@ class BaseDaraja:
         """The client's token authentication (built on first use, no I/O)."""
         # Under a lock: two threads building two DarajaAuth would fetch two tokens.
         with self._auth_lock:
-            if self._auth is None:
-                self._auth = DarajaAuth(
-                    self._required(self.consumer_key, "consumer_key"),
-                    self._required(self._consumer_secret, "consumer_secret"),
-                    base_url=self.base_url,
-                    clock=self.clock,
-                    store=self.token_store,
+            if not self._auth_holder:
+                self._auth_holder.append(
+                    DarajaAuth(
+                        self._required(self.consumer_key, "consumer_key"),
+                        self._required(self._consumer_secret, "consumer_secret"),
+                        base_url=self.base_url,
+                        clock=self.clock,
+                        store=self.token_store,
+                    )
                 )
-            return self._auth
+            return self._auth_holder[0]
+
+    def with_options(self, *, timeout: float | None = None, max_retries: int | None = None) -> Self:
+        """A copy with another timeout or retry count, sharing the pool, token and pacing.
+
+        Example:
+            >>> mpesa.with_options(timeout=5).stk_query(checkout_id)
+
+        Close the original client, not the copy: they share one connection pool.
+        """
+        clone = copy.copy(self)
+        if timeout is not None:
+            if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
+                raise ValidationError("timeout", "must be a positive number of seconds", timeout)
+            clone.timeout = float(timeout)
+        if max_retries is not None:
+            if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+                raise ValidationError("max_retries", "must be an int >= 0", max_retries)
+            clone.retry_policy = dataclasses.replace(self.retry_policy, max_retries=max_retries)
+        return clone
 
     def _credential(self) -> str:
         """The ``SecurityCredential``, encrypted once and reused (any encryption is valid)."""
