@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from pesa.emulator import AsyncEmulatorControl, Emulator, Rule
+from pesa.emulator import AsyncEmulatorControl, Emulator, EmulatorConfig, Rule
 from pesa.ledger import Ledger
 from pesa.testing import stk_callback_payload, stk_failure_payload
 from pesa.testing._gateway import RunningGateway, run_gateway
@@ -203,3 +203,25 @@ class TestApplied:
 
 async def test_api_key_is_not_accepted_as_callback_token(gateway: RunningGateway) -> None:
     assert (await _post(gateway, stk_callback_payload(), token=API_KEY)).status_code == 404
+
+
+async def test_flag_policy_applies_a_mismatched_success_and_flags_it(sqlite_url: str) -> None:
+    """PESA_CALLBACK_ON_MISMATCH=flag: recorded as paid, flagged, never silently accepted."""
+    emulator = Emulator(EmulatorConfig(stk_delay=0.1))
+    emulator.add_rule(Rule(callback="drop", delay=60))
+    settings = gateway_settings(sqlite_url, callback_on_mismatch="flag")
+    with run_gateway(settings, emulator=emulator) as gateway:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as api:
+            payment = await create(api, "254711222336", 100)
+            body = stk_callback_payload(
+                checkout_request_id=payment["checkout_request_id"],
+                merchant_request_id=payment["merchant_request_id"],
+                amount=99,
+                phone=254711222336,
+            )
+            assert (await _post(gateway, body)).status_code == 200
+            final = (await api.get(f"/v1/payments/{payment['id']}")).json()
+    assert final["status"] == "succeeded"
+    assert final["flagged"]
+    assert "amount" in final["flag_reason"]

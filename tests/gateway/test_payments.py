@@ -21,7 +21,7 @@ from pesa import (
 )
 from pesa.daraja import StkPushResponse
 from pesa.gateway import check_settings
-from pesa.gateway._app import gateway_urls, stk_code_meaning
+from pesa.gateway._app import gateway_urls
 from pesa.gateway._payments import PaymentCreator, PaymentRequest, validate_idempotency_key
 from pesa.ledger import IdempotencyConflictError, Ledger
 
@@ -259,8 +259,3 @@ class TestUrls:
         urls = gateway_urls(settings, "tok")
         assert urls.public == "http://127.0.0.1:8123"
         assert urls.emulator == "http://127.0.0.1:8123/emulator"
-
-
-def test_failure_reasons_come_from_the_result_code_catalogue() -> None:
-    assert stk_code_meaning("1032") == "request cancelled by the customer"
-    assert stk_code_meaning("4999") is None

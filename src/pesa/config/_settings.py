@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         (),
         description="comma-separated IPs/CIDRs of proxies whose X-Forwarded-For is believed",
     )
+    callback_on_mismatch: Literal["refuse", "flag"] = Field(
+        "refuse",
+        description="a callback success whose amount or phone differs from the request: "
+        "refuse (stored as invalid, settled by query) or flag (applied and flagged)",
+    )
     run_workers: bool = Field(
         True, description="run the reconciler and webhook dispatcher inside `pesa serve`"
     )

@@ -25,7 +25,6 @@ from pesa._logging import get_logger
 from pesa._version import __version__
 from pesa.client import AsyncDaraja
 from pesa.config import Settings
-from pesa.daraja import lookup_code
 from pesa.emulator import SANDBOX_PASSKEY, Emulator, config_from_settings
 from pesa.gateway import _api, _callbacks
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
@@ -182,20 +181,12 @@ async def run_workers(
         await _run_until_stopped(reconciler, dispatcher, stop)
 
 
-def stk_code_meaning(code: str) -> str | None:
-    """The catalogue meaning of an STK result code (``"1032"`` → "cancelled by the customer").
-
-    Given to the ledger, which records it as a failed payment's ``failure_reason``; an
-    unknown code gives ``None`` and the ledger keeps Daraja's own ``ResultDesc``.
-    """
-    entry = lookup_code(code, "stk")
-    return entry.meaning if entry.known else None
-
-
 async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> Ledger:
-    """Open the ledger of ``PESA_DATABASE_URL`` with the STK result-code catalogue."""
+    """Open the ledger of ``PESA_DATABASE_URL`` with the gateway's mismatch policy."""
     return await Ledger.open(
-        settings.database_url, webhook_endpoints=webhook_endpoints, meaning=stk_code_meaning
+        settings.database_url,
+        webhook_endpoints=webhook_endpoints,
+        on_mismatch=settings.callback_on_mismatch,
     )
 
 

@@ -10,7 +10,8 @@ The order of checks is the point of this module:
 4. a body we cannot use (not JSON, wrong shape, a CheckoutRequestID we never issued, a
    success whose amount or phone is not what we asked for) is still stored raw for audit,
    changes no payment, and gets a clear 4xx, never a 500. A refused success is not lost:
-   the reconciler settles the payment by STK query, which asks Daraja directly.
+   the reconciler settles the payment by STK query, which asks Daraja directly
+   (``PESA_CALLBACK_ON_MISMATCH=flag`` applies such a success and flags it instead).
 """
 
 from __future__ import annotations
@@ -18,17 +19,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from pesa._exceptions import InvalidCallbackError
 from pesa._logging import get_logger
 from pesa.gateway._state import gateway_state
-from pesa.ledger import (
-    Ledger,
-    ParsedStkCallback,
-    PaymentState,
-    StkCallbackParser,
-    mismatch_reasons,
-    parse_stk_callback_body,
-)
 
 __all__ = ["MAX_CALLBACK_BYTES", "router"]
 
@@ -59,34 +51,6 @@ async def _read_limited(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _cross_checking_parser(ledger: Ledger, body: bytes) -> StkCallbackParser | None:
-    """A parser that refuses a success whose amount or phone is not what we asked for.
-
-    The ledger would apply such a success and flag it; a callback is unsigned, so the
-    gateway refuses it instead (stored raw as ``invalid``, no payment changes) and leaves
-    the payment to the reconciler, whose STK query asks Daraja directly.
-    """
-    try:
-        parsed = parse_stk_callback_body(body)
-    except (InvalidCallbackError, ValueError, TypeError, KeyError):
-        return None  # the ledger's own parser stores it as invalid, with the reason
-    if not parsed.result.is_success:
-        return None
-    payment = await ledger.get_payment_by_checkout_id(parsed.checkout_request_id)
-    if payment is None:
-        return None
-    requested = PaymentState(status=payment.status, amount=payment.amount, phone=payment.phone)
-    mismatches = mismatch_reasons(requested, parsed.result)
-    if not mismatches:
-        return None
-    reason = "; ".join(mismatches)
-
-    def refuse(_: bytes) -> ParsedStkCallback:
-        raise InvalidCallbackError(f"success does not match the request: {reason}")
-
-    return refuse
-
-
 @router.post("/callbacks/{token}/stk", include_in_schema=False)
 async def stk_callback(token: str, request: Request) -> JSONResponse:
     """Store and apply one STK push result from Daraja (see the module docstring)."""
@@ -109,9 +73,9 @@ async def stk_callback(token: str, request: Request) -> JSONResponse:
         log.warning("callback from %s refused: larger than %d bytes", peer, MAX_CALLBACK_BYTES)
         return _reply(413, 1, "Payload too large")
     try:
-        parse = await _cross_checking_parser(state.ledger, body)
+        # The mismatch check runs inside the ledger's transaction: no race with the update.
         outcome = await state.ledger.ingest_stk_callback(
-            body, source_ip=verdict.client_ip, parse=parse
+            body, source_ip=verdict.client_ip, on_mismatch=state.settings.callback_on_mismatch
         )
     except Exception:
         # Not the caller's fault (the database is down, ...): no 200, so nothing is
