@@ -1,4 +1,4 @@
-"""Callback delivery: POSTs to CallBackURL / ResultURL through one pooled async client.
+"""Callback delivery: POSTs to CallBackURL / ResultURL through one pooled client.
 
 Each delivery is recorded with every attempt (status or error, duration); a failed delivery
 is retried ``callback_retries`` times when configured (Daraja itself documents no retries).
@@ -7,6 +7,7 @@ is retried ``callback_retries`` times when configured (Daraja itself documents n
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import time
 from collections import deque
@@ -14,9 +15,8 @@ from datetime import UTC, datetime
 from itertools import count
 from typing import Any
 
-import httpx
-
 from pesa._logging import get_logger
+from pesa.emulator._http1 import DeliveryError, Http1Pool
 from pesa.emulator._models import CallbackKind, DeliveryAttempt, SentCallback
 
 __all__ = ["CallbackDelivery"]
@@ -40,28 +40,23 @@ class CallbackDelivery:
         self._retries = retries
         self._retry_delay = retry_delay
         self._verify = verify
-        self._client: httpx.AsyncClient | None = None
+        self._pool: Http1Pool | None = None
         self._ids = count(1)
         self.records: deque[SentCallback] = deque(maxlen=max_records)
 
-    def open(self) -> httpx.AsyncClient:
-        """The pooled client, created on first use."""
-        if self._client is None:
-            # Created lazily inside the running loop: the emulator may be mounted in another
-            # app whose lifespan starts it, or used before start() in a quick test.
-            self._client = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._timeout),
-                limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-                verify=self._verify,
-                trust_env=False,
-            )
-        return self._client
+    def open(self) -> Http1Pool:
+        """The connection pool, created on first use."""
+        if self._pool is None:
+            # Created lazily: the emulator may be mounted in another app whose lifespan
+            # starts it, or used before start() in a quick test.
+            self._pool = Http1Pool(verify=self._verify)
+        return self._pool
 
     async def aclose(self) -> None:
-        """Close the pooled client."""
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        """Close the pooled connections."""
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
 
     def clear(self) -> None:
         """Forget every record."""
@@ -76,43 +71,51 @@ class CallbackDelivery:
         timeout: float | None = None,
         retries: int | None = None,
     ) -> SentCallback:
-        """POST ``payload`` to ``url``, retrying on failure; return the record."""
-        record = SentCallback(id=next(self._ids), kind=kind, url=url, payload=payload)
+        """POST ``payload`` as JSON to ``url``, retrying on failure; return the record."""
+        record = SentCallback.model_construct(
+            id=next(self._ids),
+            kind=kind,
+            url=url,
+            payload=payload,
+            attempts=[],
+            delivered=False,
+            response=None,
+        )
         self.records.append(record)
+        body = json.dumps(payload, separators=(",", ":")).encode()
         attempts = 1 + (self._retries if retries is None else retries)
-        client = self.open()
+        pool = self.open()
         for attempt in range(attempts):
             if attempt:
                 await asyncio.sleep(self._retry_delay)
             started = time.perf_counter()
             at = datetime.now(UTC)
             try:
-                response = await client.post(
-                    url, json=payload, timeout=self._timeout if timeout is None else timeout
+                status, data = await pool.post(
+                    url, body, self._timeout if timeout is None else timeout
                 )
-            except httpx.HTTPError as err:
-                error = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+            except DeliveryError as err:
                 record.attempts.append(
-                    DeliveryAttempt(
-                        at=at, status_code=None, error=error, duration=time.perf_counter() - started
+                    DeliveryAttempt.model_construct(
+                        at=at,
+                        status_code=None,
+                        error=str(err),
+                        duration=time.perf_counter() - started,
                     )
                 )
-                _log.info("callback %s to %s failed: %s", kind, url, error)
+                _log.info("callback %s to %s failed: %s", kind, url, err)
                 continue
             record.attempts.append(
-                DeliveryAttempt(
-                    at=at,
-                    status_code=response.status_code,
-                    error=None,
-                    duration=time.perf_counter() - started,
+                DeliveryAttempt.model_construct(
+                    at=at, status_code=status, error=None, duration=time.perf_counter() - started
                 )
             )
             try:
-                record.response = response.json()
+                record.response = json.loads(data)
             except ValueError:
-                record.response = response.text
-            if response.is_success:
+                record.response = data.decode("utf-8", "replace")
+            if 200 <= status < 300:
                 record.delivered = True
                 return record
-            _log.info("callback %s to %s answered HTTP %s", kind, url, response.status_code)
+            _log.info("callback %s to %s answered HTTP %s", kind, url, status)
         return record

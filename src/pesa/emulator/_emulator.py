@@ -202,7 +202,9 @@ class Emulator:
         self._fault_uses: dict[str, int] = {}
         self._rate_limit = self.config.rate_limit
         self._buckets: dict[str, _Bucket] = {}
-        self._requests: deque[ReceivedRequest] = deque(maxlen=self.config.max_records)
+        self._requests: deque[tuple[int, float, str, str, Any, int, Any]] = deque(
+            maxlen=self.config.max_records
+        )
         self._request_ids = count(1)
         # Payments stay queryable this long (in number of payments): bounded memory under load.
         self._max_kept = self.config.max_records * 10
@@ -350,7 +352,19 @@ class Emulator:
 
     def requests(self, path: str | None = None) -> list[ReceivedRequest]:
         """Daraja requests received (oldest first), optionally only those under ``path``."""
-        return [r for r in self._requests if path is None or r.path.startswith(path)]
+        return [
+            ReceivedRequest(
+                id=rid,
+                received_at=datetime.fromtimestamp(at, UTC),
+                method=method,
+                path=where,
+                body=body,
+                status_code=status,
+                response=response,
+            )
+            for rid, at, method, where, body, status, response in self._requests
+            if path is None or where.startswith(path)
+        ]
 
     def callbacks(self, kind: CallbackKind | None = None) -> list[SentCallback]:
         """Callbacks sent (oldest first) with their delivery attempts and results."""
@@ -410,16 +424,9 @@ class Emulator:
     ) -> Response:
         if isinstance(body, dict) and _SECRET_FIELDS.intersection(body):
             body = {k: "[redacted]" if k in _SECRET_FIELDS else val for k, val in body.items()}
+        # A plain tuple on the hot path; ReceivedRequest models are built when listed.
         self._requests.append(
-            ReceivedRequest.model_construct(
-                id=next(self._request_ids),
-                received_at=datetime.now(UTC),
-                method=request.method,
-                path=path,
-                body=body,
-                status_code=status,
-                response=payload,
-            )
+            (next(self._request_ids), time.time(), request.method, path, body, status, payload)
         )
         if payload is None:
             return Response(b"", status_code=status)

@@ -92,7 +92,16 @@ def timestamp(value: Any, now: datetime, tolerance: float | None) -> str:
     if text is None or not _TIMESTAMP.match(text):
         raise Refusal(daraja.bad_request("Timestamp"))
     try:
-        parsed = datetime.strptime(text, "%Y%m%d%H%M%S").replace(tzinfo=now.tzinfo)
+        # Sliced by hand: strptime costs more than the rest of an STK push's validation.
+        parsed = datetime(
+            int(text[0:4]),
+            int(text[4:6]),
+            int(text[6:8]),
+            int(text[8:10]),
+            int(text[10:12]),
+            int(text[12:14]),
+            tzinfo=now.tzinfo,
+        )
     except ValueError:
         raise Refusal(daraja.bad_request("Timestamp")) from None
     if tolerance is not None and abs(parsed - now) > timedelta(seconds=tolerance):
