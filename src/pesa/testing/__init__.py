@@ -11,6 +11,7 @@ from pesa.testing._client import (
     stk_failure_payload,
 )
 from pesa.testing._emulator import RunningEmulator, run_emulator, serve_emulator
+from pesa.testing._webhooks import signed_webhook, webhook_event
 
 __all__ = [
     "FrozenClock",
@@ -19,6 +20,8 @@ __all__ = [
     "result_payload",
     "run_emulator",
     "serve_emulator",
+    "signed_webhook",
     "stk_callback_payload",
     "stk_failure_payload",
+    "webhook_event",
 ]
