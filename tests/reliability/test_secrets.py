@@ -18,7 +18,6 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import anyio
 import httpx
 import pytest
 from starlette.applications import Starlette
@@ -104,24 +103,66 @@ def result_sink() -> Starlette:
     return Starlette(routes=[Route("/{path:path}", accept, methods=["POST"])])
 
 
-def oauth_tokens(requests: list[object]) -> list[str]:
-    tokens = []
-    for request in requests:
-        response = getattr(request, "response", None)
-        if isinstance(response, dict) and "access_token" in response:
-            tokens.append(str(response["access_token"]))
-    return tokens
+class Wiretap:
+    """Records, from the wire, the access tokens Daraja issued and the STK Passwords and
+    SecurityCredentials the client sent (the emulator's own records redact them)."""
+
+    def __init__(self) -> None:
+        self.tokens: list[str] = []
+        self.sent: list[str] = []
+
+    def request(self, request: httpx.Request) -> None:
+        if request.content:
+            with contextlib.suppress(ValueError):
+                body = json.loads(request.content)
+                if isinstance(body, dict):
+                    for key in ("Password", "SecurityCredential"):
+                        if isinstance(body.get(key), str):
+                            self.sent.append(body[key])
+
+    def response(self, request: httpx.Request, response: httpx.Response) -> None:
+        if request.url.path.startswith("/oauth/"):
+            with contextlib.suppress(ValueError):
+                self.tokens.append(str(response.json()["access_token"]))
+
+    def secrets(self) -> dict[str, str]:
+        found = {f"access token {i}": t for i, t in enumerate(dict.fromkeys(self.tokens))}
+        found.update(
+            (f"STK password / credential {i}", v) for i, v in enumerate(dict.fromkeys(self.sent))
+        )
+        return found
 
 
-def stk_passwords(requests: list[object]) -> list[str]:
-    found = []
-    for request in requests:
-        body = getattr(request, "body", None)
-        if isinstance(body, dict):
-            for key in ("Password", "SecurityCredential"):
-                if isinstance(body.get(key), str):
-                    found.append(body[key])
-    return found
+class AsyncTap(httpx.AsyncBaseTransport):
+    def __init__(self, tap: Wiretap) -> None:
+        self.tap = tap
+        self.inner = httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.tap.request(request)
+        response = await self.inner.handle_async_request(request)
+        await response.aread()
+        self.tap.response(request, response)
+        return response
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class SyncTap(httpx.BaseTransport):
+    def __init__(self, tap: Wiretap) -> None:
+        self.tap = tap
+        self.inner = httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self.tap.request(request)
+        response = self.inner.handle_request(request)
+        response.read()
+        self.tap.response(request, response)
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 async def test_debug_logs_of_client_emulator_ledger_and_workers_hold_no_secret(
@@ -138,6 +179,7 @@ async def test_debug_logs_of_client_emulator_ledger_and_workers_hold_no_secret(
         key_dir=tmp_path / "keys",
         seed=6,
     )
+    tap = Wiretap()
     with debug_logs() as capture:
         async with serve_emulator(config) as running:
             daraja = running.emulator
@@ -171,6 +213,7 @@ async def test_debug_logs_of_client_emulator_ledger_and_workers_hold_no_secret(
                             callback_url=f"{sink_base}/callbacks/stk",
                             result_url=f"{results_base}/results",
                             timeout_url=f"{results_base}/timeouts",
+                            transport=AsyncTap(tap),
                         )
                         async with client:
                             # STK payments through the ledger: paid, duplicated, dropped, cancelled.
@@ -236,18 +279,13 @@ async def test_debug_logs_of_client_emulator_ledger_and_workers_hold_no_secret(
                                     pass
                 finally:
                     await ledger.close()
-            requests = daraja.requests()
-        tokens = oauth_tokens(requests)
-        derived = stk_passwords(requests)
-        await anyio.sleep(0)
 
     secrets = {
         "consumer secret": CONSUMER_SECRET,
         "passkey": PASSKEY,
         "initiator password": INITIATOR_PASSWORD,
         "webhook secret": WEBHOOK_SECRET,
-        **{f"access token {i}": t for i, t in enumerate(tokens)},
-        **{f"STK password / credential {i}": p for i, p in enumerate(dict.fromkeys(derived))},
+        **tap.secrets(),
         **{f"phone {s}": s for p in PHONES for s in phone_spellings(p)},
     }
     hits = scan(capture.lines, secrets)
@@ -257,7 +295,7 @@ async def test_debug_logs_of_client_emulator_ledger_and_workers_hold_no_secret(
         {
             "log_lines": len(capture.lines),
             "secrets_checked": len(secrets),
-            "access_tokens_issued": len(tokens),
+            "access_tokens_issued": len(set(tap.tokens)),
             "secret_hits": len(hits),
         },
         must_be_zero=("secret_hits",),
@@ -270,7 +308,7 @@ async def test_debug_logs_of_client_emulator_ledger_and_workers_hold_no_secret(
             "included)."
         ),
     )
-    assert len(tokens) >= 2, "the revoked token should have forced a second OAuth call"
+    assert len(set(tap.tokens)) >= 2, "the revoked token should have forced a second OAuth call"
     assert capture.lines, "debug logging produced nothing: the scan would prove nothing"
     assert result.passed, "\n".join(hits[:20])
 
@@ -303,6 +341,7 @@ def test_the_emulator_cli_at_debug_prints_no_secret(tmp_path: Path, recorder: Re
         "debug",
     ]
     out_path, err_path = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    tap = Wiretap()
     with out_path.open("wb") as out, err_path.open("wb") as err:
         process = subprocess.Popen(command, stdout=out, stderr=err, env=env)
         try:
@@ -333,13 +372,13 @@ def test_the_emulator_cli_at_debug_prints_no_secret(tmp_path: Path, recorder: Re
                         callback_url=f"http://127.0.0.1:{free_port()}/callbacks/stk",
                         result_url=f"http://127.0.0.1:{free_port()}/results",
                         timeout_url=f"http://127.0.0.1:{free_port()}/timeouts",
+                        transport=SyncTap(tap),
                     ) as client,
                 ):
                     push = client.stk_push(PHONES[0], 10, "CLI1", "Secrets")
                     client.stk_query(push.checkout_request_id)
                     client.b2c_payment(PHONES[1], 100, "Refund", shortcode=ORG_SHORTCODE)
                     control.wait_idle()
-                requests = control.requests()
         finally:
             process.terminate()
             try:
@@ -352,8 +391,7 @@ def test_the_emulator_cli_at_debug_prints_no_secret(tmp_path: Path, recorder: Re
         "consumer secret": CONSUMER_SECRET,
         "passkey": PASSKEY,
         "initiator password": INITIATOR_PASSWORD,
-        **{f"access token {i}": t for i, t in enumerate(oauth_tokens(requests))},
-        **{f"STK password / credential {i}": p for i, p in enumerate(stk_passwords(requests))},
+        **tap.secrets(),
         **{f"phone {s}": s for p in PHONES[:2] for s in phone_spellings(p)},
     }
     hits = scan(lines + capture.lines, secrets)
@@ -363,7 +401,7 @@ def test_the_emulator_cli_at_debug_prints_no_secret(tmp_path: Path, recorder: Re
         {
             "log_lines": len(lines) + len(capture.lines),
             "secrets_checked": len(secrets),
-            "access_tokens_issued": len(oauth_tokens(requests)),
+            "access_tokens_issued": len(set(tap.tokens)),
             "secret_hits": len(hits),
         },
         must_be_zero=("secret_hits",),
@@ -373,5 +411,6 @@ def test_the_emulator_cli_at_debug_prints_no_secret(tmp_path: Path, recorder: Re
             "stdout and stderr and the client's log lines are scanned."
         ),
     )
+    assert tap.tokens, "no OAuth token seen on the wire"
     assert lines, "the emulator printed nothing: the scan would prove nothing"
     assert result.passed, "\n".join(hits[:20])
