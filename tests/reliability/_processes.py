@@ -232,6 +232,7 @@ class Order:
     phone: str
     amount: int
     reference: str
+    expected_code: str = "0"
     payment_ids: set[str] = field(default_factory=set)
     attempts: int = 0
     answered: bool = False
@@ -320,7 +321,7 @@ def make_orders(n: int, prefix: str) -> list[Order]:
             index=i,
             key=f"{prefix}-{tag}-{i}",
             phone=f"2547{12_000_000 + i:08d}",
-            amount=10 + i % 7,
+            amount=20 + i % 7,  # 20..26: the scenarios steer customers with 11..19
             reference=f"{prefix[:3].upper()}{i}",
         )
         for i in range(n)
@@ -378,3 +379,135 @@ def event_audit(events: list[dict[str, Any]]) -> tuple[dict[str, Counter[str]], 
         if any(n > 1 for n in counts.values()) or finals > 1 + counts["payment.corrected"]:
             twice += 1
     return by_payment, twice
+
+
+STK_PUSH = "/mpesa/stkpush/v1/processrequest"
+STK_QUERY = "/mpesa/stkpushquery/v1/query"
+
+
+@dataclass
+class DarajaTruth:
+    """What the emulator knows: pushes per AccountReference, and each customer's answer."""
+
+    requests_by_ref: Counter[str]
+    accepted: dict[str, list[str]]
+    callbacks: dict[str, Any]
+    error_codes: Counter[str]
+    queries_by_checkout: Counter[str]
+    total_requests: int = 0
+
+    @classmethod
+    def read(cls, control: Any) -> DarajaTruth:
+        requests_by_ref: Counter[str] = Counter()
+        accepted: dict[str, list[str]] = {}
+        error_codes: Counter[str] = Counter()
+        queries: Counter[str] = Counter()
+        received = control.requests()
+        for request in received:
+            response = request.response if isinstance(request.response, dict) else {}
+            if request.status_code >= 400:
+                error_codes[str(response.get("errorCode", request.status_code))] += 1
+            body = request.body if isinstance(request.body, dict) else {}
+            if request.path == STK_PUSH:
+                ref = str(body.get("AccountReference"))
+                requests_by_ref[ref] += 1
+                if request.status_code == 200:
+                    accepted.setdefault(ref, []).append(response["CheckoutRequestID"])
+            elif request.path == STK_QUERY:
+                queries[str(body.get("CheckoutRequestID"))] += 1
+        callbacks = {
+            c.payload["Body"]["stkCallback"]["CheckoutRequestID"]: c
+            for c in control.callbacks("stk")
+        }
+        return cls(requests_by_ref, accepted, callbacks, error_codes, queries, len(received))
+
+    def result_code(self, checkout_request_id: str) -> str | None:
+        """The customer's answer (from the callback Daraja sent or dropped), if known."""
+        callback = self.callbacks.get(checkout_request_id)
+        if callback is None:
+            return None
+        return str(callback.payload["Body"]["stkCallback"]["ResultCode"])
+
+
+@dataclass
+class Verdict:
+    """Each order's payment compared with Daraja's truth."""
+
+    lost: list[str] = field(default_factory=list)
+    paid_not_recorded: list[str] = field(default_factory=list)
+    raw_kept: int = 0
+
+
+def compare(
+    orders: list[Order], payments: dict[str, dict[str, Any]], truth: DarajaTruth
+) -> Verdict:
+    """Lost = a payment whose final state is not what its customer did at Daraja.
+
+    The known gap is apart: Daraja accepted the push (the customer paid) but the gateway
+    never learnt the CheckoutRequestID (it died, or the answer never came back), so the
+    payment is "unknown" with nothing to query and expires as failed. Its callback names an
+    id the ledger never issued (kept raw when the gateway was up to receive it).
+    """
+    verdict = Verdict()
+    by_ref = {p["account_reference"]: p for p in payments.values()}
+    for order in orders:
+        payment = by_ref.get(order.reference)
+        pushes = truth.accepted.get(order.reference, [])
+        if payment is None:
+            verdict.lost.append(f"{order.reference}: no payment")
+            continue
+        if not pushes:
+            if payment["status"] not in ("failed", "rejected"):
+                verdict.lost.append(
+                    f"{order.reference}: never accepted, ledger {payment['status']}"
+                )
+            continue
+        # The callback Daraja sent says what the customer did; a dropped one is not recorded
+        # by the emulator, so fall back on what the scenario told the customer to do.
+        code = truth.result_code(pushes[0]) or order.expected_code
+        expected = "succeeded" if code == "0" else "failed"
+        if payment["status"] == expected:
+            continue
+        if (
+            expected == "succeeded"
+            and payment["checkout_request_id"] is None
+            and payment["failure_reason"] == "expired"
+        ):
+            verdict.paid_not_recorded.append(order.reference)
+            callback = truth.callbacks.get(pushes[0])
+            if callback is not None:
+                verdict.raw_kept += any(a.status_code == 404 for a in callback.attempts)
+        else:
+            verdict.lost.append(
+                f"{order.reference}: Daraja says {expected}, ledger {payment['status']} "
+                f"({payment['failure_reason']}; {payment['checkout_request_id']} queried "
+                f"{truth.queries_by_checkout[pushes[0]]} times)"
+            )
+    return verdict
+
+
+def acknowledged_not_applied(payments: dict[str, dict[str, Any]], truth: DarajaTruth) -> int:
+    """Callbacks the gateway answered 200 whose result is not on their payment."""
+    by_checkout = {p["checkout_request_id"]: p for p in payments.values()}
+    missing = 0
+    for checkout_id, callback in truth.callbacks.items():
+        if not any(a.status_code == 200 for a in callback.attempts):
+            continue
+        payment = by_checkout.get(checkout_id)
+        code = str(callback.payload["Body"]["stkCallback"]["ResultCode"])
+        if payment is None or str(payment["result_code"]) != code:
+            missing += 1
+    return missing
+
+
+def without_final_event(
+    payments: dict[str, dict[str, Any]], by_payment: dict[str, Counter[str]]
+) -> int:
+    """Terminal payments whose final transition is missing from the event feed."""
+    finals = {"succeeded": "payment.succeeded", "failed": "payment.failed"}
+    finals["rejected"] = "payment.rejected"
+    return sum(
+        1
+        for p in payments.values()
+        if p["status"] in finals and by_payment.get(p["id"], Counter())[finals[p["status"]]] == 0
+    )
