@@ -134,10 +134,10 @@ async def test_event_write_failure_rolls_back_the_transition(
     await ledger.mark_accepted(payment.id, "ws_CO_1", None)
     before = await ledger.get_payment(payment.id)
 
-    async def boom(*_args: Any, **_kwargs: Any) -> None:
+    def boom(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(_LedgerImpl, "_write_events", boom)
+    monkeypatch.setattr(_LedgerImpl, "_event_inserts", boom)
     with pytest.raises(RuntimeError, match="disk full"):
         await ledger.ingest_stk_callback(stk_callback("ws_CO_1"), source_ip="196.201.214.200")
     assert await ledger.get_payment(payment.id) == before
@@ -172,8 +172,12 @@ async def test_the_event_feed_never_skips_an_event_committed_out_of_order(
         async with engine.connect() as old, engine.connect() as new:
             await old.begin()
             await new.begin()
-            # T_old takes its transaction id first...
+            # Like every ledger write, each locks its payment row first; T_old takes its
+            # transaction id first...
+            lock = text("SELECT id FROM payments WHERE id = :id FOR SHARE")
+            await old.execute(lock, {"id": payment.id})
             await old.execute(text("SELECT pg_current_xact_id()"))
+            await new.execute(lock, {"id": payment.id})
             await new.execute(text("SELECT pg_current_xact_id()"))
             # ...but T_new inserts first (lower seq) and stays open.
             seq_new = (
@@ -200,16 +204,26 @@ async def test_the_event_feed_hides_events_behind_a_running_transaction(
     if backend != "postgresql":
         pytest.skip("SQLite serialises writers: seq order is commit order there")
     payment, _ = await ledger.create_payment(None, PHONE, 10, "INV", "Order")
+    other, _ = await ledger.create_payment(None, PHONE, 11, "INV", "Order")
     engine = create_async_engine(ledger.engine.url)
     try:
-        async with engine.connect() as running:
-            await running.begin()
-            await running.execute(text("SELECT pg_current_xact_id()"))
+        async with engine.connect() as unrelated, engine.connect() as running:
+            # A write transaction that never touches this ledger does not hold the feed.
+            await unrelated.begin()
+            await unrelated.execute(text("SELECT pg_current_xact_id()"))
             await ledger.mark_accepted(payment.id, "ws_CO_1", None)
-            hidden = await ledger.list_events()
-            assert hidden.items == []
+            assert [e.type for e in (await ledger.list_events()).items] == ["payment.pending"]
+            # A ledger write still in flight (it locked a payment) holds back newer events.
+            await running.begin()
+            await running.execute(
+                text("SELECT id FROM payments WHERE id = :id FOR SHARE"), {"id": other.id}
+            )
+            await running.execute(text("SELECT pg_current_xact_id()"))
+            await ledger.expire(payment.id)
+            assert [e.type for e in (await ledger.list_events()).items] == ["payment.pending"]
             await running.rollback()
+            await unrelated.rollback()
         shown = await ledger.list_events()
-        assert [e.type for e in shown.items] == ["payment.pending"]
+        assert [e.type for e in shown.items] == ["payment.pending", "payment.failed"]
     finally:
         await engine.dispose()

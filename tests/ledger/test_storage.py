@@ -41,8 +41,14 @@ async def count(ledger: Ledger, table: object, *where: object) -> int:
 
 
 async def event_types(ledger: Ledger, payment_id: str) -> list[str]:
-    page = await ledger.list_events(payment_id=payment_id, limit=1000)
-    return [event.type for event in page.items]
+    """The events written for a payment, read from the table (not through the feed)."""
+    async with ledger.engine.connect() as conn:
+        rows = await conn.execute(
+            select(payment_events.c.type)
+            .where(payment_events.c.payment_id == payment_id)
+            .order_by(payment_events.c.seq)
+        )
+        return [row[0] for row in rows]
 
 
 class TestCreate:
@@ -206,6 +212,8 @@ class TestCallbacks:
         assert not outcome.payment.flagged
         stored = await ledger.get_payment(payment.id)
         assert stored == outcome.payment
+        assert stored is not None and stored.to_dict() == outcome.payment.to_dict()
+        assert outcome.payment.to_dict()["transaction_date"] == "2026-11-29T09:01:15+00:00"
         assert await event_types(ledger, payment.id) == ["payment.pending", "payment.succeeded"]
 
     async def test_failure_callback_records_the_code_and_reason(self, ledger: Ledger) -> None:
@@ -615,3 +623,26 @@ class TestReads:
         async with ledger.engine.connect() as conn:
             raw = (await conn.execute(text("SELECT amount FROM payments"))).scalar_one()
         assert type(raw) is int
+
+
+class TestHotPath:
+    async def test_a_callback_costs_few_statements(self, ledger: Ledger, backend: str) -> None:
+        """Lock, update, insert (one statement on PostgreSQL; three on SQLite), commit."""
+        from sqlalchemy import event
+
+        await pending(ledger)
+        statements: list[str] = []
+
+        def record(*args: object) -> None:
+            statements.append(str(args[2]).split(None, 1)[0].upper())
+
+        event.listen(ledger.engine.sync_engine, "before_cursor_execute", record)
+        try:
+            outcome = await ledger.ingest_stk_callback(stk_callback("ws_CO_1"), source_ip=None)
+        finally:
+            event.remove(ledger.engine.sync_engine, "before_cursor_execute", record)
+        assert outcome.status == "applied"
+        if backend == "postgresql":
+            assert statements == ["SELECT", "UPDATE", "WITH"]
+        else:
+            assert statements == ["BEGIN", "SELECT", "UPDATE", "INSERT", "INSERT", "INSERT"]

@@ -31,6 +31,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy.sql.dml import Insert
 
 from pesa._exceptions import InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, mask_phone, redact
@@ -82,9 +83,23 @@ _T = TypeVar("_T")
 Clock = Callable[[], datetime]
 """Returns the current time as an aware datetime."""
 
-# The oldest transaction still running, as a bigint comparable with payment_events.txid.
-_PG_SNAPSHOT_XMIN: ColumnElement[int] = literal_column(
-    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint", BigInteger
+# The event feed's horizon on PostgreSQL: the oldest transaction still running that holds a
+# lock on this ledger's `payments` table (so it may be about to write events), or, when
+# there is none, the snapshot's xmax (everything committed is visible). Every ledger write
+# that inserts events locks its payment row first, before its transaction id exists, so
+# such a transaction is always seen here; transactions elsewhere in the cluster (other
+# schemas, other databases) never hold the feed back. pg_locks reports 32-bit xids, the
+# snapshot 64-bit ones: compare the low 32 bits.
+_PG_FEED_HORIZON: ColumnElement[int] = literal_column(
+    """(SELECT coalesce(min(x::text::bigint),
+                        pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
+        FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+        WHERE x::text::bigint % 4294967296 IN (
+            SELECT t.transactionid::text::bigint FROM pg_locks AS t
+            WHERE t.locktype = 'transactionid' AND t.pid IN (
+                SELECT r.pid FROM pg_locks AS r
+                WHERE r.locktype = 'relation' AND r.relation = 'payments'::regclass)))""",
+    BigInteger,
 )
 
 _MAX_RETRIES = 5
@@ -450,9 +465,35 @@ class Ledger:
         self, conn: AsyncConnection, current: Payment, event: LedgerInput
     ) -> tuple[Decision, Payment]:
         """Decide and, if applied, write the row, its events and deliveries (no commit)."""
+        decision, payment, inserts = await self._update(conn, current, event)
+        await self._flush(conn, inserts)
+        return decision, payment
+
+    async def _flush(self, conn: AsyncConnection, statements: Sequence[Insert]) -> None:
+        """Execute INSERTs; on PostgreSQL as one statement (data-modifying CTEs).
+
+        The callback path writes up to three tables after its update (events, deliveries,
+        the raw callback): one round trip instead of three keeps it lean. Foreign keys
+        between the CTEs are checked at the end of the statement.
+        """
+        if not statements:
+            return
+        if self._postgres and len(statements) > 1:
+            *first, last = statements
+            await conn.execute(
+                last.add_cte(*(stmt.cte(f"pesa_write_{n}") for n, stmt in enumerate(first)))
+            )
+            return
+        for stmt in statements:
+            await conn.execute(stmt)
+
+    async def _update(
+        self, conn: AsyncConnection, current: Payment, event: LedgerInput
+    ) -> tuple[Decision, Payment, list[Insert]]:
+        """Decide and, if applied, update the row; return the inserts still to execute."""
         decision = decide(_state(current), event, lookup=self._lookup)
         if not decision.applied:
-            return decision, current
+            return decision, current, []
         now = self._now()
         changes = dict(decision.changes)
         if "status" in changes:
@@ -460,6 +501,9 @@ class Ledger:
             # A status change ends any reconciliation claim and schedule.
             changes["claimed_until"] = None
             changes["next_check_at"] = None
+        if isinstance(changes.get("transaction_date"), datetime):
+            # Daraja's dates are Nairobi time; store and show every timestamp in UTC.
+            changes["transaction_date"] = changes["transaction_date"].astimezone(UTC)
         changes["version"] = current.version + 1
         changes["updated_at"] = now
         result = await conn.execute(
@@ -472,17 +516,16 @@ class Ledger:
         snapshot = {name: changes[name] for name in _PAYMENT_FIELDS if name in changes}
         snapshot["status"] = PaymentStatus(changes.get("status", current.status))
         payment = dataclasses.replace(current, **snapshot)
-        await self._write_events(conn, payment, decision, now)
+        inserts = self._event_inserts(payment, decision, now)
         log.info(
             "payment %s: %s -> %s (%s)", payment.id, current.status, payment.status, decision.detail
         )
-        return decision, payment
+        return decision, payment, inserts
 
-    async def _write_events(
-        self, conn: AsyncConnection, payment: Payment, decision: Decision, now: datetime
-    ) -> None:
+    def _event_inserts(self, payment: Payment, decision: Decision, now: datetime) -> list[Insert]:
+        """The event rows of a transition and one delivery row per event per endpoint."""
         if not decision.events:
-            return
+            return []
         data = payment.to_dict()
         rows = []
         for event_type in decision.events:
@@ -502,7 +545,7 @@ class Ledger:
                     "created_at": now,
                 }
             )
-        await conn.execute(insert(payment_events), rows)
+        statements = [insert(payment_events).values(rows)]
         if self._endpoints:
             deliveries = [
                 {
@@ -518,7 +561,8 @@ class Ledger:
                 for row in rows
                 for endpoint in self._endpoints
             ]
-            await conn.execute(insert(webhook_deliveries), deliveries)
+            statements.append(insert(webhook_deliveries).values(deliveries))
+        return statements
 
     # -- callbacks and query results ------------------------------------------------------
 
@@ -590,6 +634,7 @@ class Ledger:
         cid = parsed.checkout_request_id
         current = await self._lock_payment(conn, payments.c.checkout_request_id == cid)
         status: CallbackStatus
+        inserts: list[Insert] = []
         if current is None:
             status, payment, detail = "unknown_payment", None, "no payment has this id"
         elif (
@@ -607,9 +652,9 @@ class Ledger:
             status, payment = "invalid", current
             detail = "success does not match the request: " + "; ".join(reasons)
         else:
-            decision, payment = await self._apply(conn, current, parsed.result)
+            decision, payment, inserts = await self._update(conn, current, parsed.result)
             status, detail = _callback_status(decision), decision.detail
-        await conn.execute(
+        inserts.append(
             insert(callbacks).values(
                 **record,
                 outcome=status,
@@ -618,6 +663,7 @@ class Ledger:
                 payment_id=None if payment is None else payment.id,
             )
         )
+        await self._flush(conn, inserts)
         if status not in ("applied", "duplicate"):
             log.warning("callback %s: %s (%s)", record["id"], status, detail)
         return CallbackOutcome(record["id"], status, payment, detail)
@@ -848,9 +894,10 @@ class Ledger:
         polling with it later never skips nor repeats an event. A bare integer is accepted
         too, as the ``seq`` of the last event seen.
 
-        Only events whose transactions are settled are shown: on PostgreSQL an event whose
-        transaction is older than one still running waits until that one ends, because the
-        feed is ordered by (transaction, seq) rather than by insert order alone.
+        Only events whose transactions are settled are shown: on PostgreSQL an event waits
+        while an older ledger write transaction (one holding a lock on ``payments``) is
+        still running, because the feed is ordered by (transaction, seq) rather than by
+        insert order alone; write transactions last milliseconds, so poll.
 
         Raises:
             ValidationError: a malformed or unknown cursor, or a bad limit.
@@ -861,7 +908,7 @@ class Ledger:
             tuple_(payment_events.c.txid, payment_events.c.seq) > tuple_(*position)
         )
         if self._postgres:
-            query = query.where(payment_events.c.txid < _PG_SNAPSHOT_XMIN)
+            query = query.where(payment_events.c.txid < _PG_FEED_HORIZON)
         if payment_id is not None:
             query = query.where(payment_events.c.payment_id == payment_id)
         order = (payment_events.c.txid, payment_events.c.seq)
