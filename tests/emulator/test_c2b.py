@@ -185,3 +185,23 @@ async def test_simulate_refuses_bad_fields(
     response = await daraja.post(SIMULATE, _simulate_body(**overrides))
     assert response.status_code == 400
     assert response.json()["errorMessage"] == f"Bad Request - Invalid {field}"
+
+
+async def test_rules_fail_drop_or_duplicate_c2b_payments(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    emulator = daraja.running.emulator
+    await _register(daraja, receiver)
+    emulator.add_rule(operation="c2b", account_reference="FAIL", result_code=1)
+    emulator.add_rule(operation="c2b", account_reference="LOST", callback="drop")
+    emulator.add_rule(operation="c2b", amount=77, callback="duplicate")
+    await daraja.post(SIMULATE, _simulate_body(BillRefNumber="FAIL"))
+    await daraja.post(SIMULATE, _simulate_body(BillRefNumber="LOST"))
+    assert await emulator.wait_idle()
+    # The failed payment never reached validation; the lost one was validated and paid.
+    assert len(receiver.bodies("/validate")) == 1
+    assert receiver.bodies("/confirm") == []
+    assert emulator.balances(ORG_SHORTCODE)["Utility Account"] == 1_000_010
+    await daraja.post(SIMULATE, _simulate_body(Amount=77))
+    first, second = await receiver.wait_for("/confirm", 2)
+    assert first == second

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -75,3 +76,24 @@ def test_cli_refuses_strict_mode_without_credentials() -> None:
     assert result.returncode == 1
     assert "strict mode needs consumer_key and consumer_secret" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_tls_prints_the_ca_to_trust() -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "pesa", "emulator", "--port", "0", "--tls"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first, second = process.stdout.readline(), process.stdout.readline()
+        base_url = re.search(r"listening on (https://127\.0\.0\.1:\d+)", first)
+        ca = re.search(r"TLS CA certificate \(trust this\): (\S+)", second)
+        assert base_url and ca, first + second
+        context = ssl.create_default_context(cafile=ca.group(1))
+        health = httpx.get(f"{base_url.group(1)}/__emulator__/health", verify=context)
+        assert health.json()["status"] == "ok"
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)

@@ -195,3 +195,11 @@ def test_issue_token_in_strict_mode_uses_configured_credentials() -> None:
 
     emulator = Emulator(EmulatorConfig(strict=True, consumer_key="a", consumer_secret="b"))
     assert len(emulator.issue_token()) == 28
+
+
+async def test_serve_emulator_offers_async_control_and_guards_the_sync_one() -> None:
+    async with serve_emulator(FAST) as running:
+        async with running.async_control() as control:
+            assert await control.rules() == []
+        with pytest.raises(RuntimeError, match="deadlock"):
+            running.control.rules()

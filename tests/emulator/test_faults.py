@@ -50,7 +50,7 @@ async def test_spike_arrest_fault(emulator: Emulator) -> None:
     response = await _post(emulator)
     assert response.status_code == 500
     assert response.json()["errorCode"] == "500.003.02"
-    assert response.json()["errorMessage"] == "Spike Arrest Violation"
+    assert response.json()["errorMessage"] == "Error Occurred: Spike Arrest Violation"
     other = await _post(emulator, path="/mpesa/reversal/v1/request")
     assert other.status_code == 400  # the fault is limited to its path
 

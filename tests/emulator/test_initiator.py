@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from typing import Any
@@ -366,3 +367,17 @@ async def test_reversal_with_correctly_spelt_field_is_refused(
     response = await daraja.post(REVERSAL, body)
     assert response.status_code == 400
     assert response.json()["errorMessage"] == "Bad Request - Invalid RecieverIdentifierType"
+
+
+async def test_rules_can_duplicate_or_delay_a_result(daraja: Daraja, receiver: Receiver) -> None:
+    emulator = daraja.running.emulator
+    emulator.add_rule(operation="account_balance", callback="duplicate")
+    emulator.add_rule(operation="transaction_status", callback="delay", callback_delay=0.2)
+    await daraja.post(BALANCE, _balance(receiver))
+    first, second = await receiver.wait_for("/balance", 2)
+    assert first == second
+    await daraja.post(STATUS, _status(receiver))
+    await asyncio.sleep(0.1)
+    assert receiver.bodies("/status") == []
+    [late] = await receiver.wait_for("/status")
+    assert late["Result"]["ResultCode"] == 2032

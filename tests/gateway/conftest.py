@@ -14,7 +14,7 @@ import pytest
 from pesa import Settings
 from pesa.emulator import Emulator, EmulatorConfig
 from pesa.ledger import Ledger
-from pesa.testing._gateway import RunningGateway, run_gateway
+from pesa.testing import RunningGateway, run_gateway
 
 API_KEY = "test-api-key-0123456789"
 CALLBACK_TOKEN = "test-callback-token-0123456789"

@@ -52,8 +52,23 @@ async def wait_for(
             await anyio.sleep(0.05)
 
 
-async def events_of(api: httpx.AsyncClient, payment_id: str) -> list[dict[str, Any]]:
-    """Every event of one payment, oldest first."""
+async def events_of(
+    api: httpx.AsyncClient, payment_id: str, at_least: int = 0, timeout: float = 30.0
+) -> list[dict[str, Any]]:
+    """Every event of one payment, oldest first.
+
+    On PostgreSQL the feed shows an event once every older transaction has ended, so a
+    caller that knows how many to expect waits for ``at_least`` of them.
+    """
+    with anyio.fail_after(timeout):
+        while True:
+            events = await _events_once(api, payment_id)
+            if len(events) >= at_least:
+                return events
+            await anyio.sleep(0.05)
+
+
+async def _events_once(api: httpx.AsyncClient, payment_id: str) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
     after: str | None = None
     while True:

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import httpx
 import pytest
+from sqlalchemy.exc import OperationalError
 
 from pesa.daraja import lookup_code
 from pesa.emulator import Emulator
-from pesa.testing._gateway import RunningGateway
+from pesa.testing import RunningGateway, run_gateway
 
-from .conftest import API_KEY
+from .conftest import API_KEY, gateway_settings
 from .helpers import create, events_of, payment_body, wait_for
 
 
@@ -58,7 +61,7 @@ class TestCreatePayment:
         assert final["result_code"] == "0"
         assert final["receipt"]
         assert not final["flagged"]
-        types = [e["type"] for e in await events_of(api, payment["id"])]
+        types = [e["type"] for e in await events_of(api, payment["id"], at_least=2)]
         assert types == ["payment.pending", "payment.succeeded"]
 
     @pytest.mark.parametrize(
@@ -198,3 +201,28 @@ class TestReads:
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/plain")
         assert 'pesa_payments{status="rejected"} 1' in response.text
+
+
+class _DownLedger:
+    """A ledger whose database does not answer."""
+
+    webhook_endpoints: tuple[str, ...] = ()
+
+    def __getattr__(self, name: str) -> Any:
+        async def fail(*_: Any, **__: Any) -> Any:
+            raise OperationalError("SELECT 1", {}, ConnectionRefusedError("db down"))
+
+        return fail
+
+
+async def test_database_outage_is_503_in_the_error_shape(sqlite_url: str) -> None:
+    settings = gateway_settings(sqlite_url, run_workers=False)
+    with run_gateway(settings, ledger=_DownLedger()) as gateway:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as client:
+            response = await client.get("/v1/payments/pay_x")
+            health = await client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["error"]["type"] == "service_unavailable"
+    assert health.status_code == 503
+    assert health.json()["database"] == "unavailable"

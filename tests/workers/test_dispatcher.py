@@ -9,11 +9,13 @@ from typing import Any
 
 import anyio
 import pytest
+from sqlalchemy import select
 
 from pesa import Settings, ValidationError, verify_webhook
 from pesa.gateway import Backoff, Metrics, WebhookDispatcher, delivery_endpoints, handler_endpoint
 from pesa.gateway._dispatcher import DispatcherOptions
 from pesa.ledger import Event, Ledger
+from pesa.ledger._schema import webhook_deliveries
 
 from .conftest import ManualClock, OpenLedger, Receiver, pending_payment
 
@@ -134,6 +136,19 @@ async def test_gives_up_after_max_attempts_and_records_it(
     assert await delivery_counts(ledger) == {"pending": 0, "delivered": 0, "failed": 1}
     assert metrics.webhook_gave_up.value(kind="webhook") == 1
     assert metrics.webhook_attempts.value(kind="webhook", outcome="failed") == 3
+    # The give-up is recorded on the delivery with the receiver's last answer.
+    async with ledger.engine.connect() as conn:
+        row = (
+            await conn.execute(
+                select(
+                    webhook_deliveries.c.status,
+                    webhook_deliveries.c.attempts,
+                    webhook_deliveries.c.last_status_code,
+                    webhook_deliveries.c.last_error,
+                )
+            )
+        ).one()
+    assert tuple(row) == ("failed", 3, 500, "HTTP 500: receiver is down")
 
 
 async def test_unreachable_receiver_counts_as_a_failed_attempt(

@@ -142,6 +142,11 @@ def emulator(
     _serve(config, bind_host, bind_port, tls)
 
 
+def _say(text: str) -> None:
+    # Plain, unwrapped lines: people copy the URL and the CA path, scripts parse them.
+    console.print(text, highlight=False, soft_wrap=True, markup=False)
+
+
 def _serve(config: object, host: str, port: int, tls: bool) -> None:
     import uvicorn
 
@@ -163,13 +168,13 @@ def _serve(config: object, host: str, port: int, tls: bool) -> None:
     scheme = "https" if tls else "http"
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     base_url = f"{scheme}://{shown}:{port}"
-    console.print(f"pesa emulator listening on [bold]{base_url}[/]", highlight=False)
+    _say(f"pesa emulator listening on {base_url}")
     if files is not None:
-        console.print(f"TLS CA certificate (trust this): {files.ca_path}", highlight=False)
-    console.print(f"control API: {base_url}/__emulator__/", highlight=False)
-    console.print(f"credential certificate: {base_url}/__emulator__/certificate", highlight=False)
+        _say(f"TLS CA certificate (trust this): {files.ca_path}")
+    _say(f"control API: {base_url}/__emulator__/")
+    _say(f"credential certificate: {base_url}/__emulator__/certificate")
     mode = "strict" if config.strict else "lenient (any consumer key/secret)"
-    console.print(f"mode: {mode}; press Ctrl+C to stop", highlight=False)
+    _say(f"mode: {mode}; press Ctrl+C to stop")
     server = uvicorn.Server(
         uvicorn.Config(
             create_app(config),

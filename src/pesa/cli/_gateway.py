@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import sys
@@ -27,8 +28,8 @@ def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**given)
     except ValueError as err:
-        # pydantic's message names the field; keep the first line, never a traceback.
-        fail(f"invalid configuration: {err}".splitlines()[0] + f" ({_first_error(err)})")
+        # pydantic's message is several lines; one line naming the variable is enough.
+        fail(_first_error(err))
 
 
 def _first_error(err: ValueError) -> str:
@@ -58,23 +59,23 @@ def bind_socket(host: str, port: int) -> socket.socket:
 @app.command()
 def serve(
     host: Annotated[
-        str | None, typer.Option(help="address to bind [env: PESA_GATEWAY_HOST]")
+        str | None, typer.Option(help="address to bind (env PESA_GATEWAY_HOST)")
     ] = None,
     port: Annotated[
-        int | None, typer.Option(help="port to bind, 0 for any free [env: PESA_GATEWAY_PORT]")
+        int | None, typer.Option(help="port to bind, 0 for any free (env PESA_GATEWAY_PORT)")
     ] = None,
     workers: Annotated[
         bool | None,
         typer.Option(
             "--workers/--no-workers",
-            help="run the reconciler and webhook dispatcher here [env: PESA_RUN_WORKERS]",
+            help="run the reconciler and webhook dispatcher here (env PESA_RUN_WORKERS)",
         ),
     ] = None,
     migrate: Annotated[
         bool | None,
         typer.Option(
             "--migrate/--no-migrate",
-            help="apply database migrations at start [env: PESA_AUTO_MIGRATE]",
+            help="apply database migrations at start (env PESA_AUTO_MIGRATE)",
         ),
     ] = None,
 ) -> None:
@@ -83,11 +84,14 @@ def serve(
 
     from pesa.gateway import create_app
     from pesa.gateway._app import check_settings
+    from pesa.gateway._callbacks import CallbackPathFilter
 
     settings = load_settings(
         gateway_host=host, gateway_port=port, run_workers=workers, auto_migrate=migrate
     )
-    configure_logging(settings.log)
+    # Callback URLs carry the secret token: keep it out of every log line (pesa's own,
+    # the client's request logs, uvicorn's access log).
+    configure_logging(settings.log).addFilter(CallbackPathFilter())
     try:
         check_settings(settings)
     except ConfigurationError as err:
@@ -119,12 +123,19 @@ def serve(
         f"  database:  {_safe_url(settings.database_url)}", highlight=False, soft_wrap=True
     )
     sys.stdout.flush()
+    # Access logs show request paths, and callback paths carry the secret token.
+    for name in ("uvicorn.access", "uvicorn.error"):
+        logging.getLogger(name).addFilter(CallbackPathFilter())
     config = uvicorn.Config(
         gateway,
         lifespan="on",
         log_level=settings.log.lower(),
         access_log=settings.log.lower() == "debug",
         timeout_graceful_shutdown=10,
+        # uvicorn would believe X-Forwarded-For from loopback and rewrite the client
+        # address before the callback route sees it; proxy trust is PESA_TRUSTED_PROXIES'.
+        proxy_headers=False,
+        server_header=False,
     )
     server = uvicorn.Server(config)
     try:
@@ -208,9 +219,7 @@ def demo(
 ) -> None:
     """Walk one payment through each emulator scenario end to end (no configuration needed).
 
-    Starts the gateway with the emulator and a temporary SQLite ledger on a free loopback
-    port, creates a payment per scenario phone, waits for each to settle and prints its
-    lifecycle. Exits 0 only if every payment ended as the scenario promises.
+    Exits 0 only if every payment ended as its scenario promises.
     """
     from rich.table import Table
 

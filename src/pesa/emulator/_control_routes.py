@@ -47,7 +47,7 @@ def control_routes(emulator: Emulator, prefix: str) -> list[BaseRoute]:
     """The control API routes of ``emulator`` under ``prefix``."""
 
     async def health(_: Request) -> Response:
-        return _json({"status": "ok", "pending_tasks": len(emulator._tasks)})
+        return _json({"status": "ok", "pending_tasks": emulator.pending_tasks})
 
     async def certificate(_: Request) -> Response:
         return Response(emulator.certificate_pem, media_type="application/x-pem-file")
@@ -131,7 +131,7 @@ def control_routes(emulator: Emulator, prefix: str) -> list[BaseRoute]:
         except ValueError:
             return _problem(422, "timeout must be a number of seconds")
         done = await emulator.wait_idle(min(max(timeout, 0.0), 600.0))
-        return _json({"idle": done, "pending_tasks": len(emulator._tasks)})
+        return _json({"idle": done, "pending_tasks": emulator.pending_tasks})
 
     table: list[tuple[str, Endpoint, list[str]]] = [
         ("/health", health, ["GET"]),

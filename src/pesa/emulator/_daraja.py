@@ -41,7 +41,7 @@ DUPLICATE_ORIGINATOR: Final[ErrorSpec] = (
     "Duplicate OriginatorConversationID.",
 )
 INTERNAL_SERVER_ERROR: Final[ErrorSpec] = (500, "500.003.1001", "Internal Server Error")
-SPIKE_ARREST: Final[ErrorSpec] = (500, "500.003.02", "Spike Arrest Violation")
+SPIKE_ARREST: Final[ErrorSpec] = (500, "500.003.02", "Error Occurred: Spike Arrest Violation")
 C2B_URL_KEYWORD: Final = "400.003.02"
 
 

@@ -263,6 +263,11 @@ class Emulator:
         if not task.cancelled() and task.exception() is not None:
             _log.error("emulator background task failed", exc_info=task.exception())
 
+    @property
+    def pending_tasks(self) -> int:
+        """Simulated customers and callback deliveries still running."""
+        return len(self._tasks)
+
     async def wait_idle(self, timeout: float = 10.0) -> bool:
         """Wait until every simulated customer and callback delivery is done.
 
@@ -610,11 +615,16 @@ class Emulator:
         token = self._ids.token()
         while token in self._tokens:
             token = self._ids.token()
-        if self.config.invalidate_old_tokens:
-            for old in self._app_tokens.pop(key, set()):
+        now = time.monotonic()
+        issued = self._app_tokens.setdefault(key, set())
+        for old in list(issued):
+            # Forget expired tokens (and, when configured, every older one) as we go.
+            entry = self._tokens.get(old)
+            if entry is None or entry[1] <= now or self.config.invalidate_old_tokens:
+                issued.discard(old)
                 self._tokens.pop(old, None)
-        self._tokens[token] = (key, time.monotonic() + self.config.token_lifetime)
-        self._app_tokens.setdefault(key, set()).add(token)
+        self._tokens[token] = (key, now + self.config.token_lifetime)
+        issued.add(token)
         return 200, {"access_token": token, "expires_in": str(self.config.token_lifetime)}
 
     def issue_token(self, consumer_key: str = "pesa") -> str:
@@ -920,7 +930,10 @@ class Emulator:
             # delivers nothing: the classic "callbacks never arrive".
             _log.warning("C2B simulate on %s: no URLs registered, nothing delivered", shortcode)
         else:
-            self._spawn(self._run_c2b(registration, shortcode, command, amount, phone, bill_ref))
+            outcome = self._outcome("c2b", phone, amount, bill_ref, cfg.result_delay)
+            self._spawn(
+                self._run_c2b(registration, shortcode, command, amount, phone, bill_ref, outcome)
+            )
         return 200, {
             "OriginatorCoversationID": self._ids.request_id(),
             "ResponseCode": "0",
@@ -935,9 +948,15 @@ class Emulator:
         amount: int,
         phone: str,
         bill_ref: str,
+        outcome: _Outcome | None,
     ) -> None:
-        if self.config.result_delay > 0:
-            await asyncio.sleep(self.config.result_delay)
+        delay = self.config.result_delay if outcome is None else outcome.delay
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if outcome is not None and str(outcome.result_code) != "0":
+            # The customer's payment failed in M-Pesa (a rule said so): nothing is notified.
+            _log.info("C2B payment on %s failed with %s", shortcode, outcome.result_code)
+            return
         now = self._now()
         receipt = self._ids.receipt(now)
         masked = (
@@ -982,7 +1001,7 @@ class Emulator:
         payload["OrgAccountBalance"] = f"{accounts['Utility Account']:.2f}"
         _evict_oldest(self._transactions, self._max_kept, lambda _: True)
         self._transactions[receipt] = _Transaction(receipt, "c2b", amount, shortcode, phone, now)
-        await self._delivery.post("c2b_confirmation", registration.confirmation_url, payload)
+        await self._send(outcome, "c2b_confirmation", registration.confirmation_url, None, payload)
 
     # -- initiator APIs (B2C, status, balance, reversal) --------------------------------------
 

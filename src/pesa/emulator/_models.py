@@ -16,6 +16,7 @@ from pesa._constants import (
     DEFAULT_STK_MAX_AMOUNT,
     DEFAULT_STK_MIN_AMOUNT,
 )
+from pesa.config import Settings
 
 __all__ = [
     "SANDBOX_PASSKEY",
@@ -217,7 +218,7 @@ class SentCallback(BaseModel):
     response: Any = None
 
 
-def config_from_settings(settings: Any, **overrides: Any) -> EmulatorConfig:
+def config_from_settings(settings: Settings, **overrides: Any) -> EmulatorConfig:
     """Build an :class:`EmulatorConfig` from :class:`pesa.Settings` (``PESA_EMULATOR_*``).
 
     In strict mode the emulator expects the consumer key/secret the client is configured

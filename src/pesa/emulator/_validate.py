@@ -78,7 +78,7 @@ def amount(value: Any, minimum: int, maximum: int, field: str = "Amount") -> int
         number = Decimal(str(value))
     elif isinstance(value, str) and re.fullmatch(r"\d+(\.0+)?", value.strip()):
         number = Decimal(value.strip())
-    if number is None or number != number.to_integral_value():
+    if number is None or not number.is_finite() or number != number.to_integral_value():
         raise Refusal(daraja.bad_request(field))
     whole = int(number)
     if not minimum <= whole <= maximum:

@@ -2,7 +2,8 @@
 
 Every error answer has one shape, ``{"error": {"type", "message", "field", "rule"}}``:
 422 for invalid input (naming the field and the rule), 401 for a missing or wrong key,
-404 for an unknown payment, 409 for an idempotency key reused with other parameters.
+404 for an unknown payment, 409 for an idempotency key reused with other parameters, 503
+when the database does not answer.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy.exc import DBAPIError
 
 from pesa._exceptions import ValidationError
 from pesa._logging import get_logger
@@ -94,6 +96,15 @@ def install_error_handlers(app: FastAPI) -> None:
             ApiError(409, "idempotency_conflict", str(exc), field="Idempotency-Key")
         )
 
+    async def on_database_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, DBAPIError)
+        # Only the driver's error class: its message may carry SQL and parameters.
+        log.error("database error: %s", type(exc.orig).__name__ if exc.orig else type(exc))
+        return _error_response(
+            ApiError(503, "service_unavailable", "the database is unavailable, retry later")
+        )
+
+    app.add_exception_handler(DBAPIError, on_database_error)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(ValidationError, on_validation_error)
     app.add_exception_handler(RequestValidationError, on_request_validation_error)

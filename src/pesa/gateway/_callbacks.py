@@ -16,13 +16,16 @@ The order of checks is the point of this module:
 
 from __future__ import annotations
 
+import logging
+import re
+
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from pesa._logging import get_logger
 from pesa.gateway._state import gateway_state
 
-__all__ = ["MAX_CALLBACK_BYTES", "router"]
+__all__ = ["MAX_CALLBACK_BYTES", "CallbackPathFilter", "redact_callback_paths", "router"]
 
 log = get_logger("pesa.gateway.callbacks")
 
@@ -30,6 +33,30 @@ log = get_logger("pesa.gateway.callbacks")
 MAX_CALLBACK_BYTES = 64 * 1024
 
 router = APIRouter()
+
+_CALLBACK_PATH = re.compile(r"/callbacks/[^/\s?\"']+/")
+
+
+def redact_callback_paths(text: str) -> str:
+    """Hide the token of callback URLs: ``/callbacks/<token>/stk`` → ``/callbacks/***/stk``."""
+    return _CALLBACK_PATH.sub("/callbacks/***/", text)
+
+
+class CallbackPathFilter(logging.Filter):
+    """A logging filter for access logs (``uvicorn.access``): no callback token in a log line.
+
+    The path of every callback carries the secret token, and access logs are not pesa's
+    redacted loggers, so ``pesa serve`` installs this on them.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                redact_callback_paths(arg) if isinstance(arg, str) else arg for arg in record.args
+            )
+        if isinstance(record.msg, str):
+            record.msg = redact_callback_paths(record.msg)
+        return True
 
 
 def _reply(status_code: int, result_code: int, desc: str) -> JSONResponse:

@@ -204,6 +204,10 @@ class DispatchReport:
 class _AttemptFailed(Exception):
     """One attempt failed; the message is what gets recorded as ``last_error``."""
 
+    def __init__(self, message: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+
 
 class WebhookDispatcher:
     """Delivers the ledger's events to webhook URLs and Python handlers, at least once.
@@ -357,7 +361,7 @@ class WebhookDispatcher:
                 else:
                     status_code = await self._post(delivery, attempt)
         except _AttemptFailed as err:
-            await self._failed(delivery, kind, attempt, str(err), report)
+            await self._failed(delivery, kind, attempt, str(err), report, err.status_code)
             return
         except TimeoutError:
             await self._failed(
@@ -392,16 +396,24 @@ class WebhookDispatcher:
             "Pesa-Delivery-Attempt": str(attempt),
         }
         try:
-            response = await self._client().post(delivery.endpoint, content=body, headers=headers)
+            async with self._client().stream(
+                "POST", delivery.endpoint, content=body, headers=headers
+            ) as response:
+                if 200 <= response.status_code < 300:
+                    return response.status_code
+                # Keep the start of a failing answer for last_error; never read a huge body.
+                start = b""
+                async for chunk in response.aiter_bytes():
+                    start += chunk
+                    if len(start) >= _ERROR_BODY_LIMIT:
+                        break
         except httpx.TimeoutException as err:
             raise _AttemptFailed(f"timed out: {type(err).__name__}") from err
         except httpx.HTTPError as err:
             raise _AttemptFailed(f"{type(err).__name__}: {err}") from err
-        if not 200 <= response.status_code < 300:
-            snippet = response.text[:_ERROR_BODY_LIMIT].strip()
-            detail = f": {snippet}" if snippet else ""
-            raise _AttemptFailed(f"HTTP {response.status_code}{detail}")
-        return response.status_code
+        snippet = start[:_ERROR_BODY_LIMIT].decode("utf-8", "replace").strip()
+        detail = f": {snippet}" if snippet else ""
+        raise _AttemptFailed(f"HTTP {response.status_code}{detail}", response.status_code)
 
     async def _call_handler(self, delivery: Delivery) -> int:
         entry = self._handlers.get(delivery.endpoint)
@@ -430,13 +442,21 @@ class WebhookDispatcher:
         return HANDLER_DONE_STATUS
 
     async def _failed(
-        self, delivery: Delivery, kind: Kind, attempt: int, error: str, report: DispatchReport
+        self,
+        delivery: Delivery,
+        kind: Kind,
+        attempt: int,
+        error: str,
+        report: DispatchReport,
+        status_code: int | None = None,
     ) -> None:
         error = redact(error)
         self.metrics.webhook_attempts.inc(kind=kind, outcome="failed")
         where = _describe(delivery.endpoint)
         if attempt >= self.options.max_attempts:
-            await self.ledger.mark_delivery_failed(delivery.id, error, None)
+            await self.ledger.mark_delivery_failed(
+                delivery.id, error, None, status_code=status_code
+            )
             self.metrics.webhook_gave_up.inc(kind=kind)
             report.gave_up += 1
             log.error(
@@ -450,7 +470,9 @@ class WebhookDispatcher:
             return
         delay = self.options.backoff.delay(attempt, self._rng)
         next_attempt_at = self._clock() + timedelta(seconds=delay)
-        await self.ledger.mark_delivery_failed(delivery.id, error, next_attempt_at)
+        await self.ledger.mark_delivery_failed(
+            delivery.id, error, next_attempt_at, status_code=status_code
+        )
         report.retrying += 1
         log.warning(
             "delivery of %s %s to %s failed (attempt %d of %d), retrying in %.0f s: %s",

@@ -11,15 +11,19 @@ from pesa.testing._client import (
     stk_failure_payload,
 )
 from pesa.testing._emulator import RunningEmulator, run_emulator, serve_emulator
+from pesa.testing._gateway import RunningGateway, run_gateway, serve_gateway
 from pesa.testing._webhooks import signed_webhook, webhook_event
 
 __all__ = [
     "FrozenClock",
     "RunningEmulator",
+    "RunningGateway",
     "c2b_payment_payload",
     "result_payload",
     "run_emulator",
+    "run_gateway",
     "serve_emulator",
+    "serve_gateway",
     "signed_webhook",
     "stk_callback_payload",
     "stk_failure_payload",

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from pesa.emulator import (
+    AsyncEmulatorControl,
     Emulator,
     EmulatorConfig,
     EmulatorControl,
@@ -46,6 +47,13 @@ class RunningEmulator:
     emulator: Emulator
     control: EmulatorControl
     tls: TlsFiles | None = None
+
+    def async_control(self) -> AsyncEmulatorControl:
+        """A new :class:`~pesa.emulator.AsyncEmulatorControl` for this emulator.
+
+        Use it as ``async with running.async_control() as control: ...``.
+        """
+        return AsyncEmulatorControl(self.base_url, verify=self.verify)
 
     @property
     def ca_path(self) -> Path | None:
@@ -87,6 +95,26 @@ def _prepare(
     )
     scheme = "https" if tls else "http"
     return emulator, server, sock, files, f"{scheme}://{host}:{port}"
+
+
+class _LoopGuardedControl(EmulatorControl):
+    """A sync control client that refuses to block the event loop serving its emulator."""
+
+    def __init__(self, base_url: str, loop: asyncio.AbstractEventLoop, **kwargs: Any) -> None:
+        super().__init__(base_url, **kwargs)
+        self._serving_loop = loop
+
+    def _run(self, call: Any) -> Any:
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._serving_loop:
+            raise RuntimeError(
+                "this emulator runs on the current event loop: a sync control call would "
+                "deadlock; use `async with running.async_control() as control` instead"
+            )
+        return super()._run(call)
 
 
 def _verify(files: TlsFiles | None) -> bool | ssl.SSLContext:
@@ -140,8 +168,9 @@ async def serve_emulator(
 ) -> AsyncIterator[RunningEmulator]:
     """Serve an emulator with uvicorn on a free port, on the running event loop.
 
-    ``control`` is a sync client: from async code prefer ``running.emulator`` (same loop)
-    or an :class:`~pesa.emulator.AsyncEmulatorControl`.
+    The emulator shares the test's event loop, so drive it with ``running.emulator``
+    (in-process) or ``running.async_control()``; the sync ``running.control`` raises rather
+    than deadlock when called from that loop.
     """
     emulator, server, sock, files, base_url = _prepare(config, tls, latency_ms, host)
     task = asyncio.ensure_future(server.serve(sockets=[sock]))
@@ -151,7 +180,7 @@ async def serve_emulator(
             if task.done() or time.monotonic() > deadline:
                 raise RuntimeError("the emulator server did not start")
             await asyncio.sleep(0.005)
-        control = EmulatorControl(base_url, verify=_verify(files))
+        control = _LoopGuardedControl(base_url, asyncio.get_running_loop(), verify=_verify(files))
         try:
             yield RunningEmulator(base_url, emulator, control, files)
         finally:

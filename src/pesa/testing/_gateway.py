@@ -68,6 +68,7 @@ def _prepare(
             log_level="warning",
             access_log=False,
             timeout_graceful_shutdown=5,
+            proxy_headers=False,  # the gateway decides which proxies to believe
         )
     )
     urls = app.state.urls
