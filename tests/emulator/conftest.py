@@ -80,7 +80,7 @@ class Receiver:
 async def _serve_receiver() -> AsyncIterator[Receiver]:
     receiver = Receiver()
     app = Starlette(routes=[Route("/{path:path}", receiver.endpoint, methods=["POST"])])
-    sock = socket.socket()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.bind(("127.0.0.1", 0))
     receiver.base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))

@@ -97,3 +97,28 @@ def test_cli_tls_prints_the_ca_to_trust() -> None:
     finally:
         process.terminate()
         process.communicate(timeout=10)
+
+
+def test_cli_refuses_an_unknown_log_level() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pesa", "emulator", "--log-level", "loud", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 1
+    assert "--log-level must be" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_names_a_bad_environment_variable() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "pesa", "emulator"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PESA_EMULATOR_PORT": "abc"},
+    )
+    assert result.returncode == 1
+    assert "PESA_EMULATOR_PORT" in result.stderr
+    assert "Traceback" not in result.stderr

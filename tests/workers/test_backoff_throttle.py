@@ -138,3 +138,28 @@ class TestTokenBucket:
         with pytest.raises(ValidationError) as info:
             TokenBucket(rate=rate, burst=burst)
         assert info.value.field == field
+
+
+@given(
+    rate=st.floats(min_value=0.1, max_value=50),
+    burst=st.integers(min_value=1, max_value=5),
+    gaps=st.lists(st.floats(min_value=0, max_value=3), min_size=1, max_size=40),
+)
+def test_no_window_ever_holds_more_than_burst_plus_rate_times_its_length(
+    rate: float, burst: int, gaps: list[float]
+) -> None:
+    fake = FakeTime()
+    bucket = TokenBucket(rate=rate, burst=burst, clock=fake.clock, sleep=fake.sleep)
+    granted: list[float] = []
+
+    async def scenario() -> None:
+        for gap in gaps:
+            fake.now += gap  # the caller does other work between queries
+            await bucket.acquire()
+            granted.append(fake.now)
+
+    anyio.run(scenario)
+    for i, start in enumerate(granted):
+        for j in range(i, len(granted)):
+            window = granted[j] - start
+            assert j - i + 1 <= burst + rate * window + 1e-6

@@ -11,7 +11,7 @@ import anyio
 import pytest
 from sqlalchemy import select
 
-from pesa import Settings, ValidationError, verify_webhook
+from pesa import ConfigurationError, Settings, ValidationError, verify_webhook
 from pesa.gateway import Backoff, Metrics, WebhookDispatcher, delivery_endpoints, handler_endpoint
 from pesa.gateway._dispatcher import DispatcherOptions
 from pesa.ledger import Event, Ledger
@@ -254,6 +254,17 @@ async def test_handler_not_registered_in_this_process_is_retried_then_given_up(
         assert (await dispatcher.run_once()).retrying == 1
         clock.advance(10)
         assert (await dispatcher.run_once()).gave_up == 1
+
+
+async def test_handlers_the_ledger_writes_no_deliveries_for_are_refused(
+    open_ledger: OpenLedger,
+) -> None:
+    def on_paid(event: Event) -> None:
+        del event
+
+    ledger = await open_ledger(endpoints=["https://shop.example/hooks"])
+    with pytest.raises(ConfigurationError, match="delivery_endpoints"):
+        WebhookDispatcher(ledger, handlers={"payment.succeeded": on_paid})
 
 
 def test_two_different_handlers_with_one_name_are_refused() -> None:

@@ -7,6 +7,8 @@ import hmac
 import json
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import pesa
 from pesa import ValidationError, WebhookSignatureError, sign_webhook, verify_webhook
@@ -212,3 +214,21 @@ def test_negative_tolerance_and_timestamp_are_validation_errors() -> None:
 def test_payload_of_the_wrong_type_is_a_validation_error() -> None:
     with pytest.raises(ValidationError, match="payload"):
         verify_webhook(123, GOOD, SECRET, now=NOW)  # type: ignore[arg-type]  # misuse on purpose
+
+
+@given(
+    body=st.binary(max_size=512),
+    secret=st.text(min_size=1, max_size=40),
+    timestamp=st.integers(min_value=0, max_value=2**40),
+)
+def test_any_signed_body_verifies_until_one_byte_changes(
+    body: bytes, secret: str, timestamp: int
+) -> None:
+    wrapped = json.dumps({"body": body.hex()}).encode()  # verify returns JSON objects only
+    header = sign_webhook(wrapped, secret, timestamp=timestamp)
+    assert verify_webhook(wrapped, header, secret, now=timestamp) == {"body": body.hex()}
+    for index in range(0, len(wrapped), max(1, len(wrapped) // 8)):
+        tampered = bytearray(wrapped)
+        tampered[index] ^= 0x01
+        with pytest.raises(WebhookSignatureError):
+            verify_webhook(bytes(tampered), header, secret, now=timestamp)

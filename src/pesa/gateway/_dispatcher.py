@@ -32,7 +32,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from pesa._exceptions import ValidationError
+from pesa._exceptions import ConfigurationError, ValidationError
 from pesa._logging import get_logger, redact
 from pesa._version import __version__
 from pesa._webhooks import SIGNATURE_HEADER, sign_webhook
@@ -219,7 +219,8 @@ class WebhookDispatcher:
             Required when any delivery goes to a URL.
         http_client: the client to POST with; one is created (and closed) when omitted.
         handlers: event type (or ``"*"``) → handler or handlers; sync handlers run in a
-            worker thread.
+            worker thread. The ledger must write deliveries for them (see
+            :func:`delivery_endpoints`), or :class:`pesa.ConfigurationError` is raised.
         options: pacing and retries; from ``settings`` when omitted.
         settings: used for ``options`` and the secret when those are not given.
         metrics: counters to update (``webhook_attempts``, ``webhook_gave_up``).
@@ -263,6 +264,13 @@ class WebhookDispatcher:
             [] if secret is None else [secret] if isinstance(secret, str) else list(secret)
         )
         self._handlers = _normalise_handlers(handlers)
+        missing = [e for e in self._handlers if e not in ledger.webhook_endpoints]
+        if missing:
+            # Without delivery rows a handler would silently never run.
+            raise ConfigurationError(
+                f"the ledger writes no deliveries for handler(s) {', '.join(missing)}: open "
+                "it with webhook_endpoints=delivery_endpoints(webhook_urls, handlers)"
+            )
         self._http = http_client
         self._owns_http = http_client is None
         self._clock = clock or (lambda: datetime.now(UTC))

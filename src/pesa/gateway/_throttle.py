@@ -11,6 +11,8 @@ from pesa._exceptions import ValidationError
 
 __all__ = ["TokenBucket"]
 
+_EPSILON = 1e-9
+
 
 class TokenBucket:
     """Allows ``rate`` operations per second on average and at most ``burst`` at once.
@@ -55,8 +57,10 @@ class TokenBucket:
         """Seconds until the next token is available (0 if one is available now)."""
         now = self._clock()
         self._refill(now)
-        pause = max(0.0, self._paused_until - now)
-        if self._tokens >= 1:
+        pause = self._paused_until - now
+        # Float rounding must not leave a waiter sleeping ever-tinier slices of a second.
+        pause = pause if pause > _EPSILON else 0.0
+        if self._tokens >= 1 - _EPSILON:
             return pause
         return max(pause, (1 - self._tokens) / self.rate)
 
