@@ -260,4 +260,7 @@ def command_line() -> str:
     ]
     if "PESA_TEST_DATABASE_URL" in os.environ:
         env.append("PESA_TEST_DATABASE_URL=…")
-    return " ".join([*env, *argv])
+    line = " ".join([*env, *argv])
+    if "MAKELEVEL" in os.environ and os.environ.get("PESA_SOAK"):
+        return f"make soak  # runs: {line}"
+    return line

@@ -49,8 +49,8 @@ def test_sigkill_under_load_loses_nothing_and_pushes_nothing_twice(
     database: tuple[str, str], tmp_path: Path, recorder: Recorder
 ) -> None:
     backend, url = database
-    orders_n = size(ci=40, soak=600)
-    kills = size(ci=3, soak=12)
+    orders_n = size(ci=40, soak=300)
+    kills = size(ci=3, soak=10)
     rng = random.Random(3_2026)
     orders = make_orders(orders_n, "crash")
     for order in orders[::5]:
@@ -59,7 +59,7 @@ def test_sigkill_under_load_loses_nothing_and_pushes_nothing_twice(
     try:
         with (
             emulator_process(
-                ["--stk-delay", "2.5", "--seed", "3"], free_port(), tmp_path / "emulator.log"
+                ["--stk-delay", "5", "--seed", "3"], free_port(), tmp_path / "emulator.log"
             ) as daraja_url,
             EmulatorControl(daraja_url) as control,
         ):
@@ -145,7 +145,7 @@ def test_sigkill_under_load_loses_nothing_and_pushes_nothing_twice(
         gaps=("paid_but_not_recorded",),
         about=(
             "`pesa serve` (SQLite file or PostgreSQL) with the emulator in its own process "
-            "(customers answer after 2.5 s, longer than a restart; 20% cancel); 4 merchant "
+            "(customers answer after 5 s, longer than a restart; 20% cancel); 4 merchant "
             "threads create payments "
             "with Idempotency-Keys and retry until answered; the gateway is SIGKILLed after a "
             "random number of answered orders plus a random delay, and restarted on the same "

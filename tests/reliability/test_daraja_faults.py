@@ -55,7 +55,7 @@ def test_daraja_faults_never_crash_the_gateway_nor_push_twice_and_every_payment_
     database: tuple[str, str], tmp_path: Path, recorder: Recorder
 ) -> None:
     backend, url = database
-    orders_n = size(ci=40, soak=400)
+    orders_n = size(ci=40, soak=300)
     rng = random.Random(4_2026)
     orders = make_orders(orders_n, "fault")
     for order in orders:
