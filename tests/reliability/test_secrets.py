@@ -37,6 +37,16 @@ from pesa.ledger import Ledger
 from pesa.testing import serve_emulator
 
 from ._harness import WEBHOOK_SECRET, CallbackSink, WebhookSink, free_port, serve_asgi
+from ._processes import (
+    API_KEY,
+    CALLBACK_TOKEN,
+    TERMINAL,
+    Gateway,
+    WebhookReceiver,
+    api_client,
+    emulator_process,
+    wait_for,
+)
 from ._report import Recorder
 
 SCENARIO = "6. Secrets in logs"
@@ -49,6 +59,8 @@ SHORTCODE = "174379"
 ORG_SHORTCODE = "600000"
 PHONES = ["254722860741", "254733194527", "254745613308", "254768240915"]
 DUPLICATED, DROPPED, CANCELLED = PHONES[1], PHONES[2], PHONES[3]
+WRONG_TOKEN = "forged-callback-token-6e5d4c3b"
+WRONG_API_KEY = "forged-api-key-2b3c4d5e"
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -413,4 +425,100 @@ def test_the_emulator_cli_at_debug_prints_no_secret(tmp_path: Path, recorder: Re
     )
     assert tap.tokens, "no OAuth token seen on the wire"
     assert lines, "the emulator printed nothing: the scan would prove nothing"
+    assert result.passed, "\n".join(hits[:20])
+
+
+def test_pesa_serve_at_debug_logs_no_secret(tmp_path: Path, recorder: Recorder) -> None:
+    hooks = WebhookReceiver()
+    port = free_port()
+    stack = contextlib.ExitStack()
+    daraja_url = stack.enter_context(
+        emulator_process(
+            ["--stk-delay", "0.2", "--passkey", f"{SHORTCODE}={PASSKEY}"],
+            free_port(),
+            tmp_path / "emulator.log",
+        )
+    )
+    # Configured as in production (sandbox), only Daraja's address points at the emulator.
+    env = {
+        "PESA_ENV": "sandbox",
+        "PESA_BASE_URL": daraja_url,
+        "PESA_PUBLIC_URL": f"http://127.0.0.1:{port}",
+        "PESA_SHORTCODE": SHORTCODE,
+        "PESA_PASSKEY": PASSKEY,
+        "PESA_DATABASE_URL": f"sqlite:///{tmp_path / 'serve.db'}",
+        "PESA_API_KEY": API_KEY,
+        "PESA_CALLBACK_TOKEN": CALLBACK_TOKEN,
+        "PESA_CONSUMER_KEY": CONSUMER_KEY,
+        "PESA_CONSUMER_SECRET": CONSUMER_SECRET,
+        "PESA_WEBHOOK_URLS": hooks.url,
+        "PESA_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "PESA_RECONCILE_MIN_AGE": "0.5",
+        "PESA_RECONCILE_INTERVAL": "0.2",
+        "PESA_WEBHOOK_INTERVAL": "0.1",
+        "PESA_LOG": "debug",
+    }
+    gateway = Gateway(env, tmp_path / "serve.log", port)
+    phones = [PHONES[0], "254700000404", "254700000202", "254700001032"]
+    try:
+        gateway.start()
+        with api_client(gateway.url) as api:
+            ids = []
+            for i, phone in enumerate(phones):
+                response = api.post(
+                    "/v1/payments",
+                    json={
+                        "phone": phone,
+                        "amount": 10,
+                        "account_reference": f"SRV{i}",
+                        "description": "Secrets",
+                    },
+                    headers={"Idempotency-Key": f"serve-secrets-{i}"},
+                )
+                assert response.status_code == 201, response.text
+                ids.append(response.json()["id"])
+            # A wrong token and a wrong API key are refused: their values must not be logged.
+            httpx.post(f"{gateway.url}/callbacks/{WRONG_TOKEN}/stk", content=b"{}", timeout=10)
+            httpx.get(
+                f"{gateway.url}/v1/payments",
+                headers={"Authorization": f"Bearer {WRONG_API_KEY}"},
+                timeout=10,
+            )
+            wait_for(
+                lambda: all(api.get(f"/v1/payments/{i}").json()["status"] in TERMINAL for i in ids),
+                60,
+                "the payments settled",
+            )
+            wait_for(lambda: len(hooks.by_event) >= 2 * len(ids), 60, "the webhooks delivered")
+    finally:
+        gateway.stop()
+        hooks.close()
+        stack.close()
+    lines = gateway.process.output().splitlines()
+    secrets = {
+        "API key": API_KEY,
+        "wrong API key": WRONG_API_KEY,
+        "callback token": CALLBACK_TOKEN,
+        "wrong callback token": WRONG_TOKEN,
+        "consumer secret": CONSUMER_SECRET,
+        "webhook secret": WEBHOOK_SECRET,
+        "passkey": PASSKEY,
+        **{f"phone {s}": s for p in phones for s in phone_spellings(p)},
+    }
+    hits = scan(lines, secrets)
+    result = recorder.record(
+        SCENARIO,
+        "pesa serve (subprocess, PESA_LOG=debug)",
+        {"log_lines": len(lines), "secrets_checked": len(secrets), "secret_hits": len(hits)},
+        must_be_zero=("secret_hits",),
+        about=(
+            "`pesa serve` configured for the sandbox (Daraja's address pointed at the emulator "
+            "in its own process) with `PESA_LOG=debug` takes payments (paid, "
+            "callback lost, callback duplicated, cancelled), refuses a wrong callback token and "
+            "a wrong API key, reconciles and delivers webhooks; its whole output is scanned for "
+            "the API key, callback token, consumer secret, webhook secret, passkey, the wrong "
+            "credentials it was sent, and the phone numbers."
+        ),
+    )
+    assert len(lines) > 20, "debug logging produced almost nothing: the scan would prove little"
     assert result.passed, "\n".join(hits[:20])
