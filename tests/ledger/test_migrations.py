@@ -111,3 +111,26 @@ def test_sync_urls_map_to_async_drivers(given: str, expected: str) -> None:
 def test_unsupported_urls_raise_a_configuration_error(url: str) -> None:
     with pytest.raises(ConfigurationError, match="PESA_DATABASE_URL"):
         async_url(url)
+
+
+async def test_migrations_downgrade_to_empty_and_upgrade_again(database_url: str) -> None:
+    from alembic import command
+
+    from pesa.ledger._migrate import alembic_config
+
+    ledger = await Ledger.open(database_url)
+    try:
+        await ledger.migrate()
+
+        def downgrade(conn: Connection) -> None:
+            command.downgrade(alembic_config(conn), "base")
+
+        async with ledger.engine.begin() as conn:
+            await conn.run_sync(downgrade)
+        async with ledger.engine.connect() as conn:
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert "payments" not in tables
+        await ledger.migrate()
+        assert await current_revision(ledger.engine) == head_revision()
+    finally:
+        await ledger.close()

@@ -267,6 +267,22 @@ async def test_handlers_the_ledger_writes_no_deliveries_for_are_refused(
         WebhookDispatcher(ledger, handlers={"payment.succeeded": on_paid})
 
 
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"concurrency": 0}, "concurrency"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"timeout": 60.0, "lease": 60.0}, "timeout"),
+        ({"interval": 0}, "interval"),
+    ],
+)
+def test_bad_options_name_the_field(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        options(**overrides)
+    assert info.value.field == field
+
+
 def test_two_different_handlers_with_one_name_are_refused() -> None:
     def make() -> object:
         def on_paid(event: Event) -> None:

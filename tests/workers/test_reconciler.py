@@ -13,7 +13,7 @@ import anyio
 import httpx
 import pytest
 
-from pesa import RateLimitError, Settings
+from pesa import RateLimitError, Settings, ValidationError
 from pesa.client import AsyncDaraja
 from pesa.daraja import StkQueryResponse
 from pesa.emulator import SANDBOX_PASSKEY, Emulator, EmulatorConfig
@@ -89,6 +89,7 @@ def reconciler_options(**overrides: object) -> ReconcilerOptions:
         "interval": 0.05,
         "min_age": MIN_AGE,
         "recheck_interval": 10.0,
+        "recheck_cap": 100.0,
         "deadline": DEADLINE,
         "query_rate": 2.0,
         "query_burst": 1,
@@ -186,7 +187,7 @@ async def test_pending_answer_keeps_the_payment_pending_and_schedules_a_recheck(
     payment, _ = await ledger.create_payment("slow", phone(1), 10, "INV1", "Order")
     answer = await client.stk_push(phone(1), 10, "INV1", "Order")
     payment = await ledger.mark_accepted(payment.id, answer.checkout_request_id, None)
-    reconciler, counting, metrics = make_reconciler(ledger, client, clock)
+    reconciler, counting, metrics = make_reconciler(ledger, client, clock, deadline=3600.0)
 
     clock.advance(MIN_AGE)
     report = await reconciler.run_once()
@@ -202,6 +203,16 @@ async def test_pending_answer_keeps_the_payment_pending_and_schedules_a_recheck(
     assert (await reconciler.run_once()).still_pending == 1
     assert len(counting.queries) == 2
     assert metrics.reconciler_queries.value(outcome="pending") == 2
+    # Each further wait is half as long again (10, 15, 22.5, ...), up to the cap.
+    waits = []
+    for _ in range(6):
+        before = clock()
+        kept = await stored(ledger, payment)
+        assert kept.next_check_at is not None
+        waits.append((kept.next_check_at - before).total_seconds())
+        clock.advance(waits[-1])
+        assert (await reconciler.run_once()).still_pending == 1
+    assert waits == [15.0, 22.5, 33.75, 50.625, 75.9375, 100.0]
 
 
 async def test_deadline_expires_a_payment_with_no_final_answer(
@@ -499,11 +510,13 @@ def test_options_come_from_settings() -> None:
         ({"min_age": -1}, "min_age"),
         ({"batch_size": 0}, "batch_size"),
         ({"query_timeout": 200.0}, "query_timeout"),
+        ({"recheck_cap": 5.0}, "recheck_cap"),
     ],
 )
 def test_bad_options_are_refused(overrides: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValidationError) as info:
         reconciler_options(**overrides)
+    assert info.value.field == message
 
 
 async def test_run_settles_in_the_background_until_stopped(

@@ -39,6 +39,7 @@ def test_empty_variable_means_no_webhooks(monkeypatch: pytest.MonkeyPatch) -> No
         ({"webhook_backoff_base": 100, "webhook_backoff_cap": 10}, "webhook_backoff_cap"),
         ({"reconcile_backoff_base": 100, "reconcile_backoff_cap": 10}, "reconcile_backoff_cap"),
         ({"reconcile_query_rate": 0}, "reconcile_query_rate"),
+        ({"reconcile_recheck_cap": 1}, "reconcile_recheck_cap"),
         ({"webhook_max_attempts": 0}, "webhook_max_attempts"),
     ],
 )

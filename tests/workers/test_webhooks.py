@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import subprocess
+import sys
 
 import pytest
 from hypothesis import given
@@ -232,3 +234,15 @@ def test_any_signed_body_verifies_until_one_byte_changes(
         tampered[index] ^= 0x01
         with pytest.raises(WebhookSignatureError):
             verify_webhook(bytes(tampered), header, secret, now=timestamp)
+
+
+def test_receivers_need_no_server_dependencies() -> None:
+    """``pip install pesa`` (no server extra) is enough to verify webhooks."""
+    code = (
+        "import sys, pesa\n"
+        "pesa.verify_webhook\n"
+        "heavy = ('sqlalchemy', 'fastapi', 'starlette', 'uvicorn', 'alembic', 'psycopg')\n"
+        "print(','.join(m for m in heavy if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

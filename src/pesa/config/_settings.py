@@ -159,7 +159,13 @@ class Settings(BaseSettings):
         description="seconds a payment waits for its callback before the first STK query",
     )
     reconcile_recheck_interval: float = Field(
-        10.0, gt=0, description="seconds between STK queries of a payment that is still pending"
+        10.0,
+        gt=0,
+        description="seconds before re-querying a payment that is still pending; "
+        "grows by half on each check",
+    )
+    reconcile_recheck_cap: float = Field(
+        120.0, gt=0, description="longest wait, in seconds, between two queries of one payment"
     )
     reconcile_deadline: float = Field(
         900.0,
@@ -253,6 +259,8 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_workers(self) -> Settings:
+        if self.reconcile_recheck_cap < self.reconcile_recheck_interval:
+            raise ValueError("reconcile_recheck_cap must be at least reconcile_recheck_interval")
         if self.reconcile_backoff_cap < self.reconcile_backoff_base:
             raise ValueError("reconcile_backoff_cap must be at least reconcile_backoff_base")
         if self.webhook_backoff_cap < self.webhook_backoff_base:

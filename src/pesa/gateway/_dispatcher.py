@@ -159,14 +159,15 @@ class DispatcherOptions:
     interval: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.max_attempts < 1:
-            raise ValueError("max_attempts must be 1 or more")
-        if self.batch_size < 1 or self.concurrency < 1:
-            raise ValueError("batch_size and concurrency must be 1 or more")
+        for name in ("max_attempts", "batch_size", "concurrency"):
+            if getattr(self, name) < 1:
+                raise ValidationError(name, "must be 1 or more", getattr(self, name))
         if not 0 < self.timeout < self.lease:
-            raise ValueError("timeout must be positive and shorter than the lease")
+            raise ValidationError(
+                "timeout", "must be positive and shorter than the lease", self.timeout
+            )
         if not self.interval > 0:
-            raise ValueError("interval must be positive")
+            raise ValidationError("interval", "must be greater than 0", self.interval)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DispatcherOptions:

@@ -12,7 +12,9 @@ round the reconciler:
    queries per second (a token bucket shared by the whole process), and
    - applies a final answer (``ResultCode`` ``"0"`` succeeded, another final code failed);
    - keeps a "being processed" answer (``500.001.1001``) or a code the catalogue does not
-     know to be final as pending, and checks again after ``recheck_interval``;
+     know to be final as pending, and checks again after ``recheck_interval``, growing
+     by half on each check of the same payment up to ``recheck_cap`` (a prompt left open
+     for minutes should not take the query budget from fresh ones);
    - on spike arrest or quota (:class:`pesa.RateLimitError`) pauses every query for a
      backoff that doubles while it repeats, and hands the rest of the round back;
    - on a transport error or any other Daraja error leaves the payment for a later round;
@@ -38,7 +40,13 @@ from typing import TYPE_CHECKING, Protocol
 import anyio
 
 from pesa._constants import DEFAULT_TIMEOUT
-from pesa._exceptions import DarajaError, PesaError, RateLimitError, TransportError
+from pesa._exceptions import (
+    DarajaError,
+    PesaError,
+    RateLimitError,
+    TransportError,
+    ValidationError,
+)
 from pesa._logging import get_logger
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
@@ -72,7 +80,9 @@ class ReconcilerOptions:
     Attributes:
         interval: seconds between rounds when there is no backlog.
         min_age: seconds a payment waits for its callback before its first query.
-        recheck_interval: seconds between queries of a payment that is still pending.
+        recheck_interval: seconds before the second query of a payment that is still
+            pending; each later wait is half as long again, up to ``recheck_cap``.
+        recheck_cap: the longest wait between two queries of one payment.
         deadline: seconds after creation after which a payment with no final answer fails
             with reason ``expired``.
         query_rate: STK queries per second, at most, for this process.
@@ -89,6 +99,7 @@ class ReconcilerOptions:
     interval: float = 5.0
     min_age: float = 20.0
     recheck_interval: float = 10.0
+    recheck_cap: float = 120.0
     deadline: float = 900.0
     query_rate: float = 2.0
     query_burst: int = 1
@@ -99,17 +110,29 @@ class ReconcilerOptions:
     query_timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
-        for name in ("interval", "recheck_interval", "deadline", "query_rate", "lease"):
+        for name in (
+            "interval",
+            "recheck_interval",
+            "deadline",
+            "query_rate",
+            "lease",
+            "stale_created_after",
+        ):
             if not getattr(self, name) > 0:
-                raise ValueError(f"{name} must be greater than 0")
+                raise ValidationError(name, "must be greater than 0", getattr(self, name))
+        if self.recheck_cap < self.recheck_interval:
+            raise ValidationError(
+                "recheck_cap", "must be at least recheck_interval", self.recheck_cap
+            )
         if self.min_age < 0:
-            raise ValueError("min_age must not be negative")
-        if self.query_burst < 1 or self.batch_size < 1:
-            raise ValueError("query_burst and batch_size must be 1 or more")
-        if not self.stale_created_after > 0:
-            raise ValueError("stale_created_after must be greater than 0")
+            raise ValidationError("min_age", "must not be negative", self.min_age)
+        for name in ("query_burst", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValidationError(name, "must be 1 or more", getattr(self, name))
         if not 0 < self.query_timeout < self.lease:
-            raise ValueError("query_timeout must be positive and shorter than the lease")
+            raise ValidationError(
+                "query_timeout", "must be positive and shorter than the lease", self.query_timeout
+            )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReconcilerOptions:
@@ -118,6 +141,7 @@ class ReconcilerOptions:
             interval=settings.reconcile_interval,
             min_age=settings.reconcile_min_age,
             recheck_interval=settings.reconcile_recheck_interval,
+            recheck_cap=settings.reconcile_recheck_cap,
             deadline=settings.reconcile_deadline,
             query_rate=settings.reconcile_query_rate,
             query_burst=settings.reconcile_query_burst,
@@ -220,6 +244,9 @@ class Reconciler:
         self._rng: RandomSource = rng if rng is not None else random.Random()
         # Pauses after a failed round (database unreachable, ...): from one interval up.
         self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 300.0))
+        self._recheck = Backoff(
+            base=options.recheck_interval, cap=options.recheck_cap, factor=1.5, jitter=0.0
+        )
         self._rate_limited_in_a_row = 0
         self._lease_end = float("inf")
 
@@ -420,7 +447,8 @@ class Reconciler:
         if pending:
             report.still_pending += 1
         deadline_at = payment.created_at + timedelta(seconds=self.options.deadline)
-        next_check = min(now + timedelta(seconds=self.options.recheck_interval), deadline_at)
+        wait = self._recheck.ceiling(max(payment.check_count, 1))
+        next_check = min(now + timedelta(seconds=wait), deadline_at)
         await self.ledger.record_still_pending(payment.id, next_check)
 
     async def _unqueryable(self, payment: Payment, report: ReconcileReport) -> None:
