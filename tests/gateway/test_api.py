@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -10,6 +12,7 @@ from sqlalchemy.exc import OperationalError
 
 from pesa.daraja import lookup_code
 from pesa.emulator import Emulator
+from pesa.ledger import Ledger
 from pesa.testing import RunningGateway, run_gateway
 
 from .conftest import API_KEY, gateway_settings
@@ -226,3 +229,30 @@ async def test_database_outage_is_503_in_the_error_shape(sqlite_url: str) -> Non
     assert response.json()["error"]["type"] == "service_unavailable"
     assert health.status_code == 503
     assert health.json()["database"] == "unavailable"
+
+
+async def test_events_in_the_api_are_the_webhook_bodies(
+    api: httpx.AsyncClient, ledger: Ledger
+) -> None:
+    payment = await create(api, "254711555001")
+    await wait_for(api, payment["id"], {"succeeded"})
+    listed = await events_of(api, payment["id"], at_least=2)
+    stored = (await ledger.list_events(payment_id=payment["id"])).items
+    assert listed == [json.loads(e.payload) for e in stored][: len(listed)]
+    final = (await api.get(f"/v1/payments/{payment['id']}")).json()
+    in_event = dict(listed[-1]["data"]["payment"])
+    # The same instant, written with Nairobi's offset in the event and UTC when read back.
+    when = datetime.fromisoformat(in_event.pop("transaction_date"))
+    assert when == datetime.fromisoformat(final.pop("transaction_date"))
+    assert in_event == final
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"[1, 2]", b"null", b""])
+async def test_a_body_that_is_not_a_json_object_is_422(api: httpx.AsyncClient, body: bytes) -> None:
+    response = await api.post(
+        "/v1/payments", content=body, headers={"Content-Type": "application/json"}
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["type"] == "validation_error"
+    assert error["field"] is None

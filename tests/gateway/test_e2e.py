@@ -10,6 +10,7 @@ import contextlib
 import secrets
 import signal
 import socket
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -241,16 +242,16 @@ def test_serve_end_to_end(database_url: str) -> None:
             assert "Traceback" not in process.output()
 
 
-def test_gateway_survives_sigkill_with_payments_in_flight(
-    database_url: str, tmp_path: Path
-) -> None:
+def test_gateway_survives_sigkill_with_payments_in_flight(database_url: str) -> None:
     """Daraja (the emulator, its own process) keeps going while the gateway is SIGKILLed."""
-    del tmp_path
     with (
         emulator(["--stk-delay", "1.5"]) as (_, daraja_url),
         EmulatorControl(daraja_url) as control,
     ):
-        env = gateway_env(database_url, PESA_BASE_URL=daraja_url)
+        # A short deadline so that an intent the kill caught before its push was recorded
+        # (created → unknown without a CheckoutRequestID) expires within the test.
+        env = gateway_env(database_url, PESA_BASE_URL=daraja_url, PESA_RECONCILE_DEADLINE="12")
+        acknowledged_ids: list[str] = []
         with serve(env) as (first_process, url), api_client(url) as api:
             early = [create(api, f"25471200000{i}")["id"] for i in range(3)]
             wait_terminal(api, early, timeout=20)
@@ -267,10 +268,29 @@ def test_gateway_survives_sigkill_with_payments_in_flight(
                     "254700000202",
                 )
             ]
+            # And requests still arriving when it dies.
+            stop_load = threading.Event()
+
+            def load() -> None:
+                with api_client(url) as client:
+                    for i in range(100):
+                        if stop_load.is_set():
+                            return
+                        try:
+                            acknowledged_ids.append(create(client, f"2547130000{i:02d}")["id"])
+                        except (httpx.HTTPError, AssertionError):
+                            return
+
+            loader = threading.Thread(target=load)
+            loader.start()
+            time.sleep(0.5)
             first_process.kill()
+            stop_load.set()
+            loader.join(20)
+        assert acknowledged_ids, "no request was acknowledged under load before the kill"
         assert control.wait_idle(20)
         with serve(env) as (second_process, url2), api_client(url2) as api2:
-            final = wait_terminal(api2, [*early, *in_flight], timeout=40)
+            final = wait_terminal(api2, [*early, *in_flight, *acknowledged_ids], timeout=40)
             # Every callback the first gateway acknowledged (200) is in the ledger.
             acknowledged = [
                 c
@@ -288,7 +308,13 @@ def test_gateway_survives_sigkill_with_payments_in_flight(
                     assert payment["receipt"] == items["MpesaReceiptNumber"]
             expected = {"254700001032": "failed", "254700000001": "failed"}
             for payment in final.values():
-                assert payment["status"] == expected.get(payment["phone"], "succeeded")
+                assert payment["status"] == expected.get(payment["phone"], "succeeded"), payment
+            # Whatever the kill interrupted (an intent without a recorded push) ends too.
+            everything = api2.get("/v1/payments", params={"limit": 500}).json()["data"]
+            stragglers = [p["id"] for p in everything if p["id"] not in final]
+            ended = wait_terminal(api2, stragglers, timeout=40) if stragglers else {}
+            for payment in ended.values():
+                assert payment["checkout_request_id"] is None or payment["status"] != "failed"
             assert second_process.stop() in (0, -signal.SIGTERM), second_process.output()
 
 

@@ -122,10 +122,12 @@ class TestCreate:
                 "400.002.02",
             ),
             (
-                ServerError(500, "500.001.1001", "Unable to lock subscriber"),
+                ServerError(500, "500.001.1001", "Unable to lock subscriber, a transaction is"),
                 "rejected",
                 "500.001.1001",
             ),
+            (ServerError(500, "500.001.1001", "Wrong credentials"), "rejected", "500.001.1001"),
+            (ServerError(500, "500.001.1001", "Internal Server Error"), "unknown", None),
             (RateLimitError(500, "500.003.02", "Spike Arrest Violation"), "rejected", "500.003.02"),
             (TransportError("connection refused"), "rejected", "connection_error"),
             (ValidationError("amount", "too big"), "rejected", "validation_error"),

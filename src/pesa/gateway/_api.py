@@ -22,6 +22,7 @@ from pesa.daraja import normalize_msisdn
 from pesa.gateway._metrics import PROMETHEUS_CONTENT_TYPE, render_prometheus
 from pesa.gateway._models import (
     ApiErrorBody,
+    EventOut,
     EventPage,
     HealthOut,
     PaymentCreate,
@@ -84,6 +85,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         errors = exc.errors()
         first: dict[str, Any] = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            # loc would be a character offset, not a field.
+            rule = f"the body must be a JSON object: {first.get('ctx', {}).get('error', '')}"
+            return _error_response(ApiError(422, "validation_error", rule.rstrip(": "), rule=rule))
         # loc is ("body", "amount") or ("query", "limit"): the field is what follows.
         loc = [str(part) for part in first.get("loc", ())[1:]]
         field = ".".join(loc) or None
@@ -271,7 +276,8 @@ async def list_events(
     ``next_cursor`` is where to resume: poll with ``after=<next_cursor>`` to follow the log.
     """
     page = await state.ledger.list_events(after=after, limit=limit, payment_id=payment_id)
-    return EventPage(data=[e.to_dict() for e in page.items], next_cursor=page.next_cursor)
+    events = [EventOut.model_validate(e.to_dict()) for e in page.items]
+    return EventPage(data=events, next_cursor=page.next_cursor)
 
 
 @router.get("/healthz", response_model=HealthOut, tags=["operations"])

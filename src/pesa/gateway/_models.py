@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -64,11 +63,20 @@ class PaymentOut(BaseModel):
     result_code: str | None = None
     result_desc: str | None = None
     receipt: str | None = None
+    paid_amount: int | str | None = Field(
+        None,
+        description="the amount Daraja reported paid (whole shillings, or an exact decimal "
+        "string), when it reported one",
+    )
+    paid_phone: str | None = Field(None, description="the phone Daraja reported (may be masked)")
+    transaction_date: str | None = Field(None, description="M-Pesa's TransactionDate (ISO 8601)")
     failure_reason: str | None = None
     flagged: bool = False
     flag_reason: str | None = None
-    created_at: datetime
-    updated_at: datetime
+    # Timestamps are passed through as the ledger writes them (ISO 8601 with the offset), so
+    # that the API and the webhooks show byte-identical values.
+    created_at: str = Field(examples=["2026-11-29T08:23:01.120000+00:00"])
+    updated_at: str = Field(examples=["2026-11-29T08:23:02.480000+00:00"])
 
 
 class PaymentPage(BaseModel):
@@ -79,16 +87,18 @@ class PaymentPage(BaseModel):
 
 
 class EventOut(BaseModel):
-    """One event of the outbox (also the body of a webhook)."""
+    """One event of the outbox: exactly the body a webhook delivers."""
 
-    id: str = Field(examples=["evt_01JDZ3Q4W8K6Y2V0C5N7R9T1XB"])
+    id: str = Field(description="stable across redeliveries", examples=["evt_01JDZ3Q4W8K6Y2V0"])
     type: str = Field(examples=["payment.succeeded"])
+    created_at: str = Field(examples=["2026-11-29T08:23:02.480000+00:00"])
+    data: dict[str, Any] = Field(description='{"payment": {...}} as of this event')
 
 
 class EventPage(BaseModel):
     """One page of ``GET /v1/events``; pass ``next_cursor`` as ``after`` for the next."""
 
-    data: list[dict[str, Any]]
+    data: list[EventOut]
     next_cursor: str | None = None
 
 

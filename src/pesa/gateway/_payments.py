@@ -52,9 +52,15 @@ __all__ = [
 
 log = get_logger("pesa.gateway")
 
-# Daraja answers these with HTTP 500 although nothing was processed (REFERENCE §6.2):
-# "Merchant does not exist", "Wrong credentials", "Unable to lock subscriber".
-_DEFINITE_500_CODES = frozenset({"500.001.1001"})
+# Daraja answers these with HTTP 500 and code 500.001.1001 although nothing was processed
+# (REFERENCE §6.2). The same code also comes with "Internal Server Error", which proves
+# nothing, so the message decides; anything else under a 5xx is settled as unknown.
+_REFUSED_500_CODE = "500.001.1001"
+_REFUSED_500_MESSAGES = (
+    "merchant does not exist",
+    "wrong credentials",
+    "unable to lock subscriber",
+)
 _MAX_IDEMPOTENCY_KEY = 255
 _MAX_METADATA_BYTES = 16_384
 
@@ -144,7 +150,10 @@ def classify_push_error(err: Exception) -> tuple[str, str, str] | None:
         return ("rejected", err.error_code or f"HTTP {err.status_code}", err.error_message)
     if isinstance(err, DarajaError):
         code = err.error_code or f"HTTP {err.status_code}"
-        if err.status_code < 500 or err.error_code in _DEFINITE_500_CODES:
+        if err.status_code < 500:
+            return ("rejected", code, err.error_message)
+        message = err.error_message.lower()
+        if err.error_code == _REFUSED_500_CODE and any(m in message for m in _REFUSED_500_MESSAGES):
             return ("rejected", code, err.error_message)
         return None
     return None
