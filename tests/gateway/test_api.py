@@ -206,10 +206,16 @@ class TestReads:
         assert 'pesa_payments{status="rejected"} 1' in response.text
 
 
+class _DownEngine:
+    def connect(self) -> Any:
+        raise OperationalError("SELECT 1", {}, ConnectionRefusedError("db down"))
+
+
 class _DownLedger:
     """A ledger whose database does not answer."""
 
     webhook_endpoints: tuple[str, ...] = ()
+    engine = _DownEngine()
 
     def __getattr__(self, name: str) -> Any:
         async def fail(*_: Any, **__: Any) -> Any:

@@ -67,6 +67,13 @@ def test_db_upgrade_reports_an_unreachable_database_in_one_line() -> None:
     assert "s3cret" not in line
 
 
+def test_worker_refuses_sandbox_without_daraja_credentials(tmp_path: Path) -> None:
+    env = {"PESA_ENV": "sandbox", "PESA_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}"}
+    result = runner.invoke(app, ["worker"], env={**env, **WIDE})
+    assert result.exit_code == 1
+    assert "PESA_CONSUMER_KEY" in _one_line_error(result.output)
+
+
 def test_db_upgrade_then_again_is_a_no_op(tmp_path: Path) -> None:
     env = {"PESA_DATABASE_URL": f"sqlite:///{tmp_path / 'l.db'}"}
     assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0

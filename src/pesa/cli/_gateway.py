@@ -146,6 +146,12 @@ def serve(
         fail("the gateway did not start (see the error above)")
 
 
+def _callback_path_filter() -> logging.Filter:
+    from pesa.gateway._callbacks import CallbackPathFilter
+
+    return CallbackPathFilter()
+
+
 def _safe_url(url: str) -> str:
     # Never print a database password.
     from sqlalchemy.engine import make_url
@@ -160,7 +166,15 @@ def _safe_url(url: str) -> str:
 def worker() -> None:
     """Run the reconciler and webhook dispatcher without the API (for extra processes)."""
     settings = load_settings()
-    configure_logging(settings.log)
+    configure_logging(settings.log).addFilter(_callback_path_filter())
+    if settings.env != "emulator":
+        # The reconciler's STK queries need the Daraja credentials: say so now, not at
+        # the first query.
+        try:
+            for name in ("consumer_key", "consumer_secret", "shortcode", "passkey"):
+                settings.require(name)
+        except ConfigurationError as err:
+            fail(str(err))
     console.print(
         f"pesa worker ({settings.env}): reconciler and webhook dispatcher", highlight=False
     )

@@ -23,7 +23,9 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from pesa._logging import get_logger
-from pesa.gateway._state import gateway_state
+from pesa.gateway._payments import adopt_orphan_callback
+from pesa.gateway._state import GatewayState, gateway_state
+from pesa.ledger import parse_stk_callback_body
 
 __all__ = ["MAX_CALLBACK_BYTES", "CallbackPathFilter", "redact_callback_paths", "router"]
 
@@ -78,6 +80,15 @@ async def _read_limited(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
+async def _adopt(state: GatewayState, body: bytes) -> bool:
+    try:
+        parsed = parse_stk_callback_body(body)
+        return await adopt_orphan_callback(state.ledger, parsed) is not None
+    except Exception:
+        log.exception("could not match an unknown callback to an unsent-looking payment")
+        return False
+
+
 @router.post("/callbacks/{token}/stk", include_in_schema=False)
 async def stk_callback(token: str, request: Request) -> JSONResponse:
     """Store and apply one STK push result from Daraja (see the module docstring)."""
@@ -114,6 +125,9 @@ async def stk_callback(token: str, request: Request) -> JSONResponse:
     if outcome.status in ("applied", "duplicate", "ignored"):
         # Stored and committed; "ignored" (a result for a payment that is already final in
         # another way) changes nothing, but Daraja has delivered it correctly.
+        return _reply(200, 0, "Accepted")
+    if outcome.status == "unknown_payment" and await _adopt(state, body):
+        # Kept raw as unknown_payment; the id now names a payment the reconciler settles.
         return _reply(200, 0, "Accepted")
     log.warning(
         "callback %s not applied (%s): %s", outcome.callback_id, outcome.status, outcome.detail
