@@ -256,6 +256,11 @@ class Load:
         self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(threads)]
         self.answered = 0
         self.errors: Counter[str] = Counter()
+        self._stop = threading.Event()
+
+    def stop(self) -> None:
+        """Give up on unanswered orders (the test is ending, maybe on a failure)."""
+        self._stop.set()
 
     def start(self) -> None:
         for thread in self._threads:
@@ -279,7 +284,7 @@ class Load:
     def _run(self) -> None:
         clients = [api_client(u) for u in self.urls]
         try:
-            while (order := self._take()) is not None:
+            while not self._stop.is_set() and (order := self._take()) is not None:
                 self._place(order, clients)
         finally:
             for client in clients:
@@ -292,7 +297,7 @@ class Load:
             "account_reference": order.reference,
             "description": "Reliability",
         }
-        while True:
+        while not self._stop.is_set():
             client = clients[order.attempts % len(clients)]
             order.attempts += 1
             try:

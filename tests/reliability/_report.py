@@ -215,9 +215,13 @@ def render_report(
         lines += [f"## {scenario}", ""]
         abouts = list(dict.fromkeys(r.about for r in runs if r.about))
         lines += [*abouts, ""] if abouts else []
-        conditions = _conditions(runs[0])
-        if conditions:
-            lines += [f"Pass condition: {conditions}.", ""]
+        conditions = {r.variant: _conditions(r) for r in runs}
+        if len(set(conditions.values())) == 1:
+            lines += [f"Pass condition: {next(iter(conditions.values()))}.", ""]
+        else:
+            lines += ["Pass conditions:", ""]
+            lines += [f"- {variant}: {text}." for variant, text in conditions.items() if text]
+            lines.append("")
         lines += [*_table(runs), ""]
     skipped = list(skipped)
     if skipped:

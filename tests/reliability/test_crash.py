@@ -56,6 +56,7 @@ def test_sigkill_under_load_loses_nothing_and_pushes_nothing_twice(
     for order in orders[::5]:
         order.amount, order.expected_code = CANCELLED_AMOUNT, "1032"
     hooks = WebhookReceiver()
+    started: list[Gateway | Load] = []  # stopped whatever happens, never left running
     try:
         with (
             emulator_process(
@@ -66,8 +67,10 @@ def test_sigkill_under_load_loses_nothing_and_pushes_nothing_twice(
             control.add_rule(operation="stk", amount=CANCELLED_AMOUNT, result_code=1032)
             env = gateway_env(url, daraja_url, hooks.url)
             gateway = Gateway(env, tmp_path / "gateway.log", free_port())
+            started.append(gateway)
             gateway.start()
             load = Load([gateway.url], orders, threads=4)
+            started.append(load)
             load.start()
             # Kill points: after random numbers of answered orders, plus a random delay so
             # the kill lands anywhere in a request's life (before, during or after commits).
@@ -98,6 +101,8 @@ def test_sigkill_under_load_loses_nothing_and_pushes_nothing_twice(
             gateway.stop()
             truth = DarajaTruth.read(control)
     finally:
+        for running in reversed(started):
+            running.stop()
         hooks.close()
 
     verdict = compare(orders, payments, truth)

@@ -68,6 +68,7 @@ def test_daraja_faults_never_crash_the_gateway_nor_push_twice_and_every_payment_
         elif draw < 0.45:
             order.amount, order.expected_code = CANCELLED_DROPPED, "1032"
     hooks = WebhookReceiver()
+    started: list[Gateway | Load] = []  # stopped whatever happens, never left running
     try:
         with (
             emulator_process(
@@ -84,8 +85,10 @@ def test_daraja_faults_never_crash_the_gateway_nor_push_twice_and_every_payment_
                 control.add_fault(**fault)
             env = gateway_env(url, daraja_url, hooks.url)
             gateway = Gateway(env, tmp_path / "gateway.log", free_port())
+            started.append(gateway)
             gateway.start()
             load = Load([gateway.url], orders, threads=4)
+            started.append(load)
             load.start()
             load.join(timeout=300)
             with api_client(gateway.url) as api:
@@ -110,6 +113,8 @@ def test_daraja_faults_never_crash_the_gateway_nor_push_twice_and_every_payment_
             control.clear_faults()
             truth = DarajaTruth.read(control)
     finally:
+        for running in reversed(started):
+            running.stop()
         hooks.close()
 
     verdict = compare(orders, payments, truth)
@@ -159,8 +164,12 @@ def test_daraja_faults_never_crash_the_gateway_nor_push_twice_and_every_payment_
             "`pesa serve` against the emulator in its own process with faults on every Daraja "
             "path, OAuth included: 7% HTTP 500, 3% HTTP 503, 5% spike arrest, 5% revoked "
             "token, 20% slowed by 0.8 s (under the client timeout); customers cancel 20% and "
-            "30% of callbacks are dropped. Tracebacks in the gateway's log are counted (a "
-            "handled error logged with its stack), not failed."
+            "30% of callbacks are dropped. A push answered 5xx may have been processed as far "
+            "as the gateway can tell: it becomes `unknown` and, with no CheckoutRequestID to "
+            "query, fails as expired (`failed_expired`); the emulator's record shows whether "
+            "Daraja processed it, so a paid one would count as `paid_but_not_recorded`. "
+            "Tracebacks in the gateway's log are counted (a handled error logged with its "
+            "stack), not failed."
         ),
     )
     assert result.passed, (result.failures, verdict.lost[:10], log[-3000:])

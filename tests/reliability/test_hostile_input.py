@@ -429,7 +429,9 @@ def test_every_emulator_route_answers_hostile_requests_with_daraja_shaped_json(
             must_be_zero=("crashes", "not_daraja_shaped"),
             about=(
                 "Requests to every Daraja route of the emulator with random verbs, content types, "
-                "field sets and values; an unhandled exception in the app fails the test."
+                "field sets and values; an unhandled exception in the app fails the test. Its "
+                "5xx answers are Daraja's own HTTP 500 errors (e.g. 500.001.1001, a prompt "
+                "already open for that phone), in Daraja's JSON error shape."
             ),
         )
     assert result.passed

@@ -60,3 +60,12 @@ def test_report_has_date_machine_command_and_one_table_per_scenario() -> None:
     assert "| `payments` | 1,000 | 1,000 |" in text
     assert "| **result** | pass | **FAIL**: lost = 1 |" in text
     assert "- `tests/reliability/test_x.py::test_y`: no server" in text
+
+
+def test_runs_with_different_pass_conditions_list_each() -> None:
+    recorder = Recorder()
+    recorder.record("5. Hostile input", "parser", {"crashes": 0}, must_be_zero=("crashes",))
+    recorder.record("5. Hostile input", "route", {"errors": 0}, must_be_zero=("errors",))
+    text = render_report(recorder.results, command="pytest", soak=False, machine="m")
+    assert "- parser: `crashes` = 0." in text
+    assert "- route: `errors` = 0." in text

@@ -55,6 +55,7 @@ def test_two_gateway_processes_never_reconcile_nor_deliver_twice(
         elif draw < 0.5:
             order.amount = DROPPED
     hooks = WebhookReceiver()
+    started: list[Gateway | Load] = []  # stopped whatever happens, never left running
     try:
         with (
             emulator_process(
@@ -66,10 +67,13 @@ def test_two_gateway_processes_never_reconcile_nor_deliver_twice(
             control.add_rule(operation="stk", amount=DROPPED, callback="drop")
             env = gateway_env(postgres_url, daraja_url, hooks.url)
             first = Gateway(env, tmp_path / "gateway-1.log", free_port())
+            started.append(first)
             first.start()  # migrates the schema before the second one starts
             second = Gateway(env, tmp_path / "gateway-2.log", free_port())
+            started.append(second)
             second.start()
             load = Load([first.url, second.url], orders, threads=6)
+            started.append(load)
             load.start()
             load.join(timeout=300)
             with api_client(first.url) as api:
@@ -93,6 +97,8 @@ def test_two_gateway_processes_never_reconcile_nor_deliver_twice(
             second.stop()
             truth = DarajaTruth.read(control)
     finally:
+        for running in reversed(started):
+            running.stop()
         hooks.close()
 
     verdict = compare(orders, payments, truth)
