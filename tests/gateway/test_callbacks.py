@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import httpx
@@ -309,3 +310,16 @@ class TestLostPushAnswer:
             adopted = await adopt_orphan_callback(ledger, parsed)
             assert adopted is not None
             assert adopted.id == masked_one.id
+
+
+async def test_log_mode_accepts_strangers_and_says_so(
+    sqlite_url: str, emulator: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = gateway_settings(sqlite_url, callback_allowlist="log")
+    with (
+        caplog.at_level(logging.WARNING, logger="pesa.gateway.callbacks"),
+        run_gateway(settings, emulator=emulator) as gateway,
+    ):
+        response = await _post(gateway, stk_callback_payload(checkout_request_id="ws_CO_x"))
+    assert response.status_code == 404  # past the allowlist; the id is unknown
+    assert any("not listed" in r.getMessage() for r in caplog.records)
