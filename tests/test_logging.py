@@ -44,3 +44,11 @@ def test_child_logger_records_are_redacted(caplog: pytest.LogCaptureFixture) -> 
         log.debug("sending %s with token %s", "254708374149", "Bearer abcdefghijkl")
     assert "254708374149" not in caplog.text
     assert "abcdefghijkl" not in caplog.text
+
+
+def test_redact_masks_the_phone_number_inside_checkout_request_ids() -> None:
+    # Daraja's CheckoutRequestID ends with the customer's last nine digits.
+    out = redact("STK ws_CO_21072024125243250722943992 settled; old id ws_CO_191220191020363925")
+    assert "722943992" not in out
+    assert "ws_CO_210720241252432507*****992" in out
+    assert "ws_CO_191220191020363925" in out  # older ids carry no phone number

@@ -43,6 +43,9 @@ _KEY_VALUE = re.compile(
 _BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
 # Kenyan MSISDNs in any of the formats people send: 2547XXXXXXXX, 2541XXXXXXXX, 07..., 01....
 _PHONE = re.compile(r"(?<!\d)(?:\+?254|0)?([17]\d{8})(?!\d)")
+# Daraja's CheckoutRequestIDs end with the customer's number: ws_CO_ + DDMMYYYYHHMMSS +
+# milliseconds + the last nine digits of the MSISDN (ws_CO_21072024125243250722943992).
+_CHECKOUT_PHONE = re.compile(r"\b(ws_CO_\d{14,})([17])\d{5}(\d{3})\b")
 
 
 def mask_phone(phone: str | int) -> str:
@@ -61,6 +64,7 @@ def redact(text: str) -> str:
     """Remove secrets and mask phone numbers in a piece of text bound for a log."""
     text = _BEARER.sub(lambda m: f"{m.group(1)} [redacted]", text)
     text = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{m.group('quote')}[redacted]", text)
+    text = _CHECKOUT_PHONE.sub(lambda m: f"{m.group(1)}{m.group(2)}*****{m.group(3)}", text)
     return _PHONE.sub(_mask_match, text)
 
 
