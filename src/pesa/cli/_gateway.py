@@ -235,6 +235,7 @@ def demo(
 
     Exits 0 only if every payment ended as its scenario promises.
     """
+    from rich.console import Console
     from rich.table import Table
 
     from pesa.gateway._demo import run_demo
@@ -243,7 +244,8 @@ def demo(
     results, notes = anyio.run(lambda: run_demo(timeout=timeout))
     table = Table(title="pesa demo: one payment per emulator scenario", title_justify="left")
     for column in ("scenario", "phone", "lifecycle", "code", "callbacks", "receipt", "check"):
-        table.add_column(column, overflow="fold")
+        # Ids and codes are copied by people: never split them across lines.
+        table.add_column(column, overflow="fold", no_wrap=column in ("phone", "code", "receipt"))
     for result in results:
         payment = result.payment
         table.add_row(
@@ -255,7 +257,9 @@ def demo(
             str(payment.get("receipt") or "-"),
             "[green]ok[/]" if result.ok else "[red]" + "; ".join(result.problems) + "[/]",
         )
-    console.print(table)
+    # Piped output (make demo in CI) defaults to 80 columns, which folds every row.
+    wide = console if console.width >= 120 else Console(width=120)
+    wide.print(table)
     for note in notes:
         console.print(note, highlight=False)
     failed = [r for r in results if not r.ok]
