@@ -87,7 +87,7 @@ EXPECTED: dict[tuple[str, str], tuple[DecisionKind, PaymentStatus, tuple[EventTy
     ("unknown", "query_success"): (K.APPLIED, S.SUCCEEDED, (EventType.SUCCEEDED,)),
     ("unknown", "failure"): (K.APPLIED, S.FAILED, (EventType.FAILED,)),
     ("unknown", "still_pending"): (K.NOOP, S.UNKNOWN, ()),
-    ("unknown", "expired"): (K.APPLIED, S.FAILED, (EventType.FAILED,)),
+    ("unknown", "expired"): (K.APPLIED, S.FAILED, (EventType.FAILED, EventType.FLAGGED)),
     ("succeeded", "accepted"): (K.DUPLICATE, S.SUCCEEDED, ()),
     ("succeeded", "accepted_other"): (K.IGNORED, S.SUCCEEDED, ()),
     ("succeeded", "rejected"): (K.IGNORED, S.SUCCEEDED, ()),
@@ -210,6 +210,14 @@ def test_result_code_is_compared_as_a_string() -> None:
 def test_expiry_fails_with_reason_expired() -> None:
     decision = decide(STATES["pending"], Expired())
     assert decision.changes == {"status": S.FAILED, "failure_reason": "expired"}
+
+
+def test_expiry_of_an_unconfirmed_push_is_flagged_for_verification() -> None:
+    """Nobody could ask Daraja about it: failed, but never silently (the customer may have paid)."""
+    decision = decide(STATES["unknown"], Expired())
+    assert decision.changes["failure_reason"] == "expired"
+    assert decision.changes["flagged"] is True
+    assert "verify" in decision.changes["flag_reason"]
 
 
 def test_success_records_receipt_amount_phone_and_date() -> None:

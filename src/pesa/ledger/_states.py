@@ -38,6 +38,7 @@ __all__ = [
     "StillPending",
     "StkResult",
     "TERMINAL_STATUSES",
+    "UNVERIFIED_EXPIRY",
     "CodeLookup",
     "decide",
     "mismatch_reasons",
@@ -150,6 +151,12 @@ class StkResult:
 @dataclass(frozen=True, slots=True)
 class StillPending:
     """An STK query answered "The transaction is being processed" (``500.001.1001``)."""
+
+
+UNVERIFIED_EXPIRY = (
+    "expired without any answer from Daraja: the customer may have paid; "
+    "verify against the M-Pesa statement"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,13 +278,29 @@ def decide(
             return Decision(DecisionKind.NOOP, status, detail="still being processed")
         return Decision(DecisionKind.IGNORED, status, detail=f"still-pending answer while {status}")
     if isinstance(event, Expired):
-        if status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN):
+        if status is PaymentStatus.PENDING:
             return Decision(
                 DecisionKind.APPLIED,
                 PaymentStatus.FAILED,
                 (EventType.FAILED,),
                 {"status": PaymentStatus.FAILED, "failure_reason": "expired"},
                 "no final answer before the deadline",
+            )
+        if status is PaymentStatus.UNKNOWN:
+            # Daraja never confirmed this push, so nothing could ask it what the customer
+            # did: the customer may have paid. Failed, but flagged for a human to verify
+            # against the M-Pesa statement before anyone is told the payment did not happen.
+            return Decision(
+                DecisionKind.APPLIED,
+                PaymentStatus.FAILED,
+                (EventType.FAILED, EventType.FLAGGED),
+                {
+                    "status": PaymentStatus.FAILED,
+                    "failure_reason": "expired",
+                    "flagged": True,
+                    "flag_reason": UNVERIFIED_EXPIRY,
+                },
+                "no answer from Daraja before the deadline; outcome unverified",
             )
         return Decision(DecisionKind.IGNORED, status, detail=f"cannot expire a {status} payment")
     raise TypeError(f"not a ledger input: {event!r}")  # pragma: no cover - typing forbids it
