@@ -616,7 +616,11 @@ class Ledger:
                     "created_at": now,
                 }
             )
-        statements = [insert(payment_events).values(rows)]
+        # SQLAlchemy cannot cache the compiled form of a multi-row VALUES (its cache key is
+        # None), so the usual single event is a single-row insert: compiled once per process
+        # instead of once per transition. Several events stay one statement so that their
+        # seq follows their order.
+        statements = [insert(payment_events).values(rows[0] if len(rows) == 1 else rows)]
         if self._endpoints:
             deliveries = [
                 {
@@ -632,7 +636,8 @@ class Ledger:
                 for row in rows
                 for endpoint in self._endpoints
             ]
-            statements.append(insert(webhook_deliveries).values(deliveries))
+            # Single-row inserts (cacheable, see above); deliveries have no order among them.
+            statements.extend(insert(webhook_deliveries).values(row) for row in deliveries)
         return statements
 
     # -- callbacks and query results ------------------------------------------------------
