@@ -122,3 +122,32 @@ def test_cli_names_a_bad_environment_variable() -> None:
     assert result.returncode == 1
     assert "PESA_EMULATOR_PORT" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_cli_prints_client_settings_that_work_for_an_stk_push(
+    emulator_process: tuple[subprocess.Popen[str], str],
+) -> None:
+    """The banner's export line is enough for `pesa stk push` to be accepted."""
+    process, base_url = emulator_process
+    assert process.stdout is not None
+    exports = ""
+    for _ in range(10):
+        line = process.stdout.readline()
+        if "export " in line:
+            exports = line.split("export ", 1)[1]
+            break
+    assert exports, "the banner has no client settings"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PESA_")}
+    env.update(pair.split("=", 1) for pair in exports.split())
+    assert env["PESA_BASE_URL"] == base_url
+    env["PESA_CALLBACK_URL"] = "http://127.0.0.1:9/stk"
+    result = subprocess.run(
+        [sys.executable, "-m", "pesa", "stk", "push", "--phone", "0708374149"]
+        + ["--amount", "10", "--reference", "INV1", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr
+    assert '"CheckoutRequestID"' in result.stdout or "ws_CO_" in result.stdout

@@ -159,7 +159,13 @@ def _say(text: str) -> None:
 def _serve(config: object, host: str, port: int, tls: bool) -> None:
     import uvicorn
 
-    from pesa.emulator import EmulatorConfig, create_app, tls_files
+    from pesa.emulator import (
+        SANDBOX_PASSKEY,
+        SANDBOX_STK_SHORTCODE,
+        EmulatorConfig,
+        create_app,
+        tls_files,
+    )
 
     assert isinstance(config, EmulatorConfig)
     try:
@@ -182,6 +188,13 @@ def _serve(config: object, host: str, port: int, tls: bool) -> None:
     _say(f"control API: {base_url}/__emulator__/")
     _say(f"credential certificate: {base_url}/__emulator__/certificate")
     mode = "strict" if config.strict else "lenient (any consumer key/secret)"
+    if not config.strict and config.passkeys.get(SANDBOX_STK_SHORTCODE) == SANDBOX_PASSKEY:
+        # Only the public sandbox values: a passkey of the user's own is never echoed.
+        _say(
+            "a pesa client reaches it with: export PESA_ENV=emulator "
+            f"PESA_BASE_URL={base_url} PESA_CONSUMER_KEY=any PESA_CONSUMER_SECRET=any "
+            f"PESA_SHORTCODE={SANDBOX_STK_SHORTCODE} PESA_PASSKEY={SANDBOX_PASSKEY}"
+        )
     _say(f"mode: {mode}; press Ctrl+C to stop")
     server = uvicorn.Server(
         uvicorn.Config(

@@ -11,6 +11,7 @@ from pesa.emulator._crypto import CredentialKeys, TlsFiles, credential_keys, tls
 from pesa.emulator._emulator import SCENARIOS, Emulator, Scenario, create_app, nairobi_now
 from pesa.emulator._models import (
     SANDBOX_PASSKEY,
+    SANDBOX_STK_SHORTCODE,
     DeliveryAttempt,
     EmulatorConfig,
     Fault,
@@ -22,6 +23,7 @@ from pesa.emulator._models import (
 
 __all__ = [
     "SANDBOX_PASSKEY",
+    "SANDBOX_STK_SHORTCODE",
     "SCENARIOS",
     "AsyncEmulatorControl",
     "CredentialKeys",

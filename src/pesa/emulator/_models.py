@@ -20,6 +20,7 @@ from pesa.config import Settings
 
 __all__ = [
     "SANDBOX_PASSKEY",
+    "SANDBOX_STK_SHORTCODE",
     "CallbackAction",
     "CallbackKind",
     "DeliveryAttempt",
@@ -33,6 +34,7 @@ __all__ = [
     "config_from_settings",
 ]
 
+SANDBOX_STK_SHORTCODE = "174379"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 SANDBOX_SHORTCODES = ("600000", "600978", "600984", "600992", "600997", "600999")
 
@@ -69,7 +71,7 @@ class EmulatorConfig(BaseModel):
     consumer_key: str | None = Field(None, description="the only key accepted in strict mode")
     consumer_secret: str | None = Field(None, description="the only secret accepted in strict mode")
     passkeys: dict[str, str] = Field(
-        default_factory=lambda: {"174379": SANDBOX_PASSKEY},
+        default_factory=lambda: {SANDBOX_STK_SHORTCODE: SANDBOX_PASSKEY},
         description="STK shortcodes (BusinessShortCode) and their passkeys",
     )
     shortcodes: tuple[str, ...] = Field(
@@ -245,7 +247,7 @@ def config_from_settings(settings: Settings, **overrides: Any) -> EmulatorConfig
     }
     if settings.shortcode and settings.passkey:
         passkeys = {
-            "174379": SANDBOX_PASSKEY,
+            SANDBOX_STK_SHORTCODE: SANDBOX_PASSKEY,
             settings.shortcode: settings.passkey.get_secret_value(),
         }
         fields["passkeys"] = passkeys

@@ -25,7 +25,7 @@ from pesa._logging import get_logger
 from pesa._version import __version__
 from pesa.client import AsyncDaraja
 from pesa.config import Settings
-from pesa.emulator import SANDBOX_PASSKEY, Emulator, config_from_settings
+from pesa.emulator import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE, Emulator, config_from_settings
 from pesa.gateway import _api, _callbacks
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
 from pesa.gateway._metrics import Metrics
@@ -47,7 +47,6 @@ __all__ = [
 log = get_logger("pesa.gateway")
 
 EMULATOR_MOUNT = "/emulator"
-EMULATOR_SHORTCODE = "174379"
 EMULATOR_CONSUMER_KEY = "pesa-emulator"
 EMULATOR_CONSUMER_SECRET = "pesa-emulator"  # a public placeholder, not a secret
 # Once asked to stop, workers get this long to finish their batch before being cancelled.
@@ -327,7 +326,7 @@ def build_client(
         if settings.base_url is None and emulator_url is not None:
             overrides["base_url"] = emulator_url
         if settings.shortcode is None or settings.passkey is None:
-            overrides["shortcode"] = EMULATOR_SHORTCODE
+            overrides["shortcode"] = SANDBOX_STK_SHORTCODE
             overrides["passkey"] = SANDBOX_PASSKEY
         if settings.consumer_key is None or settings.consumer_secret is None:
             overrides["consumer_key"] = EMULATOR_CONSUMER_KEY
