@@ -48,7 +48,9 @@ async def test_an_early_callback_is_applied_once(ledger: Ledger) -> None:
     assert again.status is PaymentStatus.SUCCEEDED
     assert late.status == "duplicate"
     assert await event_types(ledger, payment.id) == ["payment.pending", "payment.succeeded"]
-    assert [outcome for outcome, _ in await _callback_rows(ledger)] == [
+    # The two early copies share a received time (a manual clock): either may be the one
+    # applied, and exactly one is.
+    assert sorted(outcome for outcome, _ in await _callback_rows(ledger)) == [
         "applied",
         "duplicate",
         "duplicate",
