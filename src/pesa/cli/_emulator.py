@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from pesa._net import listen_socket
 from pesa.cli._app import app, console, fail
 
 __all__ = ["emulator"]
@@ -167,17 +168,10 @@ def _serve(config: object, host: str, port: int, tls: bool) -> None:
     )
 
     assert isinstance(config, EmulatorConfig)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
-    # listening socket says TCP; without it every response waits on Nagle (3x slower).
-    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((host, port))
         # Listening before we print: connections queue until uvicorn accepts them.
-        sock.listen(2048)
+        sock = listen_socket(host, port)
     except OSError as err:
-        sock.close()
         fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
     port = sock.getsockname()[1]
     try:
@@ -186,7 +180,7 @@ def _serve(config: object, host: str, port: int, tls: bool) -> None:
         sock.close()
         fail(f"cannot write the TLS files to {config.key_dir}: {err.strerror or err}")
     scheme = "https" if tls else "http"
-    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    shown = f"[{host}]" if sock.family == socket.AF_INET6 else host
     base_url = f"{scheme}://{shown}:{port}"
     _say(f"pesa emulator listening on {base_url}")
     if files is not None:

@@ -13,6 +13,7 @@ import typer
 
 from pesa._exceptions import ConfigurationError
 from pesa._logging import configure_logging
+from pesa._net import listen_socket
 from pesa.cli._app import app, console, fail
 from pesa.config import Settings
 
@@ -42,18 +43,14 @@ def _first_error(err: ValueError) -> str:
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
-    """Bind a listening TCP socket (port 0 picks a free one), for uvicorn to serve on."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    """Bind a listening TCP socket (port 0 picks a free one), for uvicorn to serve on.
+
+    Made by :func:`pesa._net.listen_socket`, so accepted connections have TCP_NODELAY.
+    """
     try:
-        sock.bind((host, port))
+        return listen_socket(host, port)
     except OSError as err:
-        sock.close()
         fail(f"cannot listen on {host}:{port}: {err.strerror or err}")
-    sock.listen(2048)
-    sock.setblocking(False)
-    return sock
 
 
 @app.command()

@@ -8,16 +8,18 @@ when the database does not answer.
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Annotated, Any
 
+import httpx
 from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
-from pesa._exceptions import ValidationError
+from pesa._exceptions import DarajaError, RateLimitError, TransportError, ValidationError
 from pesa._logging import get_logger
 from pesa.daraja import normalize_msisdn
 from pesa.gateway._metrics import PROMETHEUS_CONTENT_TYPE, render_prometheus
@@ -251,12 +253,56 @@ def normalize_phone_filter(phone: str | None) -> str | None:
     response_model=PaymentOut,
     dependencies=[Authenticated],
     tags=["payments"],
-    responses={**_ERRORS, 404: {"model": ApiErrorBody, "description": "no such payment"}},
+    responses={
+        **_ERRORS,
+        404: {"model": ApiErrorBody, "description": "no such payment"},
+        502: {"model": ApiErrorBody, "description": "Daraja unreachable or refused the query"},
+        503: {"model": ApiErrorBody, "description": "Daraja rate limiting (see Retry-After)"},
+        504: {"model": ApiErrorBody, "description": "Daraja did not answer in time"},
+    },
 )
 async def refresh_payment(payment_id: str, state: State) -> PaymentOut:
     """Ask Daraja now (STK query) and apply the answer; terminal payments are returned as is."""
     payment = await _get_payment(state, payment_id)
-    return _out(await state.reconciler.settle(payment))
+    try:
+        settled = await state.reconciler.settle(payment)
+    except RateLimitError as err:
+        # Spike arrest: the reconciler paused its queries; say when asking again makes sense.
+        wait = max(1, math.ceil(state.reconciler.bucket.pause_remaining()))
+        log.warning("refresh of %s: Daraja is rate limiting (%s)", payment_id, err.error_code)
+        raise ApiError(
+            503,
+            "daraja_rate_limited",
+            f"Daraja is rate limiting queries; retry after {wait} s (the payment is unchanged)",
+            headers={"Retry-After": str(wait)},
+        ) from err
+    except TransportError as err:
+        timed_out = _is_timeout(err)
+        log.warning("refresh of %s: no answer from Daraja (%s)", payment_id, err)
+        raise ApiError(
+            504 if timed_out else 502,
+            "daraja_timeout" if timed_out else "daraja_unreachable",
+            ("Daraja did not answer the query in time" if timed_out else "Daraja is unreachable")
+            + "; the payment is unchanged, retry later",
+        ) from err
+    except DarajaError as err:
+        log.warning("refresh of %s: Daraja answered with an error: %s", payment_id, err)
+        raise ApiError(
+            502,
+            "daraja_error",
+            f"Daraja refused the query: {err}; the payment is unchanged",
+        ) from err
+    return _out(settled)
+
+
+def _is_timeout(err: BaseException) -> bool:
+    """Whether a transport error (or what caused it) is a timeout rather than a refusal."""
+    seen: BaseException | None = err
+    while seen is not None:
+        if isinstance(seen, TimeoutError | httpx.TimeoutException):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 @router.get(

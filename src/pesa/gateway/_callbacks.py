@@ -89,9 +89,13 @@ async def _adopt(state: GatewayState, body: bytes) -> bool:
         return False
 
 
-@router.post("/callbacks/{token}/stk", include_in_schema=False)
-async def stk_callback(token: str, request: Request) -> JSONResponse:
-    """Store and apply one STK push result from Daraja (see the module docstring)."""
+async def stk_callback(request: Request) -> JSONResponse:
+    """Store and apply one STK push result from Daraja (see the module docstring).
+
+    A plain Starlette route (registered below with ``add_route``): this is the hot path
+    under load, and it needs none of FastAPI's dependency solving or validation.
+    """
+    token: str = request.path_params["token"]
     state = gateway_state(request)
     if not state.trust.check_token(token):
         state.metrics.callbacks_received.inc(outcome="forbidden_token")
@@ -135,3 +139,6 @@ async def stk_callback(token: str, request: Request) -> JSONResponse:
     if outcome.status == "unknown_payment":
         return _reply(404, 1, f"Rejected: {outcome.detail}")
     return _reply(400, 1, f"Rejected: {outcome.detail}")
+
+
+router.add_route("/callbacks/{token}/stk", stk_callback, methods=["POST"], include_in_schema=False)

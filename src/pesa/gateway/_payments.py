@@ -318,8 +318,12 @@ async def adopt_orphan_callback(ledger: Ledger, parsed: ParsedStkCallback) -> Pa
         return None
     payment = candidates[0]
     try:
+        # The callback names its own id: it must not vouch for itself (the query settles it).
         adopted = await ledger.mark_accepted(
-            payment.id, parsed.checkout_request_id, parsed.merchant_request_id
+            payment.id,
+            parsed.checkout_request_id,
+            parsed.merchant_request_id,
+            apply_stored_callbacks=False,
         )
     except InvalidTransitionError:
         return None

@@ -95,6 +95,10 @@ class TokenBucket:
         self._tokens = min(self._tokens, 1.0)
         self._updated = max(self._updated, self._paused_until)
 
+    def pause_remaining(self) -> float:
+        """Seconds from now until the current pause ends (0 when not paused)."""
+        return max(0.0, self._paused_until - self._clock())
+
     @property
     def paused_until(self) -> float:
         """The clock value before which no token is given out."""

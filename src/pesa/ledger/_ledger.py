@@ -402,11 +402,29 @@ class Ledger:
     # -- transitions ----------------------------------------------------------------------
 
     async def mark_accepted(
-        self, payment_id: str, checkout_request_id: str, merchant_request_id: str | None
+        self,
+        payment_id: str,
+        checkout_request_id: str,
+        merchant_request_id: str | None,
+        *,
+        apply_stored_callbacks: bool = True,
     ) -> Payment:
         """Daraja accepted the STK push: ``created``/``unknown`` → ``pending``.
 
         Idempotent: repeating it with the same CheckoutRequestID returns the payment.
+
+        Under load Daraja's callback can arrive before the push's answer is recorded; it is
+        then stored raw as ``unknown_payment``. Recording the CheckoutRequestID applies any
+        such stored callback in the same transaction (state machine rules as usual, in the
+        order received; each stored row's outcome is updated, so it is applied once).
+
+        Args:
+            payment_id: the payment.
+            checkout_request_id: the id Daraja gave the push.
+            merchant_request_id: Daraja's MerchantRequestID, when known.
+            apply_stored_callbacks: ``False`` records the id without applying stored
+                callbacks (for an id learnt *from* a callback, which must not vouch for
+                itself: the STK query settles such a payment).
 
         Raises:
             PaymentNotFoundError: no such payment.
@@ -414,9 +432,62 @@ class Ledger:
         """
         if not isinstance(checkout_request_id, str) or not checkout_request_id.strip():
             raise ValidationError("checkout_request_id", "must be a non-empty string")
-        return await self._transition(
-            payment_id, Accepted(checkout_request_id.strip(), merchant_request_id)
-        )
+        cid = checkout_request_id.strip()
+        accepted = Accepted(cid, merchant_request_id)
+
+        async def work(conn: AsyncConnection) -> Payment:
+            current = await self._lock_payment(conn, payments.c.id == payment_id)
+            if current is None:
+                raise PaymentNotFoundError(payment_id)
+            decision, payment = await self._apply(conn, current, accepted)
+            if decision.kind is DecisionKind.IGNORED:
+                raise InvalidTransitionError(payment_id, current.status, decision.detail)
+            if apply_stored_callbacks and payment.checkout_request_id == cid:
+                payment = await self._apply_early_callbacks(conn, payment)
+            return payment
+
+        return await self._write(work)
+
+    async def _apply_early_callbacks(self, conn: AsyncConnection, payment: Payment) -> Payment:
+        """Apply the callbacks stored as ``unknown_payment`` for the payment's id (no commit)."""
+        cid = payment.checkout_request_id
+        rows = (
+            await conn.execute(
+                select(callbacks.c.id, callbacks.c.body)
+                .where(
+                    callbacks.c.checkout_request_id == cid,
+                    callbacks.c.kind == "stk",
+                    callbacks.c.outcome == "unknown_payment",
+                )
+                .order_by(callbacks.c.received_at, callbacks.c.id)
+            )
+        ).all()
+        for callback_id, body in rows:
+            inserts: list[Insert] = []
+            try:
+                parsed = self._parse(bytes(body))
+            except (InvalidCallbackError, ValueError, TypeError, KeyError) as err:
+                status: CallbackStatus = "invalid"
+                detail = f"invalid STK callback: {err}"
+            else:
+                status, settled, detail, inserts = await self._settle_callback(
+                    conn, payment, parsed, self._on_mismatch
+                )
+                payment = settled
+            await self._flush(conn, inserts)
+            await conn.execute(
+                update(callbacks)
+                .where(callbacks.c.id == callback_id)
+                .values(
+                    outcome=status,
+                    detail=f"{detail} (arrived before the push's answer was recorded)",
+                    payment_id=payment.id,
+                )
+            )
+            log.info(
+                "callback %s arrived early for payment %s: %s", callback_id, payment.id, status
+            )
+        return payment
 
     async def mark_rejected(
         self, payment_id: str, error_code: str | None, error_message: str
@@ -545,7 +616,11 @@ class Ledger:
                     "created_at": now,
                 }
             )
-        statements = [insert(payment_events).values(rows)]
+        # SQLAlchemy cannot cache the compiled form of a multi-row VALUES (its cache key is
+        # None), so the usual single event is a single-row insert: compiled once per process
+        # instead of once per transition. Several events stay one statement so that their
+        # seq follows their order.
+        statements = [insert(payment_events).values(rows[0] if len(rows) == 1 else rows)]
         if self._endpoints:
             deliveries = [
                 {
@@ -561,7 +636,8 @@ class Ledger:
                 for row in rows
                 for endpoint in self._endpoints
             ]
-            statements.append(insert(webhook_deliveries).values(deliveries))
+            # Single-row inserts (cacheable, see above); deliveries have no order among them.
+            statements.extend(insert(webhook_deliveries).values(row) for row in deliveries)
         return statements
 
     # -- callbacks and query results ------------------------------------------------------
@@ -635,25 +711,13 @@ class Ledger:
         current = await self._lock_payment(conn, payments.c.checkout_request_id == cid)
         status: CallbackStatus
         inserts: list[Insert] = []
+        payment: Payment | None
         if current is None:
             status, payment, detail = "unknown_payment", None, "no payment has this id"
-        elif (
-            parsed.merchant_request_id is not None
-            and current.merchant_request_id is not None
-            and parsed.merchant_request_id != current.merchant_request_id
-        ):
-            status, payment = "invalid", current
-            detail = "MerchantRequestID does not match the one Daraja gave for this payment"
-        elif (
-            on_mismatch == "refuse"
-            and parsed.result.is_success
-            and (reasons := mismatch_reasons(_state(current), parsed.result))
-        ):
-            status, payment = "invalid", current
-            detail = "success does not match the request: " + "; ".join(reasons)
         else:
-            decision, payment, inserts = await self._update(conn, current, parsed.result)
-            status, detail = _callback_status(decision), decision.detail
+            status, payment, detail, inserts = await self._settle_callback(
+                conn, current, parsed, on_mismatch
+            )
         inserts.append(
             insert(callbacks).values(
                 **record,
@@ -667,6 +731,35 @@ class Ledger:
         if status not in ("applied", "duplicate"):
             log.warning("callback %s: %s (%s)", record["id"], status, detail)
         return CallbackOutcome(record["id"], status, payment, detail)
+
+    async def _settle_callback(
+        self,
+        conn: AsyncConnection,
+        current: Payment,
+        parsed: ParsedStkCallback,
+        on_mismatch: MismatchPolicy,
+    ) -> tuple[CallbackStatus, Payment, str, list[Insert]]:
+        """Check a parsed callback against its payment and apply it (the inserts still to run)."""
+        if (
+            parsed.merchant_request_id is not None
+            and current.merchant_request_id is not None
+            and parsed.merchant_request_id != current.merchant_request_id
+        ):
+            detail = "MerchantRequestID does not match the one Daraja gave for this payment"
+            return "invalid", current, detail, []
+        if (
+            on_mismatch == "refuse"
+            and parsed.result.is_success
+            and (reasons := mismatch_reasons(_state(current), parsed.result))
+        ):
+            return (
+                "invalid",
+                current,
+                "success does not match the request: " + "; ".join(reasons),
+                [],
+            )
+        decision, payment, inserts = await self._update(conn, current, parsed.result)
+        return _callback_status(decision), payment, decision.detail, inserts
 
     async def _store_callback(
         self,

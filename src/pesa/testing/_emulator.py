@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pesa._net import listen_socket
 from pesa.emulator import (
     AsyncEmulatorControl,
     Emulator,
@@ -78,10 +79,7 @@ def _prepare(
         config = config.model_copy(update={"latency_ms": latency_ms})
     emulator = Emulator(config)
     files = tls_files(config.key_dir) if tls else None
-    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only then.
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, 0))
+    sock = listen_socket(host, 0)  # IPPROTO_TCP: accepted connections get TCP_NODELAY
     port = sock.getsockname()[1]
     server = uvicorn.Server(
         uvicorn.Config(

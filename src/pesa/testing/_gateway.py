@@ -18,6 +18,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from pesa._net import listen_socket
 from pesa.config import Settings
 from pesa.gateway._dispatcher import HandlerMap
 
@@ -51,9 +52,7 @@ def _prepare(
 
     from pesa.gateway._app import create_app
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
+    sock = listen_socket("127.0.0.1", 0)  # IPPROTO_TCP: accepted connections get TCP_NODELAY
     port = sock.getsockname()[1]
     settings = settings.model_copy(update={"gateway_host": "127.0.0.1", "gateway_port": port})
     try:
