@@ -282,9 +282,7 @@ def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
                 met=ratio >= 0.5,
                 note=""
                 if ratio >= 0.5
-                else f"{0.5 / ratio:.2f}x short; the gateway spends "
-                f"{cpu_per['PostgreSQL'] / ceiling_cpu:.1f}x the ceiling's CPU per callback "
-                "(see the notes)",
+                else f"{0.5 / ratio:.2f}x short; {_cpu_gap(cpu_per['PostgreSQL'], ceiling_cpu)}",
             )
         )
     else:
@@ -552,3 +550,11 @@ def run_e2e(sizes: Sizes, log: Callable[[str], None]) -> Section:
         "applied_to_webhook_p99_s": webhook_p99,
     }
     return section
+
+
+def _cpu_gap(gateway_cpu: float, ceiling_cpu: float) -> str:
+    # At tiny sizes the ceiling's CPU can round to zero: say so rather than divide by it.
+    if ceiling_cpu <= 0:
+        return "the ceiling's CPU per callback was too small to measure at this size"
+    ratio = gateway_cpu / ceiling_cpu
+    return f"the gateway spends {ratio:.1f}x the ceiling's CPU per callback (see the notes)"

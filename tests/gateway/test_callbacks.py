@@ -261,7 +261,9 @@ class TestLostPushAnswer:
         # waiting) and the late timeout keeps the adoption; after it, it meets it unknown.
         emulator = Emulator(EmulatorConfig(stk_delay=customer_delay))
         emulator.add_fault(kind="slow", delay=3.0, path="/mpesa/stkpush", times=1)
-        settings = gateway_settings(sqlite_url, timeout=1.0)
+        # The reconciler waits 3 s, well past the push's 1 s timeout, so that the POST's
+        # answer shows the adoption itself, not a query that already settled it.
+        settings = gateway_settings(sqlite_url, timeout=1.0, reconcile_min_age=3.0)
         with run_gateway(settings, emulator=emulator) as gateway:
             headers = {"Authorization": f"Bearer {API_KEY}"}
             async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as api:
