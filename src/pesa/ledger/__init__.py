@@ -14,6 +14,7 @@ See ``docs/ledger.md`` for the lifecycle, the tables and the guarantees.
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
 from pesa.ledger._engine import async_url, create_engine
 from pesa.ledger._errors import (
+    DeliveryNotFoundError,
     IdempotencyConflictError,
     InvalidTransitionError,
     LedgerError,
@@ -21,6 +22,17 @@ from pesa.ledger._errors import (
 )
 from pesa.ledger._ledger import Clock, Ledger
 from pesa.ledger._migrate import current_revision, head_revision
+from pesa.ledger._operators import (
+    AuditEntry,
+    Operator,
+    OperatorExistsError,
+    OperatorSession,
+    OperatorStore,
+    Role,
+    hash_password,
+    verify_password,
+)
+from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
 from pesa.ledger._states import (
     TERMINAL_STATUSES,
     Accepted,
@@ -30,6 +42,7 @@ from pesa.ledger._states import (
     DecisionKind,
     EventType,
     Expired,
+    FlagResolved,
     LedgerInput,
     OutcomeUnknown,
     PaymentState,
@@ -45,6 +58,7 @@ from pesa.ledger._types import (
     CallbackOutcome,
     CallbackStatus,
     Delivery,
+    DeliveryRecord,
     DeliveryStatus,
     Event,
     LedgerStats,
@@ -53,11 +67,14 @@ from pesa.ledger._types import (
     ParsedStkCallback,
     Payment,
     StkCallbackParser,
+    StoredCallback,
 )
 
 __all__ = [
     "TERMINAL_STATUSES",
     "Accepted",
+    "AuditEntry",
+    "Backlog",
     "CallbackOutcome",
     "CallbackStatus",
     "Clock",
@@ -66,17 +83,26 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "Delivery",
+    "DeliveryNotFoundError",
+    "DeliveryRecord",
     "DeliveryStatus",
     "Event",
     "EventType",
     "Expired",
+    "FlagResolved",
     "IdempotencyConflictError",
     "InvalidTransitionError",
-    "LedgerError",
     "Ledger",
+    "LedgerError",
     "LedgerInput",
+    "LedgerReports",
     "LedgerStats",
     "MismatchPolicy",
+    "Operator",
+    "OperatorExistsError",
+    "OperatorSession",
+    "OperatorStore",
+    "OutcomeCount",
     "OutcomeUnknown",
     "Page",
     "ParsedStkCallback",
@@ -85,16 +111,20 @@ __all__ = [
     "PaymentState",
     "PaymentStatus",
     "Rejected",
+    "Role",
     "StillPending",
     "StkCallbackParser",
     "StkResult",
+    "StoredCallback",
     "async_url",
     "create_engine",
     "current_revision",
     "decide",
+    "hash_password",
     "head_revision",
     "mismatch_reasons",
     "parse_stk_callback_body",
     "phones_match",
     "stk_code",
+    "verify_password",
 ]

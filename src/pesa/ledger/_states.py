@@ -11,6 +11,10 @@ other driver (a Django integration) apply exactly the same lifecycle::
        ├──rejected──> rejected
        └──outcome unknown──> unknown ──result / accepted / expired──> ...
     failed ──late success with a receipt──> succeeded (+ payment.corrected)
+
+A flag (a disagreement for a person to look at) is cleared only by a person:
+:class:`FlagResolved` (who, and a note) clears it in any status and writes
+``payment.flag_resolved``; the status never changes.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ __all__ = [
     "DecisionKind",
     "EventType",
     "Expired",
+    "FlagResolved",
     "LedgerInput",
     "OutcomeUnknown",
     "PaymentState",
@@ -78,6 +83,7 @@ class EventType(StrEnum):
     FAILED = "payment.failed"
     CORRECTED = "payment.corrected"
     FLAGGED = "payment.flagged"
+    FLAG_RESOLVED = "payment.flag_resolved"
 
 
 class DecisionKind(StrEnum):
@@ -164,7 +170,22 @@ class Expired:
     """The reconciler's deadline passed with no final answer."""
 
 
-LedgerInput: TypeAlias = Accepted | Rejected | OutcomeUnknown | StkResult | StillPending | Expired
+@dataclass(frozen=True, slots=True)
+class FlagResolved:
+    """A person looked at a flagged payment and resolved the flag.
+
+    Attributes:
+        note: what they found or did (required: the audit trail must say why).
+        by: who resolved it (an operator's name).
+    """
+
+    note: str
+    by: str
+
+
+LedgerInput: TypeAlias = (
+    Accepted | Rejected | OutcomeUnknown | StkResult | StillPending | Expired | FlagResolved
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +324,8 @@ def decide(
                 "no answer from Daraja before the deadline; outcome unverified",
             )
         return Decision(DecisionKind.IGNORED, status, detail=f"cannot expire a {status} payment")
+    if isinstance(event, FlagResolved):
+        return _on_flag_resolved(state, event)
     raise TypeError(f"not a ledger input: {event!r}")  # pragma: no cover - typing forbids it
 
 
@@ -404,6 +427,19 @@ def _on_result(state: PaymentState, result: StkResult, lookup: CodeLookup | None
             return _flag(state, f"second success with a different receipt {result.receipt}")
         return _flag(state, f"result code {code} reported after success")
     return Decision(DecisionKind.IGNORED, status, detail=f"result for a {status} payment")
+
+
+def _on_flag_resolved(state: PaymentState, event: FlagResolved) -> Decision:
+    if not state.flagged:
+        return Decision(DecisionKind.IGNORED, state.status, detail="the payment is not flagged")
+    was = f" (flag was: {state.flag_reason})" if state.flag_reason else ""
+    return Decision(
+        DecisionKind.APPLIED,
+        state.status,
+        (EventType.FLAG_RESOLVED,),
+        {"flagged": False, "flag_reason": None},
+        f"flag resolved by {event.by}: {event.note}{was}",
+    )
 
 
 def _flag(state: PaymentState, reason: str) -> Decision:
