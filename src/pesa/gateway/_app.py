@@ -259,6 +259,10 @@ def create_app(
     _api.install_error_handlers(app)
     app.include_router(_api.router)
     app.include_router(_callbacks.router)
+    if settings.dashboard:
+        from pesa.gateway.dashboard import install_dashboard
+
+        install_dashboard(app, settings)
     app.state.urls = urls
     if mounted is not None:
         app.mount(EMULATOR_MOUNT, mounted.app)

@@ -23,6 +23,7 @@ from pesa.ledger._errors import (
 from pesa.ledger._ledger import Clock, Ledger
 from pesa.ledger._migrate import current_revision, head_revision
 from pesa.ledger._operators import (
+    AuditAction,
     AuditEntry,
     Operator,
     OperatorExistsError,
@@ -73,6 +74,7 @@ from pesa.ledger._types import (
 __all__ = [
     "TERMINAL_STATUSES",
     "Accepted",
+    "AuditAction",
     "AuditEntry",
     "Backlog",
     "CallbackOutcome",
