@@ -718,8 +718,13 @@ def _build_router(pages: _Pages) -> APIRouter:
 
 
 def install_dashboard(app: FastAPI, settings: Settings) -> None:
-    """Mount the dashboard's routes and static files on the gateway app at ``/dashboard``."""
-    app.include_router(_build_router(_Pages(settings)), prefix=DASHBOARD_PATH)
+    """Mount the dashboard's routes and static files on the gateway app at ``/dashboard``.
+
+    The router is kept as ``app.state.dashboard_router`` (its routes, without the prefix).
+    """
+    router = _build_router(_Pages(settings))
+    app.include_router(router, prefix=DASHBOARD_PATH)
+    app.state.dashboard_router = router
     app.mount(
         f"{DASHBOARD_PATH}/static",
         StaticFiles(packages=[("pesa.gateway.dashboard", "static")]),
