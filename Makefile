@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest bench soak clean install
+.PHONY: demo test lint types pytest bench soak screenshots clean install
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ types: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+## Screenshots of every dashboard page (the browser tests), written to docs/screenshots.
+screenshots: $(STAMP)
+	PESA_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/dashboard/test_browser.py -q $(PYTEST_ARGS)
 
 ## Benchmarks: figures written to BENCHMARKS.md.
 bench: $(STAMP)

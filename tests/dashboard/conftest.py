@@ -161,12 +161,21 @@ def flag_by_callback(gateway: RunningGateway, payment: dict[str, Any], paid: int
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
     """A gateway with: a paid, a cancelled, a pending (callback lost) and a flagged payment;
-    every webhook delivery failing."""
+    every webhook delivery failing.
+
+    A test module may define ``async def seed_before_gateway(database_url)``: it runs on the
+    migrated database before the gateway (and its reconciler) starts.
+    """
     directory: Path = tmp_path_factory.mktemp("dashboard")
     database_url = f"sqlite:///{directory / 'dashboard.db'}"
     add_operators(database_url)
+    seed = getattr(request.module, "seed_before_gateway", None)
+    if seed is not None:
+        anyio.run(seed, database_url)
     emulator = Emulator(EmulatorConfig(stk_delay=0.1, seed=11))
     # Customers who pay but whose callbacks never arrive (one open push per phone: Daraja
     # refuses a second push to a phone whose prompt is still open).

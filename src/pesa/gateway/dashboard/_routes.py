@@ -9,6 +9,7 @@ the ledger (never a copy of a rule), and is written to the audit log with its ou
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
@@ -377,6 +378,7 @@ def _build_router(pages: _Pages) -> APIRouter:
         error: str | None = None,
         username: str = "",
         headers: dict[str, str] | None = None,
+        next_target: str | None = None,
     ) -> HTMLResponse:
         token = new_csrf_token()
         response = pages.render(
@@ -386,7 +388,7 @@ def _build_router(pages: _Pages) -> APIRouter:
             status_code=status_code,
             headers=headers,
             sign_in_token=token,
-            next=safe_next(request.query_params.get("next")),
+            next=safe_next(next_target or request.query_params.get("next")),
             username=username,
             error=error,
         )
@@ -408,8 +410,9 @@ def _build_router(pages: _Pages) -> APIRouter:
         state = _state(request)
         store = _store(state)
         form = await read_form(request)
+        again = functools.partial(sign_in_page, next_target=form.get("next"))
         if not csrf_matches(form.get("csrf_token"), request.cookies.get(CSRF_COOKIE)):
-            return sign_in_page(
+            return again(
                 request,
                 status_code=403,
                 error="The sign-in form expired or was not sent from this page. Try again.",
@@ -418,9 +421,7 @@ def _build_router(pages: _Pages) -> APIRouter:
         password = form.get("password", "")
         if not name or not password:
             missing = "username" if not name else "password"
-            return sign_in_page(
-                request, status_code=422, error=f"{missing}: required", username=name
-            )
+            return again(request, status_code=422, error=f"{missing}: required", username=name)
         ip = client_ip(request, _trusted(state))
         blocked = await store.sign_in_blocked_until(
             name,
@@ -431,7 +432,7 @@ def _build_router(pages: _Pages) -> APIRouter:
         if blocked is not None:
             wait = max(1, int((blocked - datetime.now(UTC)).total_seconds()) + 1)
             log.warning("dashboard sign-in throttled for %r (%s)", name[:64], ip)
-            return sign_in_page(
+            return again(
                 request,
                 status_code=429,
                 headers={"Retry-After": str(wait)},
@@ -441,9 +442,7 @@ def _build_router(pages: _Pages) -> APIRouter:
         operator = await store.authenticate(name, password)
         if operator is None:
             await audit(request, "sign_in_failed", None, operator_name=name, outcome="refused")
-            return sign_in_page(
-                request, status_code=401, error="Wrong name or password.", username=name
-            )
+            return again(request, status_code=401, error="Wrong name or password.", username=name)
         ttl = timedelta(seconds=pages.settings.dashboard_session_ttl)
         token, session = await store.create_session(operator, ttl=ttl, source_ip=ip)
         await audit(request, "sign_in", session)

@@ -320,6 +320,8 @@ def build_timeline(
             ("endpoint", describe_endpoint(delivery.endpoint)),
             ("attempts", str(delivery.attempts)),
         ]
+        if delivery.attempts:
+            facts.append(("last attempt", local_time(delivery.updated_at)))
         if delivery.last_status_code is not None:
             facts.append(("last answer", f"HTTP {delivery.last_status_code}"))
         if delivery.last_error:
