@@ -33,6 +33,7 @@ from pesa.gateway._payments import PaymentCreator
 from pesa.gateway._reconciler import Reconciler
 from pesa.gateway._state import GatewayState
 from pesa.gateway._trust import CallbackTrust
+from pesa.gateway.dashboard import install_dashboard
 from pesa.ledger import Ledger
 
 __all__ = [
@@ -260,8 +261,6 @@ def create_app(
     app.include_router(_api.router)
     app.include_router(_callbacks.router)
     if settings.dashboard:
-        from pesa.gateway.dashboard import install_dashboard
-
         install_dashboard(app, settings)
     app.state.urls = urls
     if mounted is not None:
