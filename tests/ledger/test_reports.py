@@ -97,9 +97,10 @@ async def test_filters_and_cursor_pagination(
 
 
 async def test_a_payments_history_keeps_refused_callbacks_and_deliveries(
-    ledger: Ledger, reports: LedgerReports
+    ledger: Ledger, reports: LedgerReports, clock: ManualClock
 ) -> None:
     payment = await _paid(ledger, 1)
+    clock.advance(seconds=1)
     # A forged copy with another MerchantRequestID: refused, but kept with its reason.
     await ledger.ingest_stk_callback(
         stk_callback("ws_CO_1", merchant_request_id="forged"), source_ip="10.9.9.9"
