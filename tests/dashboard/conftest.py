@@ -142,7 +142,8 @@ def wait_for(
 
 def flag_by_callback(gateway: RunningGateway, payment: dict[str, Any], paid: int) -> None:
     """Deliver Daraja-shaped callbacks for a payment whose own callback was lost: one
-    forged (another MerchantRequestID: refused), then one paying a different amount (flag)."""
+    forged (another MerchantRequestID: refused), then one paying a different amount (kept as
+    evidence; the reconciler's STK query then settles the payment, flagged)."""
     with httpx.Client(timeout=10) as client:
         forged = stk_callback_payload(
             checkout_request_id=payment["checkout_request_id"],

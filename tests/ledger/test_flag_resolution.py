@@ -17,6 +17,7 @@ from pesa.ledger import (
     PaymentNotFoundError,
     PaymentState,
     PaymentStatus,
+    StkResult,
     decide,
 )
 
@@ -48,14 +49,17 @@ def test_resolving_an_unflagged_payment_is_ignored() -> None:
 
 
 async def _flagged_payment(ledger: Ledger) -> Payment:
+    """A callback says KES 20 were paid for KES 10 asked; Daraja's query confirms a payment:
+    succeeded, and flagged because the evidence disagrees."""
     payment, _ = await ledger.create_payment(None, PHONE, 10, "INV42", "Order 42")
     await ledger.mark_accepted(payment.id, "ws_CO_flag", "29115-1")
-    outcome = await ledger.ingest_stk_callback(
+    await ledger.ingest_stk_callback(
         stk_callback("ws_CO_flag", merchant_request_id="29115-1", amount=20),
         source_ip="127.0.0.1",
         on_mismatch="flag",
     )
-    assert outcome.payment is not None and outcome.payment.flagged
+    outcome = await ledger.apply_stk_result("ws_CO_flag", StkResult("0", "ok"), source="query")
+    assert outcome.payment is not None and outcome.payment.flagged, outcome
     return outcome.payment
 
 

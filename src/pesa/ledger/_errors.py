@@ -8,6 +8,7 @@ __all__ = [
     "DeliveryNotFoundError",
     "IdempotencyConflictError",
     "InvalidTransitionError",
+    "LedgerConflictError",
     "LedgerError",
     "PaymentNotFoundError",
 ]
@@ -64,3 +65,10 @@ class DeliveryNotFoundError(LedgerError, LookupError):
     def __init__(self, delivery_id: str) -> None:
         self.delivery_id = delivery_id
         super().__init__(f"no webhook delivery {delivery_id!r}")
+
+
+class LedgerConflictError(LedgerError):
+    """A write kept losing races with concurrent writers (retried, then given up).
+
+    Nothing was written; the caller may retry later.
+    """

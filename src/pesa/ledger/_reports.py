@@ -21,7 +21,7 @@ from sqlalchemy import ColumnElement, Row, and_, case, false, func, or_, select,
 from pesa._exceptions import ValidationError
 from pesa.daraja import normalize_msisdn
 from pesa.ledger._engine import BEGIN_MODE
-from pesa.ledger._ledger import Ledger, _row_to_event, _row_to_payment
+from pesa.ledger._ledger import Ledger, _row_to_callback, _row_to_event, _row_to_payment
 from pesa.ledger._schema import callbacks, payment_events, payments, webhook_deliveries
 from pesa.ledger._states import PaymentStatus
 from pesa.ledger._types import (
@@ -87,21 +87,6 @@ class Backlog:
 def _check_limit(limit: int) -> None:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= _MAX_PAGE:
         raise ValidationError("limit", f"must be an integer from 1 to {_MAX_PAGE}", limit)
-
-
-def _row_to_callback(row: Row[Any]) -> StoredCallback:
-    m = row._mapping
-    return StoredCallback(
-        id=m["id"],
-        kind=m["kind"],
-        body=bytes(m["body"]),
-        source_ip=m["source_ip"],
-        received_at=m["received_at"],
-        outcome=m["outcome"],
-        detail=m["detail"],
-        checkout_request_id=m["checkout_request_id"],
-        payment_id=m["payment_id"],
-    )
 
 
 def search_condition(text: str) -> ColumnElement[bool]:

@@ -570,6 +570,7 @@ def _build_router(pages: _Pages) -> APIRouter:
             payment,
             events=await reports.payment_events(payment.id),
             callbacks=await reports.payment_callbacks(payment),
+            queries=await state.ledger.list_stk_queries(payment.id),
             deliveries=await reports.payment_deliveries(payment.id),
             actions=(await _store(state).audit_entries(target=payment.id, limit=200)).items,
         )
@@ -585,8 +586,12 @@ def _build_router(pages: _Pages) -> APIRouter:
             status_code=status_code,
             error=error,
             headers=headers,
-            can_refresh=payment.status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN)
-            and payment.checkout_request_id is not None,
+            # What the reconciler's settle() would query (the REST API's /refresh).
+            can_refresh=payment.checkout_request_id is not None
+            and (
+                payment.status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN)
+                or payment.verify_at is not None
+            ),
         )
 
     @router.post("/payments/{payment_id}/refresh")
@@ -611,7 +616,7 @@ def _build_router(pages: _Pages) -> APIRouter:
                 error=err.message,
                 headers=err.headers,
             )
-        if before.is_terminal:
+        if before.is_terminal and before.verify_at is None:
             notice = "refresh-final"
         elif after.status != before.status.value:
             notice = "refresh-settled"

@@ -26,6 +26,7 @@ from pesa.ledger import (
     OutcomeCount,
     Payment,
     PaymentStatus,
+    StkQueryRecord,
     StoredCallback,
 )
 
@@ -198,7 +199,8 @@ class TimelineItem:
 
     Attributes:
         at: when it happened.
-        kind: ``request``, ``answer``, ``callback``, ``event``, ``delivery`` or ``action``.
+        kind: ``request``, ``answer``, ``callback``, ``query``, ``event``, ``delivery`` or
+            ``action``.
         title: one line saying what happened.
         tone: ``good``, ``bad``, ``warn`` or ``neutral`` (the badge's colour).
         facts: label/value pairs.
@@ -215,7 +217,14 @@ class TimelineItem:
     delivery: DeliveryRecord | None = None
 
 
-_KIND_ORDER: Final = {"request": 0, "answer": 1, "event": 2, "callback": 3, "delivery": 4}
+_KIND_ORDER: Final = {
+    "request": 0,
+    "answer": 1,
+    "callback": 2,
+    "query": 3,
+    "event": 4,
+    "delivery": 5,
+}
 _EVENT_TONES: Final = {
     "payment.succeeded": "good",
     "payment.failed": "bad",
@@ -224,8 +233,15 @@ _EVENT_TONES: Final = {
     "payment.unknown": "warn",
     "payment.corrected": "warn",
     "payment.flag_resolved": "good",
+    "payment.updated": "good",
 }
-_CALLBACK_TONES: Final = {"applied": "good", "duplicate": "neutral", "ignored": "neutral"}
+_CALLBACK_TONES: Final = {
+    "applied": "good",
+    "duplicate": "neutral",
+    "ignored": "neutral",
+    "unverified": "warn",
+}
+_QUERY_TONES: Final = {"succeeded": "good", "failed": "bad", "pending": "neutral"}
 _ANSWERS: Final = {
     "payment.pending": "Daraja accepted the push",
     "payment.rejected": "Daraja refused the push",
@@ -243,6 +259,7 @@ def build_timeline(
     *,
     events: Sequence[Event],
     callbacks: Sequence[StoredCallback],
+    queries: Sequence[StkQueryRecord],
     deliveries: Sequence[DeliveryRecord],
     actions: Sequence[AuditEntry],
 ) -> list[TimelineItem]:
@@ -301,6 +318,8 @@ def build_timeline(
         )
     for callback in callbacks:
         facts = [("outcome", callback.outcome), ("from", callback.source_ip or "unknown")]
+        if callback.id == payment.evidence_callback_id:
+            facts.append(("evidence", "held until Daraja's STK query confirms or denies it"))
         if callback.detail:
             label = "reason" if callback.outcome not in ("applied", "duplicate") else "detail"
             facts.append((label, callback.detail))
@@ -312,6 +331,21 @@ def build_timeline(
                 _CALLBACK_TONES.get(callback.outcome, "bad"),
                 facts,
                 body=pretty_json(callback.body),
+            )
+        )
+    for query in queries:
+        facts = [("outcome", query.outcome), ("CheckoutRequestID", query.checkout_request_id)]
+        if query.result_code is not None:
+            facts.append(("result", f"{query.result_code} {query.result_desc or ''}".strip()))
+        if query.detail:
+            facts.append(("detail", query.detail))
+        items.append(
+            TimelineItem(
+                query.asked_at,
+                "query",
+                f"STK query: {query.outcome.replace('_', ' ')}",
+                _QUERY_TONES.get(query.outcome, "warn"),
+                facts,
             )
         )
     for delivery in deliveries:
