@@ -31,7 +31,8 @@ from .conftest import API_KEY, OPERATOR, PASSWORD, World, create_payment
 
 playwright_api = pytest.importorskip("playwright.sync_api")
 
-pytestmark = pytest.mark.slow
+# One browser and one gateway: every test of this module runs on one xdist worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("dashboard-browser")]
 
 CHROMIUM_ARGS = [
     "--headless",
@@ -226,8 +227,7 @@ def test_find_a_payment_by_typing_its_phone(open_page: Opener, scene: World, sho
     assert cancelled in rows.inner_text()
     # Typed the way people say it; the list follows without pressing Enter.
     page.get_by_label("Search").press_sequentially("0708 374 149", delay=20)
-    _live_wait(lambda: cancelled not in rows.inner_text())
-    assert paid in rows.inner_text()
+    _live_wait(lambda: paid in (shown := rows.inner_text()) and cancelled not in shown)
     assert "q=0708+374+149" in page.url
     page.screenshot(path=str(shots / "payments.png"), full_page=True)
 
@@ -261,7 +261,8 @@ def test_ask_daraja_now(open_page: Opener, scene: World, shots: Path) -> None:
         assert time.monotonic() < deadline, "Daraja never settled the payment"
         time.sleep(0.3)
     assert page.locator(".headline .status").first.inner_text() == "succeeded"
-    assert "Operator action: refresh" in page.locator("ol.timeline").inner_text()
+    timeline = page.locator("ol.timeline").inner_text()
+    assert "Operator action: refresh" in timeline and "STK query: succeeded" in timeline
     page.screenshot(path=str(shots / "ask-daraja-now.png"), full_page=True)
 
 

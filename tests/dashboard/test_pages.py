@@ -9,10 +9,14 @@ from typing import Any
 
 import anyio
 import httpx
+import pytest
 
 from pesa.ledger import Ledger, LedgerReports, OperatorStore
 
 from .conftest import OPERATOR, Browserless, World
+
+# One gateway for the module: every test of it runs on one xdist worker.
+pytestmark = pytest.mark.xdist_group("dashboard-pages")
 
 
 def _audit(world: World) -> list[Any]:
@@ -126,6 +130,7 @@ def test_ask_daraja_now_settles_a_payment_whose_callback_was_lost(
     assert world.payment("pending")["status"] == "succeeded"
     page = operator.get(response.headers["location"]).text
     assert "Daraja answered: the payment is settled." in page
+    assert "STK query: succeeded" in page  # the query is in the timeline
     refreshes = [e for e in _audit(world) if e.action == "refresh" and e.target == pending["id"]]
     assert refreshes[0].detail == "pending -> succeeded"
 

@@ -21,7 +21,7 @@ from .conftest import (
     wait_for,
 )
 
-pytestmark = pytest.mark.postgres
+pytestmark = [pytest.mark.postgres, pytest.mark.xdist_group("dashboard-postgres")]
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +38,7 @@ def pg_world() -> Iterator[World]:
     url = f"{plain}{'&' if '?' in plain else '?'}options=-csearch_path%3D{schema}"
     try:
         add_operators(url)
-        emulator = Emulator(EmulatorConfig(stk_delay=0.1, seed=3))
+        emulator = Emulator(EmulatorConfig(stk_delay=0.1, seed=3, callback_retries=2))
         with run_gateway(dashboard_settings(url), emulator=emulator) as gateway:
             world = World(gateway, url, {})
             with world.api() as api:

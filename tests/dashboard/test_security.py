@@ -24,6 +24,9 @@ from .conftest import (
     dashboard_settings,
 )
 
+# One gateway for the module: every test of it runs on one xdist worker.
+pytestmark = pytest.mark.xdist_group("dashboard-security")
+
 ACTIONS = ("refresh", "resolve-flag", "redeliver")
 
 

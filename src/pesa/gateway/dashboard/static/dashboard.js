@@ -6,9 +6,17 @@
     return;
   }
   var SIGN_IN = "/dashboard/sign-in";
+  // Each search gets a number; an answer is shown only if no newer search began since its
+  // request left, so a slow answer to "0708" never replaces the one to "0708 374 149".
+  var generation = 0;
+  var searching = 0;
 
   // Fetch the page's live fragment (the server renders only #live for X-Pesa-Live: 1).
-  function update(url, newAddress) {
+  function update(url, newAddress, isSearch) {
+    var mine = isSearch ? ++generation : generation;
+    if (isSearch) {
+      searching += 1;
+    }
     return fetch(url, {
       headers: { "X-Pesa-Live": "1" },
       credentials: "same-origin",
@@ -23,7 +31,8 @@
       }
       return response.text();
     }).then(function (html) {
-      if (typeof html === "string") {
+      var current = mine === generation && (isSearch || searching === 0);
+      if (typeof html === "string" && current) {
         live.innerHTML = html;
         if (newAddress) {
           window.history.replaceState(null, "", newAddress);
@@ -31,6 +40,10 @@
       }
     }).catch(function () {
       // Offline or restarting: the next tick tries again.
+    }).then(function () {
+      if (isSearch) {
+        searching -= 1;
+      }
     });
   }
 
@@ -38,10 +51,11 @@
   if (every > 0) {
     window.setInterval(function () {
       var focus = document.activeElement;
-      if (document.hidden || (focus && focus !== document.body && live.contains(focus))) {
+      if (document.hidden || searching > 0 ||
+          (focus && focus !== document.body && live.contains(focus))) {
         return; // do not pull a button from under the operator's finger
       }
-      update(window.location.href, null);
+      update(window.location.href, null, false);
     }, every);
   }
 
@@ -56,15 +70,15 @@
         }
       });
       var address = search.getAttribute("action") + (params.toString() ? "?" + params : "");
-      update(address, address);
+      update(address, address, true);
     };
-    search.addEventListener("input", function () {
-      window.clearTimeout(timer);
-      timer = window.setTimeout(run, 250);
-    });
-    search.addEventListener("change", function () {
-      window.clearTimeout(timer);
-      timer = window.setTimeout(run, 50);
-    });
+    var soon = function (delay) {
+      return function () {
+        window.clearTimeout(timer);
+        timer = window.setTimeout(run, delay);
+      };
+    };
+    search.addEventListener("input", soon(250));
+    search.addEventListener("change", soon(50));
   }
 }());
