@@ -8,7 +8,7 @@ Example:
 
 from pesa.emulator._control import AsyncEmulatorControl, EmulatorControl, EmulatorControlError
 from pesa.emulator._crypto import CredentialKeys, TlsFiles, credential_keys, tls_files
-from pesa.emulator._emulator import SCENARIOS, Emulator, Scenario, create_app, nairobi_now
+from pesa.emulator._emulator import Emulator, create_app, nairobi_now
 from pesa.emulator._models import (
     SANDBOX_PASSKEY,
     SANDBOX_STK_SHORTCODE,
@@ -20,6 +20,8 @@ from pesa.emulator._models import (
     SentCallback,
     config_from_settings,
 )
+from pesa.emulator._rules import Scenario
+from pesa.emulator._stk import SCENARIOS
 
 __all__ = [
     "SANDBOX_PASSKEY",

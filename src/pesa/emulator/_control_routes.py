@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, get_args
+from typing import TYPE_CHECKING, Any
 
 import pydantic
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
-from pesa.emulator._models import CallbackKind, Fault, Rule
+from pesa.emulator._models import Fault, Rule
 
 if TYPE_CHECKING:
     from pesa.emulator._emulator import Emulator
@@ -65,7 +65,11 @@ def control_routes(emulator: Emulator, prefix: str) -> list[BaseRoute]:
             rule = Rule.model_validate(await _body(request))
         except ValueError as err:
             return _problem(422, _errors(err))
-        return _json(emulator.add_rule(rule).model_dump(mode="json"), 201)
+        try:
+            emulator.add_rule(rule)
+        except ValueError as err:
+            return _problem(422, [{"field": "operation", "rule": str(err)}])
+        return _json(rule.model_dump(mode="json"), 201)
 
     async def rule(request: Request) -> Response:
         if not emulator.remove_rule(request.path_params["rule_id"]):
@@ -111,9 +115,9 @@ def control_routes(emulator: Emulator, prefix: str) -> list[BaseRoute]:
 
     async def callbacks(request: Request) -> Response:
         kind = request.query_params.get("kind")
-        if kind is not None and kind not in get_args(CallbackKind):
-            return _problem(422, f"kind must be one of {', '.join(get_args(CallbackKind))}")
-        records = emulator.callbacks(kind)  # type: ignore[arg-type]  # checked just above
+        if kind is not None and kind not in emulator.callback_kinds:
+            return _problem(422, f"kind must be one of {', '.join(emulator.callback_kinds)}")
+        records = emulator.callbacks(kind)
         return _json([c.model_dump(mode="json") for c in records])
 
     async def accounts(request: Request) -> Response:

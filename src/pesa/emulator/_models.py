@@ -38,9 +38,13 @@ SANDBOX_STK_SHORTCODE = "174379"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 SANDBOX_SHORTCODES = ("600000", "600978", "600984", "600992", "600997", "600999")
 
-Operation = Literal["stk", "b2c", "c2b", "transaction_status", "account_balance", "reversal"]
+# The operations rules match and the kinds of callbacks sent are those of the registered
+# products ("stk", "c2b", "b2c", "transaction_status", "account_balance", "reversal"; "stk",
+# "c2b_validation", "c2b_confirmation", "result", "queue_timeout"): plain strings, checked by
+# the emulator, so that a new product needs no change here.
+Operation = str
+CallbackKind = str
 CallbackAction = Literal["deliver", "drop", "duplicate", "delay", "timeout"]
-CallbackKind = Literal["stk", "c2b_validation", "c2b_confirmation", "result", "queue_timeout"]
 FaultKind = Literal["http_500", "http_503", "spike_arrest", "slow", "invalid_token"]
 
 
@@ -154,7 +158,9 @@ class Rule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(default_factory=_new_id)
-    operation: Operation | None = None
+    operation: Operation | None = Field(
+        None, description="stk, c2b, b2c, transaction_status, account_balance, reversal, ..."
+    )
     phone: str | None = None
     amount: int | None = None
     account_reference: str | None = None
