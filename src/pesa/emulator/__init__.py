@@ -12,6 +12,8 @@ from pesa.emulator._emulator import Emulator, create_app, nairobi_now
 from pesa.emulator._models import (
     SANDBOX_PASSKEY,
     SANDBOX_STK_SHORTCODE,
+    C2BPay,
+    C2BPayment,
     DeliveryAttempt,
     EmulatorConfig,
     Fault,
@@ -28,6 +30,8 @@ __all__ = [
     "SANDBOX_STK_SHORTCODE",
     "SCENARIOS",
     "AsyncEmulatorControl",
+    "C2BPay",
+    "C2BPayment",
     "CredentialKeys",
     "DeliveryAttempt",
     "Emulator",

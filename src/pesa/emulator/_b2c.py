@@ -60,9 +60,7 @@ class BusinessToCustomer(InitiatorProduct):
             ("SalaryPayment", "BusinessPayment", "PromotionPayment"),
         )
         amount = v.amount(body.get("Amount"), cfg.b2c_min_amount, cfg.b2c_max_amount)
-        shortcode = v.shortcode(body.get("PartyA"), "PartyA")
-        if not core.known_shortcode(shortcode):
-            raise Refusal(daraja.bad_request("PartyA"))
+        shortcode = core.org_shortcode(body.get("PartyA"), "PartyA")
         phone = v.msisdn(body.get("PartyB"), "PartyB")
         v.required_text(body.get("Remarks"), "Remarks", min_length=2, max_length=100)
         occasion = body.get("Occassion", body.get("Occasion"))
@@ -87,7 +85,6 @@ class BusinessToCustomer(InitiatorProduct):
                     receipt, "b2c", amount, shortcode, phone, now, originator_id, conversation_id
                 )
             )
-            books.index_originator(originator_id, receipt)
             return (
                 "0",
                 daraja.RESULT_DESCRIPTIONS["0"],

@@ -6,9 +6,9 @@ from typing import Any
 
 from pesa.emulator import _daraja as daraja
 from pesa.emulator import _validate as v
+from pesa.emulator._books import balance_field
 from pesa.emulator._initiator import Decision, InitiatorJob, InitiatorProduct
 from pesa.emulator._product import DarajaRoute
-from pesa.emulator._validate import Refusal
 
 __all__ = ["AccountBalance"]
 
@@ -27,9 +27,7 @@ class AccountBalance(InitiatorProduct):
         core = self.core
         initiator, credential, result_url, timeout_url = self.initiator_fields(body, "Initiator")
         v.choice(body.get("CommandID"), "CommandID", ("AccountBalance",))
-        shortcode = v.shortcode(body.get("PartyA"), "PartyA")
-        if not core.known_shortcode(shortcode):
-            raise Refusal(daraja.bad_request("PartyA"))
+        shortcode = core.org_shortcode(body.get("PartyA"), "PartyA")
         v.choice(body.get("IdentifierType"), "IdentifierType", ("4",))
         v.optional_text(body.get("Remarks"), "Remarks", max_length=100)
         originator_id = core.ids.originator_conversation_id()
@@ -38,9 +36,7 @@ class AccountBalance(InitiatorProduct):
 
         def decide() -> Decision:
             accounts = core.books.accounts(shortcode)
-            text = "&".join(
-                f"{name}|KES|{value:.2f}|{value:.2f}|0.00|0.00" for name, value in accounts.items()
-            )
+            text = "&".join(balance_field(name, value) for name, value in accounts.items())
             stamp = int(f"{core.now():%Y%m%d%H%M%S}")
             return (
                 "0",

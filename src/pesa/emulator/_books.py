@@ -13,7 +13,7 @@ from decimal import Decimal
 
 from pesa.emulator._models import EmulatorConfig
 
-__all__ = ["Books", "Transaction"]
+__all__ = ["Books", "Transaction", "balance_field"]
 
 
 @dataclass
@@ -28,7 +28,12 @@ class Transaction:
     completed_at: datetime
     originator_conversation_id: str = ""
     conversation_id: str = ""
-    reversed: bool = False
+    reversed_amount: int = 0
+
+    @property
+    def reversed(self) -> bool:
+        """Reversed in full (a partial reversal leaves it ``Completed``)."""
+        return self.reversed_amount >= self.amount
 
     @property
     def incoming(self) -> bool:
@@ -64,17 +69,18 @@ class Books:
         return accounts
 
     def record(self, txn: Transaction) -> None:
-        """Keep ``txn``, forgetting the oldest transaction beyond the bound."""
+        """Keep ``txn``, forgetting the oldest transaction beyond the bound.
+
+        A transaction with an OriginatorConversationID is findable by it too.
+        """
         if len(self.transactions) > self.max_kept:
             oldest = next(iter(self.transactions))
             gone = self.transactions.pop(oldest)
             if self._by_originator.get(gone.originator_conversation_id) == oldest:
                 del self._by_originator[gone.originator_conversation_id]
         self.transactions[txn.receipt] = txn
-
-    def index_originator(self, originator_id: str, receipt: str) -> None:
-        """Make the transaction ``receipt`` findable by the OriginatorConversationID."""
-        self._by_originator[originator_id] = receipt
+        if txn.originator_conversation_id:
+            self._by_originator[txn.originator_conversation_id] = txn.receipt
 
     def find(self, receipt: str) -> Transaction | None:
         return self.transactions.get(receipt)
@@ -82,3 +88,13 @@ class Books:
     def find_by_originator(self, originator_id: str) -> Transaction | None:
         receipt = self._by_originator.get(originator_id)
         return None if receipt is None else self.transactions.get(receipt)
+
+
+def balance_field(name: str, value: Decimal) -> str:
+    """One account in Safaricom's balance format, six ``|``-separated fields.
+
+    ``Utility Account|KES|51661.00|51661.00|0.00|0.00``: name, currency, then four amounts
+    (available, then uncleared, reserved and the like: beyond "available" their meaning is
+    inconsistently documented, REFERENCE 4).
+    """
+    return f"{name}|KES|{value:.2f}|{value:.2f}|0.00|0.00"

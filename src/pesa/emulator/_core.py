@@ -13,10 +13,12 @@ from typing import Any
 
 from pesa._logging import get_logger
 from pesa.emulator import _daraja as daraja
+from pesa.emulator import _validate as v
 from pesa.emulator._books import Books
 from pesa.emulator._delivery import CallbackDelivery
 from pesa.emulator._models import EmulatorConfig
 from pesa.emulator._rules import Outcome, RuleBook
+from pesa.emulator._validate import Refusal
 
 __all__ = ["Core", "evict_oldest"]
 
@@ -66,6 +68,15 @@ class Core:
         """Whether ``code`` is a configured organisation or STK shortcode."""
         return code in self.config.shortcodes or code in self.config.passkeys
 
+    def org_shortcode(self, value: Any, field: str) -> str:
+        """An organisation shortcode field: well-formed (5-7 digits), and in strict mode one
+        the emulator was configured with. Lenient mode accepts any well-formed shortcode, so
+        code written for a developer's own sandbox test shortcode (600996, ...) just works."""
+        code = v.shortcode(value, field)
+        if self.config.strict and not self.known_shortcode(code):
+            raise Refusal(daraja.bad_request(field))
+        return code
+
     # -- background work: simulated customers and callback deliveries ------------------------
 
     def spawn(self, coro: Awaitable[None]) -> None:
@@ -108,21 +119,25 @@ class Core:
         url: str,
         timeout_url: str | None,
         payload: dict[str, Any],
-    ) -> None:
-        """Deliver a callback as the outcome's ``callback`` action says (drop, duplicate, ...)."""
+    ) -> bool:
+        """Deliver a callback as the outcome's ``callback`` action says (drop, duplicate, ...).
+
+        Returns whether a copy reached ``url`` (a 2xx answer).
+        """
         action = outcome.callback if outcome is not None else "deliver"
         if action == "drop":
-            return
+            return False
         if action == "timeout":
-            if timeout_url is None:
-                return  # STK has no QueueTimeOutURL: a timed-out prompt sends nothing.
-            await self.delivery.post("queue_timeout", timeout_url, payload)
-            return
+            if timeout_url is not None:
+                await self.delivery.post("queue_timeout", timeout_url, payload)
+            # (STK and C2B have no QueueTimeOutURL: a timed-out one sends nothing.)
+            return False
         if action == "delay" and outcome is not None and outcome.callback_delay > 0:
             await asyncio.sleep(outcome.callback_delay)
-        await self.delivery.post(kind, url, payload)
+        delivered = (await self.delivery.post(kind, url, payload)).delivered
         if action == "duplicate":
-            await self.delivery.post(kind, url, payload)
+            delivered = (await self.delivery.post(kind, url, payload)).delivered or delivered
+        return delivered
 
 
 def evict_oldest(table: dict[str, Any], limit: int, done: Callable[[Any], bool]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -30,7 +30,15 @@ from pesa.emulator._c2b import CustomerToBusiness
 from pesa.emulator._core import Core
 from pesa.emulator._crypto import CredentialKeys, credential_keys
 from pesa.emulator._faults import FaultBook, RateLimiter
-from pesa.emulator._models import EmulatorConfig, Fault, ReceivedRequest, Rule, SentCallback
+from pesa.emulator._models import (
+    C2BPay,
+    C2BPayment,
+    EmulatorConfig,
+    Fault,
+    ReceivedRequest,
+    Rule,
+    SentCallback,
+)
 from pesa.emulator._oauth import OAUTH_PATH, OAuth
 from pesa.emulator._pipeline import Pipeline
 from pesa.emulator._product import Product
@@ -86,6 +94,8 @@ class Emulator:
         clock: returns the current Nairobi time (tests may freeze it).
         callback_verify: TLS verification for callback deliveries (an ``ssl.SSLContext``
             trusting your receiver's CA, or False for self-signed receivers).
+        products: the Daraja products to serve (default :data:`PRODUCTS`, all of them); a
+            product under development can be tried alone or added to these.
     """
 
     def __init__(
@@ -94,6 +104,7 @@ class Emulator:
         *,
         clock: Callable[[], datetime] | None = None,
         callback_verify: bool | ssl.SSLContext = True,
+        products: Sequence[type[Product]] = PRODUCTS,
     ) -> None:
         self.config = config or EmulatorConfig()
         self._core = Core(self.config, clock or nairobi_now, callback_verify)
@@ -101,7 +112,7 @@ class Emulator:
         self._rate = RateLimiter(self.config.rate_limit)
         self._oauth = OAuth(self.config, self._core.ids, self._rate)
         self._pipeline = Pipeline(self._core, self._faults, self._rate, self._oauth)
-        self.products: dict[type[Product], Product] = {cls: cls(self._core) for cls in PRODUCTS}
+        self.products: dict[type[Product], Product] = {cls: cls(self._core) for cls in products}
         self.operations: tuple[str, ...] = tuple(
             op for product in self.products.values() for op in product.operations
         )
@@ -249,6 +260,25 @@ class Emulator:
     def balances(self, shortcode: str) -> dict[str, Decimal]:
         """The accounts of ``shortcode`` and their available balances, KES."""
         return dict(self._core.books.accounts(shortcode))
+
+    def customer_pays(self, pay: C2BPay | None = None, **fields: Any) -> C2BPayment:
+        """A customer pays a PayBill (with an account number) or a Till from the phone menu.
+
+        The payment then runs like a real one (validation, money, confirmation to the
+        registered URLs); its record is updated as it goes. Needs a running event loop.
+
+        Example:
+            >>> # emulator.customer_pays(shortcode="600997", account_reference="INV-1", amount=150)
+
+        Raises:
+            ValueError: naming the field (amount out of bounds; strict mode: unknown shortcode).
+        """
+        return self.product(CustomerToBusiness).customer_pays(pay or C2BPay(**fields))
+
+    def c2b_payments(self, shortcode: str | None = None) -> list[C2BPayment]:
+        """Customers' C2B payments (from the control API or ``simulate``), oldest first."""
+        payments = self.product(CustomerToBusiness).payments.values()
+        return [p for p in payments if shortcode is None or p.shortcode == shortcode]
 
     def issue_token(self, consumer_key: str = "pesa") -> str:
         """Mint an access token for ``consumer_key`` without an OAuth round trip (tests)."""

@@ -85,10 +85,19 @@ class InitiatorProduct(Product):
             await asyncio.sleep(delay)
         references = [("QueueTimeoutURL", job.timeout_url), *job.references]
         params: list[tuple[str, Any]]
-        if job.outcome is not None and job.outcome.callback == "timeout":
+        outcome = job.outcome
+        if outcome is not None and outcome.callback == "timeout":
+            # Daraja's QueueTimeOutURL payload is undocumented (REFERENCE 14.5): the Result
+            # envelope with a configurable code, as SDKs expect.
+            if (
+                outcome.processed
+                and str(outcome.result_code) == "0"
+                and self.credential_ok(job.initiator, job.credential)
+            ):
+                job.decide()  # M-Pesa went ahead anyway: the money moved
             code, desc, txn, params = (
-                daraja.QUEUE_TIMEOUT_CODE,
-                daraja.QUEUE_TIMEOUT_DESC,
+                core.config.queue_timeout_result_code,
+                core.config.queue_timeout_result_desc,
                 daraja.FAILED_TRANSACTION_ID,
                 [],
             )

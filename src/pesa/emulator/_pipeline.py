@@ -15,10 +15,12 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from itertools import count
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pesa._logging import is_secret_key, redact_secrets
 from pesa.emulator import _daraja as daraja
 from pesa.emulator._core import Core
 from pesa.emulator._faults import FaultBook, RateLimiter, fault_refusal
@@ -27,10 +29,23 @@ from pesa.emulator._oauth import OAUTH_PATH, OAuth
 from pesa.emulator._product import DarajaRoute
 from pesa.emulator._validate import Refusal
 
-__all__ = ["Pipeline"]
+__all__ = ["Pipeline", "redact_json", "redact_text"]
 
 _JSON = "application/json"
-_SECRET_FIELDS = frozenset({"Password", "SecurityCredential"})
+_REDACTED = "[redacted]"
+# What Apigee (Daraja's gateway) answers when the backend answers too late: the request was
+# processed, its answer is lost (the body is Apigee's standard fault; Daraja's is unverified).
+_GATEWAY_TIMEOUT = json.dumps(
+    {
+        "fault": {
+            "faultstring": "Gateway Timeout",
+            "detail": {"errorcode": "messaging.adaptors.http.flow.GatewayTimeout"},
+        }
+    },
+    separators=(",", ":"),
+).encode()
+# Field names seen, and whether each is a secret: Daraja bodies repeat the same dozen keys.
+_SECRET_KEY_CACHE: dict[str, bool] = {}
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 
@@ -43,7 +58,7 @@ class Pipeline:
         self._faults = faults
         self._rate = rate
         self._oauth = oauth
-        self._requests: deque[tuple[int, float, str, str, Any, int, Any]] = deque(
+        self._requests: deque[tuple[int, float, str, str, Any, int, Any, bool]] = deque(
             maxlen=core.config.max_records
         )
         self._request_ids = count(1)
@@ -61,8 +76,9 @@ class Pipeline:
                 body=body,
                 status_code=status,
                 response=response,
+                answer_lost=lost,
             )
-            for rid, at, method, where, body, status, response in self._requests
+            for rid, at, method, where, body, status, response, lost in self._requests
             if path is None or where.startswith(path)
         ]
 
@@ -78,14 +94,37 @@ class Pipeline:
         body: Any,
         status: int,
         payload: Any,
+        *,
+        secret_payload: bool = False,
+        lost: bool = False,
     ) -> Response:
-        """Record the request and answer ``payload`` (JSON, plain text, or an empty body)."""
-        if isinstance(body, dict) and _SECRET_FIELDS.intersection(body):
-            body = {k: "[redacted]" if k in _SECRET_FIELDS else val for k, val in body.items()}
+        """Record the request and answer ``payload`` (JSON, plain text, or an empty body).
+
+        The record never holds a secret: the body's secret fields (Password,
+        SecurityCredential, ...: any :func:`~pesa._logging.is_secret_key`) are redacted in
+        JSON, form-encoded, XML or multipart bodies alike, and so is ``payload`` when it
+        carries one (``secret_payload``: an access token). A ``lost`` answer is recorded as
+        given but the caller gets a gateway timeout instead.
+        """
+        logged = redact_json(body) if isinstance(body, dict | list) else body
+        if isinstance(logged, str):
+            logged = redact_text(logged)
+        answer = redact_json(payload) if secret_payload else payload
         # A plain tuple on the hot path; ReceivedRequest models are built when listed.
         self._requests.append(
-            (next(self._request_ids), time.time(), request.method, path, body, status, payload)
+            (
+                next(self._request_ids),
+                time.time(),
+                request.method,
+                path,
+                logged,
+                status,
+                answer,
+                lost,
+            )
         )
+        if lost:
+            return Response(_GATEWAY_TIMEOUT, status_code=504, media_type=_JSON)
         if payload is None:
             return Response(b"", status_code=status)
         if isinstance(payload, str):
@@ -125,9 +164,12 @@ class Pipeline:
             raw = await request.body()
             body: Any = None
             extra = 0.0
+            lost = False
             try:
                 fault, extra = faults.draw(path)
-                if fault is not None:
+                if fault is not None and fault.kind == "lost_answer":
+                    lost = True
+                elif fault is not None:
                     refused = fault_refusal(fault, token_error)
                     if isinstance(refused, str):
                         await self._latency(extra)
@@ -152,7 +194,7 @@ class Pipeline:
             except Refusal as refusal:
                 status, payload = refusal.status_code, self.error(refusal)
             await self._latency(extra)
-            return self.respond(request, path, body, status, payload)
+            return self.respond(request, path, body, status, payload, lost=lost)
 
         return endpoint
 
@@ -162,8 +204,9 @@ class Pipeline:
         status: int
         payload: Any
         fault, extra = self._faults.draw(path, oauth=True)
+        lost = fault is not None and fault.kind == "lost_answer"
         try:
-            if fault is not None:
+            if fault is not None and not lost:
                 refused = fault_refusal(fault, daraja.OAUTH_INVALID_AUTHENTICATION)
                 if isinstance(refused, str):
                     await self._latency(extra)
@@ -178,10 +221,55 @@ class Pipeline:
         except Refusal as refusal:
             status, payload = refusal.status_code, self.error(refusal)
         await self._latency(extra)
-        return self.respond(request, path, None, status, payload)
+        return self.respond(request, path, None, status, payload, secret_payload=True, lost=lost)
 
     async def not_found(self, request: Request) -> Response:
         """Any other path: ``404.001.01 Resource not found``."""
         path = "/" + request.path_params.get("path", "")
         refusal = Refusal(daraja.RESOURCE_NOT_FOUND)
         return self.respond(request, path, None, refusal.status_code, self.error(refusal))
+
+
+def _is_secret(key: str) -> bool:
+    known = _SECRET_KEY_CACHE.get(key)
+    if known is None:
+        known = is_secret_key(key)
+        if len(_SECRET_KEY_CACHE) < 4096:  # bounded: keys are caller-controlled
+            _SECRET_KEY_CACHE[key] = known
+    return known
+
+
+def redact_json(value: Any) -> Any:
+    """``value`` with every secret field replaced, at any depth (a copy only when needed)."""
+    if isinstance(value, dict):
+        copy: dict[Any, Any] | None = None
+        for key, item in value.items():
+            if isinstance(key, str) and _is_secret(key):
+                new: Any = _REDACTED
+            elif isinstance(item, dict | list):
+                new = redact_json(item)
+            else:
+                continue
+            if new is not item:
+                if copy is None:
+                    copy = dict(value)
+                copy[key] = new
+        return value if copy is None else copy
+    if isinstance(value, list):
+        items = [redact_json(item) for item in value]
+        return value if all(a is b for a, b in zip(items, value, strict=True)) else items
+    return value
+
+
+def redact_text(text: str) -> str:
+    """A non-JSON body without its secrets: form fields (even percent-encoded names), then
+    ``key=value`` / ``"key": "value"`` pairs, XML elements and multipart parts."""
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=True)
+    except ValueError:
+        pairs = []
+    if any(_is_secret(key) for key, _ in pairs):
+        text = urlencode(
+            [(key, _REDACTED if _is_secret(key) else val) for key, val in pairs], safe="[]"
+        )
+    return redact_secrets(text)

@@ -1,4 +1,4 @@
-"""Reversal: give a customer's payment back, by Result callback."""
+"""Reversal: give a customer's payment back (all of it, or part), by Result callback."""
 
 from __future__ import annotations
 
@@ -6,15 +6,24 @@ from typing import Any
 
 from pesa.emulator import _daraja as daraja
 from pesa.emulator import _validate as v
-from pesa.emulator._books import Transaction
+from pesa.emulator._books import Transaction, balance_field
 from pesa.emulator._initiator import Decision, InitiatorJob, InitiatorProduct
 from pesa.emulator._product import DarajaRoute
 
 __all__ = ["Reversal"]
 
+# What the Reversal API reverses: C2B payments, M-Pesa Express included (REFERENCE 8.7).
+_REVERSIBLE = ("stk", "c2b")
+
 
 class Reversal(InitiatorProduct):
-    """``/mpesa/reversal/v1/request``."""
+    """``/mpesa/reversal/v1/request``.
+
+    Whether a partial amount may be reversed is undocumented: by default
+    (``reversal_partial``) any amount up to what remains unreversed is, and the receipt
+    reads ``Reversed`` once nothing remains. B2C receipts are not reversible by the API
+    (REFERENCE 8.1) unless ``reversal_of_b2c``.
+    """
 
     operations = ("reversal",)
 
@@ -39,18 +48,27 @@ class Reversal(InitiatorProduct):
         outcome = core.rules.outcome("reversal", None, amount, None, core.config.result_delay)
 
         def decide() -> Decision:
+            cfg = core.config
             books = core.books
             txn = books.find(receipt)
-            # The Reversal API reverses C2B (including M-Pesa Express) only, not B2C.
-            if txn is None or txn.kind not in ("stk", "c2b") or txn.shortcode != receiver:
+            reversible = (*_REVERSIBLE, "b2c") if cfg.reversal_of_b2c else _REVERSIBLE
+            if txn is None or txn.kind not in reversible or txn.shortcode != receiver:
                 return "R000002", daraja.RESULT_DESCRIPTIONS["R000002"], "", []
-            if txn.reversed:
+            remaining = txn.amount - txn.reversed_amount
+            if remaining <= 0:
                 return "R000001", daraja.RESULT_DESCRIPTIONS["R000001"], "", []
-            if amount != txn.amount:
+            if amount > remaining or (not cfg.reversal_partial and amount != txn.amount):
+                # More than remains (or a part, when parts are refused): undocumented [U].
                 return "2006", daraja.RESULT_DESCRIPTIONS["2006"], "", []
             accounts = books.accounts(receiver)
-            accounts["Utility Account"] -= amount
-            txn.reversed = True
+            if txn.incoming:
+                # The business gives the customer's money back from its Utility account.
+                if accounts["Utility Account"] < amount:
+                    return "1", daraja.RESULT_DESCRIPTIONS["1"], "", []
+                accounts["Utility Account"] -= amount
+            else:
+                accounts["Utility Account"] += amount  # a B2C payment comes back
+            txn.reversed_amount += amount
             now = core.now()
             new_receipt = core.ids.receipt(now)
             books.record(
@@ -72,7 +90,7 @@ class Reversal(InitiatorProduct):
                 [
                     (
                         "DebitAccountBalance",
-                        f"Utility Account|KES|{accounts['Utility Account']:.2f}",
+                        balance_field("Utility Account", accounts["Utility Account"]),
                     ),
                     ("Amount", float(amount)),
                     ("TransCompletedTime", int(f"{now:%Y%m%d%H%M%S}")),

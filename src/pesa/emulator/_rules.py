@@ -31,6 +31,8 @@ class Outcome:
     callback: CallbackAction
     callback_delay: float
     callback_first: bool
+    # callback="timeout" only: M-Pesa processed the request although the queue timed out.
+    processed: bool = False
 
 
 class RuleBook:
@@ -109,4 +111,5 @@ class RuleBook:
             rule.callback,
             rule.callback_delay,
             rule.callback_first,
+            rule.processed,
         )
