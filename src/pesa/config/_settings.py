@@ -226,7 +226,10 @@ class Settings(BaseSettings):
     )
     webhook_batch_size: int = Field(50, ge=1, description="deliveries claimed per dispatcher round")
     webhook_concurrency: int = Field(
-        8, ge=1, description="webhook deliveries in flight at once per process"
+        8,
+        ge=1,
+        description="webhook deliveries in flight at once per endpoint and process "
+        "(each endpoint has its own lane: a slow receiver delays only itself)",
     )
     webhook_lease: float = Field(
         60.0,
