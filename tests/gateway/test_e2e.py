@@ -392,9 +392,9 @@ def test_sandbox_configuration_against_a_separate_daraja(tmp_path: Path) -> None
             output = process.output()
             assert TOKEN not in output, "the callback token was printed"
             assert "emulator:" not in output
-            assert httpx.get(f"{url}/emulator/__emulator__/health").status_code == 404
             assert httpx.get(f"{url}/v1/payments").status_code == 401
             with api_client(url) as api:
+                assert api.get("/emulator/__emulator__/health").status_code == 404
                 paid = create(api, "254711444001")
                 final = wait_terminal(api, [paid["id"]], timeout=20)
             assert final[paid["id"]]["status"] == "succeeded"

@@ -103,6 +103,32 @@ class Settings(BaseSettings):
         description="a callback success whose amount or phone differs from the request: "
         "refuse (stored as invalid, settled by query) or flag (applied and flagged)",
     )
+    api_max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="largest request body of the REST API, in bytes (413 beyond; checked "
+        "after the API key, before the body is read)",
+    )
+    callback_max_body_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="largest callback body, in bytes (413 beyond; a real one is under 2 KiB)",
+    )
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        description="open connections and requests in flight `pesa serve` allows before "
+        "answering 503 at once (it raises its open-file limit to match)",
+    )
+    read_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a client has to send a complete request, headers and body "
+        "(slower or idle connections are closed)",
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="seconds an idle keep-alive connection is kept open"
+    )
     run_workers: bool = Field(
         True, description="run the reconciler and webhook dispatcher inside `pesa serve`"
     )

@@ -814,6 +814,27 @@ class Ledger:
         decision, payment, inserts = await self._update(conn, current, parsed.result)
         return _callback_status(decision), payment, decision.detail, inserts
 
+    async def store_refused_callback(
+        self, body: bytes, *, source_ip: str | None, detail: str
+    ) -> str:
+        """Keep raw a callback refused before it could be parsed (a body over the size
+        cap, of which ``body`` is the start), as ``invalid`` evidence; nothing else changes.
+
+        Returns:
+            The stored callback's id.
+        """
+        received = self._now()
+        callback_id = new_id("cb", now_ms=int(received.timestamp() * 1000))
+        record = {
+            "id": callback_id,
+            "kind": "stk",
+            "body": bytes(body),
+            "source_ip": source_ip,
+            "received_at": received,
+        }
+        await self._store_callback(record, "invalid", detail, None, None)
+        return callback_id
+
     async def _store_callback(
         self,
         record: dict[str, Any],
