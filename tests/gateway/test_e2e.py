@@ -126,7 +126,7 @@ def test_serve_end_to_end(database_url: str) -> None:
             database_url, PESA_WEBHOOK_URLS=receiver.url, PESA_WEBHOOK_SECRET=WEBHOOK_SECRET
         )
         with serve(env) as (process, url), api_client(url) as api:
-            control = stack.enter_context(EmulatorControl(f"{url}/emulator"))
+            control = stack.enter_context(EmulatorControl(f"{url}/emulator", api_key=API_KEY))
             # A customer who never answers: the target of the forged callbacks below.
             control.add_rule(phone="254711999999", delay=120, callback="drop")
 
