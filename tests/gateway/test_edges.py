@@ -222,7 +222,7 @@ def test_bodies_over_the_cap_are_refused_declared_or_streamed(gateway: Gateway) 
 
 
 def test_four_unauthenticated_100_mb_uploads_cost_no_memory(
-    gateway: Gateway, record_property: Any
+    gateway: Gateway, request: pytest.FixtureRequest
 ) -> None:
     """The finding: 103 MB → 503 MB of gateway memory for one such upload, 738 MB for four."""
     before = gateway.memory_peak_kib()
@@ -248,7 +248,7 @@ def test_four_unauthenticated_100_mb_uploads_cost_no_memory(
     for thread in threads:
         thread.join(120)
     grown_mib = (gateway.memory_peak_kib() - before) / 1024
-    record_property("peak_memory_growth_mib", round(grown_mib, 1))
+    request.node.user_properties.append(("peak_memory_growth_mib", round(grown_mib, 1)))
     assert len(statuses) == 4
     assert grown_mib < 50, f"peak memory grew by {grown_mib:.0f} MiB"
     assert gateway.api.get("/healthz").status_code == 200
@@ -286,7 +286,7 @@ def _still_open(sock: socket.socket) -> bool:
 
 
 def test_a_thousand_idle_connections_do_not_starve_callbacks_or_the_api(
-    gateway: Gateway, record_property: Any
+    gateway: Gateway, request: pytest.FixtureRequest
 ) -> None:
     """The finding: 1,100 never-finished requests made callbacks and API calls time out.
 
@@ -320,8 +320,9 @@ def test_a_thousand_idle_connections_do_not_starve_callbacks_or_the_api(
     finally:
         for sock in idle:
             sock.close()
-    record_property("best_latency_s", {k: round(v, 3) for k, v in best.items()})
-    record_property("idle_still_open", still_open)
+    latencies = {k: round(v, 3) for k, v in best.items()}
+    request.node.user_properties.append(("best_latency_s", latencies))
+    request.node.user_properties.append(("idle_still_open", still_open))
     assert still_open >= IDLE_CONNECTIONS - 100, "idle connections were dropped: proves nothing"
     assert max(best.values()) < 1.0, best
     assert gateway.api.get(f"/v1/payments/{payment['id']}").json()["status"] == "succeeded"
