@@ -116,6 +116,11 @@ def _pem(response: httpx.Response) -> bytes:
     return _checked(response).content
 
 
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    # The emulator mounted in `pesa serve` guards its control API with PESA_API_KEY.
+    return {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
+
+
 class _BaseControl:
     """The control operations, each described once as a :class:`_Call`."""
 
@@ -157,6 +162,9 @@ class _BaseControl:
 class EmulatorControl(_BaseControl):
     """Drive a running emulator over HTTP: the same operations as :class:`Emulator`'s.
 
+    Pass ``api_key`` (``PESA_API_KEY``) to drive the emulator mounted in a ``pesa serve``
+    that has one: its control API then answers only with the key.
+
     Example:
         >>> with EmulatorControl("http://127.0.0.1:8100") as control:  # doctest: +SKIP
         ...     control.add_rule(phone="254711000001", result_code=1032)
@@ -164,11 +172,20 @@ class EmulatorControl(_BaseControl):
     """
 
     def __init__(
-        self, base_url: str, *, verify: bool | ssl.SSLContext = True, timeout: float = 30.0
+        self,
+        base_url: str,
+        *,
+        verify: bool | ssl.SSLContext = True,
+        timeout: float = 30.0,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
-            base_url=self.base_url + _PREFIX, verify=verify, timeout=timeout, trust_env=False
+            base_url=self.base_url + _PREFIX,
+            verify=verify,
+            timeout=timeout,
+            trust_env=False,
+            headers=_auth_headers(api_key),
         )
 
     def _run(self, call: _Call[T]) -> T:
@@ -300,11 +317,20 @@ class AsyncEmulatorControl(_BaseControl):
     """
 
     def __init__(
-        self, base_url: str, *, verify: bool | ssl.SSLContext = True, timeout: float = 30.0
+        self,
+        base_url: str,
+        *,
+        verify: bool | ssl.SSLContext = True,
+        timeout: float = 30.0,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.AsyncClient(
-            base_url=self.base_url + _PREFIX, verify=verify, timeout=timeout, trust_env=False
+            base_url=self.base_url + _PREFIX,
+            verify=verify,
+            timeout=timeout,
+            trust_env=False,
+            headers=_auth_headers(api_key),
         )
 
     async def _run(self, call: _Call[T]) -> T:
