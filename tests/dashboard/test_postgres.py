@@ -72,3 +72,28 @@ def test_every_page_renders_on_postgresql(pg_world: World) -> None:
         assert paid["id"] in exported and paid["receipt"] in exported
     finally:
         client.close()
+
+
+def test_hostile_text_is_a_clear_answer_never_a_database_error(pg_world: World) -> None:
+    """PostgreSQL refuses NUL in text: a search, a sign-in name or a note carrying one is
+    refused or recorded escaped, never a 5xx."""
+    client = Browserless(pg_world)
+    try:
+        token = client.sign_in_form()
+        refused = client.client.post(
+            "/dashboard/sign-in",
+            data={"username": "amina\x00", "password": "whatever-it-is", "csrf_token": token},
+        )
+        assert refused.status_code == 401
+        assert client.sign_in(OPERATOR).status_code == 303
+        search = client.get("/dashboard/payments", params={"q": "0708\x00374149"})
+        assert search.status_code == 422 and "q: must be printable text" in search.text
+        cursor = client.get("/dashboard/payments", params={"cursor": "pay_\x00"})
+        assert cursor.status_code == 422
+        paid = pg_world.payments["paid"]["id"]
+        note = client.post(f"/dashboard/payments/{paid}/resolve-flag", {"note": "ok\x00"})
+        assert note.status_code == 422
+        assert "note: must be text without NUL" in note.text
+        assert client.get("/dashboard/audit").status_code == 200
+    finally:
+        client.close()

@@ -176,6 +176,13 @@ def _check_role(role: object) -> Role:
     raise ValidationError("role", 'must be "viewer" or "operator"', role)
 
 
+def _storable(text: str, max_length: int) -> str:
+    # What anyone typed is recorded as typed, but bounded and without what PostgreSQL's
+    # text type refuses (NUL, unpaired surrogates): those are escaped.
+    text = text[:max_length].replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")[:max_length]
+
+
 def _token_id(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -483,13 +490,13 @@ class OperatorStore:
         values: dict[str, Any] = {
             "at": self._clock(),
             "operator_id": None if operator is None else operator.id,
-            "operator_name": name[:64],
+            "operator_name": _storable(name, 64),
             "action": action,
-            "target": None if target is None else target[:64],
-            "note": note,
-            "outcome": outcome[:16],
-            "detail": None if detail is None else detail[:2000],
-            "source_ip": None if source_ip is None else source_ip[:64],
+            "target": None if target is None else _storable(target, 64),
+            "note": None if note is None else _storable(note, 2000),
+            "outcome": _storable(outcome, 16),
+            "detail": None if detail is None else _storable(detail, 2000),
+            "source_ip": None if source_ip is None else _storable(source_ip, 64),
         }
         async with self._engine.begin() as conn:
             result = await conn.execute(insert(audit_log).values(values))

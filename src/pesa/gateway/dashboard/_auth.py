@@ -33,6 +33,7 @@ __all__ = [
     "csrf_matches",
     "is_https",
     "new_csrf_token",
+    "printable",
     "read_form",
     "safe_next",
     "set_cookie",
@@ -138,3 +139,10 @@ def safe_next(target: str | None) -> str:
     ):
         return target
     return "/dashboard/"
+
+
+def printable(text: str, max_length: int = 64) -> str:
+    """``text`` made safe to store and compare: bounded, control characters (NUL first of
+    all, which PostgreSQL refuses) and unpaired surrogates escaped."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:max_length])
+    return shown.encode("utf-8", "backslashreplace").decode("utf-8")

@@ -36,6 +36,7 @@ from pesa.gateway.dashboard._auth import (
     csrf_matches,
     is_https,
     new_csrf_token,
+    printable,
     read_form,
     safe_next,
     set_cookie,
@@ -249,6 +250,8 @@ class _Filters:
         """
         if len(self.q) > _MAX_QUERY:
             raise ValidationError("q", f"must be at most {_MAX_QUERY} characters", len(self.q))
+        if self.q and printable(self.q, _MAX_QUERY) != self.q:
+            raise ValidationError("q", "must be printable text")
         if self.status and self.status not in {s.value for s in PaymentStatus}:
             allowed = ", ".join(s.value for s in PaymentStatus)
             raise ValidationError("status", f"must be one of {allowed}", self.status)
@@ -256,7 +259,9 @@ class _Filters:
         day_to = _parse_day("to", self.day_to)
         if day_from and day_to and day_to < day_from:
             raise ValidationError("to", "must not be before from", self.day_to)
-        if self.cursor is not None and len(self.cursor) > 64:
+        if self.cursor is not None and (
+            len(self.cursor) > 64 or not self.cursor.isascii() or not self.cursor.isprintable()
+        ):
             raise ValidationError("cursor", "must be a cursor from the previous page")
         return {
             "q": self.q or None,
@@ -417,7 +422,8 @@ def _build_router(pages: _Pages) -> APIRouter:
                 status_code=403,
                 error="The sign-in form expired or was not sent from this page. Try again.",
             )
-        name = form.get("username", "").strip()
+        # Whatever was typed is recorded (audit, throttle): keep it storable.
+        name = printable(form.get("username", "").strip())
         password = form.get("password", "")
         if not name or not password:
             missing = "username" if not name else "password"
