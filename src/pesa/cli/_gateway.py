@@ -115,6 +115,12 @@ def serve(
     console.print(f"pesa gateway ({settings.env})", highlight=False, soft_wrap=True)
     console.print(f"  API:       {urls.public}/v1/payments", highlight=False, soft_wrap=True)
     console.print(f"  docs:      {urls.public}/docs", highlight=False, soft_wrap=True)
+    if settings.dashboard:
+        console.print(
+            f"  dashboard: {urls.public}/dashboard (add operators: pesa operator add NAME)",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"  callbacks: {shown_callback}", highlight=False, soft_wrap=True)
     if urls.emulator is not None:
         console.print(f"  emulator:  {urls.emulator}", highlight=False, soft_wrap=True)

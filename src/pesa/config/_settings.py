@@ -137,6 +137,25 @@ class Settings(BaseSettings):
         True, description="apply database migrations when `pesa serve` starts"
     )
 
+    # -- Dashboard (pesa serve at /dashboard) ---------------------------------------------
+    dashboard: bool = Field(
+        True,
+        description="serve the operator dashboard at /dashboard (add operators with "
+        "`pesa operator add`)",
+    )
+    dashboard_session_ttl: float = Field(
+        28800.0, gt=0, description="seconds a dashboard sign-in lasts before signing in again"
+    )
+    dashboard_max_sign_in_failures: int = Field(
+        5,
+        ge=1,
+        description="failed dashboard sign-ins per name or per address within 15 minutes "
+        "before sign-in is refused until the oldest ages out",
+    )
+    dashboard_refresh_interval: float = Field(
+        5.0, gt=0, description="seconds between live updates of dashboard lists and pages"
+    )
+
     @field_validator("callback_allowed_ips", "trusted_proxies", mode="before")
     @classmethod
     def _split_comma_list(cls, value: Any) -> Any:

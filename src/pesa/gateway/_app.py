@@ -34,6 +34,7 @@ from pesa.gateway._reconciler import Reconciler
 from pesa.gateway._server import RequestGuard
 from pesa.gateway._state import GatewayState
 from pesa.gateway._trust import CallbackTrust
+from pesa.gateway.dashboard import install_dashboard
 from pesa.ledger import Ledger
 
 __all__ = [
@@ -266,6 +267,8 @@ def create_app(
     )
     app.include_router(_api.router)
     app.include_router(_callbacks.router)
+    if settings.dashboard:
+        install_dashboard(app, settings)
     app.state.urls = urls
     if mounted is not None:
         app.mount(EMULATOR_MOUNT, mounted.app)

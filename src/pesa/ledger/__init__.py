@@ -14,6 +14,7 @@ See ``docs/ledger.md`` for the lifecycle, the tables and the guarantees.
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
 from pesa.ledger._engine import async_url, create_engine
 from pesa.ledger._errors import (
+    DeliveryNotFoundError,
     IdempotencyConflictError,
     InvalidTransitionError,
     LedgerConflictError,
@@ -22,6 +23,18 @@ from pesa.ledger._errors import (
 )
 from pesa.ledger._ledger import Clock, Ledger
 from pesa.ledger._migrate import current_revision, head_revision
+from pesa.ledger._operators import (
+    AuditAction,
+    AuditEntry,
+    Operator,
+    OperatorExistsError,
+    OperatorSession,
+    OperatorStore,
+    Role,
+    hash_password,
+    verify_password,
+)
+from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
 from pesa.ledger._states import (
     TERMINAL_STATUSES,
     UNVERIFIED_EXPIRY,
@@ -33,6 +46,7 @@ from pesa.ledger._states import (
     DecisionKind,
     EventType,
     Expired,
+    FlagResolved,
     IdFromCallback,
     IdUnknownToDaraja,
     LedgerInput,
@@ -55,6 +69,7 @@ from pesa.ledger._types import (
     CallbackOutcome,
     CallbackStatus,
     Delivery,
+    DeliveryRecord,
     DeliveryStatus,
     Event,
     LedgerStats,
@@ -72,6 +87,9 @@ __all__ = [
     "UNVERIFIED_EXPIRY",
     "Accepted",
     "Assessment",
+    "AuditAction",
+    "AuditEntry",
+    "Backlog",
     "CallbackOutcome",
     "CallbackStatus",
     "Clock",
@@ -80,10 +98,13 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "Delivery",
+    "DeliveryNotFoundError",
+    "DeliveryRecord",
     "DeliveryStatus",
     "Event",
     "EventType",
     "Expired",
+    "FlagResolved",
     "IdFromCallback",
     "IdUnknownToDaraja",
     "IdempotencyConflictError",
@@ -92,8 +113,14 @@ __all__ = [
     "LedgerConflictError",
     "LedgerError",
     "LedgerInput",
+    "LedgerReports",
     "LedgerStats",
     "MismatchPolicy",
+    "Operator",
+    "OperatorExistsError",
+    "OperatorSession",
+    "OperatorStore",
+    "OutcomeCount",
     "OutcomeUnknown",
     "Page",
     "ParsedStkCallback",
@@ -102,6 +129,7 @@ __all__ = [
     "PaymentState",
     "PaymentStatus",
     "Rejected",
+    "Role",
     "StillPending",
     "StkCallbackParser",
     "StkQueryOutcome",
@@ -115,10 +143,12 @@ __all__ = [
     "current_revision",
     "decide",
     "evolve",
+    "hash_password",
     "head_revision",
     "mismatch_reasons",
     "orphan_matches",
     "parse_stk_callback_body",
     "phones_match",
     "stk_code",
+    "verify_password",
 ]
