@@ -15,8 +15,10 @@ from pesa._exceptions import (
     OutcomeUnknownError,
     PesaError,
     RateLimitError,
+    RedactedRequest,
     ServerError,
     TransportError,
+    UnexpectedResponseError,
     ValidationError,
 )
 from pesa._logging import mask_phone
@@ -39,9 +41,11 @@ __all__ = [
     "OutcomeUnknownError",
     "PesaError",
     "RateLimitError",
+    "RedactedRequest",
     "ServerError",
     "Settings",
     "TransportError",
+    "UnexpectedResponseError",
     "ValidationError",
     "WebhookSignatureError",
     "__version__",

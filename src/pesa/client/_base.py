@@ -22,11 +22,13 @@ from pesa._exceptions import (
     ConfigurationError,
     DarajaError,
     OutcomeUnknownError,
-    ServerError,
+    RedactedRequest,
     TransportError,
+    UnexpectedResponseError,
     ValidationError,
 )
 from pesa._logging import get_logger
+from pesa.client._evidence import describe_request
 from pesa.client._options import DarajaOptionFields, DarajaOptions, _text
 from pesa.client._pacing import RateLimiter
 from pesa.client._retry import (
@@ -51,6 +53,7 @@ from pesa.daraja._models import (
     StkQueryRequest,
     StkQueryResponse,
     TransactionStatusRequest,
+    redact_secrets,
 )
 from pesa.daraja._operations import (
     C2B_REGISTER_URL,
@@ -84,7 +87,6 @@ ResponseT = TypeVar("ResponseT", bound=DarajaResponse)
 HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
 TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
 
-_SECRET_FIELDS: Final = frozenset({"Password", "SecurityCredential"})
 DEFAULT_DESCRIPTION: Final = "Payment"
 
 
@@ -104,7 +106,7 @@ def tls_verify(verify: bool | str | Path | ssl.SSLContext) -> bool | ssl.SSLCont
 
 def redact_body(body: dict[str, Any]) -> dict[str, Any]:
     """A copy of a request body with ``Password`` and ``SecurityCredential`` removed."""
-    return {k: ("[redacted]" if k in _SECRET_FIELDS else v) for k, v in body.items()}
+    return redact_secrets(body)
 
 
 class BaseDaraja(ABC, Generic[HttpT, TransportT]):
@@ -569,7 +571,7 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
         """The response model, or the error to raise or retry on."""
         content = response.content
         if not response.is_success:
-            error = error_from_response(response.status_code, content)
+            error = error_from_response(response.status_code, content, headers=response.headers)
             if isinstance(request, StkQueryRequest) and is_stk_pending(error):
                 # The prompt is still open: a status, not a failure (REFERENCE §6.4).
                 pending = StkQueryResponse(
@@ -585,24 +587,44 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
             # A 2xx that is not JSON (a proxy page, an empty body): not Daraja's answer.
             text = content.decode("utf-8", errors="replace")
             what = "an empty body" if not text.strip() else "a non-JSON body"
-            return ServerError(response.status_code, None, f"{op.name}: {what}", None, text)
+            return UnexpectedResponseError(
+                response.status_code,
+                None,
+                f"{op.name}: HTTP {response.status_code} with {what}",
+                None,
+                text,
+                headers=response.headers,
+            )
         try:
             return op.decode(response.status_code, data, content.decode("utf-8", errors="replace"))
         except DarajaError as err:
+            err.headers = dict(response.headers)
             return err
 
     @staticmethod
     def _outcome_unknown(
-        op: Operation[Any, Any], body: dict[str, Any], error: Exception
+        op: Operation[Any, Any], sent: RedactedRequest, error: Exception
     ) -> OutcomeUnknownError:
-        return OutcomeUnknownError(
-            op.name, redact_body(body), f"{type(error).__name__} after the request was sent"
-        )
+        if isinstance(error, DarajaError):
+            unknown = OutcomeUnknownError(
+                op.name,
+                sent,
+                f"HTTP {error.status_code} answer that cannot be read: {error.error_message}",
+                status_code=error.status_code,
+                headers=error.headers,
+                request_id=error.request_id,
+            )
+        else:
+            unknown = OutcomeUnknownError(
+                op.name, sent, f"{type(error).__name__} after the request was sent"
+            )
+        unknown.__cause__ = error
+        return unknown
 
     # -- the decision half of the send loop ------------------------------------------
 
     def _after_exception(
-        self, op: Operation[Any, Any], body: dict[str, Any], exc: Exception, attempt: int
+        self, op: Operation[Any, Any], sent: httpx.Request, exc: Exception, attempt: int
     ) -> _Step:
         if isinstance(exc, TokenFetchError):
             # The operation itself was never sent: retry OAuth's transient failures.
@@ -612,10 +634,15 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
         elif isinstance(exc, httpx.RequestError):
             failure = classify_transport_error(exc)
             moves_money = op.moves_money
+            evidence = describe_request(sent)
             if failure == "maybe_sent" and op.moves_money:
                 log.warning("%s: %s after sending; outcome unknown", op.name, type(exc).__name__)
-                return _Step(error=self._outcome_unknown(op, body, exc))
-            final = TransportError(f"{op.name}: {type(exc).__name__}: {exc or 'no answer'}")
+                return _Step(error=self._outcome_unknown(op, evidence, exc))
+            final = TransportError(
+                f"{op.name}: {type(exc).__name__} from {evidence}: {exc or 'no answer'}",
+                operation=op.name,
+                request=evidence,
+            )
             final.__cause__ = exc
         else:
             return _Step(error=exc)
@@ -638,7 +665,7 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
         self,
         op: Operation[Any, Any],
         request: DarajaRequest,
-        body: dict[str, Any],
+        sent: httpx.Request,
         response: httpx.Response,
         attempt: int,
     ) -> _Step:
@@ -646,10 +673,12 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
         if not isinstance(outcome, DarajaError):
             log.debug("%s answered %d", op.name, response.status_code)
             return _Step(result=outcome)
+        outcome.operation = op.name
+        outcome.request = describe_request(sent, op.encode(request))
         log.debug("%s answered %d: %s", op.name, response.status_code, outcome)
-        if op.moves_money and response.is_success and isinstance(outcome, ServerError):
+        if op.moves_money and isinstance(outcome, UnexpectedResponseError):
             # A 2xx we cannot read: the request was accepted, perhaps. Never re-send.
-            return _Step(error=self._outcome_unknown(op, body, outcome))
+            return _Step(error=self._outcome_unknown(op, outcome.request, outcome))
         decision = should_retry(
             operation=op.name,
             moves_money=op.moves_money,

@@ -86,12 +86,13 @@ class Daraja(BaseDaraja[httpx.Client, httpx.BaseTransport]):
             if self.rate_limiter is not None:
                 self.rate_limiter.wait()
             log.debug("%s %s %s", op.method, op.path, body)
+            sent = self._request(self._http, op, body, timeout)
             try:
-                response = self._http.send(self._request(self._http, op, body, timeout), auth=auth)
+                response = self._http.send(sent, auth=auth)
             except (httpx.RequestError, TokenFetchError) as exc:
-                step = self._after_exception(op, body, exc, attempt)
+                step = self._after_exception(op, sent, exc, attempt)
             else:
-                step = self._after_response(op, request, body, response, attempt)
+                step = self._after_response(op, request, sent, response, attempt)
             if step.result is not None:
                 return step.result
             if step.error is not None:
@@ -113,7 +114,7 @@ class Daraja(BaseDaraja[httpx.Client, httpx.BaseTransport]):
             try:
                 return auth.sync_token(self._http, refresh=refresh)
             except (httpx.RequestError, TokenFetchError) as exc:
-                step = self._after_exception(OAUTH, {}, exc, attempt)
+                step = self._after_exception(OAUTH, auth.token_request(), exc, attempt)
             if step.error is not None:
                 raise step.error
             time.sleep(step.delay)
@@ -366,14 +367,13 @@ class AsyncDaraja(BaseDaraja[httpx.AsyncClient, httpx.AsyncBaseTransport]):
             if self.rate_limiter is not None:
                 await self.rate_limiter.await_slot()
             log.debug("%s %s %s", op.method, op.path, body)
+            sent = self._request(self._http, op, body, timeout)
             try:
-                response = await self._http.send(
-                    self._request(self._http, op, body, timeout), auth=auth
-                )
+                response = await self._http.send(sent, auth=auth)
             except (httpx.RequestError, TokenFetchError) as exc:
-                step = self._after_exception(op, body, exc, attempt)
+                step = self._after_exception(op, sent, exc, attempt)
             else:
-                step = self._after_response(op, request, body, response, attempt)
+                step = self._after_response(op, request, sent, response, attempt)
             if step.result is not None:
                 return step.result
             if step.error is not None:
@@ -395,7 +395,7 @@ class AsyncDaraja(BaseDaraja[httpx.AsyncClient, httpx.AsyncBaseTransport]):
             try:
                 return await auth.async_token(self._http, refresh=refresh)
             except (httpx.RequestError, TokenFetchError) as exc:
-                step = self._after_exception(OAUTH, {}, exc, attempt)
+                step = self._after_exception(OAUTH, auth.token_request(), exc, attempt)
             if step.error is not None:
                 raise step.error
             await anyio.sleep(step.delay)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 from pesa._exceptions import (
@@ -51,7 +52,13 @@ def _snippet(text: str) -> str:
     return flat[:_MAX_SNIPPET] + ("..." if len(flat) > _MAX_SNIPPET else "")
 
 
-def error_from_response(status_code: int, content: bytes, *, oauth: bool = False) -> DarajaError:
+def error_from_response(
+    status_code: int,
+    content: bytes,
+    *,
+    oauth: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> DarajaError:
     """The :class:`DarajaError` subclass for an error answer from Daraja.
 
     Args:
@@ -59,6 +66,7 @@ def error_from_response(status_code: int, content: bytes, *, oauth: bool = False
         content: the raw body (JSON, HTML, text or empty).
         oauth: the answer came from the OAuth endpoint (any failure there is an
             :class:`AuthenticationError`, except rate limiting and 5xx).
+        headers: the answer's headers, kept on the error as evidence.
     """
     text = content.decode("utf-8", errors="replace")
     data = _json(content) or {}
@@ -91,7 +99,7 @@ def error_from_response(status_code: int, content: bytes, *, oauth: bool = False
     else:
         # A 2xx whose body says failure (ResponseCode other than 0).
         cls = BadRequestError
-    return cls(status_code, error_code, message.strip(), request_id, text)
+    return cls(status_code, error_code, message.strip(), request_id, text, headers=headers)
 
 
 def is_invalid_token(error: DarajaError) -> bool:

@@ -10,7 +10,7 @@ from typing import Any, Final, Generic, Literal, TypeVar
 
 from pydantic import ValidationError as PydanticValidationError
 
-from pesa._exceptions import BadRequestError, ServerError
+from pesa._exceptions import BadRequestError, UnexpectedResponseError
 from pesa.daraja._models import (
     AccountBalanceRequest,
     B2CPaymentRequest,
@@ -83,17 +83,18 @@ class Operation(Generic[RequestT, ResponseT]):
         """Parse a 2xx answer into the response model.
 
         Raises:
-            ServerError: the body is not the expected shape (a 2xx we cannot read).
+            UnexpectedResponseError: the body is not the expected shape (a 2xx we cannot
+                read).
             BadRequestError: it carries a ``ResponseCode`` other than success.
         """
         if not isinstance(data, dict):
-            raise ServerError(
+            raise UnexpectedResponseError(
                 status_code, None, f"{self.name}: answer is not an object", None, text
             )
         try:
             response = self.response_model.model_validate(data)
         except PydanticValidationError as err:
-            raise ServerError(
+            raise UnexpectedResponseError(
                 status_code,
                 None,
                 f"{self.name}: unexpected answer shape ({err.error_count()} errors)",

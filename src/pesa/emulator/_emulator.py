@@ -34,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from pesa._constants import NAIROBI_TZ
+from pesa._exceptions import ValidationError
 from pesa._logging import get_logger, mask_phone
 from pesa.emulator import _daraja as daraja
 from pesa.emulator import _validate as v
@@ -351,7 +352,7 @@ class Emulator:
     def set_rate_limit(self, requests_per_second: float | None) -> None:
         """Allow each app this many requests per second; beyond it answer spike arrest."""
         if requests_per_second is not None and requests_per_second <= 0:
-            raise ValueError("requests_per_second must be positive (or None for unlimited)")
+            raise ValidationError("requests_per_second", "must be positive (or None for unlimited)")
         self._rate_limit = requests_per_second
         self._buckets.clear()
 

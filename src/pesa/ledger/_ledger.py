@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
-from pesa._exceptions import InvalidCallbackError, ValidationError
+from pesa._exceptions import ConfigurationError, InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, mask_phone, redact
 from pesa.daraja import normalize_msisdn
 from pesa.ledger import _migrate
@@ -42,6 +42,7 @@ from pesa.ledger._engine import BEGIN_MODE, create_engine
 from pesa.ledger._errors import (
     IdempotencyConflictError,
     InvalidTransitionError,
+    LedgerError,
     PaymentNotFoundError,
 )
 from pesa.ledger._ids import new_id
@@ -291,7 +292,7 @@ class Ledger:
     def _now(self) -> datetime:
         now = self._clock()
         if now.tzinfo is None:
-            raise ValueError("the ledger clock must return an aware datetime")
+            raise ConfigurationError("the ledger clock must return an aware datetime")
         return now
 
     # -- create -------------------------------------------------------------------------
@@ -523,7 +524,7 @@ class Ledger:
                     return await work(conn)
             except _VersionConflict:
                 log.debug("version conflict, retrying (attempt %d)", attempt + 1)
-        raise RuntimeError("payment kept changing under a guarded update; gave up")
+        raise LedgerError("payment kept changing under a guarded update; gave up")
 
     async def _lock_payment(self, conn: AsyncConnection, where: Any) -> Payment | None:
         query = select(payments).where(where)

@@ -29,6 +29,8 @@ from sqlalchemy import (
     text,
 )
 
+from pesa._exceptions import ValidationError
+
 __all__ = [
     "UTCDateTime",
     "callbacks",
@@ -61,7 +63,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given to the ledger; use an aware datetime")
+            raise ValidationError("datetime", "must be timezone-aware (the ledger stores UTC)")
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
