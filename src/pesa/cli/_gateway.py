@@ -235,7 +235,7 @@ def demo(
     from rich.console import Console
     from rich.table import Table
 
-    from pesa.gateway._demo import run_demo
+    from pesa.cli._demo import run_demo
 
     console.print("pesa demo: gateway + emulator + SQLite on a free loopback port ...")
     results, notes = anyio.run(lambda: run_demo(timeout=timeout))

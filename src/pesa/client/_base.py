@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import ssl
 import threading
 import uuid
@@ -39,7 +38,6 @@ from pesa.client._retry import (
 )
 from pesa.client._token import DarajaAuth, InMemoryTokenStore, TokenFetchError, TokenStore
 from pesa.daraja._credential import bundled_certificate, load_certificate, security_credential
-from pesa.daraja._errors import error_from_response, is_stk_pending
 from pesa.daraja._models import (
     AccountBalanceRequest,
     B2CCommand,
@@ -51,7 +49,6 @@ from pesa.daraja._models import (
     ReversalRequest,
     StkPushRequest,
     StkQueryRequest,
-    StkQueryResponse,
     TransactionStatusRequest,
     redact_secrets,
 )
@@ -565,43 +562,6 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
         return client.build_request(op.method, op.path, json=body, timeout=self._timeout(timeout))
 
     @staticmethod
-    def _interpret(
-        op: Operation[DarajaRequest, ResponseT], request: DarajaRequest, response: httpx.Response
-    ) -> ResponseT | DarajaError:
-        """The response model, or the error to raise or retry on."""
-        content = response.content
-        if not response.is_success:
-            error = error_from_response(response.status_code, content, headers=response.headers)
-            if isinstance(request, StkQueryRequest) and is_stk_pending(error):
-                # The prompt is still open: a status, not a failure (REFERENCE §6.4).
-                pending = StkQueryResponse(
-                    checkout_request_id=request.checkout_request_id,
-                    result_desc=error.error_message,
-                    pending=True,
-                )
-                return pending  # type: ignore[return-value]  # op is STK_QUERY here
-            return error
-        try:
-            data = json.loads(content)
-        except ValueError:
-            # A 2xx that is not JSON (a proxy page, an empty body): not Daraja's answer.
-            text = content.decode("utf-8", errors="replace")
-            what = "an empty body" if not text.strip() else "a non-JSON body"
-            return UnexpectedResponseError(
-                response.status_code,
-                None,
-                f"{op.name}: HTTP {response.status_code} with {what}",
-                None,
-                text,
-                headers=response.headers,
-            )
-        try:
-            return op.decode(response.status_code, data, content.decode("utf-8", errors="replace"))
-        except DarajaError as err:
-            err.headers = dict(response.headers)
-            return err
-
-    @staticmethod
     def _outcome_unknown(
         op: Operation[Any, Any], sent: RedactedRequest, error: Exception
     ) -> OutcomeUnknownError:
@@ -669,7 +629,7 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
         response: httpx.Response,
         attempt: int,
     ) -> _Step:
-        outcome = self._interpret(op, request, response)
+        outcome = op.interpret(request, response.status_code, response.content, response.headers)
         if not isinstance(outcome, DarajaError):
             log.debug("%s answered %d", op.name, response.status_code)
             return _Step(result=outcome)

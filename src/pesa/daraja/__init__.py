@@ -21,6 +21,8 @@ from pesa.daraja._callbacks import (
 from pesa.daraja._codes import CodeKind, ResultCode, lookup_code
 from pesa.daraja._credential import (
     BUNDLED_CERTIFICATES,
+    SANDBOX_PASSKEY,
+    SANDBOX_STK_SHORTCODE,
     bundled_certificate,
     load_certificate,
     security_credential,
@@ -31,8 +33,10 @@ from pesa.daraja._errors import (
     error_from_response,
     is_invalid_token,
     is_stk_pending,
+    proves_not_processed,
 )
 from pesa.daraja._models import (
+    SECRET_FIELDS,
     AccountBalanceRequest,
     B2CCommand,
     B2CPaymentRequest,
@@ -52,6 +56,7 @@ from pesa.daraja._models import (
     TokenResponse,
     TransactionStatusRequest,
     is_success_code,
+    redact_secrets,
 )
 from pesa.daraja._operations import (
     ACCOUNT_BALANCE,
@@ -120,6 +125,9 @@ __all__ = [
     "REMARKS_MAX",
     "REMARKS_MIN",
     "REVERSAL",
+    "SANDBOX_PASSKEY",
+    "SANDBOX_STK_SHORTCODE",
+    "SECRET_FIELDS",
     "STK_PUSH",
     "STK_QUERY",
     "TRANSACTION_DESC_MAX",
@@ -168,6 +176,8 @@ __all__ = [
     "parse_daraja_timestamp",
     "parse_result",
     "parse_stk_callback",
+    "proves_not_processed",
+    "redact_secrets",
     "security_credential",
     "stk_password",
     "validate_account_reference",

@@ -13,7 +13,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
@@ -25,7 +25,7 @@ from pesa._logging import get_logger
 from pesa._version import __version__
 from pesa.client import AsyncDaraja
 from pesa.config import Settings
-from pesa.emulator import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE, Emulator, config_from_settings
+from pesa.daraja import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE
 from pesa.gateway import _api, _callbacks
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
 from pesa.gateway._metrics import Metrics
@@ -34,6 +34,9 @@ from pesa.gateway._reconciler import Reconciler
 from pesa.gateway._state import GatewayState
 from pesa.gateway._trust import CallbackTrust
 from pesa.ledger import Ledger
+
+if TYPE_CHECKING:
+    from pesa.emulator import Emulator
 
 __all__ = [
     "EMULATOR_MOUNT",
@@ -224,7 +227,12 @@ def create_app(
     check_settings(settings)
     mounted: Emulator | None = None
     if settings.env == "emulator":
-        mounted = emulator if emulator is not None else Emulator(config_from_settings(settings))
+        if emulator is None:
+            # Imported here: only the emulator environment mounts one.
+            from pesa.emulator import Emulator, config_from_settings
+
+            emulator = Emulator(config_from_settings(settings))
+        mounted = emulator
     token_secret = settings.callback_token
     # In the emulator a fresh random token per start is as good as a configured one.
     token = token_secret.get_secret_value() if token_secret else secrets.token_urlsafe(24)
