@@ -10,12 +10,14 @@ from typing import Annotated, Any
 
 import anyio
 import typer
+from pydantic import ValidationError as PydanticValidationError
 
 from pesa._exceptions import ConfigurationError
 from pesa._logging import configure_logging
 from pesa._net import listen_socket
 from pesa.cli._app import app, console, fail
 from pesa.config import Settings
+from pesa.config._settings import configuration_error
 
 __all__ = ["bind_socket", "db_app", "load_settings"]
 
@@ -23,23 +25,22 @@ db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read ``PESA_*`` settings, with command-line flags (not ``None``) taking precedence."""
+def load_settings(flags: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read ``PESA_*`` settings, with command-line flags (not ``None``) taking precedence.
+
+    Args:
+        flags: setting name → the flag it came from, so that an error names ``--port``
+            rather than ``PESA_GATEWAY_PORT`` when the flag was given.
+    """
     given = {name: value for name, value in overrides.items() if value is not None}
+    named = {name: flag for name, flag in (flags or {}).items() if name in given}
     try:
         return Settings(**given)
-    except ValueError as err:
-        # pydantic's message is several lines; one line naming the variable is enough.
-        fail(_first_error(err))
-
-
-def _first_error(err: ValueError) -> str:
-    errors = getattr(err, "errors", None)
-    if callable(errors):
-        for item in errors():
-            loc = ".".join(str(part) for part in item.get("loc", ()))
-            return f"PESA_{loc.upper()}: {item.get('msg', 'invalid')}"
-    return str(err)
+    except ConfigurationError as err:
+        cause = err.__context__
+        if isinstance(cause, PydanticValidationError):
+            fail(str(configuration_error(cause, named)))
+        fail(str(err))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -84,7 +85,11 @@ def serve(
     from pesa.gateway._callbacks import CallbackPathFilter
 
     settings = load_settings(
-        gateway_host=host, gateway_port=port, run_workers=workers, auto_migrate=migrate
+        {"gateway_host": "--host", "gateway_port": "--port"},
+        gateway_host=host,
+        gateway_port=port,
+        run_workers=workers,
+        auto_migrate=migrate,
     )
     # Callback URLs carry the secret token: keep it out of every log line (pesa's own,
     # the client's request logs, uvicorn's access log).
@@ -168,8 +173,7 @@ def worker() -> None:
         # The reconciler's STK queries need the Daraja credentials: say so now, not at
         # the first query.
         try:
-            for name in ("consumer_key", "consumer_secret", "shortcode", "passkey"):
-                settings.require(name)
+            settings.require_all("consumer_key", "consumer_secret", "shortcode", "passkey")
         except ConfigurationError as err:
             fail(str(err))
     console.print(

@@ -211,5 +211,7 @@ class DarajaOptions:
                 FileTokenStore(settings.token_cache_path) if settings.token_cache_path else None
             ),
         }
+        if settings.ca_bundle is not None:
+            fields["verify"] = settings.ca_bundle
         fields.update(overrides)
         return cls(**fields)

@@ -65,11 +65,12 @@ def check_settings(settings: Settings) -> None:
     its credentials (consumer key and secret, shortcode, passkey).
 
     Raises:
-        ConfigurationError: naming the missing ``PESA_*`` variable.
+        ConfigurationError: naming every missing ``PESA_*`` variable.
     """
     if settings.env == "emulator":
         return
-    for name in (
+    # Every missing one at once: a sandbox set up one restart per variable is no fun.
+    settings.require_all(
         "api_key",
         "callback_token",
         "public_url",
@@ -77,8 +78,7 @@ def check_settings(settings: Settings) -> None:
         "consumer_secret",
         "shortcode",
         "passkey",
-    ):
-        settings.require(name)
+    )
     public_url = settings.require("public_url")
     scheme = urlsplit(public_url).scheme
     if scheme not in ("http", "https"):
