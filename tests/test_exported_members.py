@@ -20,6 +20,7 @@ SUBPACKAGES = [
     "pesa.daraja",
     "pesa.emulator",
     "pesa.gateway",
+    "pesa.gateway_client",
     "pesa.ledger",
     "pesa.testing",
 ]

@@ -15,7 +15,8 @@ import pytest
         ("pesa.ledger", ("pesa.emulator", "pesa.testing", "pesa.gateway", "pesa.client")),
         ("pesa.client", ("pesa.emulator", "pesa.testing", "pesa.gateway", "pesa.ledger")),
         ("pesa.daraja", ("pesa.client", "pesa.emulator", "pesa.gateway", "pesa.ledger")),
-        ("pesa", ("pesa.emulator", "pesa.gateway", "pesa.ledger", "fastapi", "sqlalchemy")),
+        ("pesa.gateway_client", ("pesa.gateway.", "pesa.ledger", "fastapi", "sqlalchemy")),
+        ("pesa", ("pesa.emulator", "pesa.gateway.", "pesa.ledger", "fastapi", "sqlalchemy")),
     ],
 )
 def test_importing_a_layer_does_not_import_what_sits_above_it(

@@ -8,6 +8,7 @@ The tree::
     ├── InvalidCallbackError        a callback body that is not what Daraja sends
     ├── TransportError              no HTTP answer (connect error, timeout) for a safe-to-retry call
     ├── OutcomeUnknownError         a money-moving request may have reached Daraja; settle by query
+    ├── GatewayError                the pesa gateway's REST API answered with an error
     └── DarajaError                 Daraja answered with an error (status, errorCode, requestId)
         ├── AuthenticationError     OAuth refused the consumer key/secret
         ├── InvalidTokenError       the access token was refused (404.001.03, 401.002.01, ...)
@@ -38,6 +39,7 @@ __all__ = [
     "ConfigurationError",
     "DarajaError",
     "DuplicateRequestError",
+    "GatewayError",
     "InvalidCallbackError",
     "InvalidTokenError",
     "OutcomeUnknownError",
@@ -155,6 +157,49 @@ class OutcomeUnknownError(PesaError):
         self.headers = dict(headers or {})
         self.request_id = request_id
         super().__init__(f"{operation}: outcome unknown, settle by query: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+class GatewayError(PesaError):
+    """The pesa gateway's REST API (``/v1``) answered with an error.
+
+    Attributes:
+        status_code: the HTTP status (``409`` for an idempotency key reused with other
+            parameters, ``404`` for an unknown payment, ``422`` for bad input, ...).
+        type: the API's error type (``"validation_error"``, ``"idempotency_conflict"``,
+            ``"not_found"``, ...).
+        message: the API's message.
+        field: the field at fault, for a validation error.
+        rule: the rule it broke, for a validation error.
+        request: the request, ``Authorization`` redacted.
+        headers: the response headers.
+        body: the raw response body.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        type: str,
+        message: str,
+        *,
+        field: str | None = None,
+        rule: str | None = None,
+        request: RedactedRequest | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: str = "",
+    ) -> None:
+        self.status_code = status_code
+        self.type = type
+        self.message = message
+        self.field = field
+        self.rule = rule
+        self.request = request
+        self.headers = dict(headers or {})
+        self.body = body
+        where = f" ({field}: {rule})" if field and rule else ""
+        super().__init__(f"[{status_code} {type}] {message}{where}")
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.args, self.__dict__))

@@ -8,12 +8,24 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from typer.core import TyperGroup
 
 from pesa._exceptions import PesaError
 from pesa._version import __version__
 
-__all__ = ["app", "console", "err_console", "fail", "json_output", "print_json"]
+__all__ = [
+    "app",
+    "console",
+    "err_console",
+    "fail",
+    "json_output",
+    "print_json",
+    "require_server",
+]
+
+# What `pip install 'pesa[server]'` adds, as import names.
+_SERVER_MODULES = ("fastapi", "uvicorn", "sqlalchemy", "alembic", "aiosqlite")
 
 # Set while a command runs with --json: its errors are JSON too.
 _JSON_ERRORS: ContextVar[bool] = ContextVar("pesa_cli_json_errors", default=False)
@@ -61,8 +73,22 @@ def fail(message: str, code: int = 1, *, kind: str = "error") -> NoReturn:
     if _JSON_ERRORS.get():
         print_json({"error": {"type": kind, "message": message, "exit_code": code}})
     else:
-        err_console.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+        # Escaped: messages carry brackets ("[400.002.02]", "pesa[server]") that are not markup.
+        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
     raise typer.Exit(code)
+
+
+def require_server(command: str) -> None:
+    """Exit with one line if the ``[server]`` extra is not installed (``pesa serve`` etc.)."""
+    from importlib.util import find_spec
+
+    missing = [name for name in _SERVER_MODULES if find_spec(name) is None]
+    if missing:
+        fail(
+            f"`pesa {command}` needs the server extra (missing: {', '.join(missing)}): "
+            "pip install 'pesa[server]'",
+            kind="MissingExtraError",
+        )
 
 
 def print_json(data: Any) -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pesa._net import listen_socket
-from pesa.cli._app import app, console, fail
+from pesa.cli._app import app, console, fail, require_server
 
 __all__ = ["emulator"]
 
@@ -97,6 +97,7 @@ def emulator(
     log_level: Annotated[str, typer.Option(help="log level of pesa's logger")] = "info",
 ) -> None:
     """Serve a local Daraja (sandbox paths, payloads, codes and callbacks) on localhost."""
+    require_server("emulator")
     import pydantic
 
     from pesa._logging import configure_logging

@@ -15,7 +15,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pesa._exceptions import ConfigurationError
 from pesa._logging import configure_logging
 from pesa._net import listen_socket
-from pesa.cli._app import app, console, fail
+from pesa.cli._app import app, console, fail, require_server
 from pesa.config import Settings
 from pesa.config._settings import configuration_error
 
@@ -78,6 +78,7 @@ def serve(
     ] = None,
 ) -> None:
     """Run the gateway: REST API, callback route, workers (and the emulator, in emulator)."""
+    require_server("serve")
     import uvicorn
 
     from pesa.gateway import create_app
@@ -167,6 +168,7 @@ def _safe_url(url: str) -> str:
 @app.command()
 def worker() -> None:
     """Run the reconciler and webhook dispatcher without the API (for extra processes)."""
+    require_server("worker")
     settings = load_settings()
     configure_logging(settings.log).addFilter(_callback_path_filter())
     if settings.env != "emulator":
@@ -221,6 +223,7 @@ def _migrate(settings: Settings) -> None:
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the ledger database to the latest schema (PESA_DATABASE_URL)."""
+    require_server("db upgrade")
     settings = load_settings()
     _migrate(settings)
     console.print(f"database is up to date: {_safe_url(settings.database_url)}", highlight=False)
@@ -236,6 +239,7 @@ def demo(
 
     Exits 0 only if every payment ended as its scenario promises.
     """
+    require_server("demo")
     from rich.console import Console
     from rich.table import Table
 
