@@ -4,6 +4,7 @@ from pesa.cli import (
     _client,  # noqa: F401  (registers `pesa token`, `pesa stk`)
     _emulator,  # noqa: F401  (registers `pesa emulator`)
     _gateway,  # noqa: F401  (registers `pesa serve|worker|db|demo`)
+    _payments,  # noqa: F401  (registers `pesa payments|events|listen|trigger`)
 )
 from pesa.cli._app import app
 from pesa.cli._main import main

@@ -27,7 +27,7 @@ from pesa._exceptions import ConfigurationError, GatewayError, TransportError, V
 from pesa._logging import get_logger
 from pesa.client._evidence import describe_request
 from pesa.client._retry import RetryPolicy, parse_retry_after
-from pesa.gateway_client._models import EventOut, EventPage, PaymentOut, PaymentPage
+from pesa.gateway_client._models import EventOut, EventPage, HealthOut, PaymentOut, PaymentPage
 
 if TYPE_CHECKING:
     from pesa.config import Settings
@@ -114,18 +114,19 @@ class BaseGatewayClient(ABC, Generic[HttpT, TransportT]):
         settings: Settings,
         *,
         base_url: str | None = None,
+        api_key: str | None = None,
         transport: TransportT | None = None,
     ) -> Self:
         """A client of the gateway a :class:`pesa.Settings` describes.
 
         The URL is ``base_url``, else ``PESA_PUBLIC_URL``, else ``PESA_GATEWAY_HOST`` and
-        ``PESA_GATEWAY_PORT``; the key is ``PESA_API_KEY``.
+        ``PESA_GATEWAY_PORT``; the key is ``api_key``, else ``PESA_API_KEY``.
         """
         host = settings.gateway_host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"  # listening everywhere: reachable on loopback
         url = base_url or settings.public_url or f"http://{host}:{settings.gateway_port}"
-        key = settings.api_key.get_secret_value() if settings.api_key else None
+        key = api_key or (settings.api_key.get_secret_value() if settings.api_key else None)
         return cls(
             url,
             api_key=key,
@@ -135,11 +136,11 @@ class BaseGatewayClient(ABC, Generic[HttpT, TransportT]):
         )
 
     @classmethod
-    def from_env(cls, *, base_url: str | None = None) -> Self:
+    def from_env(cls, *, base_url: str | None = None, api_key: str | None = None) -> Self:
         """A client configured from ``PESA_*`` variables (see :meth:`from_settings`)."""
         from pesa.config import Settings
 
-        return cls.from_settings(Settings(), base_url=base_url)
+        return cls.from_settings(Settings(), base_url=base_url, api_key=api_key)
 
     # -- requests (pure) ----------------------------------------------------------------
 
@@ -353,6 +354,10 @@ class GatewayClient(BaseGatewayClient[httpx.Client, httpx.BaseTransport]):
         )
         return self._send(call, PaymentOut, timeout)
 
+    def health(self, *, timeout: float | None = None) -> HealthOut:
+        """The gateway's health and environment (``GET /healthz``, no API key needed)."""
+        return self._send(_Call("GET", "/healthz"), HealthOut, timeout)
+
     def get_payment(self, payment_id: str, *, timeout: float | None = None) -> PaymentOut:
         """Read one payment (``GET /v1/payments/{id}``).
 
@@ -508,6 +513,10 @@ class AsyncGatewayClient(BaseGatewayClient[httpx.AsyncClient, httpx.AsyncBaseTra
             phone, amount, account_reference, description, metadata, idempotency_key
         )
         return await self._send(call, PaymentOut, timeout)
+
+    async def health(self, *, timeout: float | None = None) -> HealthOut:
+        """The gateway's health and environment (``GET /healthz``, no API key needed)."""
+        return await self._send(_Call("GET", "/healthz"), HealthOut, timeout)
 
     async def get_payment(self, payment_id: str, *, timeout: float | None = None) -> PaymentOut:
         """Read one payment (``GET /v1/payments/{id}``).
