@@ -74,7 +74,9 @@ def fail(message: str, code: int = 1, *, kind: str = "error") -> NoReturn:
         print_json({"error": {"type": kind, "message": message, "exit_code": code}})
     else:
         # Escaped: messages carry brackets ("[400.002.02]", "pesa[server]") that are not markup.
-        err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True)
+        err_console.print(
+            f"[bold red]error:[/] {escape(message)}", highlight=False, markup=True, soft_wrap=True
+        )
     raise typer.Exit(code)
 
 

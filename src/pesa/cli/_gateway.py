@@ -12,7 +12,7 @@ import anyio
 import typer
 from pydantic import ValidationError as PydanticValidationError
 
-from pesa._exceptions import ConfigurationError
+from pesa._exceptions import ConfigurationError, PesaError
 from pesa._logging import configure_logging
 from pesa._net import listen_socket
 from pesa.cli._app import app, console, fail, require_server
@@ -82,7 +82,7 @@ def serve(
     import uvicorn
 
     from pesa.gateway import create_app
-    from pesa.gateway._app import check_settings
+    from pesa.gateway._app import check_settings, daraja_url
     from pesa.gateway._callbacks import CallbackPathFilter
 
     settings = load_settings(
@@ -102,6 +102,8 @@ def serve(
     if settings.auto_migrate:
         # Before uvicorn starts, so that an unreachable database is one clear line.
         _migrate(settings)
+    else:
+        _check_database(settings)
     sock = bind_socket(settings.gateway_host, settings.gateway_port)
     actual_port = sock.getsockname()[1]
     settings = settings.model_copy(update={"gateway_port": actual_port, "auto_migrate": False})
@@ -125,6 +127,7 @@ def serve(
     console.print(
         f"  database:  {_safe_url(settings.database_url)}", highlight=False, soft_wrap=True
     )
+    console.print(f"  Daraja:    {daraja_url(settings)}", highlight=False, soft_wrap=True)
     sys.stdout.flush()
     # Access logs show request paths, and callback paths carry the secret token.
     for name in ("uvicorn.access", "uvicorn.error"):
@@ -178,9 +181,14 @@ def worker() -> None:
             settings.require_all("consumer_key", "consumer_secret", "shortcode", "passkey")
         except ConfigurationError as err:
             fail(str(err))
-    console.print(
-        f"pesa worker ({settings.env}): reconciler and webhook dispatcher", highlight=False
-    )
+    _check_database(settings)
+    from pesa.gateway._app import daraja_url, gateway_urls
+
+    say = console.print
+    say(f"pesa worker ({settings.env}): reconciler and webhook dispatcher", highlight=False)
+    say(f"  database:  {_safe_url(settings.database_url)}", highlight=False, soft_wrap=True)
+    say(f"  Daraja:    {daraja_url(settings)}", highlight=False, soft_wrap=True)
+    say(f"  public:    {gateway_urls(settings, '-').public}", highlight=False, soft_wrap=True)
     sys.stdout.flush()
     anyio.run(_run_worker, settings)
 
@@ -202,6 +210,41 @@ async def _run_worker(settings: Settings) -> None:
         tg.cancel_scope.cancel()
 
 
+def _reason(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _check_database(settings: Settings) -> None:
+    """Exit with one line unless the database answers and is migrated (before any banner)."""
+
+    async def probe() -> tuple[str | None, str]:
+        from pesa.ledger import Ledger, current_revision, head_revision
+
+        with anyio.fail_after(20):
+            ledger = await Ledger.open(settings.database_url)
+            try:
+                return await current_revision(ledger.engine), head_revision()
+            finally:
+                await ledger.close()
+
+    where = _safe_url(settings.database_url)
+    try:
+        current, head = anyio.run(probe)
+    except PesaError as err:
+        fail(f"cannot use the database {where}: {err}")
+    except Exception as err:
+        fail(
+            f"cannot reach the database {where}: {_reason(err)} "
+            "(is it running? check PESA_DATABASE_URL)"
+        )
+    if current != head:
+        fail(
+            f"the database {where} is at schema {current or 'none'}, not {head}: "
+            "run `pesa db upgrade` (or start `pesa serve` without --no-migrate)"
+        )
+
+
 def _migrate(settings: Settings) -> None:
     async def upgrade() -> None:
         from pesa.ledger import Ledger
@@ -216,8 +259,7 @@ def _migrate(settings: Settings) -> None:
         anyio.run(upgrade)
     except Exception as err:
         # One line: the database URL (password hidden) and what went wrong.
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        fail(f"cannot migrate the database {_safe_url(settings.database_url)}: {reason}")
+        fail(f"cannot migrate the database {_safe_url(settings.database_url)}: {_reason(err)}")
 
 
 @db_app.command("upgrade")

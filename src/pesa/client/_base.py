@@ -598,8 +598,11 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
             if failure == "maybe_sent" and op.moves_money:
                 log.warning("%s: %s after sending; outcome unknown", op.name, type(exc).__name__)
                 return _Step(error=self._outcome_unknown(op, evidence, exc))
+            hint = ""
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                hint = f" (is Daraja reachable at {self.base_url}? check PESA_BASE_URL)"
             final = TransportError(
-                f"{op.name}: {type(exc).__name__} from {evidence}: {exc or 'no answer'}",
+                f"{op.name}: {type(exc).__name__} from {evidence}: {exc or 'no answer'}{hint}",
                 operation=op.name,
                 request=evidence,
             )

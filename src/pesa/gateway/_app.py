@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import anyio
 from fastapi import FastAPI
 
-from pesa._constants import DEFAULT_GATEWAY_HOST
+from pesa._constants import BASE_URLS, DEFAULT_GATEWAY_HOST
 from pesa._exceptions import ConfigurationError
 from pesa._logging import get_logger
 from pesa._version import __version__
@@ -43,6 +43,7 @@ __all__ = [
     "GatewayUrls",
     "check_settings",
     "create_app",
+    "daraja_url",
     "gateway_urls",
     "run_workers",
 ]
@@ -166,7 +167,9 @@ async def run_workers(
     """Run the reconciler and webhook dispatcher until ``stop`` is set (``pesa worker``).
 
     Opens its own ledger (``PESA_DATABASE_URL``) and Daraja client (``PESA_BASE_URL``, or
-    the environment's default: ``pesa emulator`` on port 8100 in ``emulator``). Several
+    the environment's default; in ``emulator``, the emulator that ``pesa serve`` with the
+    same settings mounts at ``/emulator``, so that a worker beside it needs no
+    ``PESA_BASE_URL``). Several
     such processes can share one PostgreSQL ledger: work is claimed with
     ``FOR UPDATE SKIP LOCKED``.
     """
@@ -174,13 +177,25 @@ async def run_workers(
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
         ledger = await open_ledger(settings, endpoints)
         stack.push_async_callback(ledger.close)
-        client = build_client(settings)
+        client = build_client(settings, emulator_url=_served_emulator_url(settings))
         stack.push_async_callback(client.aclose)
         metrics = Metrics()
         reconciler = _build_reconciler(settings, ledger, client, metrics)
         dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
         stack.push_async_callback(dispatcher.aclose)
         await _run_until_stopped(reconciler, dispatcher, stop)
+
+
+def _served_emulator_url(settings: Settings) -> str | None:
+    # The emulator `pesa serve` mounts, as reached with these settings (emulator only).
+    return gateway_urls(settings, "-").emulator
+
+
+def daraja_url(settings: Settings) -> str:
+    """The Daraja base URL the gateway's (or a worker's) client uses, for banners and hints."""
+    if settings.base_url:
+        return settings.base_url.rstrip("/")
+    return _served_emulator_url(settings) or BASE_URLS[settings.env]
 
 
 async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> Ledger:
