@@ -172,6 +172,18 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
 
         return cls.from_settings(Settings(), transport=transport, **overrides)
 
+    def _rebase(self, base_url: str) -> None:
+        """Point this client (and its copies' shared auth) at another base URL.
+
+        Internal: the gateway uses it when it learns the port it is really served on,
+        before which its mounted emulator's URL was a guess.
+        """
+        self.options = self.options.replace(base_url=base_url)
+        self.base_url = self.options.url
+        self._http.base_url = httpx.URL(self.base_url)
+        with self._auth_lock:
+            self._auth_holder.clear()  # the OAuth URL and token key follow the base URL
+
     @abstractmethod
     def _open(self, transport: TransportT | None) -> HttpT:
         """The pooled httpx client this Daraja client sends through."""

@@ -285,7 +285,63 @@ def create_app(
     app.state.urls = urls
     if mounted is not None:
         app.mount(EMULATOR_MOUNT, mounted.app)
+    if settings.env == "emulator" and not settings.public_url:
+        # The URLs above assume PESA_GATEWAY_PORT; served elsewhere (uvicorn --port 9000),
+        # the first request tells the real port and every URL follows it.
+        app.add_middleware(
+            _ServedAddress,
+            settings=settings,
+            token=token,
+            rebase_client=client is None and not settings.base_url,
+        )
     return app
+
+
+class _ServedAddress:
+    """ASGI middleware: adopt the port the app is really served on, from the first request.
+
+    Without ``PESA_PUBLIC_URL`` (emulator only) the callback URL and the mounted
+    emulator's URL are derived from ``PESA_GATEWAY_PORT``. ``pesa serve`` keeps them
+    true; ``uvicorn.run(create_app(...), port=9000)`` does not, and every payment would
+    fail to reach the emulator. The first HTTP request names the real address.
+    """
+
+    def __init__(self, app: Any, *, settings: Settings, token: str, rebase_client: bool) -> None:
+        self.app = app
+        self.settings = settings
+        self.token = token
+        self.rebase_client = rebase_client
+        self.checked = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self.checked and scope["type"] == "http":
+            server = scope.get("server")
+            if server and server[1]:
+                self.checked = True
+                self._adopt(scope["app"], int(server[1]))
+        await self.app(scope, receive, send)
+
+    def _adopt(self, app: FastAPI, port: int) -> None:
+        if port == self.settings.gateway_port:
+            return
+        urls = gateway_urls(self.settings.model_copy(update={"gateway_port": port}), self.token)
+        app.state.urls = urls
+        state: GatewayState | None = getattr(app.state, "gateway", None)
+        if state is None:
+            return
+        state.public_url = urls.public
+        state.callback_url = urls.callback
+        state.emulator_url = urls.emulator
+        state.creator = PaymentCreator(state.ledger, state.client, callback_url=urls.callback)
+        if self.rebase_client and urls.emulator is not None:
+            state.client._rebase(urls.emulator)
+        log.warning(
+            "served on port %d, not PESA_GATEWAY_PORT=%d: callbacks and the emulator now use "
+            "%s (set PESA_GATEWAY_PORT or PESA_PUBLIC_URL to say so up front)",
+            port,
+            self.settings.gateway_port,
+            urls.public,
+        )
 
 
 async def _open(
