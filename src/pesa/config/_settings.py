@@ -137,7 +137,8 @@ class Settings(BaseSettings):
     )
     callback_allowed_ips: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_CALLBACK_ALLOWED_IPS,
-        description="comma-separated IPs/CIDRs Daraja calls back from (REFERENCE §11 list)",
+        description="comma-separated IPs/CIDRs Daraja calls back from "
+        "(docs/daraja-reference.md §11)",
     )
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
         (),

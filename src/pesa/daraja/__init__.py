@@ -1,7 +1,8 @@
 """The Daraja wire protocol without I/O: models, validation, codes, passwords, parsing.
 
 Everything here is pure: the clients (:mod:`pesa.client`), the emulator and the gateway
-build on it. See REFERENCE.md for the facts behind each rule.
+build on it. The facts behind each rule are in docs/daraja-reference.md, which comments
+cite as "REFERENCE §N".
 """
 
 from pesa.daraja._callbacks import (

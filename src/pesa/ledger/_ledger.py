@@ -645,7 +645,7 @@ class Ledger:
 
     async def ingest_stk_callback(
         self,
-        body: bytes,
+        body: bytes | str | Mapping[str, Any],
         *,
         source_ip: str | None,
         parse: StkCallbackParser | None = None,
@@ -658,7 +658,8 @@ class Ledger:
         Answer Daraja 200 only after this returns: the callback is committed.
 
         Args:
-            body: the request body exactly as received.
+            body: the request body exactly as received (bytes); a ``str`` is stored as
+                UTF-8 and a parsed ``dict`` as compact JSON.
             source_ip: the client address the gateway trusts (after proxy handling).
             parse: overrides the ledger's parser for this call.
             on_mismatch: overrides the ledger's policy for a success whose amount or phone
@@ -671,6 +672,7 @@ class Ledger:
             A :class:`CallbackOutcome` (``applied``, ``duplicate``, ``ignored``,
             ``unknown_payment`` or ``invalid``).
         """
+        body = _callback_bytes(body)
         received = self._now()
         callback_id = new_id("cb", now_ms=int(received.timestamp() * 1000))
         record = {
@@ -1197,3 +1199,18 @@ def _callback_status(decision: Decision) -> CallbackStatus:
         return "duplicate"
     # NOOP (a result code that is not final) and IGNORED: stored, nothing changed.
     return "ignored"
+
+
+def _callback_bytes(body: bytes | str | Mapping[str, Any]) -> bytes:
+    """A callback body as bytes: kept as received when it already is bytes."""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, bytearray | memoryview):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, Mapping):
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raise InvalidCallbackError(
+        f"a callback body must be bytes, str or a dict (got {type(body).__name__})"
+    )
