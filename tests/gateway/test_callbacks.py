@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
 from pesa.emulator import AsyncEmulatorControl, Emulator, EmulatorConfig, Rule
-from pesa.gateway._payments import adopt_orphan_callback
-from pesa.ledger import Ledger, parse_stk_callback_body
+from pesa.ledger import Ledger
 from pesa.testing import RunningGateway, run_gateway, stk_callback_payload, stk_failure_payload
 
 from .conftest import API_KEY, CALLBACK_TOKEN, gateway_settings
@@ -224,10 +225,13 @@ async def test_api_key_is_not_accepted_as_callback_token(gateway: RunningGateway
     assert (await _post(gateway, stk_callback_payload(), token=API_KEY)).status_code == 404
 
 
-async def test_flag_policy_applies_a_mismatched_success_and_flags_it(sqlite_url: str) -> None:
-    """PESA_CALLBACK_ON_MISMATCH=flag: recorded as paid, flagged, never silently accepted."""
+async def test_flag_policy_keeps_a_mismatched_success_as_evidence_and_flags_it_once_paid(
+    sqlite_url: str,
+) -> None:
+    """PESA_CALLBACK_ON_MISMATCH=flag: acknowledged, never trusted; Daraja's query settles it."""
     emulator = Emulator(EmulatorConfig(stk_delay=0.1))
-    emulator.add_rule(Rule(callback="drop", delay=60))
+    # The customer pays after a second; the genuine callback is lost.
+    emulator.add_rule(Rule(callback="drop", delay=1.0))
     settings = gateway_settings(sqlite_url, callback_on_mismatch="flag")
     with run_gateway(settings, emulator=emulator) as gateway:
         headers = {"Authorization": f"Bearer {API_KEY}"}
@@ -239,79 +243,183 @@ async def test_flag_policy_applies_a_mismatched_success_and_flags_it(sqlite_url:
                 amount=99,
                 phone=254711222336,
             )
-            assert (await _post(gateway, body)).status_code == 200
-            final = (await api.get(f"/v1/payments/{payment['id']}")).json()
-    assert final["status"] == "succeeded"
+            response = await _post(gateway, body)
+            assert response.status_code == 200
+            held = (await api.get(f"/v1/payments/{payment['id']}")).json()
+            if held["status"] == "pending":
+                # The callback alone changed nothing but the evidence it left.
+                assert held["evidence_callback_id"] is not None
+                assert not held["flagged"]
+            final = await wait_for(api, payment["id"], {"succeeded"}, timeout=20)
     assert final["flagged"]
     assert "amount" in final["flag_reason"]
+
+
+async def test_a_forged_success_for_a_cancelled_payment_never_makes_it_paid(
+    database_url: str,
+) -> None:
+    """Issue 8, finding 3: the token alone cannot flip a failed payment to succeeded."""
+    emulator = Emulator(EmulatorConfig(stk_delay=0.1))
+    emulator.add_rule(Rule(result_code=1032))
+    settings = gateway_settings(database_url, callback_on_mismatch="flag")
+    with run_gateway(settings, emulator=emulator) as gateway:
+        headers = {"Authorization": f"Bearer {API_KEY}"}
+        async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as api:
+            payment = await create(api, "254711222337", 100)
+            failed = await wait_for(api, payment["id"], {"failed"})
+            forged = stk_callback_payload(
+                checkout_request_id=failed["checkout_request_id"],
+                merchant_request_id=failed["merchant_request_id"],
+                amount=100,
+                receipt="FAKE000001",
+                phone=254711222337,
+            )
+            assert (await _post(gateway, forged)).status_code == 200
+            # The reconciler asks Daraja, which says 1032: flagged, still failed, no receipt.
+            deadline = anyio.current_time() + 20
+            while anyio.current_time() < deadline:
+                final = (await api.get(f"/v1/payments/{payment['id']}")).json()
+                if final["flagged"]:
+                    break
+                await anyio.sleep(0.1)
+    assert final["status"] == "failed"
+    assert final["receipt"] is None
+    assert final["flagged"] and "1032" in final["flag_reason"]
+    types = [e["type"] for e in await _events(database_url, payment["id"])]
+    assert "payment.succeeded" not in types
+
+
+async def _events(database_url: str, payment_id: str) -> list[dict[str, Any]]:
+    async with await Ledger.open(database_url) as ledger:
+        page = await ledger.list_events(payment_id=payment_id, limit=100)
+    return [e.to_dict() for e in page.items]
 
 
 class TestLostPushAnswer:
     """The push's answer never came (timeout): its callback reveals the CheckoutRequestID."""
 
     @pytest.mark.parametrize(
-        ("customer_delay", "seen_as"),
-        [(0.1, "pending"), (2.0, "unknown")],
+        "customer_delay",
+        [0.1, 2.0],
         ids=["callback-before-the-timeout", "callback-after-the-timeout"],
     )
     async def test_callback_adopts_the_payment_and_the_query_settles_it(
-        self, sqlite_url: str, customer_delay: float, seen_as: str
+        self, sqlite_url: str, customer_delay: float
     ) -> None:
-        # Before the timeout the callback meets the payment still created (the push is
-        # waiting) and the late timeout keeps the adoption; after it, it meets it unknown.
+        # Before the timeout the callback meets the payment still created (the push is in
+        # flight: never adopted; it is stored and adopted when the push is marked unknown);
+        # after it, it meets it unknown and is adopted at once. Either way the id is
+        # unverified and only the reconciler's STK query settles the payment.
         emulator = Emulator(EmulatorConfig(stk_delay=customer_delay))
         emulator.add_fault(kind="slow", delay=3.0, path="/mpesa/stkpush", times=1)
-        # The reconciler waits 3 s, well past the push's 1 s timeout, so that the POST's
-        # answer shows the adoption itself, not a query that already settled it.
         settings = gateway_settings(sqlite_url, timeout=1.0, reconcile_min_age=3.0)
         with run_gateway(settings, emulator=emulator) as gateway:
             headers = {"Authorization": f"Bearer {API_KEY}"}
             async with httpx.AsyncClient(base_url=gateway.url, headers=headers) as api:
                 payment = await create(api, "254711666001", 77)
-                assert payment["status"] == seen_as
+                assert payment["status"] == "unknown"
                 final = await wait_for(api, payment["id"], timeout=20)
         assert final["status"] == "succeeded"
         assert final["checkout_request_id"].startswith("ws_CO_")
+        assert final["checkout_request_id_verified"] is True, "confirmed by the query"
+        assert final["receipt"] is not None, "the adopted callback completes the record"
+        assert not final["flagged"]
         async with await Ledger.open(sqlite_url) as ledger:
             counts = await _callback_counts(ledger)
-        assert counts == {"unknown_payment": 1}
+            queries = await ledger.list_stk_queries(payment["id"])
+        assert counts == {"unverified": 1}
+        assert queries and queries[-1].outcome == "succeeded"
 
-    async def test_ambiguous_or_failed_callbacks_are_not_adopted(self, sqlite_url: str) -> None:
-        async with await Ledger.open(sqlite_url) as ledger:
-            await ledger.migrate()
-            for key in ("a", "b"):
-                payment, _ = await ledger.create_payment(key, "254711666002", 50, "R", "D")
-                await ledger.mark_unknown(payment.id, "read timeout")
-            lone, _ = await ledger.create_payment("c", "254711666003", 50, "R", "D")
-            await ledger.mark_unknown(lone.id, "read timeout")
-            twins = stk_callback_payload(
-                checkout_request_id="ws_CO_twins", amount=50, phone=254711666002
-            )
-            failure = stk_failure_payload(1032, checkout_request_id="ws_CO_fail")
-            other_amount = stk_callback_payload(
-                checkout_request_id="ws_CO_amount", amount=51, phone=254711666003
-            )
-            for body in (twins, failure, other_amount):
-                parsed = parse_stk_callback_body(json.dumps(body).encode())
-                assert await adopt_orphan_callback(ledger, parsed) is None
-            right = stk_callback_payload(
-                checkout_request_id="ws_CO_right", amount=50, phone=254711666003
-            )
-            parsed = parse_stk_callback_body(json.dumps(right).encode())
-            adopted = await adopt_orphan_callback(ledger, parsed)
-            assert adopted is not None
-            assert adopted.id == lone.id
-            assert adopted.status == "pending"
-            assert adopted.receipt is None, "the callback is not applied, only its id"
-            masked_one, _ = await ledger.create_payment("d", "254711666004", 60, "R", "D")
-            await ledger.mark_unknown(masked_one.id, "read timeout")
-            masked = stk_callback_payload(
-                checkout_request_id="ws_CO_masked", amount=60, phone="2547****004"
-            )
-            parsed = parse_stk_callback_body(json.dumps(masked).encode())
-            adopted = await adopt_orphan_callback(ledger, parsed)
-            assert adopted is not None
-            assert adopted.id == masked_one.id
+
+@pytest.fixture
+async def orphan_ledger(database_url: str) -> AsyncIterator[Ledger]:
+    async with await Ledger.open(database_url) as ledger:
+        await ledger.migrate()
+        yield ledger
+
+
+async def _orphan(ledger: Ledger, cid: str, amount: int, phone: Any) -> str:
+    body = stk_callback_payload(checkout_request_id=cid, amount=amount, phone=phone)
+    outcome = await ledger.ingest_stk_callback(json.dumps(body).encode(), source_ip=None)
+    return outcome.status
+
+
+class TestAdoption:
+    """Issue 8, finding 2: an id learnt from a callback is unverified; forgers gain nothing."""
+
+    async def test_ambiguous_failed_or_other_amount_callbacks_are_not_adopted(
+        self, orphan_ledger: Ledger
+    ) -> None:
+        ledger = orphan_ledger
+        for key in ("a", "b"):
+            payment, _ = await ledger.create_payment(key, "254711666002", 50, "R", "D")
+            await ledger.mark_unknown(payment.id, "read timeout")
+        lone, _ = await ledger.create_payment("c", "254711666003", 50, "R", "D")
+        await ledger.mark_unknown(lone.id, "read timeout")
+        assert await _orphan(ledger, "ws_CO_twins", 50, 254711666002) == "unknown_payment"
+        failure = stk_failure_payload(1032, checkout_request_id="ws_CO_fail")
+        outcome = await ledger.ingest_stk_callback(json.dumps(failure).encode(), source_ip=None)
+        assert outcome.status == "unknown_payment"
+        assert await _orphan(ledger, "ws_CO_amount", 51, 254711666003) == "unknown_payment"
+        assert await _orphan(ledger, "ws_CO_right", 50, 254711666003) == "unverified"
+        adopted = await ledger.get_payment(lone.id)
+        assert adopted is not None
+        assert adopted.status == "unknown", "an adopted payment is not pending: not verified"
+        assert adopted.checkout_request_id == "ws_CO_right"
+        assert adopted.checkout_request_id_verified is False
+        assert adopted.receipt is None, "the callback is not applied, only kept as evidence"
+        masked_one, _ = await ledger.create_payment("d", "254711666004", 60, "R", "D")
+        await ledger.mark_unknown(masked_one.id, "read timeout")
+        assert await _orphan(ledger, "ws_CO_masked", 60, "2547****004") == "unverified"
+
+    async def test_a_push_in_flight_is_never_adopted(self, orphan_ledger: Ledger) -> None:
+        ledger = orphan_ledger
+        in_flight, _ = await ledger.create_payment("f", "254711666005", 70, "R", "D")
+        assert await _orphan(ledger, "ws_CO_forged", 70, 254711666005) == "unknown_payment"
+        # Daraja's real answer arrives: it is recorded, the forged id never was.
+        accepted = await ledger.mark_accepted(in_flight.id, "ws_CO_real", "m-1")
+        assert accepted.checkout_request_id == "ws_CO_real"
+        assert accepted.status == "pending"
+
+    async def test_a_forged_adoption_is_never_paid_and_darajas_answer_wins(
+        self, orphan_ledger: Ledger
+    ) -> None:
+        ledger = orphan_ledger
+        payment, _ = await ledger.create_payment("g", "254711666006", 80, "R", "D")
+        await ledger.mark_unknown(payment.id, "read timeout")
+        assert await _orphan(ledger, "ws_CO_forged", 80, 254711666006) == "unverified"
+        # A replay of the forged success: still evidence, still unknown.
+        assert await _orphan(ledger, "ws_CO_forged", 80, 254711666006) == "unverified"
+        held = await ledger.get_payment(payment.id)
+        assert held is not None and held.status == "unknown"
+        # Daraja's own (late) answer names the real id: it wins.
+        real = await ledger.mark_accepted(payment.id, "ws_CO_real", "m-2")
+        assert real.checkout_request_id == "ws_CO_real"
+        assert real.checkout_request_id_verified is True
+        assert real.evidence_callback_id is None
+
+    async def test_an_id_daraja_refuses_is_dropped_and_the_genuine_one_adopted(
+        self, orphan_ledger: Ledger
+    ) -> None:
+        ledger = orphan_ledger
+        payment, _ = await ledger.create_payment("h", "254711666007", 90, "R", "D")
+        await ledger.mark_unknown(payment.id, "read timeout")
+        assert await _orphan(ledger, "ws_CO_forged", 90, 254711666007) == "unverified"
+        # The genuine callback finds the payment already holding an (unverified) id.
+        assert await _orphan(ledger, "ws_CO_genuine", 90, 254711666007) == "unknown_payment"
+        dropped = await ledger.drop_unverified_id(payment.id, "Invalid CheckoutRequestID")
+        assert dropped.checkout_request_id == "ws_CO_genuine"
+        assert dropped.checkout_request_id_verified is False
+        assert (await _callback_counts(ledger)).get("invalid") == 1, "the forged one"
+
+    async def test_an_adopted_payment_that_expires_is_flagged(self, orphan_ledger: Ledger) -> None:
+        ledger = orphan_ledger
+        payment, _ = await ledger.create_payment("i", "254711666008", 95, "R", "D")
+        await ledger.mark_unknown(payment.id, "read timeout")
+        assert await _orphan(ledger, "ws_CO_x", 95, 254711666008) == "unverified"
+        expired = await ledger.expire(payment.id)
+        assert expired.status == "failed"
+        assert expired.flagged
 
 
 async def test_log_mode_accepts_strangers_and_says_so(

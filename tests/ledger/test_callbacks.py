@@ -45,9 +45,14 @@ def test_a_failure_keeps_the_code_as_a_string() -> None:
     [
         b"nope",
         b'{"Body": {"stkCallback": []}}',
-        stk_callback("ws_CO_1", receipt=None),
     ],
 )
 def test_bodies_that_cannot_be_trusted_raise_invalid_callback(body: bytes) -> None:
     with pytest.raises(InvalidCallbackError):
         parse_stk_callback_body(body)
+
+
+def test_a_success_without_a_receipt_is_parsed_for_the_state_machine_to_judge() -> None:
+    """The ledger keeps it as evidence (a query settles it) rather than refusing it raw."""
+    result = parse_stk_callback_body(stk_callback("ws_CO_1", receipt=None)).result
+    assert result.is_success and result.receipt is None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import Decimal
 
 import pytest
@@ -16,6 +16,8 @@ from pesa.ledger import (
     DecisionKind,
     EventType,
     Expired,
+    IdFromCallback,
+    IdUnknownToDaraja,
     LedgerInput,
     OutcomeUnknown,
     PaymentState,
@@ -23,7 +25,11 @@ from pesa.ledger import (
     Rejected,
     StillPending,
     StkResult,
+    Unverifiable,
+    assess_success,
     decide,
+    evolve,
+    orphan_matches,
     phones_match,
     stk_code,
 )
@@ -31,101 +37,239 @@ from pesa.ledger import (
 PHONE = "254708374149"
 S = PaymentStatus
 K = DecisionKind
+E = EventType
+
+# A success callback kept as evidence: it could not be cross-checked (masked phone).
+EVIDENCE = StkResult("0", "ok", receipt="R0", amount=10, phone="2547****149")
 
 STATES: dict[str, PaymentState] = {
     "created": PaymentState(S.CREATED, 10, PHONE),
     "pending": PaymentState(S.PENDING, 10, PHONE, checkout_request_id="ws_X"),
+    "pending_evidence": PaymentState(
+        S.PENDING,
+        10,
+        PHONE,
+        checkout_request_id="ws_X",
+        evidence=EVIDENCE,
+        evidence_id="cb_1",
+        verifying=True,
+    ),
     "unknown": PaymentState(S.UNKNOWN, 10, PHONE),
+    "unknown_adopted": PaymentState(
+        S.UNKNOWN,
+        10,
+        PHONE,
+        checkout_request_id="ws_X",
+        checkout_request_id_verified=False,
+        evidence=EVIDENCE,
+        evidence_id="cb_1",
+        verifying=True,
+    ),
     "succeeded": PaymentState(
         S.SUCCEEDED, 10, PHONE, checkout_request_id="ws_X", result_code="0", receipt="R1"
     ),
+    "succeeded_by_query": PaymentState(
+        S.SUCCEEDED, 10, PHONE, checkout_request_id="ws_X", result_code="0"
+    ),
     "failed": PaymentState(S.FAILED, 10, PHONE, checkout_request_id="ws_X", result_code="1032"),
+    "failed_evidence": PaymentState(
+        S.FAILED,
+        10,
+        PHONE,
+        checkout_request_id="ws_X",
+        result_code="1032",
+        evidence=EVIDENCE,
+        evidence_id="cb_1",
+        verifying=True,
+    ),
     "rejected": PaymentState(S.REJECTED, 10, PHONE, result_code="400.002.02"),
 }
 
 INPUTS: dict[str, LedgerInput] = {
     "accepted": Accepted("ws_X", "m-1"),
     "accepted_other": Accepted("ws_Y", "m-2"),
+    "id_from_callback": IdFromCallback("ws_X", "m-1"),
+    "id_unknown": IdUnknownToDaraja("400.002.02"),
     "rejected": Rejected("400.002.02", "Bad Request - Invalid PhoneNumber"),
     "unknown": OutcomeUnknown("read timeout after send"),
     "success": StkResult("0", "ok", receipt="R1", amount=10, phone=PHONE),
+    "success_masked": StkResult("0", "ok", receipt="R1", amount=10, phone="2547****149"),
     "success_other_receipt": StkResult("0", "ok", receipt="R2", amount=10, phone=PHONE),
+    "success_mismatch": StkResult("0", "ok", receipt="R3", amount=1, phone=PHONE),
     "query_success": StkResult("0", "ok", source="query"),
     "failure": StkResult("1032", "Request cancelled by user"),
+    "query_failure": StkResult("1032", "Request cancelled by user", source="query"),
     "still_pending": StillPending(),
     "expired": Expired(),
+    "unverifiable": Unverifiable(),
 }
 
 # (state, input) -> (decision kind, status afterwards, events written)
 EXPECTED: dict[tuple[str, str], tuple[DecisionKind, PaymentStatus, tuple[EventType, ...]]] = {
-    ("created", "accepted"): (K.APPLIED, S.PENDING, (EventType.PENDING,)),
-    ("created", "accepted_other"): (K.APPLIED, S.PENDING, (EventType.PENDING,)),
-    ("created", "rejected"): (K.APPLIED, S.REJECTED, (EventType.REJECTED,)),
-    ("created", "unknown"): (K.APPLIED, S.UNKNOWN, (EventType.UNKNOWN,)),
+    ("created", "accepted"): (K.APPLIED, S.PENDING, (E.PENDING,)),
+    ("created", "accepted_other"): (K.APPLIED, S.PENDING, (E.PENDING,)),
+    ("created", "id_from_callback"): (K.IGNORED, S.CREATED, ()),
+    ("created", "id_unknown"): (K.IGNORED, S.CREATED, ()),
+    ("created", "rejected"): (K.APPLIED, S.REJECTED, (E.REJECTED,)),
+    ("created", "unknown"): (K.APPLIED, S.UNKNOWN, (E.UNKNOWN,)),
     ("created", "success"): (K.IGNORED, S.CREATED, ()),
+    ("created", "success_masked"): (K.IGNORED, S.CREATED, ()),
     ("created", "success_other_receipt"): (K.IGNORED, S.CREATED, ()),
+    ("created", "success_mismatch"): (K.IGNORED, S.CREATED, ()),
     ("created", "query_success"): (K.IGNORED, S.CREATED, ()),
     ("created", "failure"): (K.IGNORED, S.CREATED, ()),
+    ("created", "query_failure"): (K.IGNORED, S.CREATED, ()),
     ("created", "still_pending"): (K.IGNORED, S.CREATED, ()),
     ("created", "expired"): (K.IGNORED, S.CREATED, ()),
+    ("created", "unverifiable"): (K.IGNORED, S.CREATED, ()),
     ("pending", "accepted"): (K.DUPLICATE, S.PENDING, ()),
     ("pending", "accepted_other"): (K.IGNORED, S.PENDING, ()),
+    ("pending", "id_from_callback"): (K.DUPLICATE, S.PENDING, ()),
+    ("pending", "id_unknown"): (K.IGNORED, S.PENDING, ()),
     ("pending", "rejected"): (K.IGNORED, S.PENDING, ()),
     ("pending", "unknown"): (K.IGNORED, S.PENDING, ()),
-    ("pending", "success"): (K.APPLIED, S.SUCCEEDED, (EventType.SUCCEEDED,)),
-    ("pending", "success_other_receipt"): (K.APPLIED, S.SUCCEEDED, (EventType.SUCCEEDED,)),
-    ("pending", "query_success"): (K.APPLIED, S.SUCCEEDED, (EventType.SUCCEEDED,)),
-    ("pending", "failure"): (K.APPLIED, S.FAILED, (EventType.FAILED,)),
+    ("pending", "success"): (K.APPLIED, S.SUCCEEDED, (E.SUCCEEDED,)),
+    ("pending", "success_masked"): (K.UNVERIFIED, S.PENDING, ()),
+    ("pending", "success_other_receipt"): (K.APPLIED, S.SUCCEEDED, (E.SUCCEEDED,)),
+    ("pending", "success_mismatch"): (K.UNVERIFIED, S.PENDING, ()),
+    ("pending", "query_success"): (K.APPLIED, S.SUCCEEDED, (E.SUCCEEDED,)),
+    ("pending", "failure"): (K.APPLIED, S.FAILED, (E.FAILED,)),
+    ("pending", "query_failure"): (K.APPLIED, S.FAILED, (E.FAILED,)),
     ("pending", "still_pending"): (K.NOOP, S.PENDING, ()),
-    ("pending", "expired"): (K.APPLIED, S.FAILED, (EventType.FAILED,)),
-    ("unknown", "accepted"): (K.APPLIED, S.PENDING, (EventType.PENDING,)),
-    ("unknown", "accepted_other"): (K.APPLIED, S.PENDING, (EventType.PENDING,)),
-    ("unknown", "rejected"): (K.APPLIED, S.REJECTED, (EventType.REJECTED,)),
+    ("pending", "expired"): (K.APPLIED, S.FAILED, (E.FAILED,)),
+    ("pending", "unverifiable"): (K.IGNORED, S.PENDING, ()),
+    ("pending_evidence", "accepted"): (K.DUPLICATE, S.PENDING, ()),
+    ("pending_evidence", "accepted_other"): (K.IGNORED, S.PENDING, ()),
+    ("pending_evidence", "id_from_callback"): (K.DUPLICATE, S.PENDING, ()),
+    ("pending_evidence", "id_unknown"): (K.IGNORED, S.PENDING, ()),
+    ("pending_evidence", "rejected"): (K.IGNORED, S.PENDING, ()),
+    ("pending_evidence", "unknown"): (K.IGNORED, S.PENDING, ()),
+    ("pending_evidence", "success"): (K.APPLIED, S.SUCCEEDED, (E.SUCCEEDED, E.FLAGGED)),
+    ("pending_evidence", "success_masked"): (K.UNVERIFIED, S.PENDING, ()),
+    ("pending_evidence", "success_other_receipt"): (
+        K.APPLIED,
+        S.SUCCEEDED,
+        (E.SUCCEEDED, E.FLAGGED),
+    ),
+    ("pending_evidence", "success_mismatch"): (K.UNVERIFIED, S.PENDING, ()),
+    ("pending_evidence", "query_success"): (K.APPLIED, S.SUCCEEDED, (E.SUCCEEDED,)),
+    ("pending_evidence", "failure"): (K.NOOP, S.PENDING, ()),
+    ("pending_evidence", "query_failure"): (K.APPLIED, S.FAILED, (E.FAILED, E.FLAGGED)),
+    ("pending_evidence", "still_pending"): (K.NOOP, S.PENDING, ()),
+    ("pending_evidence", "expired"): (K.APPLIED, S.FAILED, (E.FAILED, E.FLAGGED)),
+    ("pending_evidence", "unverifiable"): (K.APPLIED, S.FAILED, (E.FAILED, E.FLAGGED)),
+    ("unknown", "accepted"): (K.APPLIED, S.PENDING, (E.PENDING,)),
+    ("unknown", "accepted_other"): (K.APPLIED, S.PENDING, (E.PENDING,)),
+    ("unknown", "id_from_callback"): (K.APPLIED, S.UNKNOWN, ()),
+    ("unknown", "id_unknown"): (K.IGNORED, S.UNKNOWN, ()),
+    ("unknown", "rejected"): (K.APPLIED, S.REJECTED, (E.REJECTED,)),
     ("unknown", "unknown"): (K.DUPLICATE, S.UNKNOWN, ()),
-    ("unknown", "success"): (K.APPLIED, S.SUCCEEDED, (EventType.SUCCEEDED,)),
-    ("unknown", "success_other_receipt"): (K.APPLIED, S.SUCCEEDED, (EventType.SUCCEEDED,)),
-    ("unknown", "query_success"): (K.APPLIED, S.SUCCEEDED, (EventType.SUCCEEDED,)),
-    ("unknown", "failure"): (K.APPLIED, S.FAILED, (EventType.FAILED,)),
+    ("unknown", "success"): (K.IGNORED, S.UNKNOWN, ()),
+    ("unknown", "success_masked"): (K.IGNORED, S.UNKNOWN, ()),
+    ("unknown", "success_other_receipt"): (K.IGNORED, S.UNKNOWN, ()),
+    ("unknown", "success_mismatch"): (K.IGNORED, S.UNKNOWN, ()),
+    ("unknown", "query_success"): (K.IGNORED, S.UNKNOWN, ()),
+    ("unknown", "failure"): (K.IGNORED, S.UNKNOWN, ()),
+    ("unknown", "query_failure"): (K.IGNORED, S.UNKNOWN, ()),
     ("unknown", "still_pending"): (K.NOOP, S.UNKNOWN, ()),
-    ("unknown", "expired"): (K.APPLIED, S.FAILED, (EventType.FAILED, EventType.FLAGGED)),
+    ("unknown", "expired"): (K.APPLIED, S.FAILED, (E.FAILED, E.FLAGGED)),
+    ("unknown", "unverifiable"): (K.IGNORED, S.UNKNOWN, ()),
+    ("unknown_adopted", "accepted"): (K.APPLIED, S.PENDING, (E.PENDING,)),
+    ("unknown_adopted", "accepted_other"): (K.APPLIED, S.PENDING, (E.PENDING,)),
+    ("unknown_adopted", "id_from_callback"): (K.DUPLICATE, S.UNKNOWN, ()),
+    ("unknown_adopted", "id_unknown"): (K.APPLIED, S.UNKNOWN, ()),
+    ("unknown_adopted", "rejected"): (K.APPLIED, S.REJECTED, (E.REJECTED,)),
+    ("unknown_adopted", "unknown"): (K.DUPLICATE, S.UNKNOWN, ()),
+    ("unknown_adopted", "success"): (K.UNVERIFIED, S.UNKNOWN, ()),
+    ("unknown_adopted", "success_masked"): (K.UNVERIFIED, S.UNKNOWN, ()),
+    ("unknown_adopted", "success_other_receipt"): (K.UNVERIFIED, S.UNKNOWN, ()),
+    ("unknown_adopted", "success_mismatch"): (K.UNVERIFIED, S.UNKNOWN, ()),
+    ("unknown_adopted", "query_success"): (K.APPLIED, S.SUCCEEDED, (E.SUCCEEDED,)),
+    ("unknown_adopted", "failure"): (K.NOOP, S.UNKNOWN, ()),
+    ("unknown_adopted", "query_failure"): (K.APPLIED, S.FAILED, (E.FAILED, E.FLAGGED)),
+    ("unknown_adopted", "still_pending"): (K.NOOP, S.UNKNOWN, ()),
+    ("unknown_adopted", "expired"): (K.APPLIED, S.FAILED, (E.FAILED, E.FLAGGED)),
+    ("unknown_adopted", "unverifiable"): (K.APPLIED, S.FAILED, (E.FAILED, E.FLAGGED)),
     ("succeeded", "accepted"): (K.DUPLICATE, S.SUCCEEDED, ()),
     ("succeeded", "accepted_other"): (K.IGNORED, S.SUCCEEDED, ()),
+    ("succeeded", "id_from_callback"): (K.DUPLICATE, S.SUCCEEDED, ()),
+    ("succeeded", "id_unknown"): (K.IGNORED, S.SUCCEEDED, ()),
     ("succeeded", "rejected"): (K.IGNORED, S.SUCCEEDED, ()),
     ("succeeded", "unknown"): (K.IGNORED, S.SUCCEEDED, ()),
     ("succeeded", "success"): (K.DUPLICATE, S.SUCCEEDED, ()),
-    ("succeeded", "success_other_receipt"): (K.APPLIED, S.SUCCEEDED, (EventType.FLAGGED,)),
+    ("succeeded", "success_masked"): (K.DUPLICATE, S.SUCCEEDED, ()),
+    ("succeeded", "success_other_receipt"): (K.APPLIED, S.SUCCEEDED, (E.FLAGGED,)),
+    ("succeeded", "success_mismatch"): (K.APPLIED, S.SUCCEEDED, (E.FLAGGED,)),
     ("succeeded", "query_success"): (K.DUPLICATE, S.SUCCEEDED, ()),
-    ("succeeded", "failure"): (K.APPLIED, S.SUCCEEDED, (EventType.FLAGGED,)),
+    ("succeeded", "failure"): (K.APPLIED, S.SUCCEEDED, (E.FLAGGED,)),
+    ("succeeded", "query_failure"): (K.APPLIED, S.SUCCEEDED, (E.FLAGGED,)),
     ("succeeded", "still_pending"): (K.IGNORED, S.SUCCEEDED, ()),
     ("succeeded", "expired"): (K.IGNORED, S.SUCCEEDED, ()),
+    ("succeeded", "unverifiable"): (K.IGNORED, S.SUCCEEDED, ()),
+    ("succeeded_by_query", "accepted"): (K.DUPLICATE, S.SUCCEEDED, ()),
+    ("succeeded_by_query", "accepted_other"): (K.IGNORED, S.SUCCEEDED, ()),
+    ("succeeded_by_query", "id_from_callback"): (K.DUPLICATE, S.SUCCEEDED, ()),
+    ("succeeded_by_query", "id_unknown"): (K.IGNORED, S.SUCCEEDED, ()),
+    ("succeeded_by_query", "rejected"): (K.IGNORED, S.SUCCEEDED, ()),
+    ("succeeded_by_query", "unknown"): (K.IGNORED, S.SUCCEEDED, ()),
+    ("succeeded_by_query", "success"): (K.APPLIED, S.SUCCEEDED, (E.UPDATED,)),
+    ("succeeded_by_query", "success_masked"): (K.APPLIED, S.SUCCEEDED, (E.UPDATED,)),
+    ("succeeded_by_query", "success_other_receipt"): (K.APPLIED, S.SUCCEEDED, (E.UPDATED,)),
+    ("succeeded_by_query", "success_mismatch"): (K.APPLIED, S.SUCCEEDED, (E.UPDATED, E.FLAGGED)),
+    ("succeeded_by_query", "query_success"): (K.DUPLICATE, S.SUCCEEDED, ()),
+    ("succeeded_by_query", "failure"): (K.APPLIED, S.SUCCEEDED, (E.FLAGGED,)),
+    ("succeeded_by_query", "query_failure"): (K.APPLIED, S.SUCCEEDED, (E.FLAGGED,)),
+    ("succeeded_by_query", "still_pending"): (K.IGNORED, S.SUCCEEDED, ()),
+    ("succeeded_by_query", "expired"): (K.IGNORED, S.SUCCEEDED, ()),
+    ("succeeded_by_query", "unverifiable"): (K.IGNORED, S.SUCCEEDED, ()),
     ("failed", "accepted"): (K.DUPLICATE, S.FAILED, ()),
     ("failed", "accepted_other"): (K.IGNORED, S.FAILED, ()),
+    ("failed", "id_from_callback"): (K.DUPLICATE, S.FAILED, ()),
+    ("failed", "id_unknown"): (K.IGNORED, S.FAILED, ()),
     ("failed", "rejected"): (K.IGNORED, S.FAILED, ()),
     ("failed", "unknown"): (K.IGNORED, S.FAILED, ()),
-    ("failed", "success"): (
-        K.APPLIED,
-        S.SUCCEEDED,
-        (EventType.SUCCEEDED, EventType.CORRECTED),
-    ),
-    ("failed", "success_other_receipt"): (
-        K.APPLIED,
-        S.SUCCEEDED,
-        (EventType.SUCCEEDED, EventType.CORRECTED),
-    ),
-    ("failed", "query_success"): (K.APPLIED, S.FAILED, (EventType.FLAGGED,)),
+    ("failed", "success"): (K.UNVERIFIED, S.FAILED, ()),
+    ("failed", "success_masked"): (K.UNVERIFIED, S.FAILED, ()),
+    ("failed", "success_other_receipt"): (K.UNVERIFIED, S.FAILED, ()),
+    ("failed", "success_mismatch"): (K.UNVERIFIED, S.FAILED, ()),
+    ("failed", "query_success"): (K.APPLIED, S.SUCCEEDED, (E.SUCCEEDED, E.CORRECTED)),
     ("failed", "failure"): (K.DUPLICATE, S.FAILED, ()),
+    ("failed", "query_failure"): (K.DUPLICATE, S.FAILED, ()),
     ("failed", "still_pending"): (K.IGNORED, S.FAILED, ()),
     ("failed", "expired"): (K.IGNORED, S.FAILED, ()),
+    ("failed", "unverifiable"): (K.IGNORED, S.FAILED, ()),
+    ("failed_evidence", "accepted"): (K.DUPLICATE, S.FAILED, ()),
+    ("failed_evidence", "accepted_other"): (K.IGNORED, S.FAILED, ()),
+    ("failed_evidence", "id_from_callback"): (K.DUPLICATE, S.FAILED, ()),
+    ("failed_evidence", "id_unknown"): (K.IGNORED, S.FAILED, ()),
+    ("failed_evidence", "rejected"): (K.IGNORED, S.FAILED, ()),
+    ("failed_evidence", "unknown"): (K.IGNORED, S.FAILED, ()),
+    ("failed_evidence", "success"): (K.UNVERIFIED, S.FAILED, ()),
+    ("failed_evidence", "success_masked"): (K.UNVERIFIED, S.FAILED, ()),
+    ("failed_evidence", "success_other_receipt"): (K.UNVERIFIED, S.FAILED, ()),
+    ("failed_evidence", "success_mismatch"): (K.UNVERIFIED, S.FAILED, ()),
+    ("failed_evidence", "query_success"): (K.APPLIED, S.SUCCEEDED, (E.SUCCEEDED, E.CORRECTED)),
+    ("failed_evidence", "failure"): (K.DUPLICATE, S.FAILED, ()),
+    ("failed_evidence", "query_failure"): (K.APPLIED, S.FAILED, (E.FLAGGED,)),
+    ("failed_evidence", "still_pending"): (K.IGNORED, S.FAILED, ()),
+    ("failed_evidence", "expired"): (K.IGNORED, S.FAILED, ()),
+    ("failed_evidence", "unverifiable"): (K.APPLIED, S.FAILED, (E.FLAGGED,)),
     ("rejected", "accepted"): (K.IGNORED, S.REJECTED, ()),
     ("rejected", "accepted_other"): (K.IGNORED, S.REJECTED, ()),
+    ("rejected", "id_from_callback"): (K.IGNORED, S.REJECTED, ()),
+    ("rejected", "id_unknown"): (K.IGNORED, S.REJECTED, ()),
     ("rejected", "rejected"): (K.DUPLICATE, S.REJECTED, ()),
     ("rejected", "unknown"): (K.IGNORED, S.REJECTED, ()),
     ("rejected", "success"): (K.IGNORED, S.REJECTED, ()),
+    ("rejected", "success_masked"): (K.IGNORED, S.REJECTED, ()),
     ("rejected", "success_other_receipt"): (K.IGNORED, S.REJECTED, ()),
+    ("rejected", "success_mismatch"): (K.IGNORED, S.REJECTED, ()),
     ("rejected", "query_success"): (K.IGNORED, S.REJECTED, ()),
     ("rejected", "failure"): (K.IGNORED, S.REJECTED, ()),
+    ("rejected", "query_failure"): (K.IGNORED, S.REJECTED, ()),
     ("rejected", "still_pending"): (K.IGNORED, S.REJECTED, ()),
     ("rejected", "expired"): (K.IGNORED, S.REJECTED, ()),
+    ("rejected", "unverifiable"): (K.IGNORED, S.REJECTED, ()),
 }
 
 
@@ -140,7 +284,7 @@ def test_every_state_input_pair(state_name: str, input_name: str) -> None:
     decision = decide(STATES[state_name], INPUTS[input_name])
     assert (decision.kind, decision.status, decision.events) == (kind, status, events)
     assert decision.detail
-    if kind is not K.APPLIED:
+    if not decision.writes:
         assert decision.changes == {}
     else:
         assert decision.changes.get("status", status) == status
@@ -185,9 +329,11 @@ def test_the_real_catalogue_fits_the_lookup_protocol() -> None:
     assert decision.changes["failure_reason"] == lookup_code("1037").meaning
 
 
-@pytest.mark.parametrize("start", ["pending", "unknown"])
+@pytest.mark.parametrize("start", ["pending", "unknown_adopted"])
 def test_a_code_the_catalogue_calls_not_final_leaves_the_payment_open(start: str) -> None:
-    decision = decide(STATES[start], StkResult("4999", "Something odd"), lookup=lookup)
+    decision = decide(
+        STATES[start], StkResult("4999", "Something odd", source="query"), lookup=lookup
+    )
     assert decision.kind is K.NOOP
     assert decision.status is STATES[start].status
     assert "verify" in decision.detail
@@ -209,7 +355,18 @@ def test_result_code_is_compared_as_a_string() -> None:
 
 def test_expiry_fails_with_reason_expired() -> None:
     decision = decide(STATES["pending"], Expired())
-    assert decision.changes == {"status": S.FAILED, "failure_reason": "expired"}
+    assert decision.changes["status"] is S.FAILED
+    assert decision.changes["failure_reason"] == "expired"
+    assert "flagged" not in decision.changes
+
+
+@pytest.mark.parametrize("start", ["pending_evidence", "unknown_adopted"])
+def test_expiry_with_an_unconfirmed_success_is_flagged(start: str) -> None:
+    """A success callback waited for Daraja's confirmation: the customer may have paid."""
+    decision = decide(STATES[start], Expired())
+    assert decision.status is S.FAILED
+    assert decision.changes["flagged"] is True
+    assert "may have paid" in decision.changes["flag_reason"]
 
 
 def test_expiry_of_an_unconfirmed_push_is_flagged_for_verification() -> None:
@@ -236,38 +393,160 @@ def test_success_records_receipt_amount_phone_and_date() -> None:
         (10, "254711000000", "phone differs"),
     ],
 )
-def test_success_with_a_different_amount_or_phone_is_applied_but_flagged(
+def test_a_success_that_contradicts_the_request_never_settles_without_a_query(
     amount: int | Decimal, phone: str, reason_part: str
 ) -> None:
+    """Finding 3: only Daraja's query settles it; then it succeeds, flagged with the reason."""
     result = StkResult("0", receipt="R9", amount=amount, phone=phone)
+    flag = decide(STATES["pending"], result)
+    assert (flag.kind, flag.status, flag.events) == (K.UNVERIFIED, S.PENDING, ())
+    assert flag.verify and flag.keep_evidence
+    refuse = decide(STATES["pending"], result, on_mismatch="refuse")
+    assert (refuse.kind, refuse.status) == (K.REFUSED, S.PENDING)
+    assert refuse.verify and refuse.keep_evidence
+
+    held = replace(STATES["pending"], evidence=result, evidence_id="cb_9", verifying=True)
+    settled = decide(held, INPUTS["query_success"])
+    assert settled.status is S.SUCCEEDED
+    assert settled.events == (E.SUCCEEDED, E.FLAGGED)
+    assert (
+        reason_part in settled.changes["flag_reason"] and "cb_9" in settled.changes["flag_reason"]
+    )
+    assert settled.changes["receipt"] == "R9", "flag policy: the callback's values are kept"
+
+    refused = replace(held, evidence_refused=True)
+    settled = decide(refused, INPUTS["query_success"])
+    assert settled.events == (E.SUCCEEDED, E.FLAGGED)
+    assert "refused" in settled.changes["flag_reason"] and "cb_9" in settled.changes["flag_reason"]
+    assert "receipt" not in settled.changes, "refuse policy: a refused callback's values are not"
+
+
+@pytest.mark.parametrize(
+    ("result", "why"),
+    [
+        (StkResult("0", receipt="R1", phone=PHONE), "no Amount"),
+        (StkResult("0", receipt="R1", amount=10), "no PhoneNumber"),
+        (StkResult("0", receipt="R1", amount=10, phone="2547****149"), "a masked PhoneNumber"),
+        (StkResult("0", receipt="R1", amount=10, phone="*"), "a masked PhoneNumber"),
+        (StkResult("0", amount=10, phone=PHONE), "no MpesaReceiptNumber"),
+    ],
+)
+def test_a_success_that_cannot_be_cross_checked_waits_for_a_query(
+    result: StkResult, why: str
+) -> None:
+    """Finding 3: no amount, no phone, a masked phone: never trusted alone."""
+    assessment = assess_success(STATES["pending"], result)
+    assert assessment.verdict != "confirmed"
+    assert why in assessment.reason
     decision = decide(STATES["pending"], result)
-    assert decision.status is S.SUCCEEDED
-    assert decision.events == (EventType.SUCCEEDED, EventType.FLAGGED)
-    assert decision.changes["flagged"] is True
-    assert reason_part in decision.changes["flag_reason"]
+    assert decision.kind is K.UNVERIFIED
+    assert decision.status is S.PENDING
+    assert decision.verify and decision.keep_evidence
+    assert decision.events == ()
 
 
-def test_a_decimal_amount_equal_to_the_request_is_not_a_mismatch() -> None:
-    result = StkResult("0", receipt="R9", amount=Decimal("10.00"), phone=PHONE)
-    assert "flagged" not in decide(STATES["pending"], result).changes
+def test_a_confirmed_success_settles_alone() -> None:
+    assert assess_success(STATES["pending"], INPUTS["success"]).verdict == "confirmed"
+    assert decide(STATES["pending"], INPUTS["success"]).status is S.SUCCEEDED
 
 
-def test_late_success_after_failure_is_flagged_too_when_the_amount_differs() -> None:
-    result = StkResult("0", receipt="R9", amount=1, phone=PHONE)
-    decision = decide(STATES["failed"], result)
-    assert decision.events == (EventType.SUCCEEDED, EventType.CORRECTED, EventType.FLAGGED)
+def test_the_evidence_completes_the_record_once_the_query_confirms_it() -> None:
+    decision = decide(STATES["pending_evidence"], INPUTS["query_success"])
+    assert decision.events == (E.SUCCEEDED,)
+    assert decision.changes["receipt"] == "R0"
+    assert decision.changes["paid_amount"] == Decimal(10)
+    assert decision.changes["evidence_callback_id"] is None
+    assert decision.changes["verify_at"] is None
+
+
+def test_a_late_genuine_callback_completes_a_payment_a_query_settled() -> None:
+    """Finding 1: the query won the race; the callback fills in the record, no flag."""
+    decision = decide(STATES["succeeded_by_query"], INPUTS["success"])
+    assert (decision.kind, decision.events) == (K.APPLIED, (E.UPDATED,))
+    assert decision.changes["receipt"] == "R1"
+    assert decision.changes["paid_amount"] == Decimal(10)
+    assert decision.changes["paid_phone"] == PHONE
+    assert "flagged" not in decision.changes
+    after = evolve(STATES["succeeded_by_query"], decision)
+    assert decide(after, INPUTS["success"]).kind is K.DUPLICATE
+    assert decide(after, INPUTS["success_other_receipt"]).events == (E.FLAGGED,)
+
+
+def test_a_late_callback_that_disagrees_is_flagged() -> None:
+    decision = decide(STATES["succeeded_by_query"], INPUTS["success_mismatch"])
+    assert decision.events == (E.UPDATED, E.FLAGGED)
+    assert "amount 1 differs" in decision.changes["flag_reason"]
+
+
+def test_a_failed_payment_turns_paid_only_when_a_query_confirms_it() -> None:
+    """Finding 3: whoever holds the callback token cannot flip a payment to paid."""
+    late = decide(STATES["failed"], INPUTS["success"])
+    assert (late.kind, late.status, late.events) == (K.UNVERIFIED, S.FAILED, ())
+    assert late.verify
+    held = replace(STATES["failed"], evidence=INPUTS["success"], evidence_id="cb_2", verifying=True)
+    confirmed = decide(held, INPUTS["query_success"])
+    assert confirmed.events == (E.SUCCEEDED, E.CORRECTED)
+    assert confirmed.changes["receipt"] == "R1"
+    denied = decide(held, INPUTS["query_failure"])
+    assert denied.status is S.FAILED
+    assert denied.events == (E.FLAGGED,)
+    assert "cb_2" in denied.changes["flag_reason"]
+
+
+def test_an_id_learnt_from_a_callback_is_never_the_basis_of_success() -> None:
+    """Finding 2: adopted ids are unverified until a query by that id confirms them."""
+    adopted = decide(STATES["unknown"], INPUTS["id_from_callback"])
+    assert adopted.changes["checkout_request_id_verified"] is False
+    assert adopted.status is S.UNKNOWN and adopted.verify
+    state = evolve(STATES["unknown"], adopted)
+    assert decide(state, INPUTS["success"]).kind is K.UNVERIFIED
+    assert decide(state, INPUTS["failure"]).kind is K.NOOP
+    confirmed = decide(state, INPUTS["query_success"])
+    assert confirmed.status is S.SUCCEEDED
+    assert confirmed.changes["checkout_request_id_verified"] is True
+
+
+def test_a_push_in_flight_is_never_adopted() -> None:
+    assert decide(STATES["created"], INPUTS["id_from_callback"]).kind is K.IGNORED
+    assert not orphan_matches(STATES["created"], INPUTS["success"])
+    assert orphan_matches(STATES["unknown"], INPUTS["success"])
+    assert orphan_matches(STATES["unknown"], INPUTS["success_masked"])
+    assert not orphan_matches(STATES["unknown"], INPUTS["success_mismatch"])
+    assert not orphan_matches(STATES["unknown"], INPUTS["failure"])
+
+
+def test_darajas_push_answer_wins_over_an_id_learnt_from_a_callback() -> None:
+    decision = decide(STATES["unknown_adopted"], Accepted("ws_REAL", "m-9"))
+    assert decision.status is S.PENDING
+    assert decision.changes["checkout_request_id"] == "ws_REAL"
+    assert decision.changes["checkout_request_id_verified"] is True
+    assert decision.changes["evidence_callback_id"] is None, "the evidence was about another id"
+
+
+def test_an_id_daraja_does_not_know_is_dropped() -> None:
+    decision = decide(STATES["unknown_adopted"], IdUnknownToDaraja())
+    assert decision.status is S.UNKNOWN
+    assert decision.changes["checkout_request_id"] is None
+    assert decide(STATES["pending"], IdUnknownToDaraja()).kind is K.IGNORED
+
+
+def test_an_adopted_payment_whose_query_fails_is_flagged() -> None:
+    decision = decide(STATES["unknown_adopted"], INPUTS["query_failure"])
+    assert decision.events == (E.FAILED, E.FLAGGED)
+    assert "success callback" in decision.changes["flag_reason"]
 
 
 def test_the_same_flag_twice_is_a_duplicate() -> None:
-    flagged = PaymentState(
-        S.FAILED,
-        10,
-        PHONE,
-        checkout_request_id="ws_X",
-        flagged=True,
-        flag_reason="success reported after failure without a receipt; verify",
-    )
-    assert decide(flagged, INPUTS["query_success"]).kind is K.DUPLICATE
+    first = decide(STATES["succeeded"], INPUTS["failure"])
+    again = decide(evolve(STATES["succeeded"], first), INPUTS["failure"])
+    assert again.kind is K.DUPLICATE
+
+
+def test_flags_accumulate_rather_than_hide_each_other() -> None:
+    first = decide(STATES["succeeded"], INPUTS["failure"])
+    state = evolve(STATES["succeeded"], first)
+    second = decide(state, INPUTS["success_other_receipt"])
+    assert "1032" in second.changes["flag_reason"] and "R2" in second.changes["flag_reason"]
 
 
 @pytest.mark.parametrize(
@@ -296,26 +575,24 @@ inputs = st.sampled_from(list(INPUTS.values()))
 def test_no_sequence_of_inputs_leaves_a_terminal_state_except_late_success(
     sequence: list[LedgerInput],
 ) -> None:
-    """Terminal states only ever move failed → succeeded; succeeded never changes status."""
+    """Terminal states only ever move failed → succeeded, and only by Daraja's query;
+    succeeded never changes status."""
     state = STATES["created"]
     for item in sequence:
         decision = decide(state, item)
         if state.status in TERMINAL_STATUSES and decision.status != state.status:
             assert (state.status, decision.status) == (S.FAILED, S.SUCCEEDED)
+            assert isinstance(item, StkResult) and item.source == "query"
+        if decision.status is S.SUCCEEDED and state.status is not S.SUCCEEDED:
+            # Paid only by Daraja's query or a fully cross-checked callback.
+            assert isinstance(item, StkResult)
+            assert item.source == "query" or assess_success(state, item).verdict == "confirmed"
         if state.status is S.SUCCEEDED:
             assert decision.status is S.SUCCEEDED
-        if decision.applied:
-            changes = decision.changes
-            state = PaymentState(
-                decision.status,
-                state.amount,
-                state.phone,
-                checkout_request_id=changes.get("checkout_request_id", state.checkout_request_id),
-                result_code=changes.get("result_code", state.result_code),
-                receipt=changes.get("receipt", state.receipt),
-                flagged=changes.get("flagged", state.flagged),
-                flag_reason=changes.get("flag_reason", state.flag_reason),
-            )
+        if decision.writes:
+            state = evolve(state, decision)
+            if decision.keep_evidence and isinstance(item, StkResult):
+                state = replace(state, evidence=item, evidence_id="cb")
         else:
             assert decision.events == ()
 
@@ -328,17 +605,7 @@ def test_repeating_an_applied_input_never_applies_a_status_change_twice(
         first = decide(start, item)
         if not first.applied:
             continue
-        changes = first.changes
-        after = PaymentState(
-            first.status,
-            start.amount,
-            start.phone,
-            checkout_request_id=changes.get("checkout_request_id", start.checkout_request_id),
-            result_code=changes.get("result_code", start.result_code),
-            receipt=changes.get("receipt", start.receipt),
-            flagged=changes.get("flagged", start.flagged),
-            flag_reason=changes.get("flag_reason", start.flag_reason),
-        )
+        after = evolve(start, first)
         again = decide(after, item)
         assert again.kind is not K.APPLIED or EventType.SUCCEEDED not in again.events
         assert again.status == first.status

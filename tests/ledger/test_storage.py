@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
@@ -241,13 +242,39 @@ class TestCallbacks:
         assert await ledger.get_payment(payment.id) == payment
         assert await count(ledger, callbacks, callbacks.c.outcome == "ignored") == 1
 
-    async def test_a_success_without_a_receipt_is_invalid(self, ledger: Ledger) -> None:
+    @pytest.mark.parametrize(
+        "changes",
+        [{"receipt": None}, {"amount": None}, {"phone": None}, {"phone": "2547****149"}],
+        ids=["no-receipt", "no-amount", "no-phone", "masked-phone"],
+    )
+    async def test_a_success_that_cannot_be_cross_checked_is_evidence_for_a_query(
+        self, ledger: Ledger, clock: ManualClock, changes: dict[str, Any]
+    ) -> None:
+        """Issue 8, finding 3: stored, linked, a query asked for; the payment stays pending."""
         payment = await pending(ledger)
         outcome = await ledger.ingest_stk_callback(
-            stk_callback("ws_CO_1", receipt=None), source_ip=None
+            stk_callback("ws_CO_1", **changes), source_ip=None
         )
-        assert outcome.status == "invalid"
-        assert await ledger.get_payment(payment.id) == payment
+        assert outcome.status == "unverified"
+        held = await ledger.get_payment(payment.id)
+        assert held is not None
+        assert held.status is PaymentStatus.PENDING and held.receipt is None
+        assert held.evidence_callback_id == outcome.callback_id
+        assert held.verify_at == clock.now
+        assert await event_types(ledger, payment.id) == ["payment.pending"]
+        # The reconciler claims it at once (no min_age wait for evidence).
+        claimed = await ledger.claim_for_reconciliation(
+            limit=10, min_age=timedelta(hours=1), lease=timedelta(minutes=1)
+        )
+        assert [p.id for p in claimed] == [payment.id]
+        settled = await ledger.apply_stk_result("ws_CO_1", StkResult("0", "ok"))
+        assert settled.payment is not None
+        assert settled.payment.status is PaymentStatus.SUCCEEDED
+        assert not settled.payment.flagged
+        assert settled.payment.evidence_callback_id is None
+        assert settled.payment.verify_at is None
+        if changes != {"receipt": None}:
+            assert settled.payment.receipt == "NLJ7RT61SV", "the evidence completes the record"
 
     async def test_duplicate_callback_is_stored_but_applied_once(self, ledger: Ledger) -> None:
         payment = await pending(ledger)
@@ -300,15 +327,24 @@ class TestCallbacks:
         assert outcome.status == "invalid"
         assert await ledger.get_payment(payment.id) == payment
 
-    async def test_amount_mismatch_is_applied_but_flagged(self, ledger: Ledger) -> None:
+    async def test_amount_mismatch_waits_for_the_query_and_is_flagged_when_confirmed(
+        self, ledger: Ledger
+    ) -> None:
         payment = await pending(ledger, amount=100)
         outcome = await ledger.ingest_stk_callback(
             stk_callback("ws_CO_1", amount=1), source_ip=None
         )
+        assert outcome.status == "unverified"
         assert outcome.payment is not None
-        assert outcome.payment.status is PaymentStatus.SUCCEEDED
-        assert outcome.payment.flagged
-        assert "amount 1 differs from requested 100" in (outcome.payment.flag_reason or "")
+        assert outcome.payment.status is PaymentStatus.PENDING
+        assert not outcome.payment.flagged
+        settled = await ledger.apply_stk_result("ws_CO_1", StkResult("0", "ok"))
+        assert settled.payment is not None
+        assert settled.payment.status is PaymentStatus.SUCCEEDED
+        assert settled.payment.flagged
+        assert "amount 1 differs from requested 100" in (settled.payment.flag_reason or "")
+        assert outcome.callback_id in (settled.payment.flag_reason or "")
+        assert settled.payment.paid_amount == Decimal(1)
         assert await event_types(ledger, payment.id) == [
             "payment.pending",
             "payment.succeeded",
@@ -325,9 +361,21 @@ class TestCallbacks:
         )
         assert outcome.status == "invalid"
         assert "amount 1 differs from requested 100" in outcome.detail
-        assert await ledger.get_payment(payment.id) == payment
+        held = await ledger.get_payment(payment.id)
+        assert held is not None and held.status is PaymentStatus.PENDING
+        assert held.evidence_callback_id == outcome.callback_id, "linked as evidence"
         assert await count(ledger, callbacks, callbacks.c.outcome == "invalid") == 1
-        # A matching success is still applied under the same policy.
+        # Daraja confirms the payment: succeeded, flagged with the refused callback linked.
+        settled = await ledger.apply_stk_result("ws_CO_1", StkResult("0", "ok"))
+        assert settled.payment is not None
+        assert settled.payment.status is PaymentStatus.SUCCEEDED
+        assert settled.payment.flagged
+        assert "refused" in (settled.payment.flag_reason or "")
+        assert outcome.callback_id in (settled.payment.flag_reason or "")
+        assert settled.payment.paid_amount is None, "a refused callback's values are not kept"
+
+    async def test_refuse_policy_still_applies_a_matching_success(self, ledger: Ledger) -> None:
+        await pending(ledger, amount=100)
         fine = await ledger.ingest_stk_callback(
             stk_callback("ws_CO_1", amount=100), source_ip=None, on_mismatch="refuse"
         )
@@ -349,12 +397,14 @@ class TestCallbacks:
         with pytest.raises(ValidationError):
             await Ledger.open(database_url, on_mismatch="ignore")  # type: ignore[arg-type]
 
-    async def test_phone_mismatch_is_applied_but_flagged(self, ledger: Ledger) -> None:
+    async def test_phone_mismatch_is_never_applied_by_the_callback(self, ledger: Ledger) -> None:
         await pending(ledger)
         outcome = await ledger.ingest_stk_callback(
             stk_callback("ws_CO_1", phone=254711222333), source_ip=None
         )
-        assert outcome.payment is not None and outcome.payment.flagged
+        assert outcome.status == "unverified"
+        assert outcome.payment is not None
+        assert outcome.payment.status is PaymentStatus.PENDING
 
     async def test_float_amount_in_callback_is_exact(self, ledger: Ledger) -> None:
         await pending(ledger)
@@ -364,14 +414,27 @@ class TestCallbacks:
         assert outcome.payment.paid_amount == Decimal("10.00")
         assert not outcome.payment.flagged
 
-    async def test_late_success_after_failure_is_corrected(self, ledger: Ledger) -> None:
+    async def test_late_success_after_failure_is_corrected_only_by_a_query(
+        self, ledger: Ledger, clock: ManualClock
+    ) -> None:
+        """Whoever holds the callback token cannot flip a failed payment to paid."""
         payment = await pending(ledger)
         await ledger.ingest_stk_callback(stk_callback("ws_CO_1", 1037), source_ip=None)
+        clock.advance(seconds=30)
         outcome = await ledger.ingest_stk_callback(stk_callback("ws_CO_1"), source_ip=None)
-        assert outcome.status == "applied"
-        assert outcome.payment is not None
-        assert outcome.payment.status is PaymentStatus.SUCCEEDED
-        assert outcome.payment.failure_reason is None
+        assert outcome.status == "unverified"
+        held = await ledger.get_payment(payment.id)
+        assert held is not None and held.status is PaymentStatus.FAILED
+        assert held.verify_at == clock.now and held.verify_since == clock.now
+        claimed = await ledger.claim_for_reconciliation(
+            limit=10, min_age=timedelta(0), lease=timedelta(minutes=1)
+        )
+        assert [p.id for p in claimed] == [payment.id], "a failed payment is verified too"
+        settled = await ledger.apply_stk_result("ws_CO_1", StkResult("0", "ok"))
+        assert settled.payment is not None
+        assert settled.payment.status is PaymentStatus.SUCCEEDED
+        assert settled.payment.receipt == "NLJ7RT61SV"
+        assert settled.payment.failure_reason is None
         assert await event_types(ledger, payment.id) == [
             "payment.pending",
             "payment.failed",
@@ -379,12 +442,51 @@ class TestCallbacks:
             "payment.corrected",
         ]
 
-    async def test_late_success_after_expiry_is_corrected(self, ledger: Ledger) -> None:
+    async def test_a_late_success_that_daraja_denies_is_flagged_not_applied(
+        self, ledger: Ledger
+    ) -> None:
         payment = await pending(ledger)
         await ledger.expire(payment.id)
         outcome = await ledger.ingest_stk_callback(stk_callback("ws_CO_1"), source_ip=None)
+        assert outcome.status == "unverified"
+        denied = await ledger.apply_stk_result("ws_CO_1", StkResult("1032", "cancelled"))
+        assert denied.payment is not None
+        assert denied.payment.status is PaymentStatus.FAILED
+        assert denied.payment.flagged and outcome.callback_id in (denied.payment.flag_reason or "")
+        assert denied.payment.verify_at is None
+
+    async def test_a_late_success_daraja_never_confirms_is_flagged_when_abandoned(
+        self, ledger: Ledger
+    ) -> None:
+        payment = await pending(ledger)
+        await ledger.expire(payment.id)
+        await ledger.ingest_stk_callback(stk_callback("ws_CO_1"), source_ip=None)
+        flagged = await ledger.abandon_verification(payment.id)
+        assert flagged.status is PaymentStatus.FAILED
+        assert flagged.flagged and "could not be confirmed" in (flagged.flag_reason or "")
+        assert flagged.verify_at is None and flagged.evidence_callback_id is None
+
+    async def test_a_late_genuine_callback_fills_in_what_the_query_settled(
+        self, ledger: Ledger
+    ) -> None:
+        """Issue 8, finding 1: query first, callback second: receipt recorded, no flag."""
+        payment = await pending(ledger)
+        await ledger.apply_stk_result("ws_CO_1", StkResult("0", "ok"))
+        outcome = await ledger.ingest_stk_callback(stk_callback("ws_CO_1"), source_ip=None)
+        assert outcome.status == "applied"
         assert outcome.payment is not None
-        assert outcome.payment.status is PaymentStatus.SUCCEEDED
+        assert outcome.payment.receipt == "NLJ7RT61SV"
+        assert outcome.payment.paid_amount == Decimal(10)
+        assert outcome.payment.paid_phone == "254708374149"
+        assert outcome.payment.transaction_date is not None
+        assert not outcome.payment.flagged
+        again = await ledger.ingest_stk_callback(stk_callback("ws_CO_1"), source_ip=None)
+        assert again.status == "duplicate"
+        assert await event_types(ledger, payment.id) == [
+            "payment.pending",
+            "payment.succeeded",
+            "payment.updated",
+        ]
 
     async def test_query_result_applies_without_a_callback_row(self, ledger: Ledger) -> None:
         await pending(ledger)
@@ -442,6 +544,7 @@ class TestEventsAndDeliveries:
             await ledger.migrate()
             await pending(ledger)
             await ledger.ingest_stk_callback(stk_callback("ws_CO_1", amount=1), source_ip=None)
+            await ledger.apply_stk_result("ws_CO_1", StkResult("0", "ok"))
             # pending + succeeded + flagged, each to two endpoints
             assert await count(ledger, webhook_deliveries) == 6
         finally:

@@ -57,7 +57,7 @@ json_values = st.recursive(
     max_leaves=12,
 )
 TARGET = "ws_CO_TARGET"
-OUTCOMES = ("applied", "duplicate", "ignored", "unknown_payment", "invalid")
+OUTCOMES = ("applied", "unverified", "duplicate", "ignored", "unknown_payment", "invalid")
 STK_FIELDS = [
     "MerchantRequestID",
     "CheckoutRequestID",
@@ -186,6 +186,12 @@ def test_ledger_ingestion_of_hostile_callbacks_stores_everything_and_changes_onl
         after = await ledger.get_payment(payment.id)
         assert after is not None
         assert sum((await ledger.stats()).callbacks.values()) == before + 1, "body not stored"
+        if outcome.status == "unverified":
+            # Kept as evidence for the reconciler's query: the status never moves.
+            assert after.status is payment.status, "an unverified callback moved the status"
+            assert after.evidence_callback_id == outcome.callback_id
+            assert after.verify_at is not None
+            return
         if outcome.status != "applied":
             assert after.version == payment.version, f"{outcome.status} changed the payment"
             return
@@ -196,6 +202,9 @@ def test_ledger_ingestion_of_hostile_callbacks_stores_everything_and_changes_onl
             silently_wrong = parsed.amount is not None and parsed.amount != 10
             if silently_wrong and not after.flagged:
                 seen["mismatch_not_flagged"] += 1
+            # Paid on a callback's word only when everything was cross-checked.
+            if parsed.amount != 10 or parsed.phone != "254711000001" or not parsed.receipt:
+                seen["paid_unconfirmed"] += 1
         else:
             assert after.status in (PaymentStatus.FAILED, PaymentStatus.PENDING)
 
@@ -221,8 +230,9 @@ def test_ledger_ingestion_of_hostile_callbacks_stores_everything_and_changes_onl
                 **{k: seen[k] for k in OUTCOMES},
                 "crashes": seen["crashes"],
                 "mismatch_not_flagged": seen["mismatch_not_flagged"],
+                "paid_unconfirmed": seen["paid_unconfirmed"],
             },
-            must_be_zero=("crashes", "mismatch_not_flagged"),
+            must_be_zero=("crashes", "mismatch_not_flagged", "paid_unconfirmed"),
             about=(
                 "Each example opens a fresh pending payment and feeds the ledger one hostile "
                 "body (half of them a mutated callback naming that payment)."

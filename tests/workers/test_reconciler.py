@@ -609,3 +609,136 @@ async def test_run_survives_a_failed_round(
                 await anyio.sleep(0.02)
         stop.set()
     assert flaky.failures == 0
+
+
+# -- issue 8: verification of evidence, ids learnt from callbacks, the query log -----------
+
+
+def _callback(cid: str, merchant: str | None, *, amount: int, phone_number: str) -> bytes:
+    body = stk_callback_payload(
+        checkout_request_id=cid,
+        merchant_request_id=merchant or "29115-34620561-1",
+        amount=amount,
+        receipt="FAKE000001",
+        phone=int(phone_number),
+    )
+    return json.dumps(body).encode()
+
+
+async def test_a_success_for_a_failed_payment_is_asked_of_daraja_and_flagged_when_denied(
+    open_ledger: OpenLedger, client: AsyncDaraja, emulator: Emulator, clock: ManualClock
+) -> None:
+    ledger = await open_ledger()
+    cancelled = await push(ledger, client, emulator, "254700001032", 1)
+    reconciler, counting, _ = make_reconciler(ledger, client, clock)
+    clock.advance(MIN_AGE)
+    assert (await reconciler.run_once()).failed == 1
+    assert cancelled.checkout_request_id is not None
+    body = _callback(
+        cancelled.checkout_request_id,
+        cancelled.merchant_request_id,
+        amount=10,
+        phone_number="254700001032",
+    )
+    outcome = await ledger.ingest_stk_callback(body, source_ip=None)
+    assert outcome.status == "unverified"
+    # Queried in the next round whatever its status, and Daraja says 1032: flagged.
+    report = await reconciler.run_once()
+    assert (report.claimed, report.queried) == (1, 1)
+    final = await stored(ledger, cancelled)
+    assert final.status is PaymentStatus.FAILED and final.receipt is None
+    assert final.flagged and outcome.callback_id in (final.flag_reason or "")
+    assert final.verify_at is None
+    clock.advance(1000)
+    assert (await reconciler.run_once()).claimed == 0
+    assert len(counting.queries) == 2
+    log = await ledger.list_stk_queries(cancelled.id)
+    assert [q.outcome for q in log] == ["failed", "failed"]
+    assert [q.result_code for q in log] == ["1032", "1032"]
+
+
+async def test_evidence_daraja_never_confirms_is_flagged_after_the_deadline(
+    open_ledger: OpenLedger, client: AsyncDaraja, emulator: Emulator, clock: ManualClock
+) -> None:
+    ledger = await open_ledger()
+    cancelled = await push(ledger, client, emulator, "254700001032", 1)
+    reconciler, _, _ = make_reconciler(ledger, client, clock)
+    clock.advance(MIN_AGE)
+    await reconciler.run_once()
+    assert cancelled.checkout_request_id is not None
+    body = _callback(
+        cancelled.checkout_request_id,
+        cancelled.merchant_request_id,
+        amount=10,
+        phone_number="254700001032",
+    )
+    assert (await ledger.ingest_stk_callback(body, source_ip=None)).status == "unverified"
+    emulator.add_fault(kind="http_500", path="/mpesa/stkpushquery")
+    clock.advance(1)
+    assert (await reconciler.run_once()).errors == 1
+    clock.advance(DEADLINE)
+    report = await reconciler.run_once()
+    assert report.abandoned == 1
+    final = await stored(ledger, cancelled)
+    assert final.status is PaymentStatus.FAILED
+    assert final.flagged and "could not be confirmed" in (final.flag_reason or "")
+    assert [q.outcome for q in await ledger.list_stk_queries(cancelled.id)][-2:] == [
+        "error",
+        "error",
+    ]
+
+
+async def test_an_unverified_id_daraja_refuses_is_dropped_and_the_genuine_one_settles(
+    open_ledger: OpenLedger, client: AsyncDaraja, emulator: Emulator, clock: ManualClock
+) -> None:
+    """A push whose answer was lost; a forger's callback first, the genuine one second."""
+    ledger = await open_ledger()
+    payment, _ = await ledger.create_payment("lost", phone(7), 10, "INV7", "Order")
+    answer = await client.stk_push(phone(7), 10, "INV7", "Order")  # its answer "never came"
+    assert await emulator.wait_idle(10)
+    await ledger.mark_unknown(payment.id, "read timeout after the push was sent")
+    forged = _callback("ws_CO_FORGED0001", None, amount=10, phone_number=phone(7))
+    assert (await ledger.ingest_stk_callback(forged, source_ip=None)).status == "unverified"
+    genuine = _callback(
+        answer.checkout_request_id, answer.merchant_request_id, amount=10, phone_number=phone(7)
+    )
+    assert (await ledger.ingest_stk_callback(genuine, source_ip=None)).status == ("unknown_payment")
+    reconciler, counting, _ = make_reconciler(ledger, client, clock)
+    report = await reconciler.run_once()  # evidence: no min_age wait
+    assert (report.dropped, report.adopted, report.succeeded) == (1, 1, 1)
+    final = await stored(ledger, payment)
+    assert final.status is PaymentStatus.SUCCEEDED
+    assert final.checkout_request_id == answer.checkout_request_id
+    assert final.checkout_request_id_verified
+    assert [q for q, _ in counting.queries] == ["ws_CO_FORGED0001", answer.checkout_request_id]
+    assert [q.outcome for q in await ledger.list_stk_queries(payment.id)] == [
+        "refused",
+        "succeeded",
+    ]
+
+
+async def test_an_unknown_payment_adopts_a_stored_callback_when_the_reconciler_looks(
+    open_ledger: OpenLedger, client: AsyncDaraja, emulator: Emulator, clock: ManualClock
+) -> None:
+    """The callback arrived while the push was in flight (not adoptable then)."""
+    ledger = await open_ledger()
+    payment, _ = await ledger.create_payment("slow-push", phone(8), 10, "INV8", "Order")
+    answer = await client.stk_push(phone(8), 10, "INV8", "Order")
+    assert await emulator.wait_idle(10)
+    genuine = _callback(
+        answer.checkout_request_id, answer.merchant_request_id, amount=10, phone_number=phone(8)
+    )
+    # Stored while the payment is still created: never adopted then.
+    assert (await ledger.ingest_stk_callback(genuine, source_ip=None)).status == ("unknown_payment")
+    held = await stored(ledger, payment)
+    assert held.checkout_request_id is None
+    clock.advance(120)  # the process died: recovered as unknown, and the orphan adopted
+    reconciler, _, _ = make_reconciler(ledger, client, clock)
+    report = await reconciler.run_once()
+    assert report.recovered == 1
+    final = await stored(ledger, payment)
+    if final.status is not PaymentStatus.SUCCEEDED:
+        await reconciler.run_once()
+        final = await stored(ledger, payment)
+    assert final.status is PaymentStatus.SUCCEEDED
+    assert final.receipt == "FAKE000001", "the adopted callback's receipt, confirmed by query"

@@ -147,7 +147,8 @@ class Settings(BaseSettings):
     callback_on_mismatch: Literal["refuse", "flag"] = Field(
         "refuse",
         description="a callback success whose amount or phone differs from the request: "
-        "refuse (stored as invalid, settled by query) or flag (applied and flagged)",
+        "refuse (400, stored as invalid) or flag (200, its values recorded); either way "
+        "only Daraja's STK query settles the payment, flagged if Daraja confirms it",
     )
     run_workers: bool = Field(
         True, description="run the reconciler and webhook dispatcher inside `pesa serve`"

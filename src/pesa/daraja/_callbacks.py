@@ -28,6 +28,7 @@ __all__ = [
     "C2BPayment",
     "ResultEnvelope",
     "StkCallback",
+    "StkOutcome",
     "c2b_confirmation_reply",
     "c2b_validation_reply",
     "parse_account_balances",
@@ -153,8 +154,17 @@ def _phone(value: Any) -> str | None:
     return str(value).strip() or None
 
 
+StkOutcome = Literal["succeeded", "failed", "unverified"]
+"""What an STK callback shows on its own: see :attr:`StkCallback.outcome`."""
+
+
 class StkCallback(BaseModel):
     """A parsed STK callback (``{"Body": {"stkCallback": ...}}``).
+
+    A callback has no signature (REFERENCE §6.3): whoever knows your callback URL can post
+    one. :attr:`outcome` says what this one shows on its own; before you ship goods, check
+    ``amount`` against your order, and settle anything ``unverified`` with an STK query
+    (``Daraja.stk_query``), whose answer comes from Daraja itself.
 
     Attributes:
         merchant_request_id: ``MerchantRequestID``.
@@ -183,9 +193,29 @@ class StkCallback(BaseModel):
     metadata: dict[str, Any] = {}
 
     @property
-    def succeeded(self) -> bool:
-        """The customer paid (``ResultCode`` 0)."""
+    def reported_success(self) -> bool:
+        """``ResultCode`` is 0: the callback *says* the customer paid (see :attr:`succeeded`)."""
         return self.result_code == "0"
+
+    @property
+    def succeeded(self) -> bool:
+        """The customer paid: ``ResultCode`` 0 with a receipt and an amount.
+
+        A "success" without ``MpesaReceiptNumber`` or ``Amount`` is not what Daraja sends
+        for a payment: it is ``unverified`` (:attr:`outcome`), never ``succeeded``.
+        """
+        return self.reported_success and bool(self.receipt) and self.amount is not None
+
+    @property
+    def outcome(self) -> StkOutcome:
+        """``succeeded`` (paid, with a receipt and an amount), ``failed`` (a final non-zero
+        code: cancelled, insufficient funds...) or ``unverified`` (a "success" missing its
+        receipt or amount, or a code not known to be final: ask Daraja by STK query)."""
+        if self.succeeded:
+            return "succeeded"
+        if not self.reported_success and self.code.final:
+            return "failed"
+        return "unverified"
 
     @property
     def code(self) -> ResultCode:
@@ -196,8 +226,8 @@ class StkCallback(BaseModel):
         phone = mask_phone(self.phone) if self.phone else None
         return (
             f"StkCallback(checkout_request_id={self.checkout_request_id!r}, "
-            f"result_code={self.result_code!r}, amount={self.amount!r}, "
-            f"receipt={self.receipt!r}, phone={phone!r})"
+            f"result_code={self.result_code!r}, outcome={self.outcome!r}, "
+            f"amount={self.amount!r}, receipt={self.receipt!r}, phone={phone!r})"
         )
 
 
@@ -206,7 +236,10 @@ def parse_stk_callback(body: bytes | str | Mapping[str, Any]) -> StkCallback:
 
     Example:
         >>> cb = parse_stk_callback(request_body)
-        >>> if cb.succeeded: mark_paid(cb.checkout_request_id, cb.receipt, cb.amount)
+        >>> if cb.succeeded and cb.amount == order.amount:
+        ...     mark_paid(cb.checkout_request_id, cb.receipt, cb.amount)
+        ... elif cb.outcome == "unverified":
+        ...     schedule_stk_query(cb.checkout_request_id)
 
     Raises:
         InvalidCallbackError: not JSON, or not the shape of an STK callback.

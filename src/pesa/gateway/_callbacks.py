@@ -8,10 +8,15 @@ The order of checks is the point of this module:
 3. the raw body is handed to the ledger, which stores it and applies the result in one
    transaction; Daraja's 200 is sent only after that commit;
 4. a body we cannot use (not JSON, wrong shape, a CheckoutRequestID we never issued, a
-   success whose amount or phone is not what we asked for) is still stored raw for audit,
-   changes no payment, and gets a clear 4xx, never a 500. A refused success is not lost:
-   the reconciler settles the payment by STK query, which asks Daraja directly
-   (``PESA_CALLBACK_ON_MISMATCH=flag`` applies such a success and flags it instead).
+   success whose amount or phone is not what we asked for under
+   ``PESA_CALLBACK_ON_MISMATCH=refuse``) is still stored raw for audit, changes no payment,
+   and gets a clear 4xx, never a 500.
+
+What a callback may do is the ledger's rule, not this route's (``pesa.ledger._states``): a
+success settles a payment only when it can be cross-checked against the request; anything
+less is kept as evidence (answered 200, ``unverified``) and the reconciler's STK query, which
+asks Daraja directly, settles the payment. A success naming an id we never recorded may give
+that id, unverified, to the one ``unknown`` payment it fits (a lost push answer).
 """
 
 from __future__ import annotations
@@ -23,9 +28,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from pesa._logging import get_logger
-from pesa.gateway._payments import adopt_orphan_callback
-from pesa.gateway._state import GatewayState, gateway_state
-from pesa.ledger import parse_stk_callback_body
+from pesa.gateway._state import gateway_state
 
 __all__ = ["MAX_CALLBACK_BYTES", "CallbackPathFilter", "redact_callback_paths", "router"]
 
@@ -80,15 +83,6 @@ async def _read_limited(request: Request) -> bytes | None:
     return b"".join(chunks)
 
 
-async def _adopt(state: GatewayState, body: bytes) -> bool:
-    try:
-        parsed = parse_stk_callback_body(body)
-        return await adopt_orphan_callback(state.ledger, parsed) is not None
-    except Exception:
-        log.exception("could not match an unknown callback to an unsent-looking payment")
-        return False
-
-
 async def stk_callback(request: Request) -> JSONResponse:
     """Store and apply one STK push result from Daraja (see the module docstring).
 
@@ -126,12 +120,10 @@ async def stk_callback(request: Request) -> JSONResponse:
         log.exception("callback could not be stored")
         return _reply(503, 1, "Temporarily unavailable")
     state.metrics.callbacks_received.inc(outcome=outcome.status)
-    if outcome.status in ("applied", "duplicate", "ignored"):
-        # Stored and committed; "ignored" (a result for a payment that is already final in
-        # another way) changes nothing, but Daraja has delivered it correctly.
-        return _reply(200, 0, "Accepted")
-    if outcome.status == "unknown_payment" and await _adopt(state, body):
-        # Kept raw as unknown_payment; the id now names a payment the reconciler settles.
+    if outcome.status in ("applied", "unverified", "duplicate", "ignored"):
+        # Stored and committed; "unverified" waits for the reconciler's query, "ignored" (a
+        # result for a payment that is already final in another way) changes nothing, but
+        # Daraja has delivered it correctly.
         return _reply(200, 0, "Accepted")
     log.warning(
         "callback %s not applied (%s): %s", outcome.callback_id, outcome.status, outcome.detail

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -42,18 +41,10 @@ from pesa.daraja import (
     validate_amount,
     validate_transaction_desc,
 )
-from pesa.ledger import (
-    InvalidTransitionError,
-    Ledger,
-    ParsedStkCallback,
-    Payment,
-    PaymentStatus,
-    phones_match,
-)
+from pesa.ledger import InvalidTransitionError, Ledger, Payment
 
 __all__ = [
     "PaymentCreator",
-    "adopt_orphan_callback",
     "PaymentRequest",
     "classify_push_error",
     "validate_idempotency_key",
@@ -207,8 +198,8 @@ class PaymentCreator:
         try:
             return await self._push_and_record(payment)
         except InvalidTransitionError as err:
-            # The payment moved on while the push was in flight (a callback adopted it, the
-            # reconciler recovered it): the ledger's state wins over this late answer.
+            # The payment moved on while the push was in flight (the reconciler recovered it
+            # and Daraja's answer no longer fits): the ledger's state wins.
             log.info("payment %s: push answer arrived after %s; kept", payment.id, err.status)
             current = await self._ledger.get_payment(payment.id)
             if current is None:  # pragma: no cover - payments are never deleted
@@ -256,64 +247,3 @@ class PaymentCreator:
         return await self._ledger.mark_accepted(
             payment.id, response.checkout_request_id, response.merchant_request_id
         )
-
-
-async def adopt_orphan_callback(ledger: Ledger, parsed: ParsedStkCallback) -> Payment | None:
-    """Give a push whose answer was lost the CheckoutRequestID its callback reveals.
-
-    When the STK push times out, Daraja's answer (and its CheckoutRequestID) is lost; the
-    payment is ``unknown`` (or still ``created`` while the push waits) and cannot be
-    queried. Its callback still arrives, with an id we never recorded. If exactly one such
-    payment has the callback's amount and phone, it takes the id and becomes ``pending``;
-    the callback result itself is **not** applied: the reconciler's STK query, which asks
-    Daraja directly, settles the payment. So a forged callback can at most make the
-    gateway ask Daraja about an id that does not exist.
-
-    Returns:
-        The adopted payment (now ``pending``), or ``None`` when the callback is not a
-        success with amount and phone, or no single payment matches.
-    """
-    result = parsed.result
-    if not result.is_success or result.amount is None or result.phone is None:
-        return None
-    try:
-        # A full number narrows the search in the database; a masked one cannot.
-        phone: str | None = normalize_msisdn(result.phone)
-    except ValidationError:
-        phone = None
-    candidates: list[Payment] = []
-    for status in (PaymentStatus.UNKNOWN, PaymentStatus.CREATED):
-        page = await ledger.list_payments(status=status, phone=phone, limit=500)
-        candidates.extend(
-            p
-            for p in page.items
-            if p.checkout_request_id is None
-            and Decimal(p.amount) == Decimal(result.amount)
-            and phones_match(p.phone, result.phone)
-        )
-    if len(candidates) != 1:
-        if candidates:
-            log.warning(
-                "callback %s matches %d unsent-looking payments; not adopted",
-                parsed.checkout_request_id,
-                len(candidates),
-            )
-        return None
-    payment = candidates[0]
-    try:
-        # The callback names its own id: it must not vouch for itself (the query settles it).
-        adopted = await ledger.mark_accepted(
-            payment.id,
-            parsed.checkout_request_id,
-            parsed.merchant_request_id,
-            apply_stored_callbacks=False,
-        )
-    except InvalidTransitionError:
-        return None
-    log.warning(
-        "payment %s: its push answer was lost; callback %s gave its CheckoutRequestID, "
-        "to be settled by query",
-        payment.id,
-        parsed.checkout_request_id,
-    )
-    return adopted

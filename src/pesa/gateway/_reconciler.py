@@ -19,13 +19,24 @@ round the reconciler:
      backoff that doubles while it repeats, and hands the rest of the round back;
    - on a transport error or any other Daraja error leaves the payment for a later round;
 4. fails with reason ``expired`` a payment that still has no final answer once
-   ``deadline`` seconds have passed since it was created (after one last query).
+   ``deadline`` seconds have passed since it was created (after one last query); it is
+   flagged when the customer may have paid (an unconfirmed push, or a success callback that
+   waited for Daraja's confirmation).
+
+It also answers the ledger's *verification* requests: a success callback the ledger could
+not cross-check (no amount, a masked phone, an id learnt from a callback, a payment already
+failed) sets ``verify_at``, and such a payment is queried at once whatever its status.
+Daraja's answer decides; if no answer comes within ``deadline`` seconds of the request, the
+payment is flagged for a human (never silently failed, never marked paid).
 
 An ``unknown`` payment without a CheckoutRequestID (the push timed out before Daraja gave
-one) cannot be STK-queried: the reconciler does not send anything for it. It stays
-``unknown`` (a callback or a late ``accepted`` may still settle it) until the deadline,
-then fails as ``expired``, like any payment with no answer. If money did move, its callback
-(kept raw by the ledger) or Daraja's statement is the evidence to correct it.
+one) cannot be STK-queried. Each round looks for a stored success callback that fits it (the
+amount asked, a phone that agrees) and, if exactly one id does, adopts that id, unverified,
+and queries it. An adopted id Daraja refuses is dropped (and another stored callback may
+then be adopted). Otherwise the payment stays ``unknown`` until the deadline and fails as
+``expired``, flagged: the customer may have paid.
+
+Every query and Daraja's answer are logged in the ledger (``Ledger.list_stk_queries``).
 """
 
 from __future__ import annotations
@@ -51,7 +62,7 @@ from pesa._logging import get_logger
 from pesa.gateway._backoff import Backoff, RandomSource, describe_outage
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._throttle import TokenBucket
-from pesa.ledger import InvalidTransitionError, PaymentStatus, StkResult
+from pesa.ledger import InvalidTransitionError, PaymentStatus, StkQueryOutcome, StkResult
 
 if TYPE_CHECKING:
     from pesa.config import Settings
@@ -172,6 +183,9 @@ class ReconcileReport:
         rate_limited: spike arrest / quota answers.
         released: claimed payments handed back unqueried (after a spike arrest, or too
             little lease left).
+        adopted: unknown payments that took an id from a stored success callback.
+        dropped: ids learnt from callbacks that Daraja refused (dropped).
+        abandoned: verifications given up after the deadline (flagged).
     """
 
     recovered: int = 0
@@ -185,6 +199,9 @@ class ReconcileReport:
     errors: int = 0
     rate_limited: int = 0
     released: int = 0
+    adopted: int = 0
+    dropped: int = 0
+    abandoned: int = 0
 
 
 class _RoundAborted(Exception):
@@ -332,9 +349,10 @@ class Reconciler:
     async def settle(self, payment: Payment) -> Payment:
         """Query Daraja about ``payment`` now and apply a final answer (``/refresh``).
 
-        A payment that is not pending or unknown, or has no CheckoutRequestID, is returned
-        as stored. A "still being processed" answer leaves it unchanged. The query counts
-        against the same rate bound as the background rounds.
+        A payment that is neither pending, unknown nor awaiting verification, or has no
+        CheckoutRequestID, is returned as stored. A "still being processed" answer leaves it
+        unchanged. The query counts against the same rate bound as the background rounds,
+        and is logged like theirs.
 
         Raises:
             RateLimitError: Daraja answered with spike arrest (the bound also pauses).
@@ -342,28 +360,41 @@ class Reconciler:
             DarajaError: any other error answer.
         """
         current = await self.ledger.get_payment(payment.id) or payment
-        if current.status not in _RECONCILABLE or current.checkout_request_id is None:
+        cid = current.checkout_request_id
+        if cid is None or not (current.status in _RECONCILABLE or current.verify_at is not None):
             return current
         await self.bucket.acquire()
         try:
             with anyio.fail_after(self.options.query_timeout):
-                response = await self.client.stk_query(current.checkout_request_id)
+                response = await self.client.stk_query(cid)
         except TimeoutError as err:
+            await self._log_query(current, "error", detail="no answer in time")
             raise TransportError(
                 f"STK query got no answer within {self.options.query_timeout:g} s"
             ) from err
-        except RateLimitError:
+        except RateLimitError as err:
+            await self._log_query(current, "rate_limited", code=err.error_code)
             self._rate_limited()
+            raise
+        except DarajaError as err:
+            if _refuses_the_id(current, err):
+                await self._log_query(current, "refused", code=err.error_code, detail=str(err))
+                return await self._drop_id(current, err, None)
+            await self._log_query(current, "error", code=err.error_code, detail=str(err))
+            raise
+        except PesaError as err:
+            await self._log_query(current, "error", detail=str(err))
             raise
         self._rate_limited_in_a_row = 0
         if response.pending or not _is_final(response):
             self.metrics.reconciler_queries.inc(outcome="pending")
+            await self._log_query(current, "pending", response=response)
             return current
-        outcome = await self.ledger.apply_stk_result(
-            current.checkout_request_id, _result(response), source="query"
-        )
-        self.metrics.reconciler_queries.inc(
-            outcome="succeeded" if _is_success(response) else "failed"
+        outcome = await self.ledger.apply_stk_result(cid, _result(response), source="query")
+        success = _is_success(response)
+        self.metrics.reconciler_queries.inc(outcome="succeeded" if success else "failed")
+        await self._log_query(
+            current, "succeeded" if success else "failed", response=response, detail=outcome.detail
         )
         return outcome.payment or current
 
@@ -372,14 +403,51 @@ class Reconciler:
     def _now(self) -> datetime:
         return self._clock()
 
+    def _deadline(self, payment: Payment) -> datetime:
+        """When to stop asking: the payment's deadline, or its verification's."""
+        if payment.status in _RECONCILABLE or payment.verify_since is None:
+            start = payment.created_at
+        else:
+            start = payment.verify_since
+        return start + timedelta(seconds=self.options.deadline)
+
     def _past_deadline(self, payment: Payment, now: datetime) -> bool:
-        return now >= payment.created_at + timedelta(seconds=self.options.deadline)
+        return now >= self._deadline(payment)
+
+    async def _log_query(
+        self,
+        payment: Payment,
+        outcome: StkQueryOutcome,
+        *,
+        response: StkQueryResponse | None = None,
+        code: str | None = None,
+        detail: str | None = None,
+    ) -> None:
+        cid = payment.checkout_request_id
+        if cid is None:  # pragma: no cover - only payments with an id are queried
+            return
+        try:
+            await self.ledger.record_stk_query(
+                payment.id,
+                cid,
+                outcome,
+                result_code=response.result_code if response is not None else code,
+                result_desc=response.result_desc if response is not None else None,
+                detail=detail,
+            )
+        except Exception:  # the log must never cost the answer
+            log.exception("could not log the STK query of payment %s", payment.id)
 
     async def _check(self, payment: Payment, report: ReconcileReport) -> None:
         cid = payment.checkout_request_id
         if cid is None:
-            await self._unqueryable(payment, report)
-            return
+            adopted = await self.ledger.adopt_orphan_callbacks(payment.id)
+            if adopted.checkout_request_id is None:
+                await self._unqueryable(adopted, report)
+                return
+            report.adopted += 1
+            payment = adopted
+            cid = adopted.checkout_request_id
 
         await self.bucket.acquire()
         if self._monotonic() >= self._lease_end:
@@ -400,9 +468,22 @@ class Reconciler:
             # This payment is handed back with the rest of the round.
             await self._release([payment], self._now() + timedelta(seconds=pause), report)
             raise _RoundAborted from err
-        except (TransportError, DarajaError, TimeoutError) as err:
+        except DarajaError as err:
+            if _refuses_the_id(payment, err):
+                self.metrics.reconciler_queries.inc(outcome="refused")
+                await self._log_query(payment, "refused", code=err.error_code, detail=str(err))
+                await self._drop_id(payment, err, report)
+                return
             report.errors += 1
             self.metrics.reconciler_queries.inc(outcome="error")
+            await self._log_query(payment, "error", code=err.error_code, detail=str(err))
+            log.warning("STK query for payment %s got no usable answer: %s", payment.id, err)
+            await self._no_answer(payment, report)
+            return
+        except (TransportError, TimeoutError) as err:
+            report.errors += 1
+            self.metrics.reconciler_queries.inc(outcome="error")
+            await self._log_query(payment, "error", detail=str(err) or type(err).__name__)
             log.warning("STK query for payment %s got no usable answer: %s", payment.id, err)
             await self._no_answer(payment, report)
             return
@@ -410,6 +491,7 @@ class Reconciler:
             # Client-side problems (validation, configuration) are as good as no answer.
             report.errors += 1
             self.metrics.reconciler_queries.inc(outcome="error")
+            await self._log_query(payment, "error", detail=str(err))
             log.error("STK query for payment %s could not be sent: %s", payment.id, err)
             await self._no_answer(payment, report)
             return
@@ -417,6 +499,7 @@ class Reconciler:
 
         if response.pending or not _is_final(response):
             self.metrics.reconciler_queries.inc(outcome="pending")
+            await self._log_query(payment, "pending", response=response)
             if not response.pending:
                 log.warning(
                     "STK query for payment %s returned result code %s, which is not known "
@@ -430,6 +513,9 @@ class Reconciler:
         outcome = await self.ledger.apply_stk_result(cid, _result(response), source="query")
         success = _is_success(response)
         self.metrics.reconciler_queries.inc(outcome="succeeded" if success else "failed")
+        await self._log_query(
+            payment, "succeeded" if success else "failed", response=response, detail=outcome.detail
+        )
         settled = outcome.payment
         if outcome.status == "applied" and settled is not None:
             if settled.status is PaymentStatus.SUCCEEDED:
@@ -443,6 +529,35 @@ class Reconciler:
             outcome.detail or outcome.status,
         )
 
+    async def _drop_id(
+        self, payment: Payment, err: DarajaError, report: ReconcileReport | None
+    ) -> Payment:
+        """Daraja does not know the id a callback gave this payment: forget it."""
+        try:
+            dropped = await self.ledger.drop_unverified_id(payment.id, err.error_message)
+        except InvalidTransitionError as refused:  # settled meanwhile: the answer won
+            log.info("payment %s kept its id: %s", payment.id, refused.detail)
+            current = await self.ledger.get_payment(payment.id)
+            return current or payment
+        log.warning(
+            "payment %s: Daraja does not know the CheckoutRequestID a callback gave it "
+            "[%s]; dropped",
+            payment.id,
+            err.error_code,
+        )
+        if report is not None:
+            report.dropped += 1
+            if dropped.checkout_request_id is not None:
+                # Another stored callback gave it an id: ask about that one now, under the
+                # claim this round already holds (each refused id is marked, so this ends).
+                report.adopted += 1
+                await self._check(dropped, report)
+            elif self._past_deadline(dropped, self._now()):
+                await self._expire(dropped, report)
+            else:
+                await self._unqueryable(dropped, report)
+        return dropped
+
     async def _no_answer(
         self, payment: Payment, report: ReconcileReport, *, pending: bool = False
     ) -> None:
@@ -452,7 +567,7 @@ class Reconciler:
             return
         if pending:
             report.still_pending += 1
-        deadline_at = payment.created_at + timedelta(seconds=self.options.deadline)
+        deadline_at = self._deadline(payment)
         wait = self._recheck.ceiling(max(payment.check_count, 1))
         next_check = min(now + timedelta(seconds=wait), deadline_at)
         await self.ledger.record_still_pending(payment.id, next_check)
@@ -469,6 +584,20 @@ class Reconciler:
         await self.ledger.record_still_pending(payment.id, deadline_at)
 
     async def _expire(self, payment: Payment, report: ReconcileReport) -> None:
+        if payment.status not in _RECONCILABLE:
+            # A settled payment whose evidence Daraja never confirmed: flag, don't expire.
+            try:
+                await self.ledger.abandon_verification(payment.id)
+            except InvalidTransitionError as err:
+                log.info("payment %s: verification already closed: %s", payment.id, err.detail)
+                return
+            report.abandoned += 1
+            log.warning(
+                "payment %s: Daraja never confirmed its success callback within %g s; flagged",
+                payment.id,
+                self.options.deadline,
+            )
+            return
         try:
             expired = await self.ledger.expire(payment.id)
         except InvalidTransitionError as err:
@@ -498,6 +627,24 @@ class Reconciler:
         pause = self.options.backoff.delay(self._rate_limited_in_a_row, self._rng)
         self.bucket.pause(pause)
         return pause
+
+
+def _refuses_the_id(payment: Payment, err: DarajaError) -> bool:
+    """Daraja refused a query by an id a callback gave us: it does not know that id.
+
+    Only for unverified ids (a verified one came from Daraja itself), and only a request
+    error (4xx) that is not about tokens or rate limits. The emulator answers an id it never
+    issued with ``400.002.02 Bad Request - Invalid CheckoutRequestID``; REFERENCE.md has no
+    capture of Daraja's own answer, so any such request error counts. Dropping is safe: the
+    callback stays stored, and a wrong drop only delays settlement to the deadline's flag.
+    """
+    return (
+        not payment.checkout_request_id_verified
+        and 400 <= err.status_code < 500
+        and err.status_code not in (401, 429)
+        and not isinstance(err, RateLimitError)
+        and not (err.error_code or "").startswith(("401", "404.001.03"))
+    )
 
 
 def _is_success(response: StkQueryResponse) -> bool:

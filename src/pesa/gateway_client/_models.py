@@ -63,6 +63,11 @@ class PaymentOut(BaseModel):
     description: str
     metadata: dict[str, Any] | None = None
     checkout_request_id: str | None = None
+    checkout_request_id_verified: bool = Field(
+        True,
+        description="false while the CheckoutRequestID was learnt from a callback (the push's "
+        "answer was lost) and no STK query by it has confirmed it",
+    )
     merchant_request_id: str | None = None
     result_code: str | None = None
     result_desc: str | None = None
@@ -77,6 +82,11 @@ class PaymentOut(BaseModel):
     failure_reason: str | None = None
     flagged: bool = False
     flag_reason: str | None = None
+    evidence_callback_id: str | None = Field(
+        None,
+        description="a stored success callback that could not be cross-checked and waits for "
+        "Daraja's STK query to settle the payment",
+    )
     # Timestamps are passed through as the ledger writes them (ISO 8601 with the offset), so
     # that the API and the webhooks show byte-identical values.
     created_at: str = Field(examples=["2026-11-29T08:23:01.120000+00:00"])

@@ -2,15 +2,13 @@
 
 The ledger takes its parser as a parameter (``Ledger.open(..., parse=...)``) so that it
 never depends on how the wire layer models callbacks; this default reduces the wire
-layer's :class:`pesa.daraja.StkCallback` to a :class:`ParsedStkCallback`, and refuses a
-"success" that carries no ``MpesaReceiptNumber`` (Daraja always sends one on success; a
-body without it is not trusted to mark a payment paid, and the reconciler's query settles
-the payment instead).
+layer's :class:`pesa.daraja.StkCallback` to a :class:`ParsedStkCallback`. A "success"
+missing its receipt, amount or phone is still parsed: the state machine keeps it as
+evidence and the reconciler's query settles the payment (it is never trusted alone).
 """
 
 from __future__ import annotations
 
-from pesa._exceptions import InvalidCallbackError
 from pesa.daraja import CodeKind, ResultCode, lookup_code, parse_stk_callback
 from pesa.ledger._states import StkResult
 from pesa.ledger._types import ParsedStkCallback
@@ -24,12 +22,9 @@ def parse_stk_callback_body(body: bytes) -> ParsedStkCallback:
     """Parse a raw STK callback body (REFERENCE §6.3).
 
     Raises:
-        InvalidCallbackError: not JSON, not the shape of an STK callback, or a success
-            without a receipt.
+        InvalidCallbackError: not JSON, or not the shape of an STK callback.
     """
     callback = parse_stk_callback(body)
-    if callback.succeeded and not callback.receipt:
-        raise InvalidCallbackError("STK callback: a success must carry 'MpesaReceiptNumber'")
     result = StkResult(
         result_code=callback.result_code,
         result_desc=callback.result_desc,

@@ -7,6 +7,7 @@ from pesa._exceptions import PesaError
 __all__ = [
     "IdempotencyConflictError",
     "InvalidTransitionError",
+    "LedgerConflictError",
     "LedgerError",
     "PaymentNotFoundError",
 ]
@@ -55,3 +56,10 @@ class InvalidTransitionError(LedgerError):
         self.status = status
         self.detail = detail
         super().__init__(f"payment {payment_id} is {status}: {detail}")
+
+
+class LedgerConflictError(LedgerError):
+    """A write kept losing races with concurrent writers (retried, then given up).
+
+    Nothing was written; the caller may retry later.
+    """

@@ -9,6 +9,7 @@ concurrent inputs therefore apply once.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -21,6 +22,8 @@ from sqlalchemy import (
     BigInteger,
     ColumnElement,
     Row,
+    and_,
+    case,
     func,
     insert,
     literal_column,
@@ -42,25 +45,34 @@ from pesa.ledger._engine import BEGIN_MODE, create_engine
 from pesa.ledger._errors import (
     IdempotencyConflictError,
     InvalidTransitionError,
-    LedgerError,
+    LedgerConflictError,
     PaymentNotFoundError,
 )
 from pesa.ledger._ids import new_id
-from pesa.ledger._schema import callbacks, payment_events, payments, webhook_deliveries
+from pesa.ledger._schema import (
+    callbacks,
+    payment_events,
+    payments,
+    stk_queries,
+    webhook_deliveries,
+)
 from pesa.ledger._states import (
     Accepted,
     CodeLookup,
     Decision,
     DecisionKind,
     Expired,
+    IdFromCallback,
+    IdUnknownToDaraja,
     LedgerInput,
     OutcomeUnknown,
     PaymentState,
     PaymentStatus,
     Rejected,
     StkResult,
+    Unverifiable,
     decide,
-    mismatch_reasons,
+    orphan_matches,
 )
 from pesa.ledger._types import (
     CallbackOutcome,
@@ -73,6 +85,9 @@ from pesa.ledger._types import (
     ParsedStkCallback,
     Payment,
     StkCallbackParser,
+    StkQueryOutcome,
+    StkQueryRecord,
+    StoredCallback,
 )
 
 __all__ = ["Clock", "Ledger"]
@@ -106,6 +121,9 @@ _PG_FEED_HORIZON: ColumnElement[int] = literal_column(
 _MAX_RETRIES = 5
 _MAX_PAGE = 500
 _MAX_ERROR_TEXT = 1000
+# How many stored orphan callbacks one adoption attempt reads (newest payments find theirs
+# among the first; a flood of forged orphans cannot make a scan unbounded).
+_MAX_ORPHAN_SCAN = 200
 
 
 def _utc_now() -> datetime:
@@ -150,6 +168,10 @@ def _row_to_payment(row: Row[Any] | Mapping[str, Any]) -> Payment:
         next_check_at=m["next_check_at"],
         check_count=int(m["check_count"]),
         version=int(m["version"]),
+        checkout_request_id_verified=bool(m["checkout_request_id_verified"]),
+        evidence_callback_id=m["evidence_callback_id"],
+        verify_at=m["verify_at"],
+        verify_since=m["verify_since"],
     )
 
 
@@ -166,7 +188,24 @@ def _row_to_event(row: Row[Any]) -> Event:
     )
 
 
-def _state(payment: Payment) -> PaymentState:
+def _row_to_callback(row: Row[Any]) -> StoredCallback:
+    m = row._mapping
+    return StoredCallback(
+        id=m["id"],
+        kind=m["kind"],
+        body=bytes(m["body"]),
+        source_ip=m["source_ip"],
+        received_at=m["received_at"],
+        outcome=m["outcome"],
+        detail=m["detail"],
+        checkout_request_id=m["checkout_request_id"],
+        payment_id=m["payment_id"],
+    )
+
+
+def _state(
+    payment: Payment, evidence: StkResult | None = None, *, evidence_refused: bool = False
+) -> PaymentState:
     return PaymentState(
         status=payment.status,
         amount=payment.amount,
@@ -176,6 +215,11 @@ def _state(payment: Payment) -> PaymentState:
         receipt=payment.receipt,
         flagged=payment.flagged,
         flag_reason=payment.flag_reason,
+        checkout_request_id_verified=payment.checkout_request_id_verified,
+        evidence=evidence,
+        evidence_id=payment.evidence_callback_id if evidence is not None else None,
+        evidence_refused=evidence_refused,
+        verifying=payment.verify_at is not None,
     )
 
 
@@ -412,7 +456,8 @@ class Ledger:
     ) -> Payment:
         """Daraja accepted the STK push: ``created``/``unknown`` → ``pending``.
 
-        Idempotent: repeating it with the same CheckoutRequestID returns the payment.
+        Idempotent: repeating it with the same CheckoutRequestID returns the payment. Daraja's
+        answer always wins over an id learnt from a callback (which is replaced).
 
         Under load Daraja's callback can arrive before the push's answer is recorded; it is
         then stored raw as ``unknown_payment``. Recording the CheckoutRequestID applies any
@@ -424,8 +469,7 @@ class Ledger:
             checkout_request_id: the id Daraja gave the push.
             merchant_request_id: Daraja's MerchantRequestID, when known.
             apply_stored_callbacks: ``False`` records the id without applying stored
-                callbacks (for an id learnt *from* a callback, which must not vouch for
-                itself: the STK query settles such a payment).
+                callbacks.
 
         Raises:
             PaymentNotFoundError: no such payment.
@@ -472,7 +516,7 @@ class Ledger:
                 detail = f"invalid STK callback: {err}"
             else:
                 status, settled, detail, inserts = await self._settle_callback(
-                    conn, payment, parsed, self._on_mismatch
+                    conn, payment, parsed, self._on_mismatch, callback_id
                 )
                 payment = settled
             await self._flush(conn, inserts)
@@ -497,12 +541,159 @@ class Ledger:
         return await self._transition(payment_id, Rejected(error_code, error_message))
 
     async def mark_unknown(self, payment_id: str, reason: str) -> Payment:
-        """The push may have reached Daraja but no answer came: ``created`` → ``unknown``."""
-        return await self._transition(payment_id, OutcomeUnknown(reason))
+        """The push may have reached Daraja but no answer came: ``created`` → ``unknown``.
+
+        In the same transaction, a success callback already stored for an id we never
+        recorded, with this payment's amount and phone, gives it that id, unverified (see
+        :meth:`adopt_orphan_callbacks`).
+        """
+
+        async def work(conn: AsyncConnection) -> Payment:
+            current = await self._lock_payment(conn, payments.c.id == payment_id)
+            if current is None:
+                raise PaymentNotFoundError(payment_id)
+            decision, payment = await self._apply(conn, current, OutcomeUnknown(reason))
+            if decision.kind is DecisionKind.IGNORED:
+                raise InvalidTransitionError(payment_id, current.status, decision.detail)
+            return await self._adopt_stored_orphan(conn, payment)
+
+        return await self._write(work)
 
     async def expire(self, payment_id: str) -> Payment:
-        """No final answer before the deadline: ``pending``/``unknown`` → ``failed`` (expired)."""
+        """No final answer before the deadline: ``pending``/``unknown`` → ``failed`` (expired).
+
+        Flagged when the customer may have paid (the push was never confirmed, or a success
+        callback waited for Daraja's confirmation).
+        """
         return await self._transition(payment_id, Expired())
+
+    async def abandon_verification(self, payment_id: str) -> Payment:
+        """Stop asking Daraja about a payment's evidence (its verification window passed).
+
+        A pending or unknown payment expires (flagged when it holds evidence); a failed one
+        that holds a success callback Daraja never confirmed is flagged for a human.
+        """
+        return await self._transition(payment_id, Unverifiable())
+
+    async def drop_unverified_id(self, payment_id: str, detail: str = "") -> Payment:
+        """Daraja refused an STK query by an id learnt from a callback: forget that id.
+
+        The callbacks that named it are marked ``invalid``; another stored success callback
+        that matches the payment may then give it an id (in the same transaction).
+
+        Raises:
+            PaymentNotFoundError: no such payment.
+            InvalidTransitionError: the payment's id is not an unverified one.
+        """
+
+        async def work(conn: AsyncConnection) -> Payment:
+            current = await self._lock_payment(conn, payments.c.id == payment_id)
+            if current is None:
+                raise PaymentNotFoundError(payment_id)
+            dropped = current.checkout_request_id
+            decision, payment = await self._apply(conn, current, IdUnknownToDaraja(detail))
+            if decision.kind is DecisionKind.IGNORED:
+                raise InvalidTransitionError(payment_id, current.status, decision.detail)
+            await conn.execute(
+                update(callbacks)
+                .where(
+                    callbacks.c.kind == "stk",
+                    callbacks.c.checkout_request_id == dropped,
+                    callbacks.c.outcome.in_(["unverified", "unknown_payment"]),
+                )
+                .values(outcome="invalid", detail="Daraja does not know this CheckoutRequestID")
+            )
+            return await self._adopt_stored_orphan(conn, payment)
+
+        return await self._write(work)
+
+    async def adopt_orphan_callbacks(self, payment_id: str) -> Payment:
+        """Look for a stored success callback naming an id we never recorded that fits this
+        ``unknown`` payment without an id (its push answer was lost), and adopt its id.
+
+        The id is unverified: it only lets the reconciler ask Daraja (``verify_at`` is set),
+        and never makes the payment ``succeeded`` by itself. Exactly one distinct id must
+        match (the amount asked, a phone that agrees); otherwise nothing changes.
+
+        Returns:
+            The payment, with the adopted id or unchanged.
+        """
+
+        async def work(conn: AsyncConnection) -> Payment:
+            current = await self._lock_payment(conn, payments.c.id == payment_id)
+            if current is None:
+                raise PaymentNotFoundError(payment_id)
+            return await self._adopt_stored_orphan(conn, current)
+
+        return await self._write(work)
+
+    async def _adopt_stored_orphan(self, conn: AsyncConnection, payment: Payment) -> Payment:
+        """Adopt the id of the one stored orphan success fitting ``payment`` (no commit)."""
+        state = _state(payment)
+        if payment.status is not PaymentStatus.UNKNOWN or payment.checkout_request_id is not None:
+            return payment
+        rows = (
+            await conn.execute(
+                select(callbacks.c.id, callbacks.c.body, callbacks.c.checkout_request_id)
+                .where(
+                    callbacks.c.kind == "stk",
+                    callbacks.c.outcome == "unknown_payment",
+                    callbacks.c.received_at >= payment.created_at,
+                    callbacks.c.checkout_request_id.is_not(None),
+                )
+                .order_by(callbacks.c.received_at, callbacks.c.id)
+                .limit(_MAX_ORPHAN_SCAN)
+            )
+        ).all()
+        found: dict[str, tuple[str, ParsedStkCallback]] = {}
+        for callback_id, body, cid in rows:
+            try:
+                parsed = self._parse(bytes(body))
+            except (InvalidCallbackError, ValueError, TypeError, KeyError):
+                continue
+            if orphan_matches(state, parsed.result):
+                found.setdefault(cid, (callback_id, parsed))
+        if not found:
+            return payment
+        taken = (
+            await conn.execute(
+                select(payments.c.checkout_request_id).where(
+                    payments.c.checkout_request_id.in_(list(found))
+                )
+            )
+        ).all()
+        for (cid,) in taken:
+            found.pop(cid, None)
+        if len(found) != 1:
+            if found:
+                log.warning(
+                    "payment %s fits %d stored callbacks with different ids; none adopted",
+                    payment.id,
+                    len(found),
+                )
+            return payment
+        ((cid, (callback_id, parsed)),) = found.items()
+        return await self._adopt(conn, payment, parsed, callback_id)
+
+    async def _adopt(
+        self, conn: AsyncConnection, payment: Payment, parsed: ParsedStkCallback, callback_id: str
+    ) -> Payment:
+        event = IdFromCallback(parsed.checkout_request_id, parsed.merchant_request_id)
+        decision, adopted = await self._apply(conn, payment, event, callback_id=callback_id)
+        if not decision.writes:
+            return payment
+        await conn.execute(
+            update(callbacks)
+            .where(callbacks.c.id == callback_id)
+            .values(outcome="unverified", detail=decision.detail, payment_id=payment.id)
+        )
+        log.warning(
+            "payment %s: its push answer was lost; callback %s named its CheckoutRequestID "
+            "(unverified), to be settled by query",
+            payment.id,
+            callback_id,
+        )
+        return adopted
 
     async def _transition(self, payment_id: str, event: LedgerInput) -> Payment:
         async def work(conn: AsyncConnection) -> Payment:
@@ -524,7 +715,7 @@ class Ledger:
                     return await work(conn)
             except _VersionConflict:
                 log.debug("version conflict, retrying (attempt %d)", attempt + 1)
-        raise LedgerError("payment kept changing under a guarded update; gave up")
+        raise LedgerConflictError("payment kept changing under a guarded update; gave up")
 
     async def _lock_payment(self, conn: AsyncConnection, where: Any) -> Payment | None:
         query = select(payments).where(where)
@@ -534,10 +725,17 @@ class Ledger:
         return None if row is None else _row_to_payment(row)
 
     async def _apply(
-        self, conn: AsyncConnection, current: Payment, event: LedgerInput
+        self,
+        conn: AsyncConnection,
+        current: Payment,
+        event: LedgerInput,
+        *,
+        callback_id: str | None = None,
     ) -> tuple[Decision, Payment]:
         """Decide and, if applied, write the row, its events and deliveries (no commit)."""
-        decision, payment, inserts = await self._update(conn, current, event)
+        decision, payment, inserts = await self._update(
+            conn, current, event, callback_id=callback_id
+        )
         await self._flush(conn, inserts)
         return decision, payment
 
@@ -559,12 +757,40 @@ class Ledger:
         for stmt in statements:
             await conn.execute(stmt)
 
+    async def _load_state(self, conn: AsyncConnection, payment: Payment) -> PaymentState:
+        """The state machine's view of ``payment``, with its unsettled evidence parsed."""
+        if payment.evidence_callback_id is None:
+            return _state(payment)
+        row = (
+            await conn.execute(
+                select(callbacks.c.body, callbacks.c.outcome).where(
+                    callbacks.c.id == payment.evidence_callback_id
+                )
+            )
+        ).first()
+        if row is None:  # pragma: no cover - evidence rows are never deleted
+            return _state(payment)
+        try:
+            evidence = self._parse(bytes(row[0])).result
+        except (InvalidCallbackError, ValueError, TypeError, KeyError):  # pragma: no cover
+            return _state(payment)
+        return _state(payment, evidence, evidence_refused=row[1] == "invalid")
+
     async def _update(
-        self, conn: AsyncConnection, current: Payment, event: LedgerInput
+        self,
+        conn: AsyncConnection,
+        current: Payment,
+        event: LedgerInput,
+        *,
+        callback_id: str | None = None,
+        on_mismatch: MismatchPolicy | None = None,
     ) -> tuple[Decision, Payment, list[Insert]]:
-        """Decide and, if applied, update the row; return the inserts still to execute."""
-        decision = decide(_state(current), event, lookup=self._lookup)
-        if not decision.applied:
+        """Decide and, if the row changes, update it; return the inserts still to execute."""
+        state = await self._load_state(conn, current)
+        decision = decide(
+            state, event, lookup=self._lookup, on_mismatch=on_mismatch or self._on_mismatch
+        )
+        if not decision.writes:
             return decision, current, []
         now = self._now()
         changes = dict(decision.changes)
@@ -573,6 +799,13 @@ class Ledger:
             # A status change ends any reconciliation claim and schedule.
             changes["claimed_until"] = None
             changes["next_check_at"] = None
+        if decision.verify:
+            changes["verify_at"] = now
+            changes["verify_since"] = current.verify_since or now
+        if decision.keep_evidence:
+            if callback_id is None:  # pragma: no cover - only callbacks are kept as evidence
+                raise LedgerConflictError("evidence kept without a stored callback")
+            changes["evidence_callback_id"] = callback_id
         if isinstance(changes.get("transaction_date"), datetime):
             # Daraja's dates are Nairobi time; store and show every timestamp in UTC.
             changes["transaction_date"] = changes["transaction_date"].astimezone(UTC)
@@ -657,20 +890,25 @@ class Ledger:
         is malformed or names a CheckoutRequestID we never issued; then no payment changes.
         Answer Daraja 200 only after this returns: the callback is committed.
 
+        A callback is evidence (see :mod:`pesa.ledger._states`): a success settles the payment
+        only when it can be cross-checked against the request; otherwise it is kept as the
+        payment's evidence (``unverified``) and the reconciler's STK query settles it. A
+        success naming an id we never recorded gives that id (unverified) to the one
+        ``unknown`` payment it fits, if exactly one does (a push whose answer was lost).
+
         Args:
             body: the request body exactly as received (bytes); a ``str`` is stored as
                 UTF-8 and a parsed ``dict`` as compact JSON.
             source_ip: the client address the gateway trusts (after proxy handling).
             parse: overrides the ledger's parser for this call.
             on_mismatch: overrides the ledger's policy for a success whose amount or phone
-                differs from the request: ``"flag"`` applies it and flags the payment,
-                ``"refuse"`` stores the callback as ``invalid`` and changes nothing (the
-                reconciler's query then settles the payment). Checked inside the same
-                transaction as the update, so no extra round trip and no race.
+                differs from the request: ``"flag"`` keeps it as evidence (``unverified``),
+                ``"refuse"`` stores it as ``invalid``; either way a query settles the payment
+                and the payment is flagged if Daraja confirms it.
 
         Returns:
-            A :class:`CallbackOutcome` (``applied``, ``duplicate``, ``ignored``,
-            ``unknown_payment`` or ``invalid``).
+            A :class:`CallbackOutcome` (``applied``, ``unverified``, ``duplicate``,
+            ``ignored``, ``unknown_payment`` or ``invalid``).
         """
         body = _callback_bytes(body)
         received = self._now()
@@ -717,9 +955,14 @@ class Ledger:
         payment: Payment | None
         if current is None:
             status, payment, detail = "unknown_payment", None, "no payment has this id"
+            adopted = await self._adopt_for_orphan(conn, record["id"], parsed)
+            if adopted is not None:
+                status, payment = "unverified", adopted
+                detail = "CheckoutRequestID learnt from this callback (unverified): "
+                detail += "an STK query settles the payment"
         else:
             status, payment, detail, inserts = await self._settle_callback(
-                conn, current, parsed, on_mismatch
+                conn, current, parsed, on_mismatch, record["id"]
             )
         inserts.append(
             insert(callbacks).values(
@@ -735,12 +978,57 @@ class Ledger:
             log.warning("callback %s: %s (%s)", record["id"], status, detail)
         return CallbackOutcome(record["id"], status, payment, detail)
 
+    async def _adopt_for_orphan(
+        self, conn: AsyncConnection, callback_id: str, parsed: ParsedStkCallback
+    ) -> Payment | None:
+        """Find the one ``unknown`` payment without an id that this success fits, and adopt."""
+        result = parsed.result
+        if not result.is_success or result.amount is None or result.phone is None:
+            return None
+        query = select(payments).where(
+            payments.c.status == PaymentStatus.UNKNOWN.value,
+            payments.c.checkout_request_id.is_(None),
+            payments.c.amount == result.amount,
+        )
+        with contextlib.suppress(ValidationError):
+            # A full number narrows the search in the database; a masked one cannot.
+            query = query.where(payments.c.phone == normalize_msisdn(result.phone))
+        query = query.order_by(payments.c.created_at).limit(_MAX_PAGE)
+        if self._postgres:
+            query = query.with_for_update()
+        candidates = [
+            p
+            for p in (_row_to_payment(row) for row in (await conn.execute(query)).all())
+            if orphan_matches(_state(p), result)
+        ]
+        if len(candidates) != 1:
+            if candidates:
+                log.warning(
+                    "callback %s fits %d unknown payments; not adopted",
+                    callback_id,
+                    len(candidates),
+                )
+            return None
+        payment = candidates[0]
+        event = IdFromCallback(parsed.checkout_request_id, parsed.merchant_request_id)
+        decision, adopted = await self._apply(conn, payment, event, callback_id=callback_id)
+        if not decision.writes:  # pragma: no cover - orphan_matches admits only adoptable ones
+            return None
+        log.warning(
+            "payment %s: its push answer was lost; callback %s named its CheckoutRequestID "
+            "(unverified), to be settled by query",
+            payment.id,
+            callback_id,
+        )
+        return adopted
+
     async def _settle_callback(
         self,
         conn: AsyncConnection,
         current: Payment,
         parsed: ParsedStkCallback,
         on_mismatch: MismatchPolicy,
+        callback_id: str,
     ) -> tuple[CallbackStatus, Payment, str, list[Insert]]:
         """Check a parsed callback against its payment and apply it (the inserts still to run)."""
         if (
@@ -750,18 +1038,9 @@ class Ledger:
         ):
             detail = "MerchantRequestID does not match the one Daraja gave for this payment"
             return "invalid", current, detail, []
-        if (
-            on_mismatch == "refuse"
-            and parsed.result.is_success
-            and (reasons := mismatch_reasons(_state(current), parsed.result))
-        ):
-            return (
-                "invalid",
-                current,
-                "success does not match the request: " + "; ".join(reasons),
-                [],
-            )
-        decision, payment, inserts = await self._update(conn, current, parsed.result)
+        decision, payment, inserts = await self._update(
+            conn, current, parsed.result, callback_id=callback_id, on_mismatch=on_mismatch
+        )
         return _callback_status(decision), payment, decision.detail, inserts
 
     async def _store_callback(
@@ -790,7 +1069,10 @@ class Ledger:
         *,
         source: Literal["callback", "query"] = "query",
     ) -> CallbackOutcome:
-        """Apply a result learnt by STK query (or any source other than a stored callback).
+        """Apply a result learnt by STK query (Daraja's authoritative answer).
+
+        A success settles the payment (its evidence, if any, completes the record or is
+        flagged); a final failure fails it; either closes any pending verification.
 
         Returns:
             A :class:`CallbackOutcome` with ``callback_id=None``; ``unknown_payment`` when no
@@ -810,38 +1092,84 @@ class Ledger:
         outcome: CallbackOutcome = await self._write(work)
         return outcome
 
+    async def record_stk_query(
+        self,
+        payment_id: str,
+        checkout_request_id: str,
+        outcome: StkQueryOutcome,
+        *,
+        result_code: str | None = None,
+        result_desc: str | None = None,
+        detail: str | None = None,
+    ) -> StkQueryRecord:
+        """Log one STK query and Daraja's answer (shown on the payment's timeline)."""
+        now = self._now()
+        values: dict[str, Any] = {
+            "id": new_id("qry", now_ms=int(now.timestamp() * 1000)),
+            "payment_id": payment_id,
+            "checkout_request_id": checkout_request_id,
+            "asked_at": now,
+            "outcome": outcome,
+            "result_code": None if result_code is None else result_code[:32],
+            "result_desc": None if result_desc is None else redact(result_desc)[:_MAX_ERROR_TEXT],
+            "detail": None if detail is None else redact(detail)[:_MAX_ERROR_TEXT],
+        }
+        async with self._engine.begin() as conn:
+            await conn.execute(insert(stk_queries).values(values))
+        return StkQueryRecord(**values)
+
+    async def list_stk_queries(self, payment_id: str) -> list[StkQueryRecord]:
+        """Every STK query logged for a payment, oldest first."""
+        rows = await self._select(
+            select(stk_queries)
+            .where(stk_queries.c.payment_id == payment_id)
+            .order_by(stk_queries.c.seq)
+        )
+        return [
+            StkQueryRecord(**{k: v for k, v in row._mapping.items() if k != "seq"}) for row in rows
+        ]
+
     # -- reconciliation -------------------------------------------------------------------
 
     async def claim_for_reconciliation(
         self, *, limit: int, min_age: timedelta, lease: timedelta
     ) -> list[Payment]:
-        """Claim pending/unknown payments due for a status query.
+        """Claim payments due for a status query.
 
-        Due means: created at least ``min_age`` ago, ``next_check_at`` (if set) reached, and
-        not claimed by another worker (or that claim's lease expired). Claimed payments are
-        leased for ``lease``: a crashed worker's claims return after it. On PostgreSQL the
-        rows are locked with ``FOR UPDATE SKIP LOCKED``, so concurrent workers never claim
-        the same payment.
+        Due means either: pending/unknown, created at least ``min_age`` ago, and
+        ``next_check_at`` (if set) reached; or a verification asked for (``verify_at``
+        reached) whatever the status, without waiting ``min_age`` (a success callback that
+        could not be cross-checked is waiting). Never while another worker's claim lease
+        runs. Claimed payments are leased for ``lease``: a crashed worker's claims return
+        after it. On PostgreSQL the rows are locked with ``FOR UPDATE SKIP LOCKED``, so
+        concurrent workers never claim the same payment.
         """
         _check_limit(limit)
         now = self._now()
-        due = (
+        free = or_(payments.c.claimed_until.is_(None), payments.c.claimed_until <= now)
+        routine = and_(
             payments.c.status.in_([PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value]),
             payments.c.created_at <= now - min_age,
             or_(payments.c.next_check_at.is_(None), payments.c.next_check_at <= now),
-            or_(payments.c.claimed_until.is_(None), payments.c.claimed_until <= now),
         )
+        verification = payments.c.verify_at <= now
 
         async def work(conn: AsyncConnection) -> list[Payment]:
-            query = (
-                select(payments.c.id)
-                .where(*due)
-                .order_by(payments.c.next_check_at.nulls_first(), payments.c.created_at)
-                .limit(limit)
-            )
-            if self._postgres:
-                query = query.with_for_update(skip_locked=True)
-            ids = [row[0] for row in (await conn.execute(query)).all()]
+            ids: list[str] = []
+            # Two queries rather than one OR, so each uses its own index.
+            for due, order in (
+                (verification, (payments.c.verify_at,)),
+                (routine, (payments.c.next_check_at.nulls_first(), payments.c.created_at)),
+            ):
+                if len(ids) >= limit:
+                    break
+                query = select(payments.c.id).where(due, free).order_by(*order)
+                if ids:
+                    query = query.where(payments.c.id.not_in(ids))
+                query = query.limit(limit - len(ids))
+                if self._postgres:
+                    query = query.with_for_update(skip_locked=True)
+                ids.extend(row[0] for row in (await conn.execute(query)).all())
             if not ids:
                 return []
             rows = await conn.execute(
@@ -858,9 +1186,10 @@ class Ledger:
         return claimed
 
     async def record_still_pending(self, payment_id: str, next_check_at: datetime) -> Payment:
-        """An STK query says "still processing": keep the payment, check again later.
+        """No final answer yet (still processing, or no usable answer): check again later.
 
-        Releases the reconciliation claim and schedules the next check. Writes no event.
+        Releases the reconciliation claim and schedules the next check (of the payment, and
+        of its pending verification if one is asked for). Writes no event.
 
         Raises:
             PaymentNotFoundError: no such payment.
@@ -872,11 +1201,18 @@ class Ledger:
                     update(payments)
                     .where(
                         payments.c.id == payment_id,
-                        payments.c.status.in_(
-                            [PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value]
+                        or_(
+                            payments.c.status.in_(
+                                [PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value]
+                            ),
+                            payments.c.verify_at.is_not(None),
                         ),
                     )
-                    .values(next_check_at=next_check_at, claimed_until=None)
+                    .values(
+                        next_check_at=next_check_at,
+                        claimed_until=None,
+                        verify_at=case((payments.c.verify_at.is_(None), None), else_=next_check_at),
+                    )
                     .returning(*payments.c)
                 )
             ).first()
@@ -914,11 +1250,20 @@ class Ledger:
                     conn, _row_to_payment(row), OutcomeUnknown(reason)
                 )
                 if decision.applied:
-                    moved.append(payment)
+                    moved.append(await self._adopt_stored_orphan(conn, payment))
             return moved
 
         moved: list[Payment] = await self._write(work)
         return moved
+
+    async def list_callbacks(self, payment_id: str) -> list[StoredCallback]:
+        """Every raw callback linked to a payment (applied, evidence, refused...), oldest first."""
+        rows = await self._select(
+            select(callbacks)
+            .where(callbacks.c.payment_id == payment_id)
+            .order_by(callbacks.c.received_at, callbacks.c.id)
+        )
+        return [_row_to_callback(row) for row in rows]
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -1174,6 +1519,10 @@ class Ledger:
 
 
 _DEFAULTS: dict[str, Any] = {
+    "checkout_request_id_verified": True,
+    "evidence_callback_id": None,
+    "verify_at": None,
+    "verify_since": None,
     "checkout_request_id": None,
     "merchant_request_id": None,
     "result_code": None,
@@ -1193,9 +1542,14 @@ _PAYMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(Payment))
 
 
 def _callback_status(decision: Decision) -> CallbackStatus:
-    if decision.kind is DecisionKind.APPLIED:
+    kind = decision.kind
+    if kind is DecisionKind.APPLIED:
         return "applied"
-    if decision.kind is DecisionKind.DUPLICATE:
+    if kind is DecisionKind.UNVERIFIED:
+        return "unverified"
+    if kind is DecisionKind.REFUSED:
+        return "invalid"
+    if kind is DecisionKind.DUPLICATE:
         return "duplicate"
     # NOOP (a result code that is not final) and IGNORED: stored, nothing changed.
     return "ignored"

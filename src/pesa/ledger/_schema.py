@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     text,
+    true,
 )
 
 from pesa._exceptions import ValidationError
@@ -37,6 +38,7 @@ __all__ = [
     "metadata",
     "payment_events",
     "payments",
+    "stk_queries",
     "webhook_deliveries",
 ]
 
@@ -107,7 +109,20 @@ payments = Table(
     Column("next_check_at", UTCDateTime, nullable=True),
     Column("claimed_until", UTCDateTime, nullable=True),
     Column("check_count", Integer, nullable=False, default=0),
+    # Settlement (migration 0003): an id learnt from a callback is unverified until a query
+    # by that id confirms it; unverified success evidence waits for a query at verify_at.
+    Column(
+        "checkout_request_id_verified",
+        Boolean,
+        nullable=False,
+        default=True,
+        server_default=true(),
+    ),
+    Column("evidence_callback_id", String(40), nullable=True),
+    Column("verify_at", UTCDateTime, nullable=True),
+    Column("verify_since", UTCDateTime, nullable=True),
     Index("ix_payments_status_next_check_at", "status", "next_check_at"),
+    Index("ix_payments_verify_at", "verify_at"),
     Index("ix_payments_created_at", "created_at"),
     Index("ix_payments_phone", "phone"),
 )
@@ -140,6 +155,23 @@ callbacks = Table(
     Column("checkout_request_id", String(128), nullable=True, index=True),
     Column("payment_id", String(40), nullable=True),
     Index("ix_callbacks_outcome", "outcome"),
+    Index("ix_callbacks_payment_id", "payment_id"),
+)
+
+stk_queries = Table(
+    "stk_queries",
+    metadata,
+    # seq orders the log (ids made in the same millisecond do not sort by time).
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    Column("payment_id", String(40), ForeignKey("payments.id"), nullable=False, index=True),
+    Column("checkout_request_id", String(128), nullable=False),
+    Column("asked_at", UTCDateTime, nullable=False),
+    # succeeded, failed, pending, error, rate_limited or refused (Daraja does not know the id)
+    Column("outcome", String(16), nullable=False),
+    Column("result_code", String(32), nullable=True),
+    Column("result_desc", Text, nullable=True),
+    Column("detail", Text, nullable=True),
 )
 
 webhook_deliveries = Table(

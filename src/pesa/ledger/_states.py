@@ -1,20 +1,34 @@
 """The payment state machine of DESIGN.md, as pure code: no I/O, no clock, no database.
 
-Storage (:mod:`pesa.ledger._ledger`) reads the current state of a payment, asks
-:func:`decide` what an input does to it, and writes the answer in one transaction guarded
-by the state it read. Keeping the rules here means the gateway, the reconciler and any
-other driver (a Django integration) apply exactly the same lifecycle::
+Storage (:mod:`pesa.ledger._ledger`, the Django app) reads the current state of a payment,
+asks :func:`decide` what an input does to it, and writes the answer in one transaction
+guarded by the state it read. Keeping the rules here means the gateway, the reconciler and
+any other driver apply exactly the same lifecycle::
 
-    created ──accepted──> pending ──result 0──> succeeded
-       │                    │  └──result ≠ 0──> failed
+    created ──accepted──> pending ──confirmed success / query 0──> succeeded
+       │                    │  └──final non-zero code──> failed
        │                    └──still pending──> pending
        ├──rejected──> rejected
-       └──outcome unknown──> unknown ──result / accepted / expired──> ...
-    failed ──late success with a receipt──> succeeded (+ payment.corrected)
+       └──outcome unknown──> unknown ──accepted / query / expired──> ...
+    failed ──success confirmed by an STK query──> succeeded (+ payment.corrected)
+
+Who may say that money moved (DESIGN.md, "Trust"):
+
+- Daraja's own answers are authoritative: the push answer (the CheckoutRequestID) and the
+  STK query (the result code). A query carries no receipt.
+- A callback is evidence. A success callback settles a payment on its own only when it can
+  be cross-checked against the request: the id is one Daraja gave us, it carries a receipt,
+  its ``Amount`` is the amount asked and its ``PhoneNumber`` is the full number asked.
+  Anything less (no amount, no phone, a masked phone, a different amount or phone, an id
+  learnt from a callback, a failed payment) is kept as *evidence* and an STK query settles
+  the payment; the query's answer, never the callback's, decides the status.
+- A second source that agrees with the first completes the record (a late callback fills in
+  the receipt of a payment a query already settled); only a real disagreement is a flag.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,12 +39,17 @@ from typing import Any, Literal, Protocol, TypeAlias
 
 __all__ = [
     "Accepted",
+    "Assessment",
     "CodeInfo",
+    "CodeLookup",
     "Decision",
     "DecisionKind",
     "EventType",
     "Expired",
+    "IdFromCallback",
+    "IdUnknownToDaraja",
     "LedgerInput",
+    "MismatchPolicy",
     "OutcomeUnknown",
     "PaymentState",
     "PaymentStatus",
@@ -39,9 +58,12 @@ __all__ = [
     "StkResult",
     "TERMINAL_STATUSES",
     "UNVERIFIED_EXPIRY",
-    "CodeLookup",
+    "Unverifiable",
+    "assess_success",
     "decide",
+    "evolve",
     "mismatch_reasons",
+    "orphan_matches",
     "phones_match",
 ]
 
@@ -54,7 +76,7 @@ class PaymentStatus(StrEnum):
     PENDING = "pending"
     """Daraja accepted the push (we hold its CheckoutRequestID); the customer has not answered."""
     SUCCEEDED = "succeeded"
-    """The customer paid (result code 0)."""
+    """The customer paid (result code 0, from Daraja's query or a cross-checked callback)."""
     FAILED = "failed"
     """The payment ended without money moving (a non-zero result code, or expired)."""
     REJECTED = "rejected"
@@ -67,6 +89,11 @@ TERMINAL_STATUSES: frozenset[PaymentStatus] = frozenset(
     {PaymentStatus.SUCCEEDED, PaymentStatus.FAILED, PaymentStatus.REJECTED}
 )
 
+MismatchPolicy: TypeAlias = Literal["flag", "refuse"]
+"""What a success callback that contradicts the request is: ``flag`` keeps it as evidence
+(its receipt and amounts recorded once a query confirms the payment, which is flagged),
+``refuse`` stores it as ``invalid`` (linked from the flag, its values never copied)."""
+
 
 class EventType(StrEnum):
     """The events a transition writes (the outbox for webhooks and handlers)."""
@@ -78,6 +105,8 @@ class EventType(StrEnum):
     FAILED = "payment.failed"
     CORRECTED = "payment.corrected"
     FLAGGED = "payment.flagged"
+    UPDATED = "payment.updated"
+    """A succeeded payment's record was completed (a late callback's receipt and details)."""
 
 
 class DecisionKind(StrEnum):
@@ -85,6 +114,11 @@ class DecisionKind(StrEnum):
 
     APPLIED = "applied"
     """The payment changes (status and/or flag); write ``changes`` and ``events``."""
+    UNVERIFIED = "unverified"
+    """A success callback that cannot be cross-checked: kept as evidence, a query settles it."""
+    REFUSED = "refused"
+    """A success callback that contradicts the request (``refuse`` policy): stored as invalid,
+    kept as evidence, a query settles the payment."""
     NOOP = "noop"
     """Nothing to record (a still-pending answer on a pending payment)."""
     DUPLICATE = "duplicate"
@@ -98,10 +132,29 @@ class DecisionKind(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """Daraja accepted the STK push and gave its ids."""
+    """Daraja accepted the STK push and gave its ids (the push's own answer)."""
 
     checkout_request_id: str
     merchant_request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdFromCallback:
+    """A success callback names an id we never recorded and matches this ``unknown`` payment.
+
+    The push's answer was lost; the callback reveals the CheckoutRequestID it probably got.
+    The id is unverified: it lets the reconciler ask Daraja, nothing more.
+    """
+
+    checkout_request_id: str
+    merchant_request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IdUnknownToDaraja:
+    """An STK query by an id learnt from a callback was refused: Daraja does not know it."""
+
+    detail: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +184,7 @@ class StkResult:
         amount: the ``Amount`` item of the callback metadata, in shillings.
         phone: the ``PhoneNumber`` item (may be masked by Daraja).
         transaction_date: ``TransactionDate``, as an aware datetime.
-        source: ``"callback"`` or ``"query"``.
+        source: ``"callback"`` (evidence) or ``"query"`` (Daraja's authoritative answer).
     """
 
     result_code: str
@@ -164,12 +217,36 @@ class Expired:
     """The reconciler's deadline passed with no final answer."""
 
 
-LedgerInput: TypeAlias = Accepted | Rejected | OutcomeUnknown | StkResult | StillPending | Expired
+@dataclass(frozen=True, slots=True)
+class Unverifiable:
+    """The reconciler gave up asking Daraja about a payment's evidence (its window passed)."""
+
+
+LedgerInput: TypeAlias = (
+    Accepted
+    | IdFromCallback
+    | IdUnknownToDaraja
+    | Rejected
+    | OutcomeUnknown
+    | StkResult
+    | StillPending
+    | Expired
+    | Unverifiable
+)
 
 
 @dataclass(frozen=True, slots=True)
 class PaymentState:
-    """The part of a payment the state machine needs to decide."""
+    """The part of a payment the state machine needs to decide.
+
+    Attributes:
+        checkout_request_id_verified: ``False`` while the id was learnt from a callback and
+            no STK query by it has confirmed it.
+        evidence: a success callback kept as evidence, not yet settled by a query.
+        evidence_id: the stored callback holding ``evidence`` (named in flags).
+        evidence_refused: ``evidence`` was refused as contradicting the request.
+        verifying: a query has been asked for (``verify_at`` is set).
+    """
 
     status: PaymentStatus
     amount: int
@@ -179,6 +256,11 @@ class PaymentState:
     receipt: str | None = None
     flagged: bool = False
     flag_reason: str | None = None
+    checkout_request_id_verified: bool = True
+    evidence: StkResult | None = None
+    evidence_id: str | None = None
+    evidence_refused: bool = False
+    verifying: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +268,15 @@ class Decision:
     """What an input does to a payment.
 
     Attributes:
-        kind: applied, noop, duplicate or ignored.
+        kind: applied, unverified, refused, noop, duplicate or ignored.
         status: the status after the input (unchanged unless ``kind`` is applied).
         events: event types to write, in order, in the same transaction as ``changes``.
         changes: column values to write on the payment row.
         detail: a short human explanation (logged, stored with callbacks).
+        verify: ask Daraja: the storage sets ``verify_at`` to now (and ``verify_since`` if
+            it was not set), so the reconciler queries the payment whatever its status.
+        keep_evidence: the input (a callback) becomes the payment's evidence: the storage
+            records the stored callback's id as ``evidence_callback_id``.
     """
 
     kind: DecisionKind
@@ -198,11 +284,18 @@ class Decision:
     events: tuple[EventType, ...] = ()
     changes: dict[str, Any] = field(default_factory=dict)
     detail: str = ""
+    verify: bool = False
+    keep_evidence: bool = False
 
     @property
     def applied(self) -> bool:
-        """``True`` when the payment row must be written."""
+        """``True`` when the input was applied (status, flag or record changed)."""
         return self.kind is DecisionKind.APPLIED
+
+    @property
+    def writes(self) -> bool:
+        """``True`` when the payment row must be written (applied, or evidence kept)."""
+        return self.kind in (DecisionKind.APPLIED, DecisionKind.UNVERIFIED, DecisionKind.REFUSED)
 
 
 class CodeInfo(Protocol):
@@ -230,6 +323,78 @@ class CodeInfo(Protocol):
 CodeLookup: TypeAlias = Callable[[str], CodeInfo]
 
 
+# -- cross-checks -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Assessment:
+    """How far a success callback can be trusted on its own (see :func:`assess_success`).
+
+    Attributes:
+        verdict: ``confirmed`` (it may settle the payment), ``unverified`` (nothing
+            contradicts it but something cannot be checked) or ``mismatch`` (it contradicts
+            the request).
+        unverifiable: what could not be checked (no amount, a masked phone, ...).
+        mismatches: how it contradicts the request (amount, phone).
+    """
+
+    verdict: Literal["confirmed", "unverified", "mismatch"]
+    unverifiable: tuple[str, ...] = ()
+    mismatches: tuple[str, ...] = ()
+
+    @property
+    def reason(self) -> str:
+        """Every problem, for details and flags."""
+        return "; ".join((*self.mismatches, *self.unverifiable))
+
+
+def assess_success(state: PaymentState, result: StkResult) -> Assessment:
+    """Cross-check a success callback against the request it claims to answer.
+
+    Confirmed needs all of: the payment's id came from Daraja (or a query confirmed it), a
+    receipt, an ``Amount`` equal to the amount asked, and a full ``PhoneNumber`` equal to the
+    number asked. A masked phone whose visible digits agree is not a mismatch, but it cannot
+    confirm anything either.
+    """
+    unverifiable: list[str] = []
+    if not state.checkout_request_id_verified:
+        unverifiable.append("its CheckoutRequestID was learnt from a callback, not from Daraja")
+    if not result.receipt:
+        unverifiable.append("no MpesaReceiptNumber")
+    if result.amount is None:
+        unverifiable.append("no Amount")
+    if result.phone is None:
+        unverifiable.append("no PhoneNumber")
+    elif "*" in result.phone and (
+        not _has_digits(result.phone) or phones_match(state.phone, result.phone)
+    ):
+        unverifiable.append("a masked PhoneNumber")
+    mismatches = tuple(mismatch_reasons(state, result))
+    if mismatches:
+        return Assessment("mismatch", tuple(unverifiable), mismatches)
+    if unverifiable:
+        return Assessment("unverified", tuple(unverifiable))
+    return Assessment("confirmed")
+
+
+def orphan_matches(state: PaymentState, result: StkResult) -> bool:
+    """Whether a success callback naming an unknown id may belong to this payment.
+
+    Only an ``unknown`` payment without an id (its push answer was lost) can take an id from a
+    callback, and only from a success that carries the amount asked and a phone that agrees
+    (masked digits allowed): a payment whose push is still in flight is never adopted.
+    """
+    return (
+        state.status is PaymentStatus.UNKNOWN
+        and state.checkout_request_id is None
+        and result.is_success
+        and result.amount is not None
+        and result.phone is not None
+        and _same_amount(result.amount, state.amount)
+        and phones_match(state.phone, result.phone)
+    )
+
+
 # -- the rules --------------------------------------------------------------------------
 
 
@@ -238,17 +403,20 @@ def decide(
     event: LedgerInput,
     *,
     lookup: CodeLookup | None = None,
+    on_mismatch: MismatchPolicy = "flag",
 ) -> Decision:
     """Decide what ``event`` does to a payment in ``state``.
 
     Args:
-        state: the payment as currently stored.
-        event: the input (accepted, rejected, unknown, a result, still pending, expired).
+        state: the payment as currently stored (with its unsettled evidence, if any).
+        event: the input (accepted, rejected, unknown, a result, still pending, expired...).
         lookup: the result-code catalogue (``"1032"`` → its meaning and finality). A known
             code's meaning becomes ``failure_reason``; otherwise Daraja's ``ResultDesc`` is
             used. A non-zero code the catalogue says is not final (an unknown code) does not
             fail the payment: the decision is ``NOOP`` and the reconciler verifies by query.
             Without a catalogue every non-zero code is final.
+        on_mismatch: what a success callback contradicting the request is (see
+            :data:`MismatchPolicy`); either way only a query settles such a payment.
 
     Returns:
         A :class:`Decision`. It never raises for a valid input type: an input that does not
@@ -257,6 +425,10 @@ def decide(
     status = state.status
     if isinstance(event, Accepted):
         return _on_accepted(state, event)
+    if isinstance(event, IdFromCallback):
+        return _on_id_from_callback(state, event)
+    if isinstance(event, IdUnknownToDaraja):
+        return _on_id_unknown(state, event)
     if isinstance(event, Rejected):
         return _on_rejected(state, event)
     if isinstance(event, OutcomeUnknown):
@@ -272,38 +444,51 @@ def decide(
             return Decision(DecisionKind.DUPLICATE, status, detail="already unknown")
         return Decision(DecisionKind.IGNORED, status, detail=f"outcome unknown while {status}")
     if isinstance(event, StkResult):
-        return _on_result(state, event, lookup)
+        if event.source == "query":
+            return _on_query(state, event, lookup)
+        return _on_callback(state, event, lookup, on_mismatch)
     if isinstance(event, StillPending):
         if status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN):
             return Decision(DecisionKind.NOOP, status, detail="still being processed")
         return Decision(DecisionKind.IGNORED, status, detail=f"still-pending answer while {status}")
     if isinstance(event, Expired):
-        if status is PaymentStatus.PENDING:
-            return Decision(
-                DecisionKind.APPLIED,
-                PaymentStatus.FAILED,
-                (EventType.FAILED,),
-                {"status": PaymentStatus.FAILED, "failure_reason": "expired"},
-                "no final answer before the deadline",
-            )
-        if status is PaymentStatus.UNKNOWN:
-            # Daraja never confirmed this push, so nothing could ask it what the customer
-            # did: the customer may have paid. Failed, but flagged for a human to verify
-            # against the M-Pesa statement before anyone is told the payment did not happen.
-            return Decision(
-                DecisionKind.APPLIED,
-                PaymentStatus.FAILED,
-                (EventType.FAILED, EventType.FLAGGED),
-                {
-                    "status": PaymentStatus.FAILED,
-                    "failure_reason": "expired",
-                    "flagged": True,
-                    "flag_reason": UNVERIFIED_EXPIRY,
-                },
-                "no answer from Daraja before the deadline; outcome unverified",
-            )
-        return Decision(DecisionKind.IGNORED, status, detail=f"cannot expire a {status} payment")
+        return _on_expired(state)
+    if isinstance(event, Unverifiable):
+        return _on_unverifiable(state)
     raise TypeError(f"not a ledger input: {event!r}")  # pragma: no cover - typing forbids it
+
+
+def evolve(state: PaymentState, decision: Decision) -> PaymentState:
+    """The state after ``decision`` is written (for drivers that keep a state in memory).
+
+    ``keep_evidence`` cannot be reflected (the evidence is the input, which the caller
+    holds): pass it with :func:`dataclasses.replace` when needed.
+    """
+    if not decision.writes:
+        return state
+    changes = decision.changes
+    updates: dict[str, Any] = {"status": decision.status}
+    for name in (
+        "checkout_request_id",
+        "result_code",
+        "receipt",
+        "flagged",
+        "flag_reason",
+        "checkout_request_id_verified",
+    ):
+        if name in changes:
+            updates[name] = changes[name]
+    if changes.get("evidence_callback_id", "") is None:
+        updates.update(evidence=None, evidence_id=None, evidence_refused=False)
+    if decision.verify:
+        updates["verifying"] = True
+    if changes.get("verify_at", "") is None:
+        updates["verifying"] = False
+    return dataclasses.replace(state, **updates)
+
+
+_SETTLED: dict[str, Any] = {"evidence_callback_id": None, "verify_at": None, "verify_since": None}
+"""Changes that close every open question about a payment (evidence, verification)."""
 
 
 def _on_accepted(state: PaymentState, event: Accepted) -> Decision:
@@ -311,43 +496,105 @@ def _on_accepted(state: PaymentState, event: Accepted) -> Decision:
     if status in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN):
         # unknown → pending: the send's answer arrived after the intent was recovered as
         # unknown (a slow push racing recover_stale_created); now we hold the id to query.
-        if state.checkout_request_id not in (None, event.checkout_request_id):
+        # Daraja's answer always wins over an id learnt from a callback.
+        recorded = state.checkout_request_id
+        if recorded not in (None, event.checkout_request_id) and state.checkout_request_id_verified:
             return Decision(
                 DecisionKind.IGNORED, status, detail="a different CheckoutRequestID is recorded"
             )
+        changes: dict[str, Any] = {
+            "status": PaymentStatus.PENDING,
+            "checkout_request_id": event.checkout_request_id,
+            "merchant_request_id": event.merchant_request_id,
+            "checkout_request_id_verified": True,
+            "failure_reason": None,
+        }
+        detail = "accepted by Daraja"
+        if recorded is not None and recorded != event.checkout_request_id:
+            # The id a callback gave was not Daraja's: its evidence is about another id.
+            changes.update(_SETTLED)
+            detail += "; the CheckoutRequestID learnt from a callback is replaced"
         return Decision(
-            DecisionKind.APPLIED,
-            PaymentStatus.PENDING,
-            (EventType.PENDING,),
-            {
-                "status": PaymentStatus.PENDING,
-                "checkout_request_id": event.checkout_request_id,
-                "merchant_request_id": event.merchant_request_id,
-                "failure_reason": None,
-            },
-            "accepted by Daraja",
+            DecisionKind.APPLIED, PaymentStatus.PENDING, (EventType.PENDING,), changes, detail
         )
     if state.checkout_request_id == event.checkout_request_id:
         return Decision(DecisionKind.DUPLICATE, status, detail="already accepted")
     return Decision(DecisionKind.IGNORED, status, detail=f"accepted while {status}")
 
 
+def _on_id_from_callback(state: PaymentState, event: IdFromCallback) -> Decision:
+    status = state.status
+    if status is PaymentStatus.UNKNOWN and state.checkout_request_id is None:
+        return Decision(
+            DecisionKind.APPLIED,
+            status,
+            (),
+            {
+                "checkout_request_id": event.checkout_request_id,
+                "merchant_request_id": event.merchant_request_id,
+                "checkout_request_id_verified": False,
+            },
+            "CheckoutRequestID learnt from a callback (unverified): an STK query settles it",
+            verify=True,
+            keep_evidence=True,
+        )
+    if state.checkout_request_id == event.checkout_request_id:
+        return Decision(DecisionKind.DUPLICATE, status, detail="this id is already recorded")
+    return Decision(
+        DecisionKind.IGNORED, status, detail=f"a {status} payment cannot take an id from a callback"
+    )
+
+
+def _on_id_unknown(state: PaymentState, event: IdUnknownToDaraja) -> Decision:
+    if (
+        state.status is PaymentStatus.UNKNOWN
+        and state.checkout_request_id is not None
+        and not state.checkout_request_id_verified
+    ):
+        detail = "Daraja does not know the CheckoutRequestID learnt from a callback; dropped"
+        if event.detail:
+            detail += f" ({event.detail})"
+        return Decision(
+            DecisionKind.APPLIED,
+            PaymentStatus.UNKNOWN,
+            (),
+            {
+                "checkout_request_id": None,
+                "merchant_request_id": None,
+                "checkout_request_id_verified": True,
+                **_SETTLED,
+            },
+            detail,
+        )
+    return Decision(DecisionKind.IGNORED, state.status, detail="the id is not an unverified one")
+
+
 def _on_rejected(state: PaymentState, event: Rejected) -> Decision:
     status = state.status
+    unverified_id = state.checkout_request_id is not None and not state.checkout_request_id_verified
     if status in (PaymentStatus.CREATED, PaymentStatus.UNKNOWN) and (
-        state.checkout_request_id is None
+        state.checkout_request_id is None or unverified_id
     ):
         code = event.error_code
+        changes: dict[str, Any] = {
+            "status": PaymentStatus.REJECTED,
+            "result_code": code,
+            "result_desc": event.error_message,
+            "failure_reason": event.error_message,
+        }
+        if unverified_id:
+            # Daraja's answer wins: the id a callback named was not this push's.
+            changes.update(
+                checkout_request_id=None,
+                merchant_request_id=None,
+                checkout_request_id_verified=True,
+                **_SETTLED,
+            )
         return Decision(
             DecisionKind.APPLIED,
             PaymentStatus.REJECTED,
             (EventType.REJECTED,),
-            {
-                "status": PaymentStatus.REJECTED,
-                "result_code": code,
-                "result_desc": event.error_message,
-                "failure_reason": event.error_message,
-            },
+            changes,
             f"rejected by Daraja [{code}]" if code else "rejected by Daraja",
         )
     if status is PaymentStatus.REJECTED:
@@ -355,12 +602,33 @@ def _on_rejected(state: PaymentState, event: Rejected) -> Decision:
     return Decision(DecisionKind.IGNORED, status, detail=f"rejection while {status}")
 
 
-def _on_result(state: PaymentState, result: StkResult, lookup: CodeLookup | None) -> Decision:
+def _failure_reason(result: StkResult, info: CodeInfo | None) -> str:
+    known = info.meaning if info is not None and info.known else None
+    return known or result.result_desc or f"result code {result.result_code.strip()}"
+
+
+def _on_callback(
+    state: PaymentState, result: StkResult, lookup: CodeLookup | None, policy: MismatchPolicy
+) -> Decision:
     status = state.status
     code = result.result_code.strip()
+    if state.checkout_request_id is None:
+        # Results are matched by CheckoutRequestID: a payment without one cannot be named.
+        return Decision(DecisionKind.IGNORED, status, detail="no CheckoutRequestID is recorded")
     if status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN):
         if result.is_success:
-            return _succeed(state, result, (EventType.SUCCEEDED,), "paid")
+            assessment = assess_success(state, result)
+            if assessment.verdict == "confirmed":
+                return _succeed(state, result, (EventType.SUCCEEDED,), "paid")
+            return _keep_evidence(state, assessment, policy)
+        if not state.checkout_request_id_verified or state.evidence is not None:
+            # A failure naming an id a callback gave us, or contradicting a success we hold
+            # as evidence: the query (already asked for) decides, not this callback.
+            return Decision(
+                DecisionKind.NOOP,
+                status,
+                detail=f"result code {code} not applied: an STK query settles this payment",
+            )
         info = None if lookup is None else lookup(code)
         if info is not None and not info.final:
             # "For unknown codes verify with Transaction Status before telling the customer
@@ -370,63 +638,219 @@ def _on_result(state: PaymentState, result: StkResult, lookup: CodeLookup | None
                 status,
                 detail=f"result code {code} is not final ({info.meaning}); verify by query",
             )
-        known = info.meaning if info is not None and info.known else None
-        reason = known or result.result_desc or f"result code {code}"
-        return Decision(
-            DecisionKind.APPLIED,
-            PaymentStatus.FAILED,
-            (EventType.FAILED,),
-            {
-                "status": PaymentStatus.FAILED,
-                "result_code": code,
-                "result_desc": result.result_desc,
-                "failure_reason": reason,
-            },
-            f"failed: {reason}",
-        )
+        return _fail(state, result, info, ())
     if status is PaymentStatus.FAILED:
-        if result.is_success and result.receipt:
-            return _succeed(
-                state,
-                result,
-                (EventType.SUCCEEDED, EventType.CORRECTED),
-                "late success corrects an earlier failure",
-            )
         if result.is_success:
-            # An STK query says "0" but carries no receipt: evidence, not proof. Keep the
-            # failure, flag it for a Transaction Status check, never silently ignore it.
-            return _flag(state, "success reported after failure without a receipt; verify")
+            # Whoever holds the callback token could send this: only a query may turn a
+            # failed payment into a paid one.
+            assessment = assess_success(state, result)
+            if assessment.verdict == "mismatch" and policy == "refuse":
+                return _keep_evidence(state, assessment, policy)
+            return Decision(
+                DecisionKind.UNVERIFIED,
+                status,
+                detail="success reported for a failed payment: an STK query settles it",
+                verify=True,
+                keep_evidence=True,
+            )
         return Decision(DecisionKind.DUPLICATE, status, detail="already failed")
     if status is PaymentStatus.SUCCEEDED:
-        if result.is_success and (result.receipt is None or result.receipt == state.receipt):
-            return Decision(DecisionKind.DUPLICATE, status, detail="already succeeded")
-        if result.is_success:
-            return _flag(state, f"second success with a different receipt {result.receipt}")
-        return _flag(state, f"result code {code} reported after success")
+        return _after_success(state, result, code)
     return Decision(DecisionKind.IGNORED, status, detail=f"result for a {status} payment")
 
 
+def _keep_evidence(state: PaymentState, assessment: Assessment, policy: MismatchPolicy) -> Decision:
+    if assessment.verdict == "mismatch" and policy == "refuse":
+        return Decision(
+            DecisionKind.REFUSED,
+            state.status,
+            detail="success does not match the request: "
+            + assessment.reason
+            + "; an STK query settles the payment",
+            verify=True,
+            keep_evidence=True,
+        )
+    return Decision(
+        DecisionKind.UNVERIFIED,
+        state.status,
+        detail=f"success not confirmed ({assessment.reason}): an STK query settles it",
+        verify=True,
+        keep_evidence=True,
+    )
+
+
+def _after_success(state: PaymentState, result: StkResult, code: str) -> Decision:
+    """A callback for a payment that already succeeded: complete the record, or flag."""
+    if not result.is_success:
+        return _flag(state, f"result code {code} reported after success")
+    if result.receipt is not None and result.receipt == state.receipt:
+        return Decision(DecisionKind.DUPLICATE, state.status, detail="already succeeded")
+    if state.receipt is not None:
+        if result.receipt is None:
+            return Decision(DecisionKind.DUPLICATE, state.status, detail="already succeeded")
+        return _flag(state, f"second success with a different receipt {result.receipt}")
+    # A query settled it (no receipt): this callback completes the record if it agrees.
+    changes = _details(result)
+    if not changes:
+        return Decision(DecisionKind.DUPLICATE, state.status, detail="already succeeded")
+    mismatches = mismatch_reasons(state, result)
+    events: tuple[EventType, ...] = (EventType.UPDATED,)
+    detail = "receipt and details recorded from the callback"
+    if mismatches:
+        reason = "the callback disagrees with the request: " + "; ".join(mismatches)
+        changes.update(flagged=True, flag_reason=_join_flag(state, reason))
+        events = (EventType.UPDATED, EventType.FLAGGED)
+        detail += f"; flagged: {reason}"
+    return Decision(DecisionKind.APPLIED, state.status, events, changes, detail)
+
+
+def _on_query(state: PaymentState, result: StkResult, lookup: CodeLookup | None) -> Decision:
+    status = state.status
+    code = result.result_code.strip()
+    if state.checkout_request_id is None:
+        return Decision(DecisionKind.IGNORED, status, detail="no CheckoutRequestID is recorded")
+    if status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN):
+        if result.is_success:
+            return _succeed_by_query(state, result, (EventType.SUCCEEDED,), "paid (STK query)")
+        info = None if lookup is None else lookup(code)
+        if info is not None and not info.final:
+            return Decision(
+                DecisionKind.NOOP,
+                status,
+                detail=f"result code {code} is not final ({info.meaning}); verify by query",
+            )
+        reasons = []
+        if not state.checkout_request_id_verified:
+            reasons.append(
+                "its CheckoutRequestID came from a success callback, "
+                f"but Daraja's query answers result code {code}"
+            )
+        if state.evidence is not None:
+            reasons.append(
+                f"a callback{_named(state.evidence_id)} reported success, "
+                f"but Daraja's query answers result code {code}"
+            )
+        return _fail(state, result, info, tuple(reasons))
+    if status is PaymentStatus.FAILED:
+        if result.is_success:
+            return _succeed_by_query(
+                state,
+                result,
+                (EventType.SUCCEEDED, EventType.CORRECTED),
+                "Daraja's query says paid: corrects an earlier failure",
+            )
+        if state.evidence is not None:
+            return _close(
+                _flag(
+                    state,
+                    f"a callback{_named(state.evidence_id)} reported success for this failed "
+                    f"payment, but Daraja's query answers result code {code}",
+                ),
+                state,
+            )
+        return _close(Decision(DecisionKind.DUPLICATE, status, detail="already failed"), state)
+    if status is PaymentStatus.SUCCEEDED:
+        if result.is_success:
+            return _close(
+                Decision(DecisionKind.DUPLICATE, status, detail="already succeeded"), state
+            )
+        return _close(
+            _flag(state, f"Daraja's query answers result code {code} after success"), state
+        )
+    return Decision(DecisionKind.IGNORED, status, detail=f"result for a {status} payment")
+
+
+def _close(decision: Decision, state: PaymentState) -> Decision:
+    """A final query answer closes any open question (evidence, verification) it settles."""
+    if decision.kind is DecisionKind.DUPLICATE:
+        if not (state.verifying or state.evidence is not None):
+            return decision
+        return Decision(
+            DecisionKind.APPLIED,
+            decision.status,
+            (),
+            dict(_SETTLED),
+            f"{decision.detail}; verification closed",
+        )
+    return dataclasses.replace(decision, changes={**decision.changes, **_SETTLED})
+
+
+def _on_expired(state: PaymentState) -> Decision:
+    status = state.status
+    if status not in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN):
+        return Decision(DecisionKind.IGNORED, status, detail=f"cannot expire a {status} payment")
+    reason = None
+    if status is PaymentStatus.UNKNOWN:
+        # Daraja never confirmed this push (or only a callback named its id), so nothing
+        # could ask it what the customer did: the customer may have paid. Failed, but
+        # flagged for a human to verify against the M-Pesa statement.
+        reason = UNVERIFIED_EXPIRY
+    elif state.evidence is not None:
+        reason = (
+            f"expired while a success callback{_named(state.evidence_id)} waited for Daraja "
+            "to confirm it: the customer may have paid; verify against the M-Pesa statement"
+        )
+    changes: dict[str, Any] = {
+        "status": PaymentStatus.FAILED,
+        "failure_reason": "expired",
+        **_SETTLED,
+    }
+    events: tuple[EventType, ...] = (EventType.FAILED,)
+    detail = "no final answer before the deadline"
+    if reason is not None:
+        changes.update(flagged=True, flag_reason=_join_flag(state, reason))
+        events = (EventType.FAILED, EventType.FLAGGED)
+        detail += "; outcome unverified"
+    return Decision(DecisionKind.APPLIED, PaymentStatus.FAILED, events, changes, detail)
+
+
+def _on_unverifiable(state: PaymentState) -> Decision:
+    if not state.verifying and state.evidence is None:
+        return Decision(DecisionKind.IGNORED, state.status, detail="nothing awaits verification")
+    if state.status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN):
+        return _on_expired(state)
+    if state.evidence is None:
+        return Decision(
+            DecisionKind.APPLIED,
+            state.status,
+            (),
+            dict(_SETTLED),
+            "verification window passed",
+        )
+    reason = (
+        f"a success callback{_named(state.evidence_id)} for this {state.status} payment "
+        "could not be confirmed by Daraja: verify against the M-Pesa statement"
+    )
+    flag = _flag(state, reason)
+    changes = {**flag.changes, **_SETTLED}
+    return Decision(DecisionKind.APPLIED, state.status, flag.events, changes, reason)
+
+
 def _flag(state: PaymentState, reason: str) -> Decision:
-    if state.flagged and state.flag_reason == reason:
+    if state.flagged and state.flag_reason is not None and reason in state.flag_reason:
         return Decision(DecisionKind.DUPLICATE, state.status, detail=reason)
     return Decision(
         DecisionKind.APPLIED,
         state.status,
         (EventType.FLAGGED,),
-        {"flagged": True, "flag_reason": reason},
+        {"flagged": True, "flag_reason": _join_flag(state, reason)},
         reason,
     )
 
 
-def _succeed(
-    state: PaymentState, result: StkResult, events: tuple[EventType, ...], detail: str
-) -> Decision:
-    changes: dict[str, Any] = {
-        "status": PaymentStatus.SUCCEEDED,
-        "result_code": "0",
-        "result_desc": result.result_desc,
-        "failure_reason": None,
-    }
+def _join_flag(state: PaymentState, reason: str) -> str:
+    # Flags accumulate: a second disagreement never hides the first.
+    if state.flagged and state.flag_reason and reason not in state.flag_reason:
+        return f"{state.flag_reason}; {reason}"
+    return reason
+
+
+def _named(callback_id: str | None) -> str:
+    return f" ({callback_id})" if callback_id else ""
+
+
+def _details(result: StkResult) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
     if result.receipt is not None:
         changes["receipt"] = result.receipt
     if result.amount is not None:
@@ -435,13 +859,99 @@ def _succeed(
         changes["paid_phone"] = result.phone
     if result.transaction_date is not None:
         changes["transaction_date"] = result.transaction_date
-    mismatches = mismatch_reasons(state, result)
-    if mismatches:
-        reason = "; ".join(mismatches)
-        changes["flagged"] = True
-        changes["flag_reason"] = reason
+    return changes
+
+
+def _fail(
+    state: PaymentState, result: StkResult, info: CodeInfo | None, flags: tuple[str, ...]
+) -> Decision:
+    code = result.result_code.strip()
+    reason = _failure_reason(result, info)
+    changes: dict[str, Any] = {
+        "status": PaymentStatus.FAILED,
+        "result_code": code,
+        "result_desc": result.result_desc,
+        "failure_reason": reason,
+        **_SETTLED,
+    }
+    if result.source == "query":
+        changes["checkout_request_id_verified"] = True
+    events: tuple[EventType, ...] = (EventType.FAILED,)
+    detail = f"failed: {reason}"
+    if flags:
+        flag_reason = "; ".join(flags)
+        changes.update(flagged=True, flag_reason=_join_flag(state, flag_reason))
+        events = (EventType.FAILED, EventType.FLAGGED)
+        detail += f"; flagged: {flag_reason}"
+    return Decision(DecisionKind.APPLIED, PaymentStatus.FAILED, events, changes, detail)
+
+
+def _succeed(
+    state: PaymentState, result: StkResult, events: tuple[EventType, ...], detail: str
+) -> Decision:
+    """A confirmed success callback settles the payment (it matched the request)."""
+    changes: dict[str, Any] = {
+        "status": PaymentStatus.SUCCEEDED,
+        "result_code": "0",
+        "result_desc": result.result_desc,
+        "failure_reason": None,
+        **_details(result),
+        **_SETTLED,
+    }
+    evidence = state.evidence
+    if evidence is not None and evidence.receipt and evidence.receipt != result.receipt:
+        # An earlier success callback named another receipt: two sources really disagree.
+        reason = (
+            f"an earlier callback{_named(state.evidence_id)} reported receipt {evidence.receipt}, "
+            f"this one {result.receipt}"
+        )
+        changes.update(flagged=True, flag_reason=_join_flag(state, reason))
+        return Decision(
+            DecisionKind.APPLIED,
+            PaymentStatus.SUCCEEDED,
+            (*events, EventType.FLAGGED),
+            changes,
+            f"{detail}; flagged: {reason}",
+        )
+    return Decision(DecisionKind.APPLIED, PaymentStatus.SUCCEEDED, events, changes, detail)
+
+
+def _succeed_by_query(
+    state: PaymentState, result: StkResult, events: tuple[EventType, ...], detail: str
+) -> Decision:
+    """Daraja's query says paid; the evidence (if any) completes the record or is flagged."""
+    changes: dict[str, Any] = {
+        "status": PaymentStatus.SUCCEEDED,
+        "result_code": "0",
+        "result_desc": result.result_desc,
+        "failure_reason": None,
+        "checkout_request_id_verified": True,
+        **_SETTLED,
+    }
+    evidence = state.evidence
+    flag: str | None = None
+    if evidence is not None:
+        verified = dataclasses.replace(state, checkout_request_id_verified=True)
+        assessment = assess_success(verified, evidence)
+        if assessment.verdict == "mismatch":
+            if state.evidence_refused:
+                flag = (
+                    f"Daraja confirms the payment, but its callback{_named(state.evidence_id)} "
+                    f"was refused: {'; '.join(assessment.mismatches)}"
+                )
+            else:
+                changes.update(_details(evidence))
+                flag = (
+                    f"the callback{_named(state.evidence_id)} disagrees with the request: "
+                    + "; ".join(assessment.mismatches)
+                )
+        else:
+            changes.update(_details(evidence))
+            detail += f"; details from the callback{_named(state.evidence_id)}"
+    if flag is not None:
+        changes.update(flagged=True, flag_reason=_join_flag(state, flag))
         events = (*events, EventType.FLAGGED)
-        detail = f"{detail}; flagged: {reason}"
+        detail += f"; flagged: {flag}"
     return Decision(DecisionKind.APPLIED, PaymentStatus.SUCCEEDED, events, changes, detail)
 
 
@@ -449,24 +959,36 @@ def _as_decimal(value: int | Decimal) -> Decimal:
     return value if isinstance(value, Decimal) else Decimal(value)
 
 
+def _same_amount(reported: int | Decimal, requested: int) -> bool:
+    try:
+        return _as_decimal(reported) == Decimal(requested)
+    except (InvalidOperation, TypeError):  # pragma: no cover - parser gives numbers
+        return False
+
+
 def mismatch_reasons(state: PaymentState, result: StkResult) -> list[str]:
     """Say how a success differs from what was requested (amount, phone), if at all."""
     reasons: list[str] = []
-    if result.amount is not None:
-        try:
-            paid = _as_decimal(result.amount)
-        except (InvalidOperation, TypeError):  # pragma: no cover - parser gives numbers
-            paid = None
-        if paid is None or paid != Decimal(state.amount):
-            reasons.append(f"amount {result.amount} differs from requested {state.amount}")
-    if result.phone is not None and not phones_match(state.phone, result.phone):
+    if result.amount is not None and not _same_amount(result.amount, state.amount):
+        reasons.append(f"amount {result.amount} differs from requested {state.amount}")
+    if (
+        result.phone is not None
+        and _has_digits(result.phone)
+        and not phones_match(state.phone, result.phone)
+    ):
+        # A fully masked phone ("*") shows nothing to compare: unverifiable, not different.
         reasons.append("phone differs from the one requested")
     return reasons
 
 
+def _has_digits(phone: str) -> bool:
+    return any("0" <= ch <= "9" for ch in phone)
+
+
 def _canonical_phone(phone: str) -> str:
     # Keep masking characters: Daraja may mask the callback's PhoneNumber (2547****149).
-    cleaned = re.sub(r"[^\d*]", "", phone)
+    # ASCII digits only: other scripts' digits are not a phone number here.
+    cleaned = re.sub(r"[^0-9*]", "", phone)
     if cleaned.startswith("0") and len(cleaned) == 10:
         return "254" + cleaned[1:]
     if len(cleaned) == 9 and cleaned[0] in "17":
@@ -479,12 +1001,15 @@ def phones_match(requested: str, reported: str) -> bool:
 
     Masked digits (``*``) match anything; visible digits must agree. A masked number of a
     different length cannot be compared and counts as a match only if its visible prefix and
-    suffix agree (``2547****149`` against ``254708374149``).
+    suffix agree (``2547****149`` against ``254708374149``). A reported value with no
+    visible digit at all (``*``) matches nothing.
     """
     want = _canonical_phone(requested)
     got = _canonical_phone(reported)
     if "*" not in got:
         return want == got
+    if not got.strip("*"):
+        return False
     if len(got) == len(want):
         return all(g == "*" or g == w for g, w in zip(got, want, strict=True))
     head, _, tail = got.partition("*")

@@ -9,7 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any, Generic, Literal, TypeAlias, TypeVar
 
-from pesa.ledger._states import PaymentStatus, StkResult
+from pesa.ledger._states import MismatchPolicy, PaymentStatus, StkResult
 
 __all__ = [
     "CallbackOutcome",
@@ -23,13 +23,20 @@ __all__ = [
     "ParsedStkCallback",
     "Payment",
     "StkCallbackParser",
+    "StkQueryOutcome",
+    "StoredCallback",
+    "StkQueryRecord",
 ]
 
 T = TypeVar("T")
 
-CallbackStatus: TypeAlias = Literal["applied", "duplicate", "ignored", "unknown_payment", "invalid"]
+CallbackStatus: TypeAlias = Literal[
+    "applied", "unverified", "duplicate", "ignored", "unknown_payment", "invalid"
+]
 DeliveryStatus: TypeAlias = Literal["pending", "delivered", "failed"]
-MismatchPolicy: TypeAlias = Literal["flag", "refuse"]
+StkQueryOutcome: TypeAlias = Literal[
+    "succeeded", "failed", "pending", "error", "rate_limited", "refused"
+]
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -50,6 +57,11 @@ class Payment:
     ``amount`` is what was requested, in whole shillings. ``paid_amount`` and ``paid_phone``
     are what Daraja reported on success; when they differ from the request the payment is
     ``flagged`` with a ``flag_reason``.
+
+    ``checkout_request_id_verified`` is ``False`` while the id was learnt from a callback (the
+    push's answer was lost) and no STK query by it has confirmed it. ``evidence_callback_id``
+    names a stored success callback that could not be cross-checked and waits for Daraja's
+    query; ``verify_at`` is when that query is due.
     """
 
     id: str
@@ -76,6 +88,10 @@ class Payment:
     next_check_at: datetime | None = None
     check_count: int = 0
     version: int = 1
+    checkout_request_id_verified: bool = True
+    evidence_callback_id: str | None = None
+    verify_at: datetime | None = None
+    verify_since: datetime | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -97,6 +113,7 @@ class Payment:
             "description": self.description,
             "metadata": self.metadata,
             "checkout_request_id": self.checkout_request_id,
+            "checkout_request_id_verified": self.checkout_request_id_verified,
             "merchant_request_id": self.merchant_request_id,
             "result_code": self.result_code,
             "result_desc": self.result_desc,
@@ -107,6 +124,7 @@ class Payment:
             "failure_reason": self.failure_reason,
             "flagged": self.flagged,
             "flag_reason": self.flag_reason,
+            "evidence_callback_id": self.evidence_callback_id,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),
         }
@@ -172,10 +190,13 @@ class CallbackOutcome:
 
     Attributes:
         callback_id: the stored raw callback's id (``cb_...``); ``None`` for query results.
-        status: ``applied`` (the payment changed), ``duplicate`` (already applied, nothing
-            done), ``ignored`` (does not fit the payment's state; kept for audit),
-            ``unknown_payment`` (no payment has this CheckoutRequestID) or ``invalid``
-            (not a Daraja STK callback). Only ``applied`` changes a payment.
+        status: ``applied`` (the payment changed), ``unverified`` (a success that could not
+            be cross-checked: kept as the payment's evidence, an STK query settles it),
+            ``duplicate`` (already applied, nothing done), ``ignored`` (does not fit the
+            payment's state; kept for audit), ``unknown_payment`` (no payment has this
+            CheckoutRequestID) or ``invalid`` (not a Daraja STK callback, or a success that
+            contradicts the request under the ``refuse`` policy). Only ``applied`` changes a
+            payment's status.
         payment: the payment after the callback (``None`` if none matched).
         detail: a short explanation for logs and the audit trail.
     """
@@ -208,3 +229,75 @@ class ParsedStkCallback:
 
 StkCallbackParser: TypeAlias = Callable[[bytes], ParsedStkCallback]
 """Parses a raw callback body; raises :class:`pesa.InvalidCallbackError` (or ValueError)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StkQueryRecord:
+    """One STK query the reconciler (or ``/refresh``) sent, and what Daraja answered.
+
+    Attributes:
+        outcome: ``succeeded`` / ``failed`` (a final result code), ``pending`` (still being
+            processed, or a code not known to be final), ``error`` (no usable answer),
+            ``rate_limited`` (spike arrest or quota) or ``refused`` (Daraja does not know
+            the CheckoutRequestID).
+        result_code: Daraja's ``ResultCode`` or error code, when it gave one.
+        detail: what was done with the answer, or the error (redacted).
+    """
+
+    id: str
+    payment_id: str
+    checkout_request_id: str
+    asked_at: datetime
+    outcome: StkQueryOutcome
+    result_code: str | None
+    result_desc: str | None
+    detail: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape used by the REST API and the dashboard."""
+        return {
+            "id": self.id,
+            "payment_id": self.payment_id,
+            "checkout_request_id": self.checkout_request_id,
+            "asked_at": _iso(self.asked_at),
+            "outcome": self.outcome,
+            "result_code": self.result_code,
+            "result_desc": self.result_desc,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCallback:
+    """A raw callback as stored by the ledger, with what was done with it.
+
+    Attributes:
+        kind: ``stk`` (other kinds are added by receipts and payouts).
+        body: the body exactly as received (up to the gateway's cap).
+        outcome: a :data:`CallbackStatus`, or ``error`` when applying it failed.
+        detail: why (the cross-check, the flag, the refusal).
+    """
+
+    id: str
+    kind: str
+    body: bytes
+    source_ip: str | None
+    received_at: datetime
+    outcome: str
+    detail: str | None
+    checkout_request_id: str | None
+    payment_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON shape used by the REST API and the dashboard (body as text)."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "body": self.body.decode("utf-8", errors="replace"),
+            "source_ip": self.source_ip,
+            "received_at": _iso(self.received_at),
+            "outcome": self.outcome,
+            "detail": self.detail,
+            "checkout_request_id": self.checkout_request_id,
+            "payment_id": self.payment_id,
+        }

@@ -40,6 +40,12 @@ _TERMINAL_FIELDS: dict[str, dict[str, Any]] = {
         "failure_reason": "Bad Request - Invalid PhoneNumber",
     },
     "payment.unknown": {"status": "unknown", "failure_reason": "read timeout after sending"},
+    "payment.updated": {
+        "status": "succeeded",
+        "result_code": "0",
+        "result_desc": "The service request is processed successfully.",
+        "receipt": "NLJ7RT61SV",
+    },
 }
 
 
@@ -73,6 +79,7 @@ def webhook_event(
         "description": "Order 42",
         "metadata": None,
         "checkout_request_id": f"ws_CO_{secrets.randbelow(10**20):020d}",
+        "checkout_request_id_verified": True,
         "merchant_request_id": "29115-34620561-1",
         "result_code": None,
         "result_desc": None,
@@ -83,11 +90,12 @@ def webhook_event(
         "failure_reason": None,
         "flagged": False,
         "flag_reason": None,
+        "evidence_callback_id": None,
         "created_at": when.isoformat(),
         "updated_at": when.isoformat(),
     }
     data.update(_TERMINAL_FIELDS.get(event_type, {}))
-    if event_type == "payment.succeeded":
+    if event_type in ("payment.succeeded", "payment.updated"):
         data["paid_amount"] = amount
         data["paid_phone"] = phone
         data["transaction_date"] = when.isoformat()
