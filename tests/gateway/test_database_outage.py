@@ -164,13 +164,23 @@ def test_a_database_lost_while_running_is_one_warning_per_backoff_interval(
         env=env,
         cwd=tmp_path,
     )
+    banner = ""
     try:
-        time.sleep(1.5)  # running, rounds succeeding
+        assert worker.stdout is not None
+        deadline = time.monotonic() + 60
+        while "public:" not in banner and time.monotonic() < deadline:
+            line = worker.stdout.readline()
+            if not line:
+                break
+            banner += line
+        assert "public:" in banner, banner  # started: the database answered
+        time.sleep(1.0)  # rounds succeeding
         proxy.cut()
         time.sleep(4.0)
     finally:
         worker.terminate()
-        output, _ = worker.communicate(timeout=30)
+        rest, _ = worker.communicate(timeout=30)
+    output = banner + rest
     assert "Traceback" not in output, output
     failures = [line for line in output.splitlines() if "round failed" in line]
     assert failures, output
