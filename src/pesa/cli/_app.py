@@ -56,7 +56,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 console = Console()
-err_console = Console(stderr=True)
+# Errors are one line whatever the terminal width: never wrapped (logs, CI, pipes).
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def json_output(enabled: bool) -> None:
