@@ -10,7 +10,7 @@ import anyio
 import typer
 
 from pesa._exceptions import ValidationError
-from pesa.cli._app import app, console, fail
+from pesa.cli._app import app, console, fail, require_server
 from pesa.cli._gateway import load_settings
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ _T = TypeVar("_T")
 
 
 def _with_store(settings: Settings, work: Callable[[OperatorStore], Awaitable[_T]]) -> _T:
+    require_server("operator")
     from pesa.ledger import Ledger, OperatorStore
 
     async def run() -> _T:

@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
-from pesa._exceptions import InvalidCallbackError, ValidationError
+from pesa._exceptions import ConfigurationError, InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, mask_phone, redact
 from pesa.daraja import normalize_msisdn
 from pesa.ledger import _migrate
@@ -406,7 +406,7 @@ class Ledger:
     def _now(self) -> datetime:
         now = self._clock()
         if now.tzinfo is None:
-            raise ValueError("the ledger clock must return an aware datetime")
+            raise ConfigurationError("the ledger clock must return an aware datetime")
         return now
 
     # -- create -------------------------------------------------------------------------
@@ -1008,7 +1008,7 @@ class Ledger:
 
     async def ingest_stk_callback(
         self,
-        body: bytes,
+        body: bytes | str | Mapping[str, Any],
         *,
         source_ip: str | None,
         parse: StkCallbackParser | None = None,
@@ -1027,7 +1027,8 @@ class Ledger:
         ``unknown`` payment it fits, if exactly one does (a push whose answer was lost).
 
         Args:
-            body: the request body exactly as received.
+            body: the request body exactly as received (bytes); a ``str`` is stored as
+                UTF-8 and a parsed ``dict`` as compact JSON.
             source_ip: the client address the gateway trusts (after proxy handling).
             parse: overrides the ledger's parser for this call.
             on_mismatch: overrides the ledger's policy for a success whose amount or phone
@@ -1039,6 +1040,7 @@ class Ledger:
             A :class:`CallbackOutcome` (``applied``, ``unverified``, ``duplicate``,
             ``ignored``, ``unknown_payment`` or ``invalid``).
         """
+        body = _callback_bytes(body)
         received = self._now()
         callback_id = new_id("cb", now_ms=int(received.timestamp() * 1000))
         record = {
@@ -1743,3 +1745,18 @@ def _callback_status(decision: Decision) -> CallbackStatus:
         return "duplicate"
     # NOOP (a result code that is not final) and IGNORED: stored, nothing changed.
     return "ignored"
+
+
+def _callback_bytes(body: bytes | str | Mapping[str, Any]) -> bytes:
+    """A callback body as bytes: kept as received when it already is bytes."""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, bytearray | memoryview):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, Mapping):
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raise InvalidCallbackError(
+        f"a callback body must be bytes, str or a dict (got {type(body).__name__})"
+    )

@@ -30,6 +30,8 @@ from sqlalchemy import (
     true,
 )
 
+from pesa._exceptions import ValidationError
+
 __all__ = [
     "UTCDateTime",
     "audit_log",
@@ -66,7 +68,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given to the ledger; use an aware datetime")
+            raise ValidationError("datetime", "must be timezone-aware (the ledger stores UTC)")
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
