@@ -889,6 +889,7 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
         due = invoice.due_date
         if isinstance(due, datetime) or not isinstance(due, date):
             raise ValidationError(f"{where}due_date", "must be a date", due)
+        amount = validate_amount(invoice.amount, field=f"{where}amount", minimum=low, maximum=high)
         items = None
         if invoice.items is not None:
             items = []
@@ -928,9 +929,7 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
                 field=f"{where}account_reference",
                 max_length=BILL_REF_MAX,
             ),
-            amount=validate_amount(
-                invoice.amount, field=f"{where}amount", minimum=low, maximum=high
-            ),
+            amount=amount,
             invoice_items=items,
         )
 
