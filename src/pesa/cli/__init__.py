@@ -1,7 +1,7 @@
 """The ``pesa`` command line: ``pesa --help`` lists every subcommand."""
 
 from pesa.cli import (
-    _client,  # noqa: F401  (registers `pesa token`, `pesa stk`)
+    _client,  # noqa: F401  (registers `pesa token`, `pesa stk`, `pesa qr`)
     _emulator,  # noqa: F401  (registers `pesa emulator`)
     _gateway,  # noqa: F401  (registers `pesa serve|worker|db|demo`)
     _operators,  # noqa: F401  (registers `pesa operator`)

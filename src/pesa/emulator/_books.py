@@ -88,12 +88,12 @@ class Books:
     def between(
         self, shortcode: str, kinds: tuple[str, ...], start: datetime, end: datetime
     ) -> list[Transaction]:
-        """The transactions of ``shortcode`` of these kinds completed in ``[start, end]``,
+        """The transactions of ``shortcode`` of these kinds completed in ``[start, end)``,
         oldest first (what Pull Transactions reads)."""
         return [
             txn
             for txn in self.transactions.values()
-            if txn.shortcode == shortcode and txn.kind in kinds and start <= txn.completed_at <= end
+            if txn.shortcode == shortcode and txn.kind in kinds and start <= txn.completed_at < end
         ]
 
     def find(self, receipt: str) -> Transaction | None:

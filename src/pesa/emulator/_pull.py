@@ -88,7 +88,8 @@ class PullTransactions(Product):
         offset = int(offset_text)
         # Only the last 48 hours are kept for Pull (REFERENCE 8.9).
         start = max(start, core.now() - _WINDOW)
-        found = core.books.between(shortcode, ("c2b",), start, end)
+        # Dates have whole seconds: EndDate includes its whole second.
+        found = core.books.between(shortcode, ("c2b",), start, end + timedelta(seconds=1))
         page = found[offset : offset + core.config.pull_page_size]
         ref = core.ids.request_id()
         if not page:
