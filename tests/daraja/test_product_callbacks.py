@@ -182,3 +182,18 @@ def test_the_catalogue_knows_the_new_codes(
 ) -> None:
     entry = lookup_code(code, kind)
     assert entry.known and entry.success is success and entry.final is final
+
+
+def test_the_testing_payload_builders_parse() -> None:
+    from pesa.testing import (
+        b2b_express_callback_payload,
+        bill_payment_payload,
+        ratiba_callback_payload,
+    )
+
+    assert parse_b2b_express_callback(b2b_express_callback_payload()).succeeded
+    cancelled = parse_b2b_express_callback(b2b_express_callback_payload(result_code="4001"))
+    assert cancelled.code.final and not cancelled.succeeded
+    assert parse_ratiba_callback(ratiba_callback_payload(camel_case=True)).succeeded
+    assert parse_ratiba_callback(ratiba_callback_payload(result_code="1037")).result_code == "1037"
+    assert parse_bill_payment(bill_payment_payload()).paid_amount == 5000
