@@ -629,3 +629,14 @@ async def test_bill_manager_error_envelope_and_bad_email(face: Face) -> None:
     with pytest.raises(ValidationError) as bad:
         await face("bill_manager_opt_in", "not-an-email", "0708374149", "https://example.com/b")
     assert bad.value.field == "email"
+
+
+async def test_bill_manager_bulk_error_carries_the_array_it_sent(face: Face) -> None:
+    face.fake.routes[f"{BILL}/bulk-invoicing"] = httpx.Response(
+        400, json={"resmsg": "Invalid dueDate", "rescode": "400"}
+    )
+    with pytest.raises(BadRequestError) as info:
+        await face("bill_manager_bulk_invoice", [_invoice("INV-1"), _invoice("INV-2")])
+    sent = info.value.request
+    assert sent is not None and isinstance(sent.body, list)
+    assert [item["externalReference"] for item in sent.body] == ["INV-1", "INV-2"]
