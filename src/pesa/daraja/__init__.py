@@ -22,6 +22,8 @@ from pesa.daraja._callbacks import (
 from pesa.daraja._codes import CodeKind, ResultCode, lookup_code
 from pesa.daraja._credential import (
     BUNDLED_CERTIFICATES,
+    SANDBOX_PASSKEY,
+    SANDBOX_STK_SHORTCODE,
     bundled_certificate,
     load_certificate,
     security_credential,
@@ -121,6 +123,8 @@ __all__ = [
     "REMARKS_MAX",
     "REMARKS_MIN",
     "REVERSAL",
+    "SANDBOX_PASSKEY",
+    "SANDBOX_STK_SHORTCODE",
     "STK_PUSH",
     "STK_QUERY",
     "TRANSACTION_DESC_MAX",

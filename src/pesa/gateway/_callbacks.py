@@ -28,14 +28,13 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from pesa._logging import get_logger
+from pesa.daraja._trust import MAX_CALLBACK_BYTES, callback_reply
 from pesa.gateway._state import gateway_state
 
 __all__ = ["MAX_CALLBACK_BYTES", "CallbackPathFilter", "redact_callback_paths", "router"]
 
 log = get_logger("pesa.gateway.callbacks")
 
-# A real STK callback is well under 2 KB; anything near this is not from Daraja.
-MAX_CALLBACK_BYTES = 64 * 1024
 
 router = APIRouter()
 
@@ -120,17 +119,12 @@ async def stk_callback(request: Request) -> JSONResponse:
         log.exception("callback could not be stored")
         return _reply(503, 1, "Temporarily unavailable")
     state.metrics.callbacks_received.inc(outcome=outcome.status)
-    if outcome.status in ("applied", "unverified", "duplicate", "ignored"):
-        # Stored and committed; "unverified" waits for the reconciler's query, "ignored" (a
-        # result for a payment that is already final in another way) changes nothing, but
-        # Daraja has delivered it correctly.
-        return _reply(200, 0, "Accepted")
-    log.warning(
-        "callback %s not applied (%s): %s", outcome.callback_id, outcome.status, outcome.detail
-    )
-    if outcome.status == "unknown_payment":
-        return _reply(404, 1, f"Rejected: {outcome.detail}")
-    return _reply(400, 1, f"Rejected: {outcome.detail}")
+    status_code, reply = callback_reply(outcome.status, outcome.detail)
+    if status_code != 200:
+        log.warning(
+            "callback %s not applied (%s): %s", outcome.callback_id, outcome.status, outcome.detail
+        )
+    return JSONResponse(reply, status_code=status_code)
 
 
 router.add_route("/callbacks/{token}/stk", stk_callback, methods=["POST"], include_in_schema=False)
