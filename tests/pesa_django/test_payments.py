@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.db import transaction
 
 from conftest import CALLBACK_TOKEN, fresh_phone, wait_for
-from pesa.django import OpenTransactionError, request_payment
+from pesa.django import OpenTransactionError, conf, request_payment
 from pesa.django.models import Callback, Payment, PaymentEvent, StkQuery
 from pesa.django.signals import SIGNALS
 from pesa.ledger import IdempotencyConflictError
@@ -250,3 +250,40 @@ def test_an_async_view_takes_a_payment(site: Any, received: Counter[tuple[str, s
     payment = final(payment_id)
     assert payment.status == "succeeded"
     assert received[(payment_id, "payment.succeeded")] == 1
+
+
+def test_the_admin_finds_filters_shows_raw_callbacks_and_asks_daraja(
+    site: Any, emulator: Any, admin_client: Any
+) -> None:
+    paid = final(pay(site, fresh_phone()))
+    held_phone = fresh_phone()
+    emulator.control.add_rule(phone=held_phone, delay=1.0, callback="drop")
+    held = wait_for(
+        lambda: Payment.objects.filter(id=pay(site, held_phone), status="pending").first(),
+        what="a pending payment",
+    )
+    local = "0" + held_phone[3:6] + " " + held_phone[6:9] + " " + held_phone[9:]
+    page = admin_client.get("/admin/pesa/payment/", {"q": local}).content.decode()
+    assert held.id in page and paid.id not in page
+    assert paid.id in admin_client.get("/admin/pesa/payment/", {"q": paid.receipt}).content.decode()
+    pending = admin_client.get(
+        "/admin/pesa/payment/", {"status__exact": "pending"}
+    ).content.decode()
+    assert held.id in pending and paid.id not in pending
+    detail = admin_client.get(f"/admin/pesa/payment/{paid.id}/change/").content.decode()
+    assert "MpesaReceiptNumber" in detail and paid.receipt in detail
+    # The customer answered but the callback was lost: "Ask Daraja now" settles it.
+    client = conf.daraja()
+    wait_for(
+        lambda: not client.stk_query(held.checkout_request_id or "").pending,
+        what="the customer to answer",
+    )
+    answer = admin_client.post(
+        "/admin/pesa/payment/",
+        {"action": "ask_daraja_now", "_selected_action": [held.id]},
+        follow=True,
+    )
+    assert answer.status_code == 200
+    after = Payment.objects.get(id=held.id)
+    assert after.status == "succeeded" and after.result_code == "0"
+    assert f"Payment {held.id}: pending → succeeded" in answer.content.decode()

@@ -113,13 +113,15 @@ class PaymentAdmin(admin.ModelAdmin):  # type: ignore[type-arg]  # generic only 
                 after = ask_daraja(payment)
             except PesaError as err:
                 self.message_user(
-                    request, f"{payment.id}: Daraja gave no usable answer: {err}", messages.ERROR
+                    request,
+                    f"Payment {payment.id}: Daraja gave no usable answer: {err}",
+                    messages.ERROR,
                 )
                 continue
             if after.status != before:
-                text = f"{payment.id}: {before} → {after.status}"
+                text = f"Payment {payment.id}: {before} → {after.status}"
             else:
-                text = f"{payment.id}: still {after.status}"
+                text = f"Payment {payment.id}: still {after.status}"
             self.message_user(request, text, messages.SUCCESS)
 
 
