@@ -15,13 +15,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import functools
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TypeVar
 
-from django.db import IntegrityError, router, transaction
+from django.db import IntegrityError, OperationalError, router, transaction
 from django.db.models import Case, F, Q, When
 
 from pesa._exceptions import InvalidCallbackError, ValidationError
@@ -163,6 +164,13 @@ class Store:
                     return work(db)
             except _VersionConflict:
                 log.debug("version conflict, retrying (attempt %d)", attempt + 1)
+            except OperationalError as err:
+                # SQLite without transaction_mode IMMEDIATE: a read that turns into a write
+                # while another connection writes fails at once; nothing was written, retry.
+                if "database is locked" not in str(err) or attempt == _MAX_RETRIES - 1:
+                    raise
+                log.debug("SQLite database locked, retrying (attempt %d)", attempt + 1)
+                time.sleep(0.05 * 2**attempt)
         raise LedgerConflictError("payment kept changing under a guarded update; gave up")
 
     @staticmethod

@@ -292,15 +292,4 @@ def _database_warnings() -> list[checks.CheckMessage]:
                 id="pesa.W001",
             )
         )
-    engine = str(config.get("ENGINE", ""))
-    options = config.get("OPTIONS") or {}
-    if engine.endswith("sqlite3") and options.get("transaction_mode") != "IMMEDIATE":
-        warnings.append(
-            checks.Warning(
-                f"database {alias!r} is SQLite without transaction_mode IMMEDIATE: callbacks "
-                "and pesa_reconcile writing at once may fail with 'database is locked'",
-                hint='add "OPTIONS": {"transaction_mode": "IMMEDIATE"} to the database',
-                id="pesa.W002",
-            )
-        )
     return warnings
