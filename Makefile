@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint types pytest bench soak clean install
+.PHONY: demo test lint types pytest test-django test-django6 bench soak clean install
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,7 @@ demo: $(STAMP)
 	$(BIN)/pesa demo
 
 ## Lint, type-check and run the whole test suite (what CI runs).
-test: lint types pytest
+test: lint types pytest test-django test-django6
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard benchmarks)
@@ -31,6 +31,37 @@ types: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
 
+## The Django app's tests (pytest-django, loaded only for them) under Django 5.2 LTS, the
+## newest Django that runs on the main venv's Python 3.11.
+test-django: $(STAMP)
+	$(BIN)/pytest -p django tests/pesa_django $(DJANGO_PYTEST_ARGS)
+
+## The same tests under the current Django 6.x, which needs Python 3.12+: a small second
+## venv with only what they use (DJANGO6_PYTHON=/path/to/python3.12 to choose the Python).
+DJANGO6_VENV := .venv-django6
+DJANGO6_STAMP := $(DJANGO6_VENV)/.installed
+
+$(DJANGO6_STAMP): pyproject.toml
+	@py="$(DJANGO6_PYTHON)"; \
+	if [ -z "$$py" ]; then \
+	  for candidate in python3.13 python3.12 $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3; do \
+	    if "$$candidate" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then \
+	      py="$$candidate"; break; \
+	    fi; \
+	  done; \
+	fi; \
+	if [ -z "$$py" ]; then \
+	  echo "Django 6 needs Python 3.12 or newer and none was found: set DJANGO6_PYTHON"; exit 1; \
+	fi; \
+	test -x $(DJANGO6_VENV)/bin/python || "$$py" -m venv $(DJANGO6_VENV)
+	$(DJANGO6_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DJANGO6_VENV)/bin/python -m pip install --quiet -e '.[server,django]' 'django>=6,<7' \
+	    pytest pytest-django pytest-asyncio pytest-timeout
+	@touch $@
+
+test-django6: $(DJANGO6_STAMP)
+	$(DJANGO6_VENV)/bin/pytest -p django tests/pesa_django $(DJANGO_PYTEST_ARGS)
+
 ## Benchmarks: figures written to BENCHMARKS.md.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
@@ -40,4 +71,4 @@ soak: $(STAMP)
 	PESA_SOAK=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(DJANGO6_VENV) .mypy_cache .ruff_cache .pytest_cache
