@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,6 +42,14 @@ def _env(**extra: str) -> dict[str, str]:
     env["PATH"] = bin_dir + os.pathsep + env.get("PATH", "")
     env.pop("PYTHONPATH", None)
     return {**env, **extra}
+
+
+def _up(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=2)
+    except httpx.TransportError:
+        return False
+    return True
 
 
 @pytest.fixture
@@ -99,14 +108,7 @@ def test_the_walkthrough_takes_a_payment_in_a_fresh_project(
                 subprocess.Popen(command, cwd=tmp_path, env=env, stdout=out, stderr=out)
             )
 
-    def up(url: str) -> bool:
-        try:
-            httpx.get(url, timeout=2)
-        except httpx.TransportError:
-            return False
-        return True
-
-    wait_for(lambda: up(emulator_url) and up(site_url), timeout=60, what="both servers")
+    wait_for(lambda: _up(emulator_url) and _up(site_url), timeout=60, what="both servers")
     with httpx.Client(base_url=site_url, timeout=30) as browser:
         form = browser.get("/pay/")
         token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
@@ -129,3 +131,71 @@ def test_the_walkthrough_takes_a_payment_in_a_fresh_project(
         # A double click: the same order key gives the same payment, no second push.
         again = browser.post("/pay/", data=data)
         assert again.headers["location"] == status_url
+
+
+EXAMPLE = Path(__file__).parents[2] / "examples" / "django_shop"
+
+
+def test_the_example_shop_runs_in_its_two_commands_and_an_order_turns_paid(
+    tmp_path: Path, processes: list[subprocess.Popen[bytes]]
+) -> None:
+    readme = (EXAMPLE / "README.md").read_text()
+    block = re.search(
+        r"## Run it against the emulator: two commands.*?```console\n(.*?)```", readme, re.DOTALL
+    )
+    assert block
+    commands = [
+        line.removeprefix("$ ").split("#")[0].strip() for line in block.group(1).splitlines()
+    ]
+    assert commands == [
+        "pesa emulator",
+        "python manage.py migrate && python manage.py runserver",
+    ]
+    shop = tmp_path / "django_shop"
+    shutil.copytree(EXAMPLE, shop, ignore=shutil.ignore_patterns("*.sqlite3", "__pycache__"))
+    emulator_port, site_port = _free_port(), _free_port()
+    emulator_url = f"http://127.0.0.1:{emulator_port}"
+    site_url = f"http://127.0.0.1:{site_port}"
+    env = _env(PESA_BASE_URL=emulator_url, PESA_PUBLIC_URL=site_url)
+    # The README's two commands, on free ports (and runserver without its reloader).
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate"],
+        cwd=shop,
+        env=env,
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
+    assert migrate.returncode == 0, migrate.stderr
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    for name, command in {
+        "emulator": ["pesa", "emulator", "--port", str(emulator_port), "--stk-delay", "0.5"],
+        "site": [sys.executable, "manage.py", "runserver", f"127.0.0.1:{site_port}", "--noreload"],
+    }.items():
+        with (logs / f"{name}.log").open("wb") as out:
+            processes.append(subprocess.Popen(command, cwd=shop, env=env, stdout=out, stderr=out))
+    wait_for(lambda: _up(emulator_url) and _up(site_url), timeout=60, what="both servers")
+    with httpx.Client(base_url=site_url, timeout=30) as browser:
+        assert "Kikoi beach wrap" in browser.get("/").text
+        form = browser.get("/checkout/kikoi/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', form.text)
+        assert token, form.text
+        bad = browser.post(
+            "/checkout/kikoi/", data={"csrfmiddlewaretoken": token.group(1), "phone": "12"}
+        )
+        assert bad.status_code == 200 and "Safaricom" in bad.text  # the form names the rule
+        sent = browser.post(
+            "/checkout/kikoi/",
+            data={"csrfmiddlewaretoken": token.group(1), "phone": "0708 374 149"},
+        )
+        assert sent.status_code == 302, sent.text
+        order_url = sent.headers["location"]
+        try:
+            wait_for(
+                lambda: "Paid." in browser.get(order_url).text,
+                timeout=30,
+                what="the order to turn paid",
+            )
+        except AssertionError:
+            raise AssertionError("\n".join(p.read_text() for p in logs.iterdir())) from None
