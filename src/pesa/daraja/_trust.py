@@ -29,7 +29,6 @@ from pesa._constants import DEFAULT_CALLBACK_ALLOWED_IPS
 from pesa._exceptions import ConfigurationError
 
 __all__ = [
-    "MAX_CALLBACK_BYTES",
     "SAFARICOM_CALLBACK_IPS",
     "AllowlistMode",
     "CallbackTrust",
@@ -45,9 +44,6 @@ AllowlistMode = Literal["off", "log", "enforce"]
 
 # REFERENCE §11; unverified against an official source, hence configurable.
 SAFARICOM_CALLBACK_IPS: Final[tuple[str, ...]] = DEFAULT_CALLBACK_ALLOWED_IPS
-
-# A real STK callback is well under 2 KB; anything near this is not from Daraja.
-MAX_CALLBACK_BYTES: Final = 64 * 1024
 
 # Stored and committed: "unverified" waits for the reconciler's query, "ignored" (a result for
 # a payment that is already final in another way) changes nothing, but Daraja delivered it.

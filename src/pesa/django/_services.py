@@ -9,6 +9,7 @@ from django.db import transaction
 
 from pesa._exceptions import PesaError
 from pesa._logging import get_logger, mask_phone
+from pesa.client import Daraja
 from pesa.django import conf
 from pesa.django._reconcile import Reconciler, ReconcileReport
 from pesa.django._store import Store
@@ -116,6 +117,16 @@ def request_payment(
     if not created:
         log.info("payment %s: idempotent repeat, no new STK push", payment.id)
         return payment
+    try:
+        return _push_and_record(ledger, client, payment, callback_url)
+    except Exception:
+        # The push may have left: the payment exists either way, and pesa_reconcile settles
+        # what could not be recorded (a stuck "created" becomes "unknown", then is queried).
+        log.exception("payment %s: could not record the STK push's answer", payment.id)
+        return ledger.get(payment.id) or payment
+
+
+def _push_and_record(ledger: Store, client: Daraja, payment: Payment, callback_url: str) -> Payment:
     try:
         response = client.stk_push(
             payment.phone,

@@ -61,6 +61,8 @@ from pesa.ledger import (
     row_changes,
     single_orphan,
     stk_code,
+    storable_key,
+    storable_text,
 )
 from pesa.ledger._ids import new_id
 
@@ -88,15 +90,12 @@ def _ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
 
 
-def _text(value: str | None, limit: int = _MAX_TEXT) -> str | None:
-    # NUL is refused by PostgreSQL's text columns; nothing Daraja sends needs it.
-    return None if value is None else value.replace("\x00", "")[:limit]
+def _text(value: str | None) -> str | None:
+    return None if value is None else storable_text(value, _MAX_TEXT)
 
 
-def _storable_id(value: str | None) -> str | None:
-    if value is None or len(value) > _MAX_ID or "\x00" in value:
-        return None
-    return value
+def _storable_id(value: str | None, max_length: int = _MAX_ID) -> str | None:
+    return value if storable_key(value, max_length) else None
 
 
 class _VersionConflict(Exception):
@@ -425,7 +424,7 @@ class Store:
                 id=callback_id,
                 kind="stk",
                 body=bytes(body),
-                source_ip=source_ip,
+                source_ip=_storable_id(source_ip, 64),
                 received_at=received,
                 outcome=status,
                 detail=_text(detail),
@@ -445,6 +444,14 @@ class Store:
             )
             raise
 
+    def store_refused_callback(self, body: bytes, *, source_ip: str | None, detail: str) -> str:
+        """Keep raw a callback refused before it could be parsed (a body over the size cap,
+        of which ``body`` is the start), as ``invalid`` evidence; nothing else changes."""
+        received = self.now()
+        callback_id = new_id("cb", now_ms=_ms(received))
+        self._store_raw(callback_id, body, source_ip, received, "invalid", detail, None)
+        return callback_id
+
     def _store_raw(
         self,
         callback_id: str,
@@ -460,7 +467,7 @@ class Store:
                 id=callback_id,
                 kind="stk",
                 body=bytes(body),
-                source_ip=source_ip,
+                source_ip=_storable_id(source_ip, 64),
                 received_at=received,
                 outcome=outcome,
                 detail=_text(detail),

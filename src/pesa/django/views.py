@@ -6,7 +6,7 @@ The order of checks is the point (the same as ``pesa serve``'s route):
    route does not exist);
 2. a source address off the allowlist (``PESA_CALLBACK_ALLOWLIST=enforce``) → 403, nothing
    stored; proxy headers count only from ``PESA_TRUSTED_PROXIES``;
-3. a body over the cap → 413;
+3. a body over ``PESA_CALLBACK_MAX_BODY_BYTES`` → 413, its first bytes kept as evidence;
 4. the raw body is stored and applied in one transaction (the ledger's rules decide what it
    may do: a success that cannot be cross-checked is kept as evidence and settled by
    query); Daraja's 200 is sent only after that commit, and a failure to store is a 503.
@@ -22,7 +22,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from pesa._logging import get_logger
-from pesa.daraja._trust import MAX_CALLBACK_BYTES, callback_reply
+from pesa.daraja._trust import callback_reply
 from pesa.django import conf
 from pesa.django._services import store
 
@@ -35,12 +35,12 @@ def _reply(status: int, result_code: int, desc: str) -> JsonResponse:
     return JsonResponse({"ResultCode": result_code, "ResultDesc": desc}, status=status)
 
 
-def _read_limited(request: HttpRequest) -> bytes | None:
+def _read_limited(request: HttpRequest, limit: int) -> tuple[bytes, bool]:
+    """The body, at most ``limit`` bytes of it, and whether that is all of it."""
     declared = request.META.get("CONTENT_LENGTH") or ""
-    if declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
-        return None
-    body = request.read(MAX_CALLBACK_BYTES + 1)
-    return None if len(body) > MAX_CALLBACK_BYTES else body
+    body = request.read(limit + 1)
+    complete = len(body) <= limit and not (declared.isdigit() and int(declared) > limit)
+    return body[:limit], complete
 
 
 @csrf_exempt
@@ -60,9 +60,19 @@ def stk_callback(request: HttpRequest, token: str) -> HttpResponse:
         return _reply(403, 1, "Forbidden")
     if trust.allowlist_mode == "log" and not verdict.listed:
         log.warning("callback from %s accepted but %s", verdict.client_ip, verdict.reason)
-    body = _read_limited(request)
-    if body is None:
-        log.warning("callback from %s refused: larger than %d bytes", peer, MAX_CALLBACK_BYTES)
+    limit = conf.pesa_settings().callback_max_body_bytes
+    body, complete = _read_limited(request, limit)
+    if not complete:
+        log.warning("callback from %s refused: larger than %d bytes", verdict.client_ip, limit)
+        try:
+            # Evidence even so: the first `limit` bytes, kept raw like any refused callback.
+            store().store_refused_callback(
+                body,
+                source_ip=verdict.client_ip,
+                detail=f"body larger than {limit} bytes: only its first {len(body)} are kept",
+            )
+        except Exception:
+            log.exception("an oversized callback could not be stored")
         return _reply(413, 1, "Payload too large")
     try:
         outcome = store().ingest_stk_callback(body, source_ip=verdict.client_ip)

@@ -32,10 +32,14 @@ from pesa.ledger import (
     push_failure,
     validate_idempotency_key,
 )
+from pesa.ledger._requests import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, check_metadata
 
 __all__ = [
+    "MAX_METADATA_BYTES",
+    "MAX_METADATA_DEPTH",
     "PaymentCreator",
     "PaymentRequest",
+    "check_metadata",
     "classify_push_error",
     "validate_idempotency_key",
 ]
@@ -108,8 +112,23 @@ class PaymentCreator:
         # Shielded: once the push is on its way, a cancelled HTTP request or a shutdown
         # must not prevent us from recording Daraja's answer.
         with anyio.CancelScope(shield=True):
-            payment = await self._push(payment)
+            try:
+                payment = await self._push(payment)
+            except Exception:
+                # The push may have left: whatever failed while recording its answer (the
+                # database went away, ...), the caller gets the payment, never an error
+                # that invites a new payment. The reconciler settles it.
+                log.exception("payment %s: could not record the STK push's answer", payment.id)
+                payment = await self._reread(payment)
         return payment, True
+
+    async def _reread(self, payment: Payment) -> Payment:
+        try:
+            current = await self._ledger.get_payment(payment.id)
+        except Exception:
+            log.exception("payment %s: could not read it back either", payment.id)
+            return payment
+        return current if current is not None else payment
 
     async def _push(self, payment: Payment) -> Payment:
         try:

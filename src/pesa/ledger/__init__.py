@@ -31,6 +31,8 @@ from pesa.ledger._driving import (
     request_hash,
     row_changes,
     single_orphan,
+    storable_key,
+    storable_text,
 )
 from pesa.ledger._errors import (
     IdempotencyConflictError,
@@ -187,5 +189,7 @@ __all__ = [
     "row_changes",
     "single_orphan",
     "stk_code",
+    "storable_key",
+    "storable_text",
     "validate_idempotency_key",
 ]

@@ -14,7 +14,8 @@ stores. Those steps are rules too, so they live here, once, and every storage ca
 - :func:`push_failure`: what an STK push error does (rejected, or unknown);
 - :func:`query_input` and :func:`refuses_unverified_id`: what an STK query answer does;
 - :func:`reconcile_deadline` and :func:`recheck_delay`: when to stop asking, and when to
-  ask again.
+  ask again;
+- :func:`storable_key` and :func:`storable_text`: what a hostile body may put in a column.
 """
 
 from __future__ import annotations
@@ -63,6 +64,8 @@ __all__ = [
     "request_hash",
     "row_changes",
     "single_orphan",
+    "storable_key",
+    "storable_text",
 ]
 
 RECONCILABLE_STATUSES: frozenset[PaymentStatus] = frozenset(
@@ -74,6 +77,7 @@ RECONCILABLE_STATUSES: frozenset[PaymentStatus] = frozenset(
 # (REFERENCE §6.2). The same code also comes with "Internal Server Error", which proves
 # nothing, so the message decides; anything else under a 5xx is settled as unknown.
 _REFUSED_500_CODE = "500.001.1001"
+_MAX_TEXT = 1000
 _REFUSED_500_MESSAGES = (
     "merchant does not exist",
     "wrong credentials",
@@ -338,3 +342,25 @@ def recheck_delay(check_count: int, interval: float, cap: float) -> float:
         if delay >= cap:
             return cap
     return min(delay, cap)
+
+
+def storable_key(value: Any, max_length: int) -> bool:
+    """Whether ``value`` can name a row: printable ASCII that fits its column.
+
+    Anything else (NUL, a lone surrogate, a 10,000-character string) names no row, and
+    PostgreSQL would refuse to even compare it; the caller answers "not found" or refuses
+    the filter instead of sending it to the database.
+    """
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= max_length
+        and value.isascii()
+        and value.isprintable()
+    )
+
+
+def storable_text(text: str, limit: int = _MAX_TEXT) -> str:
+    """``text`` bounded and without what PostgreSQL's text type refuses (NUL, lone
+    surrogates); the escapes keep it readable."""
+    text = text[:limit].replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")

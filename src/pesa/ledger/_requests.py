@@ -7,22 +7,33 @@ the rules are here, once.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from pesa._constants import DEFAULT_STK_MAX_AMOUNT, DEFAULT_STK_MIN_AMOUNT
 from pesa._exceptions import ValidationError
 from pesa.daraja import (
+    check_storable_text,
     normalize_msisdn,
     validate_account_reference,
     validate_amount,
     validate_transaction_desc,
 )
 
-__all__ = ["PaymentRequest", "validate_idempotency_key"]
+__all__ = [
+    "MAX_METADATA_BYTES",
+    "MAX_METADATA_DEPTH",
+    "PaymentRequest",
+    "check_metadata",
+    "validate_idempotency_key",
+]
 
 _MAX_IDEMPOTENCY_KEY = 255
-_MAX_METADATA_BYTES = 16_384
+MAX_METADATA_BYTES: Final = 16_384
+"""The largest ``metadata`` accepted, in bytes of compact UTF-8 JSON."""
+MAX_METADATA_DEPTH: Final = 16
+"""How deep ``metadata`` may nest objects and arrays (the object itself is level 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +67,7 @@ class PaymentRequest:
             amount, field="amount", minimum=min_amount, maximum=max_amount
         )
         if metadata is not None:
-            _check_metadata(metadata)
+            check_metadata(metadata)
         return cls(
             phone=normalize_msisdn(phone, field="phone"),
             amount=checked_amount,
@@ -66,14 +77,43 @@ class PaymentRequest:
         )
 
 
-def _check_metadata(metadata: dict[str, Any]) -> None:
-    try:
-        size = len(json.dumps(metadata, separators=(",", ":")).encode("utf-8"))
-    except (TypeError, ValueError) as err:
-        raise ValidationError("metadata", "must be a JSON object") from err
-    if size > _MAX_METADATA_BYTES:
+def check_metadata(metadata: Any) -> None:
+    """Metadata is stored, hashed, returned and sent in webhooks: check it can be, first."""
+    if not isinstance(metadata, dict):
+        raise ValidationError("metadata", "must be a JSON object")
+    _check_json_value(metadata, "metadata", 1)
+    size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
         raise ValidationError(
-            "metadata", f"must be at most {_MAX_METADATA_BYTES} bytes of JSON", f"{size} bytes"
+            "metadata", f"must be at most {MAX_METADATA_BYTES} bytes of JSON", f"{size} bytes"
+        )
+
+
+def _check_json_value(value: Any, where: str, depth: int) -> None:
+    # Iterative in spirit, recursive in code: the depth bound keeps the recursion shallow.
+    if isinstance(value, dict | list) and depth > MAX_METADATA_DEPTH:
+        raise ValidationError(
+            "metadata", f"must be nested at most {MAX_METADATA_DEPTH} levels deep", where
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(
+                    "metadata", "object keys must be strings", f"{where}: {type(key).__name__}"
+                )
+            check_storable_text(key, field=f"{where} key")
+            _check_json_value(item, f"{where}.{key[:40]}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json_value(item, f"{where}[{index}]", depth + 1)
+    elif isinstance(value, str):
+        check_storable_text(value, field=where)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(where, "must be a finite number (not NaN or Infinity)")
+    elif value is not None and not isinstance(value, bool | int):
+        raise ValidationError(
+            where, "must be JSON: an object, array, string, number, true, false or null"
         )
 
 
