@@ -19,7 +19,7 @@ from django.core.management import call_command
 from django.db import transaction
 
 from conftest import CALLBACK_TOKEN, fresh_phone, wait_for
-from pesa.django import OpenTransactionError, conf, request_payment
+from pesa.django import OpenTransactionError, conf, request_payment, resolve_flag
 from pesa.django.models import Callback, Payment, PaymentEvent, StkQuery
 from pesa.django.signals import SIGNALS
 from pesa.ledger import IdempotencyConflictError
@@ -168,7 +168,9 @@ def test_a_replayed_callback_is_stored_and_applied_once(
     assert received[(payment_id, "payment.succeeded")] == 1
 
 
-def test_forged_callbacks_change_nothing(site: Any, settings: Any, emulator: Any) -> None:
+def test_forged_callbacks_change_nothing(
+    site: Any, settings: Any, emulator: Any, received: Counter[tuple[str, str]]
+) -> None:
     url = f"{site.url}/mpesa/callbacks/{CALLBACK_TOKEN}/stk"
     # A wrong path token: 404, and nothing is stored.
     before = Callback.objects.count()
@@ -199,6 +201,12 @@ def test_forged_callbacks_change_nothing(site: Any, settings: Any, emulator: Any
     after = Payment.objects.get(id=cancelled.id)
     assert after.status == "failed" and after.result_code == "1032"
     assert after.flagged and "reported success" in (after.flag_reason or "")
+    assert received[(after.id, "payment.flagged")] == 1
+    # A person looks at it and resolves the flag: recorded, signalled once.
+    resolved = resolve_flag(after, by="amina", note="statement shows no payment")
+    assert not resolved.flagged and resolved.status == "failed"
+    assert received[(after.id, "payment.flag_resolved")] == 1
+    assert "amina" in PaymentEvent.objects.get(payment=after, type="payment.flag_resolved").detail
     # A success for another amount on a pending payment is refused (never applied).
     phone_2 = fresh_phone()
     emulator.control.add_rule(phone=phone_2, delay=30)  # the prompt stays open

@@ -30,6 +30,7 @@ if TYPE_CHECKING:
         ask_daraja,
         reconcile,
         request_payment,
+        resolve_flag,
     )
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "ask_daraja",
     "reconcile",
     "request_payment",
+    "resolve_flag",
 ]
 
 # Importing models before Django's app registry is ready fails, and Django imports this
@@ -50,6 +52,7 @@ _LAZY = {
     "ask_daraja": "pesa.django._services",
     "reconcile": "pesa.django._services",
     "request_payment": "pesa.django._services",
+    "resolve_flag": "pesa.django._services",
 }
 
 

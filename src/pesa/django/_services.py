@@ -29,6 +29,7 @@ __all__ = [
     "reconcile",
     "reconciler",
     "request_payment",
+    "resolve_flag",
     "store",
 ]
 
@@ -212,6 +213,29 @@ def ask_daraja(payment: Payment | str) -> Payment:
     if current is None:
         raise PaymentNotFoundError(payment if isinstance(payment, str) else payment.id)
     return reconciler().settle(current)
+
+
+def resolve_flag(payment: Payment | str, *, by: str, note: str) -> Payment:
+    """Clear a payment's flag once a person has looked at it (``payment_flag_resolved``).
+
+    Args:
+        payment: the payment or its id.
+        by: who resolved it.
+        note: what they found or did (required: the record must say why).
+
+    Raises:
+        ValidationError: no note, or no name.
+        InvalidTransitionError: the payment is not flagged.
+    """
+    from pesa._exceptions import ValidationError
+
+    if not note.strip():
+        raise ValidationError("note", "must say what was found or done")
+    if not by.strip():
+        raise ValidationError("by", "must name who resolved the flag")
+    return store().resolve_flag(
+        payment if isinstance(payment, str) else payment.id, by=by.strip(), note=note.strip()
+    )
 
 
 def reconcile() -> ReconcileReport:

@@ -35,6 +35,7 @@ from pesa.ledger import (
     Decision,
     DecisionKind,
     Expired,
+    FlagResolved,
     IdempotencyConflictError,
     IdFromCallback,
     IdUnknownToDaraja,
@@ -730,6 +731,14 @@ class Store:
     def expire(self, payment_id: str) -> Payment:
         """No final answer before the deadline: failed (expired), flagged if maybe paid."""
         return self._transition(payment_id, Expired())
+
+    def resolve_flag(self, payment_id: str, *, by: str, note: str) -> Payment:
+        """A person looked at a flagged payment: clear the flag (``payment.flag_resolved``).
+
+        Raises:
+            InvalidTransitionError: the payment is not flagged.
+        """
+        return self._transition(payment_id, FlagResolved(note=note, by=by))
 
     def abandon_verification(self, payment_id: str) -> Payment:
         """Stop asking Daraja about a payment's evidence (its window passed): flag it."""

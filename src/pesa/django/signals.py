@@ -25,6 +25,7 @@ signal                    sent when
 ``payment_pending``       Daraja accepted the push: the prompt is on the phone
 ``payment_unknown``       the push may have left but no answer came (settled by query)
 ``payment_flagged``       a person should look at it (sources disagree, or unverifiable)
+``payment_flag_resolved`` a person resolved the flag (``resolve_flag``)
 ``payment_corrected``     a failed payment turned out paid (Daraja's query)
 ``payment_updated``       a paid payment's record was completed (a late receipt)
 ========================  =====================================================
@@ -46,6 +47,7 @@ __all__ = [
     "SIGNALS",
     "payment_corrected",
     "payment_failed",
+    "payment_flag_resolved",
     "payment_flagged",
     "payment_pending",
     "payment_rejected",
@@ -63,6 +65,7 @@ payment_rejected = Signal()
 payment_pending = Signal()
 payment_unknown = Signal()
 payment_flagged = Signal()
+payment_flag_resolved = Signal()
 payment_corrected = Signal()
 payment_updated = Signal()
 
@@ -73,6 +76,7 @@ SIGNALS: dict[str, Signal] = {
     EventType.PENDING.value: payment_pending,
     EventType.UNKNOWN.value: payment_unknown,
     EventType.FLAGGED.value: payment_flagged,
+    EventType.FLAG_RESOLVED.value: payment_flag_resolved,
     EventType.CORRECTED.value: payment_corrected,
     EventType.UPDATED.value: payment_updated,
 }

@@ -35,6 +35,7 @@ from pesa.ledger._driving import (
     storable_text,
 )
 from pesa.ledger._errors import (
+    DeliveryNotFoundError,
     IdempotencyConflictError,
     InvalidTransitionError,
     LedgerConflictError,
@@ -53,6 +54,7 @@ from pesa.ledger._states import (
     DecisionKind,
     EventType,
     Expired,
+    FlagResolved,
     IdFromCallback,
     IdUnknownToDaraja,
     LedgerInput,
@@ -75,6 +77,7 @@ from pesa.ledger._types import (
     CallbackOutcome,
     CallbackStatus,
     Delivery,
+    DeliveryRecord,
     DeliveryStatus,
     Event,
     LedgerStats,
@@ -91,6 +94,18 @@ if TYPE_CHECKING:
     from pesa.ledger._engine import async_url, create_engine
     from pesa.ledger._ledger import Clock, Ledger
     from pesa.ledger._migrate import current_revision, head_revision
+    from pesa.ledger._operators import (
+        AuditAction,
+        AuditEntry,
+        Operator,
+        OperatorExistsError,
+        OperatorSession,
+        OperatorStore,
+        Role,
+        hash_password,
+        verify_password,
+    )
+    from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
 
 # The storage (SQLAlchemy, Alembic) is imported on first use: the pure layer above (the state
 # machine and the rules every storage shares) imports without the ``server`` extra, so the
@@ -102,6 +117,21 @@ _STORAGE = {
     "create_engine": "pesa.ledger._engine",
     "current_revision": "pesa.ledger._migrate",
     "head_revision": "pesa.ledger._migrate",
+    **dict.fromkeys(
+        (
+            "AuditAction",
+            "AuditEntry",
+            "Operator",
+            "OperatorExistsError",
+            "OperatorSession",
+            "OperatorStore",
+            "Role",
+            "hash_password",
+            "verify_password",
+        ),
+        "pesa.ledger._operators",
+    ),
+    **dict.fromkeys(("Backlog", "LedgerReports", "OutcomeCount"), "pesa.ledger._reports"),
 }
 
 
@@ -127,6 +157,9 @@ __all__ = [
     "UNVERIFIED_EXPIRY",
     "Accepted",
     "Assessment",
+    "AuditAction",
+    "AuditEntry",
+    "Backlog",
     "CallbackOutcome",
     "CallbackStatus",
     "Clock",
@@ -135,10 +168,13 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "Delivery",
+    "DeliveryNotFoundError",
+    "DeliveryRecord",
     "DeliveryStatus",
     "Event",
     "EventType",
     "Expired",
+    "FlagResolved",
     "IdFromCallback",
     "IdUnknownToDaraja",
     "IdempotencyConflictError",
@@ -147,8 +183,14 @@ __all__ = [
     "LedgerConflictError",
     "LedgerError",
     "LedgerInput",
+    "LedgerReports",
     "LedgerStats",
     "MismatchPolicy",
+    "Operator",
+    "OperatorExistsError",
+    "OperatorSession",
+    "OperatorStore",
+    "OutcomeCount",
     "OutcomeUnknown",
     "Page",
     "ParsedStkCallback",
@@ -159,6 +201,7 @@ __all__ = [
     "PaymentState",
     "PaymentStatus",
     "Rejected",
+    "Role",
     "StillPending",
     "StkCallbackParser",
     "StkQueryOutcome",
@@ -173,6 +216,7 @@ __all__ = [
     "current_revision",
     "decide",
     "evolve",
+    "hash_password",
     "head_revision",
     "merchant_request_mismatch",
     "mismatch_reasons",
@@ -192,4 +236,5 @@ __all__ = [
     "storable_key",
     "storable_text",
     "validate_idempotency_key",
+    "verify_password",
 ]

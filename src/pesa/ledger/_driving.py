@@ -34,6 +34,7 @@ from pesa._exceptions import (
     TransportError,
     ValidationError,
 )
+from pesa.daraja import proves_not_processed
 from pesa.ledger._states import (
     Decision,
     DecisionKind,
@@ -73,10 +74,6 @@ RECONCILABLE_STATUSES: frozenset[PaymentStatus] = frozenset(
 )
 """The statuses an STK query may still settle on the reconciler's own schedule."""
 
-# Daraja answers these with HTTP 500 and code 500.001.1001 although nothing was processed
-# (REFERENCE §6.2). The same code also comes with "Internal Server Error", which proves
-# nothing, so the message decides; anything else under a 5xx is settled as unknown.
-_REFUSED_500_CODE = "500.001.1001"
 _MAX_TEXT = 1000
 _REFUSED_500_MESSAGES = (
     "merchant does not exist",
@@ -272,16 +269,10 @@ def push_failure(err: BaseException) -> Rejected | OutcomeUnknown:
         return OutcomeUnknown(str(err))
     if isinstance(err, TransportError):
         return Rejected("connection_error", f"Daraja could not be reached: {err}")
-    if isinstance(err, RateLimitError):
-        # Spike arrest and quota are refused at Daraja's gateway before processing.
-        return Rejected(err.error_code or f"HTTP {err.status_code}", err.error_message)
     if isinstance(err, DarajaError):
-        code = err.error_code or f"HTTP {err.status_code}"
-        if err.status_code < 500:
-            return Rejected(code, err.error_message)
-        message = err.error_message.lower()
-        if err.error_code == _REFUSED_500_CODE and any(m in message for m in _REFUSED_500_MESSAGES):
-            return Rejected(code, err.error_message)
+        if proves_not_processed(err):
+            # Which Daraja answers prove a refusal is wire knowledge: pesa.daraja decides.
+            return Rejected(err.error_code or f"HTTP {err.status_code}", err.error_message)
         return OutcomeUnknown(str(err))
     return OutcomeUnknown(f"{type(err).__name__}: {err}")
 
