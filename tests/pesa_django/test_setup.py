@@ -108,8 +108,9 @@ def test_the_migrations_match_the_models() -> None:
     assert "No changes detected" in out.getvalue()
 
 
-def test_the_app_imports_without_the_server_extra() -> None:
-    # pesa[django] brings no SQLAlchemy, FastAPI or uvicorn: make them unimportable.
+def test_the_app_imports_without_the_server_extra_nor_the_gateway() -> None:
+    # pesa[django] brings no SQLAlchemy, FastAPI or uvicorn: make them unimportable. And the
+    # app stands on pesa.daraja, pesa.client and the ledger's pure rules, never the gateway.
     code = """
 import sys
 for name in ("sqlalchemy", "fastapi", "uvicorn", "alembic", "starlette"):
@@ -126,7 +127,7 @@ django.setup()
 import pesa.django.admin, pesa.django.views, pesa.django._store
 from pesa.django import request_payment, ask_daraja, reconcile
 from pesa.django.management.commands import pesa_reconcile
-servers = ("sqlalchemy", "fastapi")
+servers = ("sqlalchemy", "fastapi", "pesa.gateway", "pesa.emulator", "pesa.testing")
 loaded = [m for m, v in sys.modules.items() if v is not None and m.startswith(servers)]
 print("ok", sorted(loaded))
 """
@@ -135,3 +136,13 @@ print("ok", sorted(loaded))
     )
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok []"
+
+
+def test_the_public_surface_is_sorted_resolvable_and_documented() -> None:
+    import inspect
+
+    import pesa.django
+
+    assert pesa.django.__all__ == sorted(pesa.django.__all__)
+    for name in pesa.django.__all__:
+        assert inspect.getdoc(getattr(pesa.django, name)), name

@@ -20,9 +20,10 @@ docs/django.md.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
+import typing as _typing
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from pesa.django._reconcile import ReconcileReport
     from pesa.django._services import (
         OpenTransactionError,
@@ -56,12 +57,10 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'pesa.django' has no attribute {name!r}")
-    import importlib
-
     value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value

@@ -34,6 +34,7 @@ from django.db import connections, router
 from django.dispatch import receiver
 from django.urls import NoReverseMatch, reverse
 
+from pesa._exceptions import ConfigurationError
 from pesa.client import Daraja
 from pesa.config import Settings
 from pesa.daraja import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE
@@ -94,6 +95,8 @@ def _load() -> Settings:
     values = _settings_values()
     try:
         return Settings(**values)
+    except ConfigurationError as err:
+        raise ImproperlyConfigured(f"invalid pesa settings: {err}") from None
     except pydantic.ValidationError as err:
         problems = "; ".join(
             f"PESA_{'.'.join(str(p) for p in e['loc']).upper() or '?'}: {e['msg']}"

@@ -14,7 +14,7 @@ See ``docs/ledger.md`` for the lifecycle, the tables and the guarantees.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+import typing as _typing
 
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
 from pesa.ledger._driving import (
@@ -90,7 +90,7 @@ from pesa.ledger._types import (
     StoredCallback,
 )
 
-if TYPE_CHECKING:
+if _typing.TYPE_CHECKING:
     from pesa.ledger._engine import async_url, create_engine
     from pesa.ledger._ledger import Clock, Ledger
     from pesa.ledger._migrate import current_revision, head_revision
@@ -135,7 +135,7 @@ _STORAGE = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> _typing.Any:
     module = _STORAGE.get(name)
     if module is None:
         raise AttributeError(f"module 'pesa.ledger' has no attribute {name!r}")
