@@ -127,8 +127,11 @@ django.setup()
 import pesa.django.admin, pesa.django.views, pesa.django._store
 from pesa.django import request_payment, ask_daraja, reconcile
 from pesa.django.management.commands import pesa_reconcile
-servers = ("sqlalchemy", "fastapi", "pesa.gateway", "pesa.emulator", "pesa.testing")
-loaded = [m for m, v in sys.modules.items() if v is not None and m.startswith(servers)]
+servers = ("sqlalchemy", "fastapi", "pesa.gateway.", "pesa.emulator", "pesa.testing")
+loaded = [
+    m for m, v in sys.modules.items()
+    if v is not None and (m == "pesa.gateway" or m.startswith(servers))
+]
 print("ok", sorted(loaded))
 """
     out = subprocess.run(
