@@ -22,6 +22,7 @@ from pesa.ledger import (
     Decision,
     DecisionKind,
     EventType,
+    LedgerConflictError,
     OutcomeUnknown,
     Payment,
     PaymentState,
@@ -176,7 +177,7 @@ def test_a_decision_becomes_columns() -> None:
         row_changes(decision, now=NOW, verify_since=earlier, callback_id="cb_1")["verify_since"]
         == earlier
     )
-    with pytest.raises(ValueError, match="evidence"):
+    with pytest.raises(LedgerConflictError, match="evidence"):
         row_changes(decision, now=NOW, verify_since=None)
 
 

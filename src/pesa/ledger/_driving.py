@@ -35,6 +35,7 @@ from pesa._exceptions import (
     ValidationError,
 )
 from pesa.daraja import proves_not_processed
+from pesa.ledger._errors import LedgerConflictError
 from pesa.ledger._states import (
     Decision,
     DecisionKind,
@@ -163,7 +164,7 @@ def row_changes(
         callback_id: the stored callback the input came from, if any.
 
     Raises:
-        ValueError: the decision keeps evidence but no callback was stored for it.
+        LedgerConflictError: the decision keeps evidence but no callback was stored for it.
     """
     changes = dict(decision.changes)
     if "status" in changes:
@@ -175,7 +176,7 @@ def row_changes(
         changes["verify_since"] = verify_since or now
     if decision.keep_evidence:
         if callback_id is None:
-            raise ValueError("a decision keeps evidence but no stored callback is named")
+            raise LedgerConflictError("a decision keeps evidence but no stored callback is named")
         changes["evidence_callback_id"] = callback_id
     date = changes.get("transaction_date")
     if isinstance(date, datetime):

@@ -886,8 +886,6 @@ class Ledger:
         if not decision.writes:
             return decision, current, []
         now = self._now()
-        if decision.keep_evidence and callback_id is None:  # pragma: no cover
-            raise LedgerConflictError("evidence kept without a stored callback")
         changes = row_changes(
             decision, now=now, verify_since=current.verify_since, callback_id=callback_id
         )
