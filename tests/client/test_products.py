@@ -640,3 +640,30 @@ async def test_bill_manager_bulk_error_carries_the_array_it_sent(face: Face) -> 
     sent = info.value.request
     assert sent is not None and isinstance(sent.body, list)
     assert [item["externalReference"] for item in sent.body] == ["INV-1", "INV-2"]
+
+
+def _page(*ids: str) -> httpx.Response:
+    rows = [{"transactionId": i, "amount": "10.0", "trxDate": "2016-02-16T15:10:00"} for i in ids]
+    if not rows:
+        return _ok({"ResponseCode": "1001", "ResponseMessage": "No records found"})
+    return _ok({"ResponseCode": "1000", "Response": [rows]})
+
+
+async def test_pull_transactions_reads_every_page_once_with_one_end(face: Face) -> None:
+    face.fake.routes[PULL_QUERY] = [
+        _page("SG1AAAAAAA", "SG2AAAAAAA"),
+        _page("SG2AAAAAAA", "SG3AAAAAAA"),  # an overlap is returned once
+        _page(),
+    ]
+    found = await face("pull_transactions", datetime(2016, 2, 16, 12, 0, tzinfo=UTC))
+    assert [t.transaction_id for t in found] == ["SG1AAAAAAA", "SG2AAAAAAA", "SG3AAAAAAA"]
+    bodies = face.fake.bodies(PULL_QUERY)
+    assert [b["OffSetValue"] for b in bodies] == ["0", "2", "4"]
+    assert len({b["EndDate"] for b in bodies}) == 1
+
+
+async def test_pull_transactions_stops_when_the_server_ignores_the_offset(face: Face) -> None:
+    face.fake.routes[PULL_QUERY] = [_page("SG1AAAAAAA")]  # the same page, forever
+    found = await face("pull_transactions", datetime(2016, 2, 16, 12, 0, tzinfo=UTC))
+    assert [t.transaction_id for t in found] == ["SG1AAAAAAA"]
+    assert len(face.fake.paths(PULL_QUERY)) == 2

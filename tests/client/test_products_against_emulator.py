@@ -157,6 +157,10 @@ async def test_pull_recovers_payments_the_shortcode_was_never_told_of(client: Cl
     found = {t.transaction_id: t for t in page.transactions}
     assert {p.trans_id for p in paid} <= set(found)
     assert found[paid[1].trans_id].amount == 51 and found[paid[1].trans_id].bill_reference == "P1"
+    every = await client(
+        "pull_transactions", nairobi_now() - timedelta(hours=47), shortcode=shortcode
+    )
+    assert [t.transaction_id for t in every] == [t.transaction_id for t in page.transactions]
 
 
 async def test_qr_code_image_is_the_png_asked_for(client: Client) -> None:

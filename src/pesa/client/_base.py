@@ -755,12 +755,18 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
             )
         return value.replace(tzinfo=NAIROBI) if value.tzinfo is None else value.astimezone(NAIROBI)
 
+    def _pull_end(self, end: datetime | None) -> datetime:
+        """The end of a Pull window: ``end``, or now (Nairobi time)."""
+        if end is None:
+            return self.clock.now().astimezone(NAIROBI)
+        return self._pull_time(end, "end")
+
     def _build_pull_query(
         self, start: datetime, end: datetime | None, offset: int, shortcode: str | int | None
     ) -> PullQueryRequest:
         now = self.clock.now().astimezone(NAIROBI)
         begin = self._pull_time(start, "start")
-        until = now if end is None else self._pull_time(end, "end")
+        until = self._pull_end(end)
         if until <= begin:
             raise ValidationError("end", "must be after start", until.isoformat())
         if begin < now - timedelta(hours=PULL_TRANSACTIONS_MAX_HOURS):

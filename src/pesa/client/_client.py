@@ -59,6 +59,7 @@ from pesa.daraja._products import (
     BillManagerOptInResponse,
     BillManagerResponse,
     Invoice,
+    PulledTransaction,
     PullQueryResponse,
     PullRegisterResponse,
     QRCodeResponse,
@@ -70,6 +71,7 @@ __all__ = ["AsyncDaraja", "Daraja"]
 log = get_logger("pesa.client")
 
 RequestT = TypeVar("RequestT", bound=DarajaRequest)
+_MAX_PULL_PAGES = 1000
 ResponseT = TypeVar("ResponseT", bound=DarajaResponse)
 
 
@@ -601,6 +603,33 @@ class Daraja(BaseDaraja[httpx.Client, httpx.BaseTransport]):
         """
         request = self._build_pull_query(start, end, offset, shortcode)
         return self._execute(self._pull_query_operation(), request, timeout)
+
+    def pull_transactions(
+        self,
+        start: datetime,
+        end: datetime | None = None,
+        *,
+        shortcode: str | int | None = None,
+        timeout: float | None = None,
+    ) -> list[PulledTransaction]:
+        """Every C2B transaction of the window, page after page (:meth:`pull_query`).
+
+        ``end`` is fixed once (default now) so that every page reads the same window; each
+        ``TransactionID`` is returned once, oldest page first. Reading stops at an empty
+        page, a page with nothing new (a server ignoring ``OffSetValue``) or 1000 pages.
+
+        Example (``await`` it on :class:`AsyncDaraja`):
+            >>> missed = mpesa.pull_transactions(datetime.now(UTC) - timedelta(hours=48))
+        """
+        until = self._pull_end(end)
+        pages = _PullPages()
+        while pages.more:
+            pages.add(
+                self.pull_query(
+                    start, until, offset=pages.offset, shortcode=shortcode, timeout=timeout
+                )
+            )
+        return pages.found
 
     def qr_code(
         self,
@@ -1321,6 +1350,33 @@ class AsyncDaraja(BaseDaraja[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         request = self._build_pull_query(start, end, offset, shortcode)
         return await self._execute(self._pull_query_operation(), request, timeout)
 
+    async def pull_transactions(
+        self,
+        start: datetime,
+        end: datetime | None = None,
+        *,
+        shortcode: str | int | None = None,
+        timeout: float | None = None,
+    ) -> list[PulledTransaction]:
+        """Every C2B transaction of the window, page after page (:meth:`pull_query`).
+
+        ``end`` is fixed once (default now) so that every page reads the same window; each
+        ``TransactionID`` is returned once, oldest page first. Reading stops at an empty
+        page, a page with nothing new (a server ignoring ``OffSetValue``) or 1000 pages.
+
+        Example (``await`` it on :class:`AsyncDaraja`):
+            >>> missed = mpesa.pull_transactions(datetime.now(UTC) - timedelta(hours=48))
+        """
+        until = self._pull_end(end)
+        pages = _PullPages()
+        while pages.more:
+            pages.add(
+                await self.pull_query(
+                    start, until, offset=pages.offset, shortcode=shortcode, timeout=timeout
+                )
+            )
+        return pages.found
+
     async def qr_code(
         self,
         merchant_name: str,
@@ -1509,3 +1565,27 @@ class AsyncDaraja(BaseDaraja[httpx.AsyncClient, httpx.AsyncBaseTransport]):
         """
         request = self._build_cancel_invoices(external_references)
         return await self._execute(BILL_MANAGER_CANCEL_BULK, request, timeout)
+
+
+class _PullPages:
+    """The pure half of :meth:`Daraja.pull_transactions`: where the next page starts, when
+    to stop, and each ``TransactionID`` once."""
+
+    def __init__(self) -> None:
+        self.found: list[PulledTransaction] = []
+        self._seen: set[str] = set()
+        self.offset = 0
+        self.pages = 0
+        self.more = True
+
+    def add(self, page: PullQueryResponse) -> None:
+        self.pages += 1
+        new = [t for t in page.transactions if t.transaction_id not in self._seen]
+        for txn in new:
+            self._seen.add(txn.transaction_id)
+            self.found.append(txn)
+        self.offset += len(page.transactions)
+        if not new or self.pages >= _MAX_PULL_PAGES:
+            if new:
+                log.warning("pull_transactions: stopped after %d pages", self.pages)
+            self.more = False
