@@ -162,16 +162,16 @@ def _safe_url(url: str) -> str:
 @app.command()
 def worker() -> None:
     """Run the reconciler and webhook dispatcher without the API (for extra processes)."""
+    from pesa.gateway._app import check_worker_settings
+
     settings = load_settings()
     configure_logging(settings.log).addFilter(_callback_path_filter())
-    if settings.env != "emulator":
-        # The reconciler's STK queries need the Daraja credentials: say so now, not at
-        # the first query.
-        try:
-            for name in ("consumer_key", "consumer_secret", "shortcode", "passkey"):
-                settings.require(name)
-        except ConfigurationError as err:
-            fail(str(err))
+    try:
+        # The reconciler's queries need the Daraja credentials of every account: say so
+        # now, not at the first query.
+        check_worker_settings(settings)
+    except ConfigurationError as err:
+        fail(str(err))
     console.print(
         f"pesa worker ({settings.env}): reconciler and webhook dispatcher", highlight=False
     )

@@ -69,6 +69,22 @@ class Settings(BaseSettings):
         None, description="JSON file sharing the access token between processes (mode 0600)"
     )
     log: str = Field("warning", description="log level of the pesa logger")
+    accounts_file: Path | None = Field(
+        None,
+        description="TOML file of named Daraja accounts (PayBills, Tills, B2C shortcodes); "
+        "the variables above are the account named default",
+    )
+    c2b_register: bool = Field(
+        False, description="register the default account's C2B URLs when the gateway starts"
+    )
+    c2b_version: Literal[1, 2] = Field(
+        2, description="C2B API version of the default account (1: hashed MSISDN, 2: masked)"
+    )
+    c2b_response_type: Literal["Completed", "Cancelled"] = Field(
+        "Completed",
+        description="what Daraja does with a C2B payment when validation does not answer in "
+        "time (default account)",
+    )
 
     # -- Gateway --------------------------------------------------------------------------
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the ledger")

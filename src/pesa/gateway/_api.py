@@ -24,6 +24,8 @@ from pesa._logging import get_logger
 from pesa.daraja import normalize_msisdn
 from pesa.gateway._metrics import PROMETHEUS_CONTENT_TYPE, render_prometheus
 from pesa.gateway._models import (
+    AccountList,
+    AccountOut,
     ApiErrorBody,
     EventOut,
     EventPage,
@@ -193,6 +195,8 @@ async def create_payment(
         account_reference=body.account_reference,
         description=body.description,
         metadata=body.metadata,
+        account=body.account,
+        accounts=state.accounts,
     )
     payment, created = await state.creator.create(request, idempotency_key=key)
     if not created:
@@ -227,9 +231,12 @@ async def list_payments(
     created_to: Annotated[datetime | None, Query(description="created before")] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    account: Annotated[str | None, Query(description="only this account's payments")] = None,
 ) -> PaymentPage:
     """List payments, newest first, with filters and cursor pagination."""
     normalized_phone = normalize_phone_filter(phone)
+    if account is not None:
+        account = state.accounts.resolve(account).name
     page = await state.ledger.list_payments(
         status=status,
         phone=normalized_phone,
@@ -237,6 +244,7 @@ async def list_payments(
         created_to=created_to,
         cursor=cursor,
         limit=limit,
+        account=account,
     )
     return PaymentPage(data=[_out(p) for p in page.items], next_cursor=page.next_cursor)
 
@@ -325,6 +333,18 @@ async def list_events(
     page = await state.ledger.list_events(after=after, limit=limit, payment_id=payment_id)
     events = [EventOut.model_validate(e.to_dict()) for e in page.items]
     return EventPage(data=events, next_cursor=page.next_cursor)
+
+
+@router.get(
+    "/v1/accounts",
+    response_model=AccountList,
+    dependencies=[Authenticated],
+    tags=["accounts"],
+    responses=_ERRORS,
+)
+async def list_accounts(state: State) -> AccountList:
+    """The named Daraja accounts this gateway serves (never their secrets)."""
+    return AccountList(data=[AccountOut.model_validate(a) for a in state.accounts.describe()])
 
 
 @router.get("/healthz", response_model=HealthOut, tags=["operations"])

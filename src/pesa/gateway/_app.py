@@ -23,10 +23,12 @@ from pesa._constants import DEFAULT_GATEWAY_HOST
 from pesa._exceptions import ConfigurationError
 from pesa._logging import get_logger
 from pesa._version import __version__
-from pesa.client import AsyncDaraja
+from pesa.client import DEFAULT_ACCOUNT, Accounts, AsyncDaraja
 from pesa.config import Settings
-from pesa.emulator import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE, Emulator, config_from_settings
+from pesa.emulator import Emulator, config_from_settings
+from pesa.emulator._models import SANDBOX_SHORTCODES
 from pesa.gateway import _api, _callbacks
+from pesa.gateway._accounts import AccountClients, effective_accounts, emulator_passkeys
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._payments import PaymentCreator
@@ -39,6 +41,7 @@ __all__ = [
     "EMULATOR_MOUNT",
     "GatewayUrls",
     "check_settings",
+    "check_worker_settings",
     "create_app",
     "gateway_urls",
     "run_workers",
@@ -47,8 +50,6 @@ __all__ = [
 log = get_logger("pesa.gateway")
 
 EMULATOR_MOUNT = "/emulator"
-EMULATOR_CONSUMER_KEY = "pesa-emulator"
-EMULATOR_CONSUMER_SECRET = "pesa-emulator"  # a public placeholder, not a secret
 # Once asked to stop, workers get this long to finish their batch before being cancelled.
 _WORKER_GRACE_SECONDS = 5.0
 _WORKER_RESTART_DELAY = 1.0
@@ -64,18 +65,14 @@ def check_settings(settings: Settings) -> None:
     Raises:
         ConfigurationError: naming the missing ``PESA_*`` variable.
     """
+    accounts = Accounts.from_settings(settings)  # every account problem at once
     if settings.env == "emulator":
         return
-    for name in (
-        "api_key",
-        "callback_token",
-        "public_url",
-        "consumer_key",
-        "consumer_secret",
-        "shortcode",
-        "passkey",
-    ):
+    gateway = ("api_key", "callback_token", "public_url")
+    client = ("consumer_key", "consumer_secret", "shortcode", "passkey")
+    for name in gateway if settings.accounts_file is not None else (*gateway, *client):
         settings.require(name)
+    _check_real_accounts(accounts)
     public_url = settings.require("public_url")
     scheme = urlsplit(public_url).scheme
     if scheme not in ("http", "https"):
@@ -89,6 +86,48 @@ def check_settings(settings: Settings) -> None:
         raise ConfigurationError(
             "callback_token must be at least 16 characters (PESA_CALLBACK_TOKEN); "
             "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+
+
+def check_worker_settings(settings: Settings) -> None:
+    """What ``pesa worker`` needs: valid accounts, and outside the emulator their
+    credentials (the reconciler's queries need them).
+
+    Raises:
+        ConfigurationError: every account problem at once, or the missing variable.
+    """
+    accounts = Accounts.from_settings(settings)
+    if settings.env == "emulator":
+        return
+    if settings.accounts_file is None:
+        for name in ("consumer_key", "consumer_secret", "shortcode", "passkey"):
+            settings.require(name)
+    _check_real_accounts(accounts)
+
+
+def _check_real_accounts(accounts: Accounts) -> None:
+    """Outside the emulator every account needs its app's credentials and a shortcode."""
+    problems = []
+    for account in accounts.values():
+        missing = [
+            key
+            for key in ("consumer_key", "consumer_secret", "shortcode")
+            if getattr(account, key) is None
+        ]
+        if missing:
+            variables = (
+                " (" + ", ".join(f"PESA_{key.upper()}" for key in missing) + ")"
+                if account.name == DEFAULT_ACCOUNT
+                else ""
+            )
+            problems.append(
+                f"accounts.{account.name}: {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} required outside the emulator{variables}"
+            )
+    if problems:
+        raise ConfigurationError(
+            f"{len(problems)} account problem{'s' if len(problems) > 1 else ''}:\n"
+            + "\n".join(f"  - {p}" for p in problems)
         )
 
 
@@ -171,10 +210,10 @@ async def run_workers(
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
         ledger = await open_ledger(settings, endpoints)
         stack.push_async_callback(ledger.close)
-        client = build_client(settings)
-        stack.push_async_callback(client.aclose)
+        clients = AccountClients.build(settings, effective_accounts(settings))
+        stack.push_async_callback(clients.aclose)
         metrics = Metrics()
-        reconciler = _build_reconciler(settings, ledger, client, metrics)
+        reconciler = _build_reconciler(settings, ledger, clients, metrics)
         dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
         stack.push_async_callback(dispatcher.aclose)
         await _run_until_stopped(reconciler, dispatcher, stop)
@@ -222,9 +261,14 @@ def create_app(
     """
     settings = settings if settings is not None else Settings()
     check_settings(settings)
+    accounts = effective_accounts(settings)
     mounted: Emulator | None = None
     if settings.env == "emulator":
-        mounted = emulator if emulator is not None else Emulator(config_from_settings(settings))
+        mounted = (
+            emulator
+            if emulator is not None
+            else Emulator(config_from_settings(settings, **_emulator_overrides(accounts)))
+        )
     token_secret = settings.callback_token
     # In the emulator a fresh random token per start is as good as a configured one.
     token = token_secret.get_secret_value() if token_secret else secrets.token_urlsafe(24)
@@ -239,7 +283,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            state = await _open(settings, urls, trust, stack, ledger, client, mounted, handlers)
+            state = await _open(
+                settings, urls, trust, stack, accounts, ledger, client, mounted, handlers
+            )
             app.state.gateway = state
             stop = anyio.Event()
             async with anyio.create_task_group() as workers:
@@ -265,11 +311,20 @@ def create_app(
     return app
 
 
+def _emulator_overrides(accounts: Accounts) -> dict[str, Any]:
+    """What the mounted emulator must know of the accounts: STK passkeys, C2B shortcodes."""
+    shortcodes = dict.fromkeys(SANDBOX_SHORTCODES)
+    for account in accounts.values():
+        shortcodes.update(dict.fromkeys(account.c2b_shortcodes))
+    return {"passkeys": emulator_passkeys(accounts), "shortcodes": tuple(shortcodes)}
+
+
 async def _open(
     settings: Settings,
     urls: GatewayUrls,
     trust: CallbackTrust,
     stack: AsyncExitStack,
+    accounts: Accounts,
     ledger: Ledger | None,
     client: AsyncDaraja | None,
     emulator: Emulator | None,
@@ -283,11 +338,16 @@ async def _open(
             await ledger.migrate()
     if emulator is not None:
         await stack.enter_async_context(emulator)
-    if client is None:
-        client = build_client(settings, emulator_url=urls.emulator, callback_url=urls.callback)
-        stack.push_async_callback(client.aclose)
+    clients = AccountClients.build(
+        settings,
+        accounts,
+        emulator_url=urls.emulator,
+        callback_url=urls.callback,
+        default_client=client,
+    )
+    stack.push_async_callback(clients.aclose)
     metrics = Metrics()
-    reconciler = _build_reconciler(settings, ledger, client, metrics)
+    reconciler = _build_reconciler(settings, ledger, clients, metrics)
     dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
     stack.push_async_callback(dispatcher.aclose)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
@@ -296,12 +356,16 @@ async def _open(
     return GatewayState(
         settings=settings,
         ledger=ledger,
-        client=client,
-        creator=PaymentCreator(ledger, client, callback_url=urls.callback),
+        client=clients.default,
+        creator=PaymentCreator(
+            ledger, clients.default, callback_url=urls.callback, clients=clients
+        ),
         reconciler=reconciler,
         dispatcher=dispatcher,
         trust=trust,
         metrics=metrics,
+        accounts=accounts,
+        clients=clients,
         api_key=api_key,
         callback_url=urls.callback,
         public_url=urls.public,
@@ -309,35 +373,10 @@ async def _open(
     )
 
 
-def build_client(
-    settings: Settings, *, emulator_url: str | None = None, callback_url: str | None = None
-) -> AsyncDaraja:
-    """The gateway's Daraja client, from the settings.
-
-    In ``emulator`` it talks to ``emulator_url`` (the mounted emulator) unless
-    ``PESA_BASE_URL`` points elsewhere (an emulator in its own process), and falls back on
-    the public sandbox shortcode and passkey and a placeholder consumer key, which the
-    emulator accepts unless strict: a fresh checkout needs no credentials at all.
-    """
-    overrides: dict[str, Any] = {}
-    if callback_url is not None:
-        overrides["callback_url"] = callback_url
-    if settings.env == "emulator":
-        if settings.base_url is None and emulator_url is not None:
-            overrides["base_url"] = emulator_url
-        if settings.shortcode is None or settings.passkey is None:
-            overrides["shortcode"] = SANDBOX_STK_SHORTCODE
-            overrides["passkey"] = SANDBOX_PASSKEY
-        if settings.consumer_key is None or settings.consumer_secret is None:
-            overrides["consumer_key"] = EMULATOR_CONSUMER_KEY
-            overrides["consumer_secret"] = EMULATOR_CONSUMER_SECRET
-    return AsyncDaraja.from_settings(settings, **overrides)
-
-
 def _build_reconciler(
-    settings: Settings, ledger: Ledger, client: AsyncDaraja, metrics: Metrics
+    settings: Settings, ledger: Ledger, clients: AccountClients, metrics: Metrics
 ) -> Reconciler:
-    return Reconciler(ledger, client, settings=settings, metrics=metrics)
+    return Reconciler(ledger, clients, settings=settings, metrics=metrics)
 
 
 def _build_dispatcher(

@@ -7,6 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "AccountList",
+    "AccountOut",
     "ApiErrorBody",
     "ApiErrorDetail",
     "EventOut",
@@ -46,6 +48,12 @@ class PaymentCreate(BaseModel):
     metadata: dict[str, Any] | None = Field(
         None, description="your own data, stored and returned with the payment and its webhooks"
     )
+    account: str | None = Field(
+        None,
+        description="the named Daraja account to push on (GET /v1/accounts); the default "
+        "account when omitted",
+        examples=["paybill"],
+    )
 
 
 class PaymentOut(BaseModel):
@@ -53,6 +61,11 @@ class PaymentOut(BaseModel):
 
     id: str = Field(examples=["pay_01JDZ3Q4W8K6Y2V0C5N7R9T1XB"])
     status: PaymentStatusName
+    account: str | None = Field(
+        None,
+        description="the Daraja account it was asked on (null: made before accounts existed, "
+        "the default account then)",
+    )
     phone: str
     amount: int
     account_reference: str
@@ -96,13 +109,37 @@ class PaymentPage(BaseModel):
     next_cursor: str | None = None
 
 
+class AccountOut(BaseModel):
+    """A named Daraja account of this gateway (never its secrets)."""
+
+    name: str = Field(examples=["paybill"])
+    default: bool = Field(description="calls that name no account use this one")
+    shortcode: str | None = Field(None, examples=["600997"])
+    till: str | None = None
+    stk: bool = Field(description="takes STK pushes (has a shortcode and its passkey)")
+    initiator: bool = Field(
+        description="has an initiator: Transaction Status, B2C, balance and reversal work"
+    )
+    c2b_register: bool = Field(description="its C2B URLs are registered when the gateway starts")
+    c2b_version: Literal[1, 2]
+    c2b_response_type: Literal["Completed", "Cancelled"]
+
+
+class AccountList(BaseModel):
+    """``GET /v1/accounts``."""
+
+    data: list[AccountOut]
+
+
 class EventOut(BaseModel):
     """One event of the outbox: exactly the body a webhook delivers."""
 
     id: str = Field(description="stable across redeliveries", examples=["evt_01JDZ3Q4W8K6Y2V0"])
     type: str = Field(examples=["payment.succeeded"])
     created_at: str = Field(examples=["2026-11-29T08:23:02.480000+00:00"])
-    data: dict[str, Any] = Field(description='{"payment": {...}} as of this event')
+    data: dict[str, Any] = Field(
+        description='{"payment": {...}} (or "receipt", "expected_payment", ...) as of this event'
+    )
 
 
 class EventPage(BaseModel):

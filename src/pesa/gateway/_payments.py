@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 
@@ -34,7 +34,7 @@ from pesa._exceptions import (
     ValidationError,
 )
 from pesa._logging import get_logger, mask_phone
-from pesa.client import AsyncDaraja
+from pesa.client import Accounts, AsyncDaraja
 from pesa.daraja import (
     normalize_msisdn,
     validate_account_reference,
@@ -42,6 +42,9 @@ from pesa.daraja import (
     validate_transaction_desc,
 )
 from pesa.ledger import InvalidTransitionError, Ledger, Payment
+
+if TYPE_CHECKING:
+    from pesa.gateway._accounts import AccountClients
 
 __all__ = [
     "PaymentCreator",
@@ -74,6 +77,7 @@ class PaymentRequest:
     account_reference: str
     description: str
     metadata: dict[str, Any] | None = None
+    account: str | None = None
 
     @classmethod
     def validate(
@@ -86,12 +90,26 @@ class PaymentRequest:
         metadata: dict[str, Any] | None = None,
         min_amount: int = DEFAULT_STK_MIN_AMOUNT,
         max_amount: int = DEFAULT_STK_MAX_AMOUNT,
+        account: str | None = None,
+        accounts: Accounts | None = None,
     ) -> PaymentRequest:
         """Check every field with Daraja's rules before anything is stored or sent.
+
+        With ``accounts``, ``account`` must name one that can take STK pushes (a shortcode
+        and its passkey); ``None`` is the default account, recorded by name.
 
         Raises:
             ValidationError: naming the field and the rule it broke.
         """
+        if accounts is not None:
+            chosen = accounts.resolve(account)
+            if not chosen.can_push:
+                raise ValidationError(
+                    "account",
+                    "must be an account that takes STK pushes (a shortcode and its passkey)",
+                    chosen.name,
+                )
+            account = chosen.name
         checked_amount = validate_amount(
             amount, field="amount", minimum=min_amount, maximum=max_amount
         )
@@ -103,6 +121,7 @@ class PaymentRequest:
             account_reference=validate_account_reference(account_reference),
             description=validate_transaction_desc(description, field="description"),
             metadata=metadata,
+            account=account,
         )
 
 
@@ -164,18 +183,33 @@ class PaymentCreator:
 
     Args:
         ledger: where intents and outcomes are recorded.
-        client: the Daraja client that sends the STK push.
+        client: the Daraja client that sends the STK push (of the default account).
         callback_url: the CallBackURL Daraja posts the result to.
+        clients: one client per named account: a request naming an account is pushed by
+            that account's client.
 
     Example:
         >>> creator = PaymentCreator(ledger, client, callback_url=url)  # doctest: +SKIP
         >>> payment, created = await creator.create(request, idempotency_key="order-42")
     """
 
-    def __init__(self, ledger: Ledger, client: AsyncDaraja, *, callback_url: str) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        client: AsyncDaraja,
+        *,
+        callback_url: str,
+        clients: AccountClients | None = None,
+    ) -> None:
         self._ledger = ledger
         self._client = client
         self._callback_url = callback_url
+        self._clients = clients
+
+    def _client_for(self, account: str | None) -> AsyncDaraja:
+        if self._clients is None:
+            return self._client
+        return self._clients.for_account(account)
 
     @property
     def callback_url(self) -> str:
@@ -201,6 +235,7 @@ class PaymentCreator:
             request.account_reference,
             request.description,
             request.metadata,
+            account=request.account,
         )
         if not created:
             log.info("payment %s: idempotent retry, no new STK push", payment.id)
@@ -225,7 +260,7 @@ class PaymentCreator:
 
     async def _push_and_record(self, payment: Payment) -> Payment:
         try:
-            response = await self._client.stk_push(
+            response = await self._client_for(payment.account).stk_push(
                 payment.phone,
                 payment.amount,
                 payment.account_reference,

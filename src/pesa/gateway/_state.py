@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from pesa._exceptions import PesaError
-from pesa.client import AsyncDaraja
+from pesa.client import Accounts, AsyncDaraja
 from pesa.config import Settings
+from pesa.gateway._accounts import AccountClients
 from pesa.gateway._dispatcher import WebhookDispatcher
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._payments import PaymentCreator
@@ -32,6 +33,8 @@ class GatewayState:
         dispatcher: delivers events to webhook URLs and Python handlers.
         trust: the callback trust policy.
         metrics: counters rendered by ``/metrics``.
+        accounts: the named Daraja accounts (with the emulator's fallbacks in ``emulator``).
+        clients: one Daraja client per account (``client`` is the default account's).
         api_key: the bearer key of the REST API; ``None`` leaves it open (emulator only).
         callback_url: the STK CallBackURL given to Daraja.
         public_url: where Daraja and users reach this gateway.
@@ -46,6 +49,8 @@ class GatewayState:
     dispatcher: WebhookDispatcher
     trust: CallbackTrust
     metrics: Metrics
+    accounts: Accounts
+    clients: AccountClients
     api_key: str | None
     callback_url: str
     public_url: str

@@ -119,10 +119,14 @@ payments = Table(
     Column("evidence_callback_id", String(40), nullable=True),
     Column("verify_at", UTCDateTime, nullable=True),
     Column("verify_since", UTCDateTime, nullable=True),
+    # Accounts (migration 0005): the named Daraja account the payment was asked on; NULL
+    # for payments made before accounts existed (the default account then).
+    Column("account", String(32), nullable=True),
     Index("ix_payments_status_next_check_at", "status", "next_check_at"),
     Index("ix_payments_verify_at", "verify_at"),
     Index("ix_payments_created_at", "created_at"),
     Index("ix_payments_phone", "phone"),
+    Index("ix_payments_account", "account"),
 )
 
 payment_events = Table(
@@ -130,7 +134,10 @@ payment_events = Table(
     metadata,
     Column("seq", _Seq, primary_key=True, autoincrement=True),
     Column("id", String(40), nullable=False, unique=True),
-    Column("payment_id", String(40), ForeignKey("payments.id"), nullable=False, index=True),
+    # The outbox serves every kind (migration 0005): payment_id is set for payment events,
+    # subject_id is the id of what any event is about (pay_..., rcp_..., ...).
+    Column("payment_id", String(40), ForeignKey("payments.id"), nullable=True, index=True),
+    Column("subject_id", String(40), nullable=True, index=True),
     Column("type", String(32), nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
