@@ -5,11 +5,13 @@ from __future__ import annotations
 from pesa._exceptions import PesaError
 
 __all__ = [
+    "ExpectedPaymentNotFoundError",
     "IdempotencyConflictError",
     "InvalidTransitionError",
     "LedgerConflictError",
     "LedgerError",
     "PaymentNotFoundError",
+    "ReceiptNotFoundError",
 ]
 
 
@@ -40,6 +42,22 @@ class PaymentNotFoundError(LedgerError, LookupError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"no payment {key!r}")
+
+
+class ReceiptNotFoundError(LedgerError, LookupError):
+    """No receipt has the given id."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no receipt {key!r}")
+
+
+class ExpectedPaymentNotFoundError(LedgerError, LookupError):
+    """No expected payment has the given id."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no expected payment {key!r}")
 
 
 class InvalidTransitionError(LedgerError):

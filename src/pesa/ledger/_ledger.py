@@ -16,7 +16,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -50,6 +50,7 @@ from pesa.ledger._errors import (
     PaymentNotFoundError,
 )
 from pesa.ledger._ids import new_id
+from pesa.ledger._receipts import VerifyPolicy
 from pesa.ledger._schema import (
     callbacks,
     payment_events,
@@ -90,6 +91,9 @@ from pesa.ledger._types import (
     StkQueryRecord,
     StoredCallback,
 )
+
+if TYPE_CHECKING:
+    from pesa.ledger._receipt_book import ReceiptBook
 
 __all__ = ["Clock", "Ledger"]
 
@@ -325,6 +329,8 @@ class Ledger:
         on_mismatch: ``"flag"`` (default) applies a success whose amount or phone differs
             from the request and flags the payment; ``"refuse"`` stores such a callback as
             ``invalid`` and changes nothing.
+        c2b_verify: when C2B confirmations count (:data:`pesa.ledger.VerifyPolicy`): see
+            :attr:`receipts`.
     """
 
     def __init__(
@@ -336,6 +342,7 @@ class Ledger:
         parse: StkCallbackParser = parse_stk_callback_body,
         lookup: CodeLookup = stk_code,
         on_mismatch: MismatchPolicy = "flag",
+        c2b_verify: VerifyPolicy = "auto",
     ) -> None:
         self._engine = engine
         self._endpoints = tuple(dict.fromkeys(webhook_endpoints))
@@ -346,6 +353,10 @@ class Ledger:
             raise ValidationError("on_mismatch", 'must be "flag" or "refuse"', on_mismatch)
         self._on_mismatch: MismatchPolicy = on_mismatch
         self._postgres = engine.dialect.name == "postgresql"
+        # Imported here: the receipts half uses this module's checks.
+        from pesa.ledger._receipt_book import ReceiptBook
+
+        self._receipts = ReceiptBook(self, policy=c2b_verify)
 
     @classmethod
     async def open(
@@ -358,6 +369,7 @@ class Ledger:
         lookup: CodeLookup = stk_code,
         on_mismatch: MismatchPolicy = "flag",
         engine_options: Mapping[str, Any] | None = None,
+        c2b_verify: VerifyPolicy = "auto",
     ) -> Ledger:
         """Open the ledger at ``url`` (``sqlite:///pesa.db``, ``postgresql://...``).
 
@@ -375,12 +387,18 @@ class Ledger:
             parse=parse,
             lookup=lookup,
             on_mismatch=on_mismatch,
+            c2b_verify=c2b_verify,
         )
 
     @property
     def engine(self) -> AsyncEngine:
         """The underlying async engine."""
         return self._engine
+
+    @property
+    def receipts(self) -> ReceiptBook:
+        """C2B receipts, expected payments and their Transaction Status queries."""
+        return self._receipts
 
     @property
     def webhook_endpoints(self) -> tuple[str, ...]:

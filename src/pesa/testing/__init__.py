@@ -9,6 +9,7 @@ from pesa.testing._client import (
     result_payload,
     stk_callback_payload,
     stk_failure_payload,
+    transaction_status_payload,
 )
 from pesa.testing._emulator import RunningEmulator, run_emulator, serve_emulator
 from pesa.testing._gateway import RunningGateway, run_gateway, serve_gateway
@@ -27,5 +28,6 @@ __all__ = [
     "signed_webhook",
     "stk_callback_payload",
     "stk_failure_payload",
+    "transaction_status_payload",
     "webhook_event",
 ]
