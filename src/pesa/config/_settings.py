@@ -120,6 +120,33 @@ class Settings(BaseSettings):
         "refuse (400, stored as invalid) or flag (200, its values recorded); either way "
         "only Daraja's STK query settles the payment, flagged if Daraja confirms it",
     )
+    c2b_verify: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="C2B confirmations count once Daraja's Transaction Status confirms them: "
+        "auto (when the account has an initiator, else counted and flagged unverified), "
+        "always (every C2B account needs an initiator) or never (trusted as received)",
+    )
+    c2b_validation: Literal["off", "handler", "http", "expected"] = Field(
+        "off",
+        description="who answers C2B validation requests: off (accept all), handler (a "
+        "Python function given to create_app), http (PESA_C2B_VALIDATION_URL) or expected "
+        "(accept only account numbers of open expected payments)",
+    )
+    c2b_validation_url: str | None = Field(
+        None, description="the merchant URL asked to accept or reject each C2B payment (http)"
+    )
+    c2b_validation_timeout: float = Field(
+        3.0,
+        gt=0,
+        lt=8,
+        description="seconds the merchant's rule has to answer before the fallback applies "
+        "(Daraja waits about 8 s)",
+    )
+    c2b_validation_fallback: Literal["accept", "reject"] = Field(
+        "accept",
+        description="the answer to a C2B validation when the merchant's rule is slow, "
+        "unreachable or fails (reject uses C2B00016)",
+    )
     api_max_body_bytes: int = Field(
         64 * 1024,
         ge=1024,
@@ -315,6 +342,12 @@ class Settings(BaseSettings):
             raise ValueError("webhook_lease must be longer than webhook_timeout")
         if self.reconcile_lease <= self.timeout:
             raise ValueError("reconcile_lease must be longer than timeout (one STK query)")
+        if self.c2b_validation == "http" and not self.c2b_validation_url:
+            raise ValueError("c2b_validation_url is required when c2b_validation is http")
+        if self.c2b_validation_url is not None:
+            parts = urlsplit(self.c2b_validation_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("c2b_validation_url must be an absolute http(s) URL")
         if self.webhook_urls and self.webhook_secret is None:
             raise ValueError("webhook_secret is required when webhook_urls is set")
         return self

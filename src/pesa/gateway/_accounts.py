@@ -22,6 +22,7 @@ from pesa._logging import get_logger
 from pesa.client import AsyncDaraja, FileTokenStore, InMemoryTokenStore, TokenStore
 from pesa.client._accounts import Account, Accounts
 from pesa.config import Settings
+from pesa.daraja import security_credential
 from pesa.emulator import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE
 
 __all__ = [
@@ -111,11 +112,14 @@ class AccountClients:
         emulator_url: str | None = None,
         callback_url: str | None = None,
         default_client: AsyncDaraja | None = None,
+        emulator_certificate: bytes | None = None,
     ) -> AccountClients:
         """Build a client per account (``default_client`` for the default one, if given).
 
         In ``emulator`` the clients talk to ``emulator_url`` (the mounted emulator) unless
-        ``PESA_BASE_URL`` points elsewhere.
+        ``PESA_BASE_URL`` points elsewhere; an account with an initiator but no
+        ``certificate_path`` encrypts its password with ``emulator_certificate`` (the mounted
+        emulator's), so that no certificate file is needed.
         """
         store: TokenStore = (
             FileTokenStore(settings.token_cache_path)
@@ -133,9 +137,18 @@ class AccountClients:
             if name == accounts.default_name and default_client is not None:
                 clients[name] = default_client
                 continue
-            client = AsyncDaraja.from_settings(
-                settings, **{**overrides, **account.client_options()}
-            )
+            options = {**overrides, **account.client_options()}
+            if (
+                settings.env == "emulator"
+                and emulator_certificate is not None
+                and account.initiator_password is not None
+                and account.certificate_path is None
+                and settings.base_url is None  # the mounted emulator, not another one
+            ):
+                options["security_credential"] = security_credential(
+                    account.initiator_password.get_secret_value(), emulator_certificate
+                )
+            client = AsyncDaraja.from_settings(settings, **options)
             clients[name] = client
             owned.append(client)
         return cls(accounts, clients, owned=tuple(owned))

@@ -2,8 +2,9 @@
 
 Every error answer has one shape, ``{"error": {"type", "message", "field", "rule"}}``:
 422 for invalid input (naming the field and the rule), 401 for a missing or wrong key,
-404 for an unknown payment, 409 for an idempotency key reused with other parameters, 503
-when the database does not answer.
+404 for an unknown payment (receipt, ...), 409 for an idempotency key reused with other
+parameters or a change the state forbids (cancelling a paid expected payment), 503 when the
+database does not answer.
 """
 
 from __future__ import annotations
@@ -37,7 +38,15 @@ from pesa.gateway._models import (
 from pesa.gateway._payments import PaymentRequest, check_metadata, validate_idempotency_key
 from pesa.gateway._state import GatewayState, gateway_state
 from pesa.gateway._trust import tokens_match
-from pesa.ledger import Event, IdempotencyConflictError, Payment, PaymentStatus
+from pesa.ledger import (
+    Event,
+    ExpectedPaymentNotFoundError,
+    IdempotencyConflictError,
+    InvalidTransitionError,
+    Payment,
+    PaymentStatus,
+    ReceiptNotFoundError,
+)
 
 __all__ = ["ApiError", "install_error_handlers", "router"]
 
@@ -114,6 +123,16 @@ def install_error_handlers(app: FastAPI) -> None:
             ApiError(503, "service_unavailable", "the database is unavailable, retry later")
         )
 
+    async def on_invalid_transition(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InvalidTransitionError)
+        return _error_response(ApiError(409, "invalid_transition", str(exc)))
+
+    async def on_not_found(_: Request, exc: Exception) -> Response:
+        return _error_response(ApiError(404, "not_found", str(exc), field="id"))
+
+    app.add_exception_handler(InvalidTransitionError, on_invalid_transition)
+    app.add_exception_handler(ExpectedPaymentNotFoundError, on_not_found)
+    app.add_exception_handler(ReceiptNotFoundError, on_not_found)
     app.add_exception_handler(DBAPIError, on_database_error)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(ValidationError, on_validation_error)
@@ -374,7 +393,18 @@ async def list_events(
 )
 async def list_accounts(state: State) -> AccountList:
     """The named Daraja accounts this gateway serves (never their secrets)."""
-    return AccountList(data=[AccountOut.model_validate(a) for a in state.accounts.describe()])
+    data = []
+    for described in state.accounts.describe():
+        registration = state.registrar.registrations.get(described["name"])
+        if registration is not None:
+            described["c2b_registration"] = {
+                "status": registration.status,
+                "detail": registration.detail,
+                "at": None if registration.at is None else registration.at.isoformat(),
+                "attempts": registration.attempts,
+            }
+        data.append(AccountOut.model_validate(described))
+    return AccountList(data=data)
 
 
 @router.get("/healthz", response_model=HealthOut, tags=["operations"])

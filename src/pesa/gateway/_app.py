@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import anyio
+import httpx
 from fastapi import FastAPI
 
 from pesa._constants import DEFAULT_GATEWAY_HOST
@@ -25,14 +26,17 @@ from pesa._logging import get_logger
 from pesa._version import __version__
 from pesa.client import DEFAULT_ACCOUNT, Accounts, AsyncDaraja
 from pesa.config import Settings
+from pesa.daraja import C2B_URL_FORBIDDEN_WORDS
 from pesa.emulator import Emulator, config_from_settings
 from pesa.emulator._models import SANDBOX_SHORTCODES
-from pesa.gateway import _api, _callbacks
+from pesa.gateway import _api, _c2b, _callbacks, _receipt_api
 from pesa.gateway._accounts import AccountClients, effective_accounts, emulator_passkeys
+from pesa.gateway._c2b import C2BValidator, C2BValidatorRule
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._payments import PaymentCreator
-from pesa.gateway._reconciler import Reconciler
+from pesa.gateway._receipts import C2BRegistrar, ReceiptVerifier
+from pesa.gateway._reconciler import Reconciler, ReconcilerOptions
 from pesa.gateway._server import RequestGuard
 from pesa.gateway._state import GatewayState
 from pesa.gateway._trust import CallbackTrust
@@ -88,6 +92,14 @@ def check_settings(settings: Settings) -> None:
             "callback_token must be at least 16 characters (PESA_CALLBACK_TOKEN); "
             "generate one with: python -c 'import secrets; print(secrets.token_urlsafe(32))'"
         )
+
+
+def _random_token() -> str:
+    """A callback token Daraja accepts in C2B URLs too (no ``exe``, ``sql``, ``cmd``...)."""
+    while True:
+        token = secrets.token_urlsafe(24)
+        if not any(word in token.lower() for word in C2B_URL_FORBIDDEN_WORDS):
+            return token
 
 
 def check_worker_settings(settings: Settings) -> None:
@@ -146,6 +158,29 @@ class GatewayUrls:
     callback: str
     emulator: str | None
 
+    @property
+    def callbacks(self) -> str:
+        """The base of every callback URL (``<public>/callbacks/<token>``)."""
+        return self.callback.rsplit("/", 1)[0]
+
+    @property
+    def c2b_confirmation(self) -> str:
+        """The C2B ConfirmationURL registered with Daraja."""
+        return f"{self.callbacks}/c2b/confirmation"
+
+    @property
+    def c2b_validation(self) -> str:
+        """The C2B ValidationURL registered with Daraja."""
+        return f"{self.callbacks}/c2b/validation"
+
+    def c2b_status(self, nonce: str) -> str:
+        """The ResultURL of one Transaction Status query (``nonce`` is its own secret)."""
+        return f"{self.callbacks}/c2b/status/{nonce}"
+
+    def c2b_status_timeout(self, nonce: str) -> str:
+        """The QueueTimeOutURL of one Transaction Status query."""
+        return f"{self.callbacks}/c2b/status/{nonce}/timeout"
+
 
 def gateway_urls(settings: Settings, callback_token: str) -> GatewayUrls:
     """Work out the public, callback and emulator URLs of a gateway from its settings.
@@ -183,12 +218,13 @@ async def _supervise(
             return
 
 
-async def _run_until_stopped(
-    reconciler: Reconciler, dispatcher: WebhookDispatcher, stop: anyio.Event
-) -> None:
+Worker = tuple[str, Callable[[anyio.Event], Awaitable[Any]]]
+
+
+async def _run_until_stopped(workers: Sequence[Worker], stop: anyio.Event) -> None:
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_supervise, "reconciler", reconciler.run, stop)
-        tg.start_soon(_supervise, "webhook dispatcher", dispatcher.run, stop)
+        for name, run in workers:
+            tg.start_soon(_supervise, name, run, stop)
         await stop.wait()
         # Workers finish the batch in hand (a claim, a query, a delivery), then stop.
         tg.cancel_scope.deadline = anyio.current_time() + _WORKER_GRACE_SECONDS
@@ -200,7 +236,8 @@ async def run_workers(
     *,
     handlers: HandlerMap | None = None,
 ) -> None:
-    """Run the reconciler and webhook dispatcher until ``stop`` is set (``pesa worker``).
+    """Run the reconciler, the webhook dispatcher and the receipt verifier until ``stop`` is
+    set (``pesa worker``).
 
     Opens its own ledger (``PESA_DATABASE_URL``) and Daraja client (``PESA_BASE_URL``, or
     the environment's default: ``pesa emulator`` on port 8100 in ``emulator``). Several
@@ -217,7 +254,22 @@ async def run_workers(
         reconciler = _build_reconciler(settings, ledger, clients, metrics)
         dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
         stack.push_async_callback(dispatcher.aclose)
-        await _run_until_stopped(reconciler, dispatcher, stop)
+        workers: list[Worker] = [
+            ("reconciler", reconciler.run),
+            ("webhook dispatcher", dispatcher.run),
+        ]
+        if settings.callback_token is not None:
+            # The Results of its Transaction Status queries go to the gateway's URLs, which
+            # this process knows only when the callback token is configured.
+            urls = gateway_urls(settings, settings.callback_token.get_secret_value())
+            verifier = _build_verifier(settings, ledger, clients, urls, metrics)
+            workers.append(("receipt verifier", verifier.run))
+        else:
+            log.warning(
+                "PESA_CALLBACK_TOKEN is not set: this worker does not verify C2B receipts "
+                "(the gateway process does)"
+            )
+        await _run_until_stopped(workers, stop)
 
 
 async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> Ledger:
@@ -226,6 +278,7 @@ async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> L
         settings.database_url,
         webhook_endpoints=webhook_endpoints,
         on_mismatch=settings.callback_on_mismatch,
+        c2b_verify=settings.c2b_verify,
     )
 
 
@@ -236,6 +289,7 @@ def create_app(
     client: AsyncDaraja | None = None,
     emulator: Emulator | None = None,
     handlers: HandlerMap | None = None,
+    c2b_validator: C2BValidator | None = None,
 ) -> FastAPI:
     """Build the gateway ASGI app.
 
@@ -248,6 +302,9 @@ def create_app(
             (one configured by the ``PESA_EMULATOR_*`` settings when omitted).
         handlers: Python event handlers: event type (``"payment.succeeded"``, or ``"*"``)
             → a callable or several, sync or async, called at least once per event.
+        c2b_validator: the Python rule that accepts or rejects C2B payments when
+            ``PESA_C2B_VALIDATION=handler``: it gets a :class:`pesa.gateway.C2BValidation`
+            and returns a :class:`pesa.gateway.ValidationVerdict` (or a bool), sync or async.
 
     Returns:
         The FastAPI app; ``app.state.urls`` is its :class:`GatewayUrls`.
@@ -272,7 +329,7 @@ def create_app(
         )
     token_secret = settings.callback_token
     # In the emulator a fresh random token per start is as good as a configured one.
-    token = token_secret.get_secret_value() if token_secret else secrets.token_urlsafe(24)
+    token = token_secret.get_secret_value() if token_secret else _random_token()
     trust = CallbackTrust.build(
         token,
         allowlist_mode=settings.callback_allowlist,
@@ -285,13 +342,32 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
             state = await _open(
-                settings, urls, trust, stack, accounts, ledger, client, mounted, handlers
+                settings,
+                urls,
+                trust,
+                stack,
+                accounts,
+                ledger,
+                client,
+                mounted,
+                handlers,
+                c2b_validator,
             )
             app.state.gateway = state
             stop = anyio.Event()
             async with anyio.create_task_group() as workers:
+                running: list[Worker] = []
+                if state.registrar.registrations:
+                    # Whatever run_workers says: each gateway registers its URLs at start.
+                    running.append(("C2B registration", state.registrar.run))
                 if settings.run_workers:
-                    workers.start_soon(_run_until_stopped, state.reconciler, state.dispatcher, stop)
+                    running += [
+                        ("reconciler", state.reconciler.run),
+                        ("webhook dispatcher", state.dispatcher.run),
+                        ("receipt verifier", state.verifier.run),
+                    ]
+                if running:
+                    workers.start_soon(_run_until_stopped, running, stop)
                 try:
                     yield
                 finally:
@@ -311,7 +387,9 @@ def create_app(
         max_body=settings.api_max_body_bytes,
     )
     app.include_router(_api.router)
+    app.include_router(_receipt_api.router)
     app.include_router(_callbacks.router)
+    app.include_router(_c2b.router)
     app.state.urls = urls
     if mounted is not None:
         app.mount(EMULATOR_MOUNT, mounted.app)
@@ -336,6 +414,7 @@ async def _open(
     client: AsyncDaraja | None,
     emulator: Emulator | None,
     handlers: HandlerMap | None,
+    c2b_validator: C2BValidator | None = None,
 ) -> GatewayState:
     if ledger is None:
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
@@ -351,12 +430,20 @@ async def _open(
         emulator_url=urls.emulator,
         callback_url=urls.callback,
         default_client=client,
+        emulator_certificate=None if emulator is None else emulator.certificate_pem,
     )
     stack.push_async_callback(clients.aclose)
     metrics = Metrics()
     reconciler = _build_reconciler(settings, ledger, clients, metrics)
     dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
     stack.push_async_callback(dispatcher.aclose)
+    verifier = _build_verifier(settings, ledger, clients, urls, metrics)
+    http: httpx.AsyncClient | None = None
+    if settings.c2b_validation == "http":
+        # Its own pool: a slow merchant rule must not hold webhook connections.
+        http = httpx.AsyncClient(timeout=settings.c2b_validation_timeout)
+        stack.push_async_callback(http.aclose)
+    validator = C2BValidatorRule(settings, ledger, handler=c2b_validator, http=http)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     if api_key is None:
         log.warning("PESA_API_KEY is not set: the REST API is open (emulator only)")
@@ -377,6 +464,10 @@ async def _open(
         callback_url=urls.callback,
         public_url=urls.public,
         emulator_url=urls.emulator,
+        urls=urls,
+        verifier=verifier,
+        validator=validator,
+        registrar=C2BRegistrar(clients, urls),
     )
 
 
@@ -384,6 +475,17 @@ def _build_reconciler(
     settings: Settings, ledger: Ledger, clients: AccountClients, metrics: Metrics
 ) -> Reconciler:
     return Reconciler(ledger, clients, settings=settings, metrics=metrics)
+
+
+def _build_verifier(
+    settings: Settings,
+    ledger: Ledger,
+    clients: AccountClients,
+    urls: GatewayUrls,
+    metrics: Metrics,
+) -> ReceiptVerifier:
+    options = ReconcilerOptions.from_settings(settings)
+    return ReceiptVerifier(ledger, clients, urls, options=options, metrics=metrics)
 
 
 def _build_dispatcher(

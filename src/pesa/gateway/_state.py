@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
@@ -16,6 +17,11 @@ from pesa.gateway._payments import PaymentCreator
 from pesa.gateway._reconciler import Reconciler
 from pesa.gateway._trust import CallbackTrust
 from pesa.ledger import Ledger
+
+if TYPE_CHECKING:
+    from pesa.gateway._app import GatewayUrls
+    from pesa.gateway._c2b import C2BValidatorRule
+    from pesa.gateway._receipts import C2BRegistrar, ReceiptVerifier
 
 __all__ = ["GatewayState", "gateway_state"]
 
@@ -39,6 +45,10 @@ class GatewayState:
         callback_url: the STK CallBackURL given to Daraja.
         public_url: where Daraja and users reach this gateway.
         emulator_url: where the mounted emulator answers, if there is one.
+        urls: every URL of the gateway (C2B and Transaction Status ones included).
+        verifier: asks Transaction Status about receipts (``POST /v1/receipts/lookup``).
+        validator: answers C2B validation requests.
+        registrar: registers C2B URLs at start (its ``registrations`` show how it went).
     """
 
     settings: Settings
@@ -54,7 +64,11 @@ class GatewayState:
     api_key: str | None
     callback_url: str
     public_url: str
-    emulator_url: str | None = None
+    emulator_url: str | None
+    urls: GatewayUrls
+    verifier: ReceiptVerifier
+    validator: C2BValidatorRule
+    registrar: C2BRegistrar
 
 
 def gateway_state(request: Request) -> GatewayState:

@@ -838,6 +838,40 @@ class ReceiptBook:
 
     # -- validation requests -------------------------------------------------------------
 
+    async def record_refused(
+        self, kind: str, body: bytes, *, source_ip: str | None, detail: str
+    ) -> str:
+        """Store a C2B callback the gateway refused before reading it all (too large): its
+        first bytes, outcome ``invalid``.
+
+        Returns:
+            The stored callback's id.
+        """
+        record = self._record(kind, body, source_ip)
+        await self._store_raw(record, "invalid", detail, None)
+        return str(record["id"])
+
+    async def find_open_expected(
+        self, account: str, account_reference: str
+    ) -> ExpectedPayment | None:
+        """The oldest open (or partly paid) expected payment for this account number."""
+        key = reference_key(account_reference)
+        if not key or not _storable_key(account, 32):
+            return None
+        rows = await self._select(
+            select(expected_payments)
+            .where(
+                expected_payments.c.account == account,
+                expected_payments.c.reference_key == key[:64],
+                expected_payments.c.status.in_(
+                    [ExpectedStatus.OPEN.value, ExpectedStatus.PARTIALLY_PAID.value]
+                ),
+            )
+            .order_by(expected_payments.c.created_at, expected_payments.c.id)
+            .limit(1)
+        )
+        return _row_to_expected(rows[0]) if rows else None
+
     async def record_validation(
         self, body: bytes, *, source_ip: str | None, outcome: str, detail: str
     ) -> str:

@@ -285,7 +285,8 @@ def new_receipt(
     """Decide what the first news of a ``TransID`` creates.
 
     A confirmation creates a ``received`` receipt when Daraja can be asked about it (the
-    account has an initiator and ``policy`` is not ``never``), else an ``unverified`` one. A
+    account has an initiator and ``policy`` is not ``never``) or must be (``always``), else
+    an ``unverified`` one. A
     Transaction Status answer (a lookup) that found the receipt creates it ``confirmed``; one
     that did not creates nothing (``IGNORED``).
     """
@@ -306,7 +307,9 @@ def new_receipt(
             },
             "found by a Transaction Status lookup: confirmed by Daraja",
         )
-    if verifiable and policy != "never":
+    if policy == "always" or (verifiable and policy != "never"):
+        # Under "always" a receipt nobody can verify waits (flagged by the verifier), and
+        # never counts: only Daraja's confirmation makes it money.
         return ReceiptDecision(
             DecisionKind.APPLIED,
             ReceiptStatus.RECEIVED,
