@@ -52,11 +52,13 @@ def register(
     configure_logging(settings.log)
     try:
         accounts = effective_accounts(settings)
-        if settings.callback_token is None:
+        token = settings.callback_token
+        if token is None or not token.get_secret_value().strip():
             raise ConfigurationError(
                 "callback_token is required: the C2B URLs carry it (set PESA_CALLBACK_TOKEN "
                 "to the gateway's; in emulator `pesa serve` makes a random one otherwise)"
             )
+        secret = token.get_secret_value()
         if settings.env != "emulator":
             settings.require("public_url")
         names = (
@@ -67,7 +69,7 @@ def register(
         chosen = [accounts.resolve(name) for name in names]
     except PesaError as err:
         fail(str(err))
-    urls = gateway_urls(settings, settings.callback_token.get_secret_value())
+    urls = gateway_urls(settings, secret)
 
     async def run() -> list[dict[str, Any]]:
         from pesa.gateway._receipts import register_c2b_urls
@@ -93,7 +95,7 @@ def register(
         return results
 
     results = anyio.run(run)
-    shown = urls.c2b_confirmation.replace(settings.callback_token.get_secret_value(), "<token>")
+    shown = urls.c2b_confirmation.replace(secret, "<token>")
     if json_output:
         print_json({"confirmation_url": shown, "results": results})
     else:

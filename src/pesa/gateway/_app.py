@@ -71,6 +71,15 @@ def check_settings(settings: Settings) -> None:
         ConfigurationError: naming the missing ``PESA_*`` variable.
     """
     accounts = Accounts.from_settings(settings)  # every account problem at once
+    if settings.c2b_verify == "always":
+        unverifiable = [
+            name for name, a in accounts.items() if a.c2b_register and not a.has_initiator
+        ]
+        if unverifiable:
+            raise ConfigurationError(
+                "c2b_verify is 'always' (PESA_C2B_VERIFY) but these accounts register C2B "
+                f"URLs without an initiator to ask Transaction Status: {', '.join(unverifiable)}"
+            )
     if settings.env == "emulator":
         return
     gateway = ("api_key", "callback_token", "public_url")
