@@ -3,6 +3,7 @@ and the named accounts (:class:`Accounts`) they act for."""
 
 from pesa.client._accounts import DEFAULT_ACCOUNT, Account, Accounts
 from pesa.client._client import AsyncDaraja, Daraja
+from pesa.client._options import DarajaOptionFields, DarajaOptions
 from pesa.client._pacing import RateLimiter
 from pesa.client._retry import RetryPolicy, should_retry
 from pesa.client._token import (
@@ -21,6 +22,8 @@ __all__ = [
     "AsyncDaraja",
     "Daraja",
     "DarajaAuth",
+    "DarajaOptionFields",
+    "DarajaOptions",
     "FileTokenStore",
     "InMemoryTokenStore",
     "RateLimiter",

@@ -18,12 +18,12 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from pesa._exceptions import ConfigurationError
 from pesa._logging import get_logger
 from pesa.client import AsyncDaraja, FileTokenStore, InMemoryTokenStore, TokenStore
 from pesa.client._accounts import Account, Accounts
 from pesa.config import Settings
-from pesa.daraja import security_credential
-from pesa.emulator import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE
+from pesa.daraja import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE, security_credential
 
 __all__ = [
     "EMULATOR_CONSUMER_KEY",
@@ -98,7 +98,7 @@ class AccountClients:
     ) -> None:
         missing = [name for name in accounts if name not in clients]
         if missing:
-            raise ValueError(f"no client for account(s) {', '.join(missing)}")
+            raise ConfigurationError(f"no client for account(s) {', '.join(missing)}")
         self.accounts = accounts
         self._clients = dict(clients)
         self._owned = owned
@@ -165,6 +165,12 @@ class AccountClients:
             ValidationError: no account has this name.
         """
         return self._clients[self.accounts.resolve(name).name]
+
+    def rebase(self, base_url: str) -> None:
+        """Point the clients this object built at another base URL (the mounted emulator
+        found on another port)."""
+        for client in self._owned:
+            client._rebase(base_url)
 
     async def aclose(self) -> None:
         """Close the clients this object built."""

@@ -13,22 +13,20 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
 import httpx
 from fastapi import FastAPI
 
-from pesa._constants import DEFAULT_GATEWAY_HOST
+from pesa._constants import BASE_URLS, DEFAULT_GATEWAY_HOST
 from pesa._exceptions import ConfigurationError
 from pesa._logging import get_logger
 from pesa._version import __version__
 from pesa.client import DEFAULT_ACCOUNT, Accounts, AsyncDaraja
 from pesa.config import Settings
 from pesa.daraja import C2B_URL_FORBIDDEN_WORDS
-from pesa.emulator import Emulator, config_from_settings
-from pesa.emulator._models import SANDBOX_SHORTCODES
 from pesa.gateway import _api, _c2b, _callbacks, _receipt_api
 from pesa.gateway._accounts import AccountClients, effective_accounts, emulator_passkeys
 from pesa.gateway._c2b import C2BValidator, C2BValidatorRule
@@ -40,13 +38,18 @@ from pesa.gateway._reconciler import Reconciler, ReconcilerOptions
 from pesa.gateway._server import RequestGuard
 from pesa.gateway._state import GatewayState
 from pesa.gateway._trust import CallbackTrust
+from pesa.gateway.dashboard import install_dashboard
 from pesa.ledger import Ledger
+
+if TYPE_CHECKING:
+    from pesa.emulator import Emulator
 
 __all__ = [
     "EMULATOR_MOUNT",
     "GatewayUrls",
     "check_settings",
     "check_worker_settings",
+    "daraja_url",
     "create_app",
     "gateway_urls",
     "run_workers",
@@ -68,7 +71,7 @@ def check_settings(settings: Settings) -> None:
     its credentials (consumer key and secret, shortcode, passkey).
 
     Raises:
-        ConfigurationError: naming the missing ``PESA_*`` variable.
+        ConfigurationError: naming every missing ``PESA_*`` variable.
     """
     accounts = Accounts.from_settings(settings)  # every account problem at once
     if settings.c2b_verify == "always":
@@ -82,10 +85,10 @@ def check_settings(settings: Settings) -> None:
             )
     if settings.env == "emulator":
         return
+    # Every missing one at once: a sandbox set up one restart per variable is no fun.
     gateway = ("api_key", "callback_token", "public_url")
     client = ("consumer_key", "consumer_secret", "shortcode", "passkey")
-    for name in gateway if settings.accounts_file is not None else (*gateway, *client):
-        settings.require(name)
+    settings.require_all(*(gateway if settings.accounts_file is not None else (*gateway, *client)))
     _check_real_accounts(accounts)
     public_url = settings.require("public_url")
     scheme = urlsplit(public_url).scheme
@@ -122,8 +125,7 @@ def check_worker_settings(settings: Settings) -> None:
     if settings.env == "emulator":
         return
     if settings.accounts_file is None:
-        for name in ("consumer_key", "consumer_secret", "shortcode", "passkey"):
-            settings.require(name)
+        settings.require_all("consumer_key", "consumer_secret", "shortcode", "passkey")
     _check_real_accounts(accounts)
 
 
@@ -257,7 +259,9 @@ async def run_workers(
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
         ledger = await open_ledger(settings, endpoints)
         stack.push_async_callback(ledger.close)
-        clients = AccountClients.build(settings, effective_accounts(settings))
+        clients = AccountClients.build(
+            settings, effective_accounts(settings), emulator_url=_served_emulator_url(settings)
+        )
         stack.push_async_callback(clients.aclose)
         metrics = Metrics()
         reconciler = _build_reconciler(settings, ledger, clients, metrics)
@@ -279,6 +283,18 @@ async def run_workers(
                 "(the gateway process does)"
             )
         await _run_until_stopped(workers, stop)
+
+
+def _served_emulator_url(settings: Settings) -> str | None:
+    # The emulator `pesa serve` mounts, as reached with these settings (emulator only).
+    return gateway_urls(settings, "-").emulator
+
+
+def daraja_url(settings: Settings) -> str:
+    """The Daraja base URL the gateway's (or a worker's) client uses, for banners and hints."""
+    if settings.base_url:
+        return settings.base_url.rstrip("/")
+    return _served_emulator_url(settings) or BASE_URLS[settings.env]
 
 
 async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> Ledger:
@@ -331,11 +347,12 @@ def create_app(
     accounts = effective_accounts(settings)
     mounted: Emulator | None = None
     if settings.env == "emulator":
-        mounted = (
-            emulator
-            if emulator is not None
-            else Emulator(config_from_settings(settings, **_emulator_overrides(accounts)))
-        )
+        if emulator is None:
+            # Imported here: only the emulator environment mounts one.
+            from pesa.emulator import Emulator, config_from_settings
+
+            emulator = Emulator(config_from_settings(settings, **_emulator_overrides(accounts)))
+        mounted = emulator
     token_secret = settings.callback_token
     # In the emulator a fresh random token per start is as good as a configured one.
     token = token_secret.get_secret_value() if token_secret else _random_token()
@@ -399,14 +416,80 @@ def create_app(
     app.include_router(_receipt_api.router)
     app.include_router(_callbacks.router)
     app.include_router(_c2b.router)
+    if settings.dashboard:
+        install_dashboard(app, settings)
     app.state.urls = urls
     if mounted is not None:
         app.mount(EMULATOR_MOUNT, mounted.app)
+    if settings.env == "emulator" and not settings.public_url:
+        # The URLs above assume PESA_GATEWAY_PORT; served elsewhere (uvicorn --port 9000),
+        # the first request tells the real port and every URL follows it.
+        app.add_middleware(
+            _ServedAddress,
+            settings=settings,
+            token=token,
+            rebase_clients=not settings.base_url,
+        )
     return app
+
+
+class _ServedAddress:
+    """ASGI middleware: adopt the port the app is really served on, from the first request.
+
+    Without ``PESA_PUBLIC_URL`` (emulator only) the callback URL and the mounted
+    emulator's URL are derived from ``PESA_GATEWAY_PORT``. ``pesa serve`` keeps them
+    true; ``uvicorn.run(create_app(...), port=9000)`` does not, and every payment would
+    fail to reach the emulator. The first HTTP request names the real address. (C2B URLs
+    registered at start before it used the guess: ``pesa c2b register`` registers again.)
+    """
+
+    def __init__(self, app: Any, *, settings: Settings, token: str, rebase_clients: bool) -> None:
+        self.app = app
+        self.settings = settings
+        self.token = token
+        self.rebase_clients = rebase_clients
+        self.checked = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self.checked and scope["type"] == "http":
+            server = scope.get("server")
+            if server and server[1]:
+                self.checked = True
+                self._adopt(scope["app"], int(server[1]))
+        await self.app(scope, receive, send)
+
+    def _adopt(self, app: FastAPI, port: int) -> None:
+        if port == self.settings.gateway_port:
+            return
+        urls = gateway_urls(self.settings.model_copy(update={"gateway_port": port}), self.token)
+        app.state.urls = urls
+        state: GatewayState | None = getattr(app.state, "gateway", None)
+        if state is None:
+            return
+        state.public_url = urls.public
+        state.callback_url = urls.callback
+        state.emulator_url = urls.emulator
+        state.urls = urls
+        state.verifier.urls = urls
+        state.registrar.urls = urls
+        if self.rebase_clients and urls.emulator is not None:
+            state.clients.rebase(urls.emulator)
+        state.creator = PaymentCreator(
+            state.ledger, state.clients.default, callback_url=urls.callback, clients=state.clients
+        )
+        log.warning(
+            "served on port %d, not PESA_GATEWAY_PORT=%d: callbacks and the emulator now use "
+            "%s (set PESA_GATEWAY_PORT or PESA_PUBLIC_URL to say so up front)",
+            port,
+            self.settings.gateway_port,
+            urls.public,
+        )
 
 
 def _emulator_overrides(accounts: Accounts) -> dict[str, Any]:
     """What the mounted emulator must know of the accounts: STK passkeys, C2B shortcodes."""
+    from pesa.emulator._models import SANDBOX_SHORTCODES
+
     shortcodes = dict.fromkeys(SANDBOX_SHORTCODES)
     for account in accounts.values():
         shortcodes.update(dict.fromkeys(account.c2b_shortcodes))

@@ -282,7 +282,9 @@ class C2BValidatorRule:
         response.raise_for_status()
         data = response.json()
         if not isinstance(data, dict) or not isinstance(data.get("accept"), bool):
-            raise ValueError('the answer must be a JSON object with a boolean "accept"')
+            raise ValidationError(
+                "accept", "the merchant's answer must be a JSON object with a boolean"
+            )
         if data["accept"]:
             third = data.get("third_party_trans_id")
             return ValidationVerdict.accepted(third if isinstance(third, str) else None)

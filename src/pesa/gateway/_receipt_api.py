@@ -27,14 +27,13 @@ from pesa.gateway._models import (
     ExpectedPaymentCreate,
     ExpectedPaymentOut,
     ExpectedPaymentPage,
-    ExpectedStatusName,
     LookupCreate,
     LookupOut,
     ReceiptOut,
     ReceiptPage,
-    ReceiptStatusName,
 )
 from pesa.gateway._payments import check_metadata, validate_idempotency_key
+from pesa.gateway_client._models import ExpectedStatusName, ReceiptStatusName
 from pesa.ledger import ExpectedPayment, Receipt, ReceiptQuery
 
 __all__ = ["router"]

@@ -59,7 +59,7 @@ from pesa._exceptions import (
     ValidationError,
 )
 from pesa._logging import get_logger
-from pesa.gateway._backoff import Backoff, RandomSource
+from pesa.gateway._backoff import Backoff, RandomSource, describe_outage
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._throttle import TokenBucket
 from pesa.ledger import InvalidTransitionError, PaymentStatus, StkQueryOutcome, StkResult
@@ -343,10 +343,16 @@ class Reconciler:
         while not stop.is_set():
             try:
                 report = await self.run_once()
-            except Exception:  # the loop must survive a database hiccup
+            except Exception as err:  # the loop must survive a database hiccup
                 failures += 1
                 pause = self._failure_backoff.delay(failures, self._rng)
-                log.exception("reconciliation round failed; retrying in %.1f s", pause)
+                outage = describe_outage(err)
+                if outage is None:
+                    log.exception("reconciliation round failed; retrying in %.1f s", pause)
+                else:  # one line per backoff interval, not a traceback per round
+                    log.warning(
+                        "reconciliation round failed (%s); retrying in %.1f s", outage, pause
+                    )
                 with anyio.move_on_after(pause):
                     await stop.wait()
                 continue

@@ -14,6 +14,7 @@ See ``docs/ledger.md`` for the lifecycle, the tables and the guarantees.
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
 from pesa.ledger._engine import async_url, create_engine
 from pesa.ledger._errors import (
+    DeliveryNotFoundError,
     ExpectedPaymentNotFoundError,
     IdempotencyConflictError,
     InvalidTransitionError,
@@ -24,6 +25,17 @@ from pesa.ledger._errors import (
 )
 from pesa.ledger._ledger import Clock, Ledger
 from pesa.ledger._migrate import current_revision, head_revision
+from pesa.ledger._operators import (
+    AuditAction,
+    AuditEntry,
+    Operator,
+    OperatorExistsError,
+    OperatorSession,
+    OperatorStore,
+    Role,
+    hash_password,
+    verify_password,
+)
 from pesa.ledger._receipt_book import ReceiptBook, parse_confirmation, payer_facts, phone_hashes
 from pesa.ledger._receipt_types import (
     ExpectedPayment,
@@ -60,6 +72,7 @@ from pesa.ledger._receipts import (
     reference_key,
     tally_status,
 )
+from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
 from pesa.ledger._states import (
     TERMINAL_STATUSES,
     UNVERIFIED_EXPIRY,
@@ -71,6 +84,7 @@ from pesa.ledger._states import (
     DecisionKind,
     EventType,
     Expired,
+    FlagResolved,
     IdFromCallback,
     IdUnknownToDaraja,
     LedgerInput,
@@ -93,6 +107,7 @@ from pesa.ledger._types import (
     CallbackOutcome,
     CallbackStatus,
     Delivery,
+    DeliveryRecord,
     DeliveryStatus,
     Event,
     LedgerStats,
@@ -110,6 +125,9 @@ __all__ = [
     "UNVERIFIED_EXPIRY",
     "Accepted",
     "Assessment",
+    "AuditAction",
+    "AuditEntry",
+    "Backlog",
     "CallbackOutcome",
     "CallbackStatus",
     "Cancel",
@@ -120,6 +138,8 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "Delivery",
+    "DeliveryNotFoundError",
+    "DeliveryRecord",
     "DeliveryStatus",
     "Event",
     "EventType",
@@ -130,6 +150,7 @@ __all__ = [
     "ExpectedState",
     "ExpectedStatus",
     "Expired",
+    "FlagResolved",
     "IdFromCallback",
     "IdUnknownToDaraja",
     "IdempotencyConflictError",
@@ -138,10 +159,16 @@ __all__ = [
     "LedgerConflictError",
     "LedgerError",
     "LedgerInput",
+    "LedgerReports",
     "LedgerStats",
     "LookupOutcome",
     "MatchCandidate",
     "MismatchPolicy",
+    "Operator",
+    "OperatorExistsError",
+    "OperatorSession",
+    "OperatorStore",
+    "OutcomeCount",
     "OutcomeUnknown",
     "Page",
     "ParsedStkCallback",
@@ -163,6 +190,7 @@ __all__ = [
     "ReceiptState",
     "ReceiptStatus",
     "Rejected",
+    "Role",
     "StatusAnswer",
     "StillPending",
     "StkCallbackParser",
@@ -184,6 +212,7 @@ __all__ = [
     "decide_expected",
     "decide_receipt",
     "evolve",
+    "hash_password",
     "head_revision",
     "mismatch_reasons",
     "new_receipt",
@@ -196,4 +225,5 @@ __all__ = [
     "reference_key",
     "stk_code",
     "tally_status",
+    "verify_password",
 ]

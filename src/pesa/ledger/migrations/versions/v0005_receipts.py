@@ -11,7 +11,7 @@
   ``receipt_queries``: every Transaction Status query about a receipt, and its answer.
 
 Revision ID: 0005
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-04
 """
 
@@ -25,7 +25,7 @@ from alembic import op
 from pesa.ledger._schema import UTCDateTime
 
 revision: str = "0005"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
