@@ -248,5 +248,5 @@ def test_verification_always_needs_an_initiator_on_every_registering_account(
     settings = Settings(_env_file=None, accounts_file=path, c2b_verify="always")
     with pytest.raises(ConfigurationError, match="without an initiator.*: a"):
         check_settings(settings)
-    with pytest.raises(ValueError, match="c2b_validation_url is required"):
+    with pytest.raises(ConfigurationError, match="c2b_validation_url is required"):
         Settings(_env_file=None, c2b_validation="http")

@@ -122,10 +122,6 @@ class TestDarajasAnswer:
         [
             (StatusAnswer("2032", "does not exist"), "does not exist"),
             (
-                StatusAnswer("0", amount=Decimal(150), transaction_status="Completed"),
-                "Daraja reports amount 150",
-            ),
-            (
                 StatusAnswer("0", amount=Decimal(1500), transaction_status="Reversed"),
                 "Daraja reports it Reversed",
             ),
@@ -147,6 +143,18 @@ class TestDarajasAnswer:
         assert decision.events == (ReceiptEvent.REFUTED,)
         assert decision.changes["flagged"] and reason in decision.changes["flag_reason"]
         assert counts(decision.status) == "none"
+
+    def test_daraja_amount_wins_over_the_confirmation_and_is_flagged(self) -> None:
+        # A forged first copy of a real receipt said 15000: Daraja's 1500 counts.
+        inflated = state(amount=Decimal("15000.00"))
+        decision = decide_receipt(inflated, FOUND)
+        assert decision.status is ReceiptStatus.CONFIRMED
+        assert decision.events == (ReceiptEvent.CONFIRMED, ReceiptEvent.FLAGGED)
+        assert decision.changes["amount"] == Decimal(1500)
+        assert "Daraja's amount is recorded" in decision.changes["flag_reason"]
+        later = decide_receipt(state(ReceiptStatus.CONFIRMED, amount=Decimal(99)), FOUND)
+        assert later.status is ReceiptStatus.CONFIRMED and "amount" not in later.changes
+        assert later.events == (ReceiptEvent.FLAGGED,)
 
     def test_an_operational_failure_leaves_it_to_be_asked_again(self) -> None:
         decision = decide_receipt(state(), StatusAnswer("8006", "credential locked"))

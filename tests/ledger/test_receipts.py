@@ -358,6 +358,36 @@ class TestExpectedPayments:
                 )
 
 
+async def test_a_forged_first_copy_with_an_inflated_amount_cannot_hide_the_real_money(
+    ledger: Ledger,
+) -> None:
+    book = ledger.receipts
+    expected, _ = await book.create_expected_payment(None, "paybill", "INV-5", 1500)
+    await book.ingest_confirmation(
+        confirmation("REAL000001", "150000.00", "INV-5"),
+        source_ip=None,
+        account_for=account_for(VERIFIABLE),
+    )
+    _, outcome = await answer(
+        book,
+        "REAL000001",
+        transaction_status_payload(
+            trans_id="REAL000001", amount=1500, credit_party="600997 - Shop"
+        ),
+    )
+    receipt = outcome.receipt
+    assert receipt is not None and receipt.status is ReceiptStatus.CONFIRMED
+    assert receipt.amount == Decimal(1500) and receipt.flagged
+    paid = await book.get_expected_payment(expected.id)
+    assert paid is not None and (paid.status, paid.paid_amount) == (ExpectedStatus.PAID, 1500)
+    genuine = await book.ingest_confirmation(
+        confirmation("REAL000001", "1500.00", "INV-5"),
+        source_ip=None,
+        account_for=account_for(VERIFIABLE),
+    )
+    assert genuine.status == "duplicate"
+
+
 class TestStatusResults:
     async def test_a_result_for_no_query_changes_nothing(self, ledger: Ledger) -> None:
         outcome = await ledger.receipts.ingest_status_result(

@@ -407,9 +407,9 @@ def _paid_party(credit_party: str | None) -> str | None:
 
 
 def _contradictions(state: ReceiptState, answer: StatusAnswer) -> list[str]:
+    """What makes Daraja's answer say the money did not reach this shortcode under this
+    receipt. (Another amount is not one: Daraja's amount is recorded, see _on_status.)"""
     found = []
-    if answer.amount is not None and answer.amount != state.amount:
-        found.append(f"Daraja reports amount {answer.amount}, the confirmation {state.amount}")
     if not _completed(answer):
         found.append(f"Daraja reports it {answer.transaction_status}")
     paid = _paid_party(answer.credit_party)
@@ -448,6 +448,8 @@ def _on_status(state: ReceiptState, answer: StatusAnswer) -> ReceiptDecision:
     contradictions = _contradictions(state, answer)
     if contradictions:
         return _refute(state, "; ".join(contradictions))
+    if answer.amount != state.amount:
+        return _corrected(state, answer)
     if status is ReceiptStatus.CONFIRMED:
         if state.verifying:
             return ReceiptDecision(
@@ -463,6 +465,39 @@ def _on_status(state: ReceiptState, answer: StatusAnswer) -> ReceiptDecision:
         (ReceiptEvent.CONFIRMED,),
         {"status": ReceiptStatus.CONFIRMED, **_SETTLED},
         detail,
+    )
+
+
+def _corrected(state: ReceiptState, answer: StatusAnswer) -> ReceiptDecision:
+    """Daraja confirms the receipt with another amount than the confirmation said.
+
+    Daraja's answer is authoritative: its amount is recorded (a forged first copy of a real
+    receipt with an inflated amount must not keep the real money from counting), and the
+    receipt is flagged, since a confirmation lied about it.
+    """
+    assert answer.amount is not None
+    reason = (
+        f"a confirmation said amount {state.amount}, Daraja's Transaction Status says "
+        f"{answer.amount}: Daraja's amount is recorded"
+    )
+    if state.status is ReceiptStatus.CONFIRMED:
+        # Two Daraja answers disagree: keep the first, a person decides.
+        flag = _flag(state, f"a later Transaction Status answer disagrees: {reason}")
+        return ReceiptDecision(
+            flag.kind, flag.status, flag.events, {**flag.changes, **_SETTLED}, flag.detail
+        )
+    return ReceiptDecision(
+        DecisionKind.APPLIED,
+        ReceiptStatus.CONFIRMED,
+        (ReceiptEvent.CONFIRMED, ReceiptEvent.FLAGGED),
+        {
+            "status": ReceiptStatus.CONFIRMED,
+            "amount": answer.amount,
+            "flagged": True,
+            "flag_reason": _join(state, reason),
+            **_SETTLED,
+        },
+        f"confirmed by Daraja's Transaction Status; {reason}",
     )
 
 
