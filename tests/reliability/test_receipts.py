@@ -134,7 +134,10 @@ def test_every_paid_confirmation_is_one_confirmed_receipt(
                 with ThreadPoolExecutor(8) as pool:
                     paid = dict(zip(references, pool.map(pay, references), strict=True))
                 truth = {p.trans_id: r for r, p in paid.items() if p.status == "completed"}
-                lost_confirmations = {
+                # The emulator's view: confirmations it did not deliver (the rule's drops,
+                # and on a loaded machine a delivery it gave up on, which may still have
+                # reached the gateway).
+                undelivered = {
                     p.trans_id
                     for r, p in paid.items()
                     if p.status == "completed" and not p.notified
@@ -143,10 +146,12 @@ def test_every_paid_confirmation_is_one_confirmed_receipt(
                 def confirmed() -> set[str]:
                     return {r["trans_id"] for r in all_receipts(api) if r["status"] == "confirmed"}
 
-                announced = set(truth) - lost_confirmations
+                announced = set(truth) - undelivered
                 wait_for(lambda: announced <= confirmed(), size(90, 1_500), "receipts confirmed")
-                # "I paid, here is my code": each lost confirmation, by its receipt number.
-                for trans_id in sorted(lost_confirmations):
+                time.sleep(1)  # a delivery the emulator gave up on may land a moment later
+                # "I paid, here is my code": each payment the gateway never heard of.
+                missing = set(truth) - {r["trans_id"] for r in all_receipts(api)}
+                for trans_id in sorted(missing):
                     started = api.post(
                         "/v1/receipts/lookup",
                         json={"trans_id": trans_id, "account_reference": truth[trans_id]},
@@ -182,7 +187,9 @@ def test_every_paid_confirmation_is_one_confirmed_receipt(
         "payments_completed": len(truth),
         "confirmations_delivered": len(delivered),
         "duplicates_delivered": sum(n - 1 for n in delivered_ids.values() if n > 1),
-        "confirmations_lost": len(lost_confirmations),
+        "confirmations_dropped": sum(1 for t, r in truth.items() if r in dropped),
+        "confirmations_undelivered": len(undelivered),
+        "missing_before_lookup": len(missing),
         "recovered_by_lookup": sum(1 for r in receipts if r["source"] == "lookup"),
         "receipts": len(receipts),
         "receipts_confirmed": sum(1 for r in receipts if r["status"] == "confirmed"),
@@ -209,7 +216,6 @@ def test_every_paid_confirmation_is_one_confirmed_receipt(
         must_equal=(
             ("receipts", "payments_completed"),
             ("receipts_confirmed", "payments_completed"),
-            ("recovered_by_lookup", "confirmations_lost"),
             ("expected_paid_exactly", "expected_payments"),
         ),
         about=(
@@ -222,4 +228,6 @@ def test_every_paid_confirmation_is_one_confirmed_receipt(
         ),
     )
     assert result.failures == [], result.failures
-    assert counts["duplicates_delivered"] > 0 and counts["confirmations_lost"] > 0
+    assert counts["duplicates_delivered"] > 0 and counts["confirmations_dropped"] > 0
+    # Dropped confirmations never reach the gateway: only a lookup records them.
+    assert counts["recovered_by_lookup"] >= counts["confirmations_dropped"]
