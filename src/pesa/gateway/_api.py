@@ -244,8 +244,7 @@ async def create_payment(
         account_reference=body.account_reference,
         description=body.description,
         metadata=body.metadata,
-        account=body.account,
-        accounts=state.accounts,
+        account=stk_account(state, body.account),
     )
     payment, created = await state.creator.create(request, idempotency_key=key)
     if not created:
@@ -296,6 +295,22 @@ async def list_payments(
         account=account,
     )
     return PaymentPage(data=[_out(p) for p in page.items], next_cursor=page.next_cursor)
+
+
+def stk_account(state: GatewayState, name: str | None) -> str:
+    """The account a payment is pushed on, by name (the default one for ``None``).
+
+    Raises:
+        ValidationError: no such account, or one that cannot take STK pushes.
+    """
+    account = state.accounts.resolve(name)
+    if not account.can_push:
+        raise ValidationError(
+            "account",
+            "must be an account that takes STK pushes (a shortcode and its passkey)",
+            account.name,
+        )
+    return account.name
 
 
 def normalize_phone_filter(phone: str | None) -> str | None:

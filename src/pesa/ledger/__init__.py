@@ -11,8 +11,29 @@
 See ``docs/ledger.md`` for the lifecycle, the tables and the guarantees.
 """
 
+from __future__ import annotations
+
+import importlib
+import typing as _typing
+
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
-from pesa.ledger._engine import async_url, create_engine
+from pesa.ledger._driving import (
+    RECONCILABLE_STATUSES,
+    PaymentRecord,
+    callback_status,
+    merchant_request_mismatch,
+    payment_state,
+    push_failure,
+    query_input,
+    recheck_delay,
+    reconcile_deadline,
+    refuses_unverified_id,
+    request_hash,
+    row_changes,
+    single_orphan,
+    storable_key,
+    storable_text,
+)
 from pesa.ledger._errors import (
     DeliveryNotFoundError,
     ExpectedPaymentNotFoundError,
@@ -23,20 +44,6 @@ from pesa.ledger._errors import (
     PaymentNotFoundError,
     ReceiptNotFoundError,
 )
-from pesa.ledger._ledger import Clock, Ledger
-from pesa.ledger._migrate import current_revision, head_revision
-from pesa.ledger._operators import (
-    AuditAction,
-    AuditEntry,
-    Operator,
-    OperatorExistsError,
-    OperatorSession,
-    OperatorStore,
-    Role,
-    hash_password,
-    verify_password,
-)
-from pesa.ledger._receipt_book import ReceiptBook, parse_confirmation, payer_facts, phone_hashes
 from pesa.ledger._receipt_types import (
     ExpectedPayment,
     LookupOutcome,
@@ -72,7 +79,7 @@ from pesa.ledger._receipts import (
     reference_key,
     tally_status,
 )
-from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
+from pesa.ledger._requests import PaymentRequest, validate_idempotency_key
 from pesa.ledger._states import (
     TERMINAL_STATUSES,
     UNVERIFIED_EXPIRY,
@@ -120,7 +127,79 @@ from pesa.ledger._types import (
     StoredCallback,
 )
 
+if _typing.TYPE_CHECKING:
+    from pesa.ledger._engine import async_url, create_engine
+    from pesa.ledger._ledger import Clock, Ledger
+    from pesa.ledger._migrate import current_revision, head_revision
+    from pesa.ledger._operators import (
+        AuditAction,
+        AuditEntry,
+        Operator,
+        OperatorExistsError,
+        OperatorSession,
+        OperatorStore,
+        Role,
+        hash_password,
+        verify_password,
+    )
+    from pesa.ledger._receipt_book import (
+        ReceiptBook,
+        parse_confirmation,
+        payer_facts,
+        phone_hashes,
+    )
+    from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
+
+# The storage (SQLAlchemy, Alembic) is imported on first use: the pure layer above (the state
+# machine and the rules every storage shares) imports without the ``server`` extra, so the
+# Django app (``pesa[django]``) drives the same rules without SQLAlchemy installed.
+_STORAGE = {
+    "Clock": "pesa.ledger._ledger",
+    "Ledger": "pesa.ledger._ledger",
+    "async_url": "pesa.ledger._engine",
+    "create_engine": "pesa.ledger._engine",
+    "current_revision": "pesa.ledger._migrate",
+    "head_revision": "pesa.ledger._migrate",
+    **dict.fromkeys(
+        (
+            "AuditAction",
+            "AuditEntry",
+            "Operator",
+            "OperatorExistsError",
+            "OperatorSession",
+            "OperatorStore",
+            "Role",
+            "hash_password",
+            "verify_password",
+        ),
+        "pesa.ledger._operators",
+    ),
+    **dict.fromkeys(("Backlog", "LedgerReports", "OutcomeCount"), "pesa.ledger._reports"),
+    **dict.fromkeys(
+        ("ReceiptBook", "parse_confirmation", "payer_facts", "phone_hashes"),
+        "pesa.ledger._receipt_book",
+    ),
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _STORAGE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pesa.ledger' has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"pesa.ledger.{name} needs the server extra ({err.name} is missing): "
+            "pip install 'pesa[server]'",
+            name=err.name,
+        ) from err
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "RECONCILABLE_STATUSES",
     "TERMINAL_STATUSES",
     "UNVERIFIED_EXPIRY",
     "Accepted",
@@ -174,6 +253,8 @@ __all__ = [
     "ParsedStkCallback",
     "Payment",
     "PaymentNotFoundError",
+    "PaymentRecord",
+    "PaymentRequest",
     "PaymentState",
     "PaymentStatus",
     "Receipt",
@@ -204,6 +285,7 @@ __all__ = [
     "VerifyPolicy",
     "assess_success",
     "async_url",
+    "callback_status",
     "choose_expected",
     "counts",
     "create_engine",
@@ -214,16 +296,29 @@ __all__ = [
     "evolve",
     "hash_password",
     "head_revision",
+    "merchant_request_mismatch",
     "mismatch_reasons",
     "new_receipt",
     "orphan_matches",
     "parse_confirmation",
     "parse_stk_callback_body",
     "payer_facts",
+    "payment_state",
     "phone_hashes",
     "phones_match",
+    "push_failure",
+    "query_input",
+    "recheck_delay",
+    "reconcile_deadline",
     "reference_key",
+    "refuses_unverified_id",
+    "request_hash",
+    "row_changes",
+    "single_orphan",
     "stk_code",
+    "storable_key",
+    "storable_text",
     "tally_status",
+    "validate_idempotency_key",
     "verify_password",
 ]

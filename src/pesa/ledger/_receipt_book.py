@@ -34,6 +34,8 @@ from sqlalchemy.sql.dml import Insert
 from pesa._exceptions import InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, redact
 from pesa.daraja import normalize_msisdn, parse_c2b_payment, parse_result
+from pesa.ledger._driving import storable_key as _storable_key
+from pesa.ledger._driving import storable_text as _storable_text
 from pesa.ledger._errors import (
     ExpectedPaymentNotFoundError,
     IdempotencyConflictError,
@@ -43,7 +45,7 @@ from pesa.ledger._errors import (
     ReceiptNotFoundError,
 )
 from pesa.ledger._ids import new_id
-from pesa.ledger._ledger import _check_key, _check_time, _storable_key, _storable_text
+from pesa.ledger._ledger import _check_key, _check_time
 from pesa.ledger._receipt_types import (
     ExpectedPayment,
     LookupOutcome,
