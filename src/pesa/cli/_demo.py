@@ -22,6 +22,7 @@ import anyio
 import httpx
 
 from pesa._logging import get_logger
+from pesa.cli._demo_receipts import DEMO_ACCOUNTS, ReceiptScenarioResult, walk_receipts
 from pesa.config import Settings
 from pesa.emulator import Emulator, EmulatorConfig
 from pesa.testing._gateway import serve_gateway
@@ -72,11 +73,12 @@ class DemoResult:
         return not self.problems
 
 
-def demo_settings(database_url: str, api_key: str) -> Settings:
+def demo_settings(database_url: str, api_key: str, accounts_file: Path | None = None) -> Settings:
     """Settings for the demo: emulator only, short waits, nothing read from the environment."""
     return Settings(
         _env_file=None,
         env="emulator",
+        accounts_file=accounts_file,
         base_url=None,
         database_url=database_url,
         api_key=api_key,
@@ -104,22 +106,28 @@ async def run_demo(
     timeout: float = 40.0,
     stk_delay: float = 0.5,
     workdir: Path | None = None,
-) -> tuple[list[DemoResult], list[str]]:
+) -> tuple[list[DemoResult], list[str], list[ReceiptScenarioResult]]:
     """Run every scenario through a fresh gateway and report how each payment ended.
 
     Returns:
-        ``(results, notes)``: one result per scenario, and lines about the checks that are
-        not one payment (the idempotent retry).
+        ``(results, notes, receipts)``: one result per STK scenario, lines about the checks
+        that are not one payment (the idempotent retry, the C2B registration), and one
+        result per receipts scenario (customers paying the PayBill).
     """
     with tempfile.TemporaryDirectory(prefix="pesa-demo-") as tmp:
         directory = workdir or Path(tmp)
         api_key = secrets.token_urlsafe(24)
-        settings = demo_settings(f"sqlite:///{directory / 'demo.db'}", api_key)
+        accounts = directory / "accounts.toml"
+        accounts.write_text(DEMO_ACCOUNTS, encoding="utf-8")
+        settings = demo_settings(f"sqlite:///{directory / 'demo.db'}", api_key, accounts)
         emulator = Emulator(EmulatorConfig(stk_delay=stk_delay))
         async with serve_gateway(settings, emulator=emulator) as gateway:
             headers = {"Authorization": f"Bearer {api_key}"}
             async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=30) as http:
-                return await _walk(http, scenarios, timeout, f"{gateway.emulator_url}")
+                emulator_url = f"{gateway.emulator_url}"
+                results, notes = await _walk(http, scenarios, timeout, emulator_url)
+                receipts, more = await walk_receipts(http, emulator_url, timeout=timeout)
+                return results, notes + more, receipts
 
 
 async def _walk(
