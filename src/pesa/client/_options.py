@@ -230,6 +230,7 @@ class DarajaOptions:
             "timeout": settings.timeout,
             "max_retries": settings.max_retries,
             "rate_limit": settings.rate_limit,
+            "pull_transactions_method": settings.pull_transactions_method,
             "token_store": (
                 FileTokenStore(settings.token_cache_path) if settings.token_cache_path else None
             ),
