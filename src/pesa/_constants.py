@@ -37,6 +37,16 @@ DEFAULT_STK_MIN_AMOUNT: Final = 1
 DEFAULT_STK_MAX_AMOUNT: Final = 250_000
 DEFAULT_B2C_MIN_AMOUNT: Final = 10
 DEFAULT_B2C_MAX_AMOUNT: Final = 250_000
+# B2B, tax and B2B Express Checkout limits are not in the reference [U]: the general
+# per-transaction cap is the default, configurable (DarajaOptions.b2b_amount_limits).
+DEFAULT_B2B_MIN_AMOUNT: Final = 1
+DEFAULT_B2B_MAX_AMOUNT: Final = 250_000
+# Pull Transactions reaches back this far (REFERENCE §8.9: "last 48 h").
+PULL_TRANSACTIONS_MAX_HOURS: Final = 48
+# The Ratiba till TransactionType: the docs spell it "Marchant", an SDK "Merchant"
+# (REFERENCE §9, §14.13 [U]); the docs' spelling is the default, configurable.
+DEFAULT_RATIBA_TILL_TRANSACTION_TYPE: Final = "Standing Order Customer Pay Marchant"
+RATIBA_PAYBILL_TRANSACTION_TYPE: Final = "Standing Order Customer Pay Bill"
 
 DEFAULT_DATABASE_URL: Final = "sqlite:///pesa.db"
 

@@ -29,7 +29,7 @@ exception: it is a value on the result.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,13 +64,14 @@ class RedactedRequest:
         method: ``"POST"`` or ``"GET"``.
         url: the full URL.
         headers: the request headers, ``Authorization`` redacted.
-        body: the JSON body, secrets redacted (empty for a GET).
+        body: the JSON body, secrets redacted (empty for a GET; a list for Bill Manager's
+            bulk calls).
     """
 
     method: str
     url: str
     headers: Mapping[str, str] = field(default_factory=dict)
-    body: Mapping[str, Any] = field(default_factory=dict)
+    body: Mapping[str, Any] | Sequence[Any] = field(default_factory=dict)
 
     def __str__(self) -> str:
         return f"{self.method} {self.url}"

@@ -170,7 +170,7 @@ def test_operations_are_declared_once_with_money_flags() -> None:
     assert {"stk_push", "stk_query", "b2c_payment", "reversal", "account_balance"} <= names
     assert STK_PUSH.moves_money and B2C_PAYMENT.moves_money and REVERSAL.moves_money
     assert not STK_QUERY.moves_money
-    assert len({(op.path) for op in OPERATIONS}) == len(OPERATIONS)
+    assert len({(op.name, op.path, op.method) for op in OPERATIONS}) == len(OPERATIONS)
 
 
 def test_decode_refuses_a_non_zero_response_code() -> None:

@@ -2,7 +2,7 @@
 
 from pesa.cli import (
     _c2b,  # noqa: F401  (registers `pesa c2b`)
-    _client,  # noqa: F401  (registers `pesa token`, `pesa stk`)
+    _client,  # noqa: F401  (registers `pesa token`, `pesa stk`, `pesa qr`)
     _emulator,  # noqa: F401  (registers `pesa emulator`)
     _gateway,  # noqa: F401  (registers `pesa serve|worker|db|demo`)
     _operators,  # noqa: F401  (registers `pesa operator`)

@@ -1,4 +1,5 @@
-"""``pesa c2b register``: register the gateway's C2B URLs with Daraja, on demand.
+"""``pesa c2b register`` and ``pesa c2b pull``: the gateway's C2B URLs, and recovering
+payments whose confirmation never came (Pull Transactions), on demand.
 
 The URLs are the gateway's own (``<PESA_PUBLIC_URL>/callbacks/<PESA_CALLBACK_TOKEN>/c2b/...``),
 so the command needs the same settings as ``pesa serve``. Errors are one clear line (or one
@@ -7,18 +8,25 @@ line per account) and a non-zero exit, never a traceback.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+import dataclasses
+import re
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Annotated, Any
 
 import anyio
 import typer
 from rich.table import Table
 
-from pesa._exceptions import ConfigurationError, PesaError
+from pesa._exceptions import ConfigurationError, PesaError, ValidationError
 from pesa._logging import configure_logging
 from pesa.cli._app import app, console, fail, print_json
 from pesa.cli._gateway import load_settings
+from pesa.daraja import NAIROBI
 
-__all__ = ["c2b_app", "register"]
+if TYPE_CHECKING:
+    from pesa.gateway._pull import PullReport
+
+__all__ = ["c2b_app", "parse_since", "pull", "register"]
 
 c2b_app = typer.Typer(
     help="C2B: customers paying your PayBill or Till from the phone's menu.",
@@ -114,3 +122,94 @@ def register(
     failed = [r["account"] for r in results if not r["registered"]]
     if failed:
         fail(f"not registered: {', '.join(failed)}")
+
+
+_SINCE = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_since(text: str, now: datetime) -> datetime:
+    """``--since``: a duration back from ``now`` (``90m``, ``6h``, ``2d``) or an ISO time
+    (naive: Nairobi time).
+
+    Raises:
+        ValidationError: neither, or further back than Pull Transactions reaches (48 h).
+    """
+    match = _SINCE.fullmatch(text.strip().lower())
+    if match is not None:
+        since = now - timedelta(seconds=float(match.group(1)) * _UNITS[match.group(2)])
+    else:
+        try:
+            since = datetime.fromisoformat(text.strip())
+        except ValueError as err:
+            raise ValidationError(
+                "since", "must be a duration (90m, 6h, 2d) or an ISO date and time", text
+            ) from err
+        if since.tzinfo is None:
+            since = since.replace(tzinfo=NAIROBI)
+    if since < now - timedelta(hours=48):
+        raise ValidationError(
+            "since", "must be within the last 48 hours (Pull Transactions reaches no further)", text
+        )
+    return since
+
+
+@c2b_app.command()
+def pull(
+    since: Annotated[
+        str,
+        typer.Option(
+            "--since", help="how far back: a duration (90m, 6h, 2d) or an ISO time; at most 48h"
+        ),
+    ] = "6h",
+    account: Annotated[
+        list[str] | None,
+        typer.Option("--account", "-a", help="account to read (repeatable); default: every one"),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Recover C2B payments whose confirmation never came, by Daraja's Pull Transactions.
+
+    Reads each account's shortcode (registered for Pull Transactions) from --since until now
+    and records every receipt the ledger never heard of, once, as recovered (source pull).
+    Uses the gateway's settings (PESA_DATABASE_URL, the accounts).
+    """
+    from pesa.gateway._accounts import AccountClients, effective_accounts
+    from pesa.gateway._app import build_pull_recovery, open_ledger
+
+    settings = load_settings()
+    configure_logging(settings.log)
+    try:
+        start = parse_since(since, datetime.now(UTC))
+        accounts = effective_accounts(settings)
+        names = [accounts.resolve(name).name for name in account or []]
+    except PesaError as err:
+        fail(str(err), kind=type(err).__name__)
+
+    async def run() -> PullReport:
+        ledger = await open_ledger(settings, [])
+        clients = AccountClients.build(settings, accounts)
+        try:
+            job = build_pull_recovery(settings, ledger, clients)
+            return await job.run_once(start, accounts=names or None)
+        finally:
+            await clients.aclose()
+            await ledger.close()
+
+    try:
+        report = anyio.run(run)
+    except PesaError as err:
+        fail(str(err), kind=type(err).__name__)
+    if json_output:
+        print_json(dataclasses.asdict(report))
+    else:
+        console.print(
+            f"Pull Transactions since {start.astimezone(NAIROBI):%Y-%m-%d %H:%M} (Nairobi): "
+            f"{report.listed} listed, {report.recovered} recovered, {report.confirmed} "
+            f"confirmed, {report.known} already known, {report.flagged} flagged",
+            highlight=False,
+        )
+        for line in report.details:
+            console.print(f"  {line}", highlight=False)
+    if report.errors:
+        fail(f"Pull Transactions failed for {report.errors} account(s)")

@@ -1,4 +1,4 @@
-"""``pesa token``, ``pesa stk push`` and ``pesa stk query``: the Daraja client from a shell.
+"""``pesa token``, ``pesa stk push|query`` and ``pesa qr``: the Daraja client from a shell.
 
 Configuration comes from ``PESA_*`` variables (and ``.env``); flags win. Errors are one
 line on stderr with a non-zero exit, never a traceback.
@@ -27,7 +27,7 @@ from pesa.client import Daraja
 from pesa.config import Settings
 from pesa.daraja import normalize_msisdn
 
-__all__ = ["stk_app", "stk_push", "stk_query", "token"]
+__all__ = ["qr", "stk_app", "stk_push", "stk_query", "token"]
 
 stk_app = typer.Typer(
     help="M-Pesa Express: send an STK push, query its state.",
@@ -297,3 +297,71 @@ def _query_exit_code(pending: bool, succeeded: bool, final: bool) -> int:
     if succeeded:
         return EXIT_PAID
     return EXIT_NOT_PAID if final else EXIT_PENDING
+
+
+@app.command("qr")
+def qr(
+    merchant_name: Annotated[str, typer.Option("--merchant-name", help="MerchantName shown")],
+    ref_no: Annotated[
+        str, typer.Option("--ref", help="RefNo: the invoice, or the account for a PayBill")
+    ],
+    amount: Annotated[str, typer.Option("--amount", help="whole shillings")],
+    cpi: Annotated[
+        str,
+        typer.Option("--cpi", help="till, agent till or PayBill number; a phone for SM/SB"),
+    ],
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="where to save the PNG", dir_okay=False)
+    ],
+    trx_code: Annotated[
+        str,
+        typer.Option(
+            "--trx-code",
+            help="BG buy goods, WA agent withdrawal, PB PayBill, SM send money, SB to business",
+        ),
+    ] = "BG",
+    size: Annotated[int, typer.Option("--size", help="the square image's side in pixels")] = 300,
+    env: EnvOption = None,
+    base_url: BaseUrlOption = None,
+    consumer_key: KeyOption = None,
+    consumer_secret: SecretOption = None,
+    ca_bundle: CaBundleOption = None,
+    timeout: TimeoutOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate a Dynamic QR code (POST /mpesa/qrcode/v1/generate) and save the PNG."""
+    with _errors():
+        value = _amount(amount)
+        answer = _run(
+            lambda: _client(
+                env=env,
+                base_url=base_url,
+                consumer_key=consumer_key,
+                consumer_secret=consumer_secret,
+                shortcode=None,
+                passkey=None,
+                ca_bundle=ca_bundle,
+                timeout=timeout,
+            ),
+            lambda client: client.qr_code(
+                merchant_name, ref_no, value, trx_code.upper(), cpi, size=size
+            ),
+        )
+        image = answer.image
+        try:
+            output.write_bytes(image)
+        except OSError as err:
+            raise ConfigurationError(f"cannot write the QR code to {output}: {err}") from err
+    if as_json:
+        print_json(
+            {
+                "path": str(output),
+                "bytes": len(image),
+                "png": answer.is_png,
+                "response_code": answer.response_code,
+                "request_id": answer.request_id,
+            }
+        )
+        return
+    kind = "PNG" if answer.is_png else "image"
+    console.print(f"QR code saved to {output} ({kind}, {len(image)} bytes)", highlight=False)

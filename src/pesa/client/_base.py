@@ -7,16 +7,25 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import ssl
 import threading
 import uuid
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Self, TypeVar, Unpack, get_args
 
 import httpx
 
-from pesa._constants import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Environment
+from pesa._constants import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+    PULL_TRANSACTIONS_MAX_HOURS,
+    RATIBA_PAYBILL_TRANSACTION_TYPE,
+    Environment,
+)
 from pesa._exceptions import (
     ConfigurationError,
     DarajaError,
@@ -52,15 +61,42 @@ from pesa.daraja._models import (
     TransactionStatusRequest,
     redact_secrets,
 )
+from pesa.daraja._notifications import BillPayment
 from pesa.daraja._operations import (
     C2B_REGISTER_URL,
     C2B_REGISTER_URL_V2,
     C2B_SIMULATE,
     C2B_SIMULATE_V2,
+    PULL_QUERY,
+    PULL_QUERY_GET,
     Operation,
 )
-from pesa.daraja._time import Clock, SystemClock, daraja_timestamp, stk_password
+from pesa.daraja._products import (
+    RATIBA_FREQUENCIES,
+    B2BCommand,
+    B2BExpressCheckoutRequest,
+    B2BPaymentRequest,
+    B2PochiPaymentRequest,
+    BillManagerOptInRequest,
+    BulkInvoiceCancelRequest,
+    BulkInvoiceRequest,
+    Invoice,
+    InvoiceCancelRequest,
+    InvoiceItem,
+    InvoiceReconciliationRequest,
+    InvoiceRequest,
+    PullQueryRequest,
+    PullQueryResponse,
+    PullRegisterRequest,
+    QRCodeRequest,
+    QRTransactionCode,
+    StandingOrderRequest,
+    TaxRemittanceRequest,
+)
+from pesa.daraja._time import NAIROBI, Clock, SystemClock, daraja_timestamp, stk_password
 from pesa.daraja._validation import (
+    B2B_ACCOUNT_REFERENCE_MAX,
+    BILL_REF_MAX,
     ORIGINATOR_CONVERSATION_ID_MAX,
     normalize_msisdn,
     validate_account_reference,
@@ -86,6 +122,13 @@ HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
 TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
 
 DEFAULT_DESCRIPTION: Final = "Payment"
+# Free text whose limit the reference does not give (names, Bill Manager and QR fields):
+# pesa's own bound, so that nothing unbounded is sent or stored.
+TEXT_MAX: Final = 100
+QR_SIZE_MAX: Final = 4096
+BILL_MANAGER_BULK_MAX: Final = 1000  # REFERENCE §9: at most 1000 invoices per call
+PULL_DATE_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
+_EMAIL: Final = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
 
 
 def tls_verify(verify: bool | str | Path | ssl.SSLContext) -> bool | ssl.SSLContext:
@@ -250,6 +293,11 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
     def b2c_amount_limits(self) -> tuple[int, int]:
         """``(minimum, maximum)`` whole shillings of B2C amounts."""
         return self.options.b2c_amount_limits
+
+    @property
+    def b2b_amount_limits(self) -> tuple[int, int]:
+        """``(minimum, maximum)`` whole shillings of B2B, tax and Express Checkout amounts."""
+        return self.options.b2b_amount_limits
 
     def __repr__(self) -> str:
         return (
@@ -561,6 +609,410 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
             ),
             remarks=validate_remarks(remarks),
             occasion=None if occasion is None else validate_occasion(occasion),
+        )
+
+    # -- the business products (REFERENCE §8.2-§8.9, §9) ------------------------------------
+
+    def _org(self, shortcode: str | int | None, field: str = "shortcode") -> str:
+        return validate_shortcode(
+            shortcode or self._required(self.shortcode, "shortcode"), field=field
+        )
+
+    def _build_b2pochi(
+        self,
+        phone: str | int,
+        amount: Any,
+        remarks: str,
+        originator_conversation_id: str | None,
+        occasion: str | None,
+        shortcode: str | int | None,
+        result_url: str | None,
+        timeout_url: str | None,
+    ) -> B2PochiPaymentRequest:
+        low, high = self.b2c_amount_limits
+        ocid = originator_conversation_id or uuid.uuid4().hex
+        return B2PochiPaymentRequest(
+            originator_conversation_id=validate_text(
+                ocid, field="originator_conversation_id", max_length=ORIGINATOR_CONVERSATION_ID_MAX
+            ),
+            initiator_name=self._initiator(),
+            security_credential=self._credential(),
+            amount=validate_amount(amount, minimum=low, maximum=high),
+            party_a=self._org(shortcode),
+            party_b=normalize_msisdn(phone),
+            remarks=validate_remarks(remarks),
+            queue_timeout_url=self._url(
+                timeout_url, self.timeout_url, "timeout_url", "timeout_url"
+            ),
+            result_url=self._url(result_url, self.result_url, "result_url", "result_url"),
+            occasion=None if occasion is None else validate_occasion(occasion),
+        )
+
+    def _build_b2b(
+        self,
+        command_id: B2BCommand,
+        party_b: str | int,
+        party_b_field: str,
+        amount: Any,
+        account_reference: str | None,
+        requester: str | int | None,
+        remarks: str,
+        occasion: str | None,
+        shortcode: str | int | None,
+        result_url: str | None,
+        timeout_url: str | None,
+    ) -> B2BPaymentRequest:
+        low, high = self.b2b_amount_limits
+        if command_id == "BusinessPayBill" and not account_reference:
+            raise ValidationError(
+                "account_reference", "is required to pay a PayBill (the bill's account number)"
+            )
+        return B2BPaymentRequest(
+            initiator=self._initiator(),
+            security_credential=self._credential(),
+            command_id=command_id,
+            amount=validate_amount(amount, minimum=low, maximum=high),
+            party_a=self._org(shortcode),
+            party_b=validate_shortcode(party_b, field=party_b_field),
+            account_reference=(
+                None
+                if account_reference is None
+                else validate_text(
+                    account_reference,
+                    field="account_reference",
+                    max_length=B2B_ACCOUNT_REFERENCE_MAX,
+                )
+            ),
+            requester=None if requester is None else normalize_msisdn(requester, field="requester"),
+            remarks=validate_remarks(remarks),
+            queue_timeout_url=self._url(
+                timeout_url, self.timeout_url, "timeout_url", "timeout_url"
+            ),
+            result_url=self._url(result_url, self.result_url, "result_url", "result_url"),
+            occasion=None if occasion is None else validate_occasion(occasion),
+        )
+
+    def _build_tax(
+        self,
+        amount: Any,
+        prn: str,
+        remarks: str,
+        shortcode: str | int | None,
+        result_url: str | None,
+        timeout_url: str | None,
+    ) -> TaxRemittanceRequest:
+        low, high = self.b2b_amount_limits
+        return TaxRemittanceRequest(
+            initiator=self._initiator(),
+            security_credential=self._credential(),
+            amount=validate_amount(amount, minimum=low, maximum=high),
+            party_a=self._org(shortcode),
+            account_reference=validate_text(prn, field="prn", max_length=B2B_ACCOUNT_REFERENCE_MAX),
+            remarks=validate_remarks(remarks),
+            queue_timeout_url=self._url(
+                timeout_url, self.timeout_url, "timeout_url", "timeout_url"
+            ),
+            result_url=self._url(result_url, self.result_url, "result_url", "result_url"),
+        )
+
+    def _build_b2b_express(
+        self,
+        till: str | int,
+        amount: Any,
+        payment_ref: str,
+        partner_name: str,
+        request_ref_id: str | None,
+        receiver_shortcode: str | int | None,
+        callback_url: str | None,
+    ) -> B2BExpressCheckoutRequest:
+        low, high = self.b2b_amount_limits
+        return B2BExpressCheckoutRequest(
+            primary_short_code=validate_shortcode(till, field="till"),
+            receiver_short_code=self._org(receiver_shortcode, "receiver_shortcode"),
+            amount=validate_amount(amount, minimum=low, maximum=high),
+            payment_ref=validate_text(payment_ref, field="payment_ref", max_length=TEXT_MAX),
+            callback_url=self._url(callback_url, self.callback_url, "callback_url", "callback_url"),
+            partner_name=validate_text(partner_name, field="partner_name", max_length=TEXT_MAX),
+            request_ref_id=validate_text(
+                request_ref_id or str(uuid.uuid4()),
+                field="request_ref_id",
+                max_length=ORIGINATOR_CONVERSATION_ID_MAX,
+            ),
+        )
+
+    def _build_pull_register(
+        self, nominated_number: str | int, callback_url: str, shortcode: str | int | None
+    ) -> PullRegisterRequest:
+        return PullRegisterRequest(
+            short_code=self._org(shortcode),
+            nominated_number=normalize_msisdn(nominated_number, field="nominated_number"),
+            callback_url=validate_url(callback_url, field="callback_url"),
+        )
+
+    def _pull_time(self, value: Any, field: str) -> datetime:
+        if not isinstance(value, datetime):
+            raise ValidationError(
+                field, "must be a datetime (naive values are Nairobi time)", value
+            )
+        return value.replace(tzinfo=NAIROBI) if value.tzinfo is None else value.astimezone(NAIROBI)
+
+    def _pull_end(self, end: datetime | None) -> datetime:
+        """The end of a Pull window: ``end``, or now (Nairobi time)."""
+        if end is None:
+            return self.clock.now().astimezone(NAIROBI)
+        return self._pull_time(end, "end")
+
+    def _build_pull_query(
+        self, start: datetime, end: datetime | None, offset: int, shortcode: str | int | None
+    ) -> PullQueryRequest:
+        now = self.clock.now().astimezone(NAIROBI)
+        begin = self._pull_time(start, "start")
+        until = self._pull_end(end)
+        if until <= begin:
+            raise ValidationError("end", "must be after start", until.isoformat())
+        if begin < now - timedelta(hours=PULL_TRANSACTIONS_MAX_HOURS):
+            raise ValidationError(
+                "start",
+                f"must be within the last {PULL_TRANSACTIONS_MAX_HOURS} hours "
+                "(Pull Transactions reaches back no further)",
+                begin.isoformat(),
+            )
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise ValidationError("offset", "must be an int >= 0", offset)
+        return PullQueryRequest(
+            short_code=self._org(shortcode),
+            start_date=begin.strftime(PULL_DATE_FORMAT),
+            end_date=until.strftime(PULL_DATE_FORMAT),
+            offset_value=str(offset),
+        )
+
+    def _pull_query_operation(self) -> Operation[PullQueryRequest, PullQueryResponse]:
+        return PULL_QUERY_GET if self.options.pull_transactions_method == "GET" else PULL_QUERY
+
+    def _build_qr(
+        self,
+        merchant_name: str,
+        ref_no: str,
+        amount: Any,
+        trx_code: str,
+        cpi: str | int,
+        size: int,
+    ) -> QRCodeRequest:
+        if trx_code not in get_args(QRTransactionCode):
+            raise ValidationError(
+                "trx_code", f"must be one of {', '.join(get_args(QRTransactionCode))}", trx_code
+            )
+        # BG/WA/PB name a till, agent till or PayBill; SM/SB a phone number (REFERENCE §9).
+        if trx_code in ("SM", "SB"):
+            party = normalize_msisdn(cpi, field="cpi")
+        else:
+            party = validate_shortcode(cpi, field="cpi")
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= QR_SIZE_MAX:
+            raise ValidationError("size", f"must be an int of 1 to {QR_SIZE_MAX} pixels", size)
+        low, high = self.stk_amount_limits
+        return QRCodeRequest(
+            merchant_name=validate_text(merchant_name, field="merchant_name", max_length=TEXT_MAX),
+            ref_no=validate_text(ref_no, field="ref_no", max_length=TEXT_MAX),
+            amount=validate_amount(amount, minimum=low, maximum=high),
+            trx_code=trx_code,
+            cpi=party,
+            size=str(size),
+        )
+
+    def _build_ratiba(
+        self,
+        name: str,
+        phone: str | int,
+        amount: Any,
+        account_reference: str,
+        frequency: str | int,
+        start_date: date,
+        end_date: date,
+        description: str | None,
+        till: str | int | None,
+        callback_url: str | None,
+        shortcode: str | int | None,
+    ) -> StandingOrderRequest:
+        code = RATIBA_FREQUENCIES.get(str(frequency).lower(), str(frequency))
+        if isinstance(frequency, bool) or code not in RATIBA_FREQUENCIES.values():
+            raise ValidationError(
+                "frequency",
+                "must be 1-8 or one of " + ", ".join(RATIBA_FREQUENCIES),
+                frequency,
+            )
+        for field, value in (("start_date", start_date), ("end_date", end_date)):
+            if isinstance(value, datetime) or not isinstance(value, date):
+                raise ValidationError(field, "must be a date", value)
+        if end_date < start_date:
+            raise ValidationError("end_date", "must not be before start_date", end_date.isoformat())
+        till_number = till if till not in (None, "") else self.till
+        low, high = self.stk_amount_limits
+        if till_number:
+            business = validate_shortcode(till_number, field="till")
+            kind, receiver = self.options.ratiba_till_transaction_type, "2"
+        else:
+            business = self._org(shortcode)
+            kind, receiver = RATIBA_PAYBILL_TRANSACTION_TYPE, "4"
+        return StandingOrderRequest(
+            standing_order_name=validate_text(name, field="name", max_length=TEXT_MAX),
+            start_date=start_date.strftime("%Y%m%d"),
+            end_date=end_date.strftime("%Y%m%d"),
+            business_short_code=business,
+            transaction_type=kind,
+            receiver_party_identifier_type=receiver,
+            amount=str(validate_amount(amount, minimum=low, maximum=high)),
+            party_a=normalize_msisdn(phone),
+            callback_url=self._url(callback_url, self.callback_url, "callback_url", "callback_url"),
+            account_reference=validate_account_reference(account_reference),
+            transaction_desc=validate_transaction_desc(description or DEFAULT_DESCRIPTION),
+            frequency=code,
+        )
+
+    def _build_bill_opt_in(
+        self,
+        email: str,
+        official_contact: str | int,
+        callback_url: str,
+        send_reminders: bool,
+        logo: str | None,
+        shortcode: str | int | None,
+    ) -> BillManagerOptInRequest:
+        text = validate_text(email, field="email", max_length=TEXT_MAX)
+        if not _EMAIL.fullmatch(text):
+            raise ValidationError("email", "must be an e-mail address (name@domain)", text)
+        return BillManagerOptInRequest(
+            shortcode=self._org(shortcode),
+            email=text,
+            official_contact=normalize_msisdn(official_contact, field="official_contact"),
+            send_reminders=1 if send_reminders else 0,
+            logo=None if logo is None else validate_url(logo, field="logo"),
+            callback_url=validate_url(callback_url, field="callback_url"),
+        )
+
+    def _invoice(self, invoice: Invoice, where: str = "") -> InvoiceRequest:
+        if not isinstance(invoice, Invoice):
+            raise ValidationError(where.rstrip(".") or "invoice", "must be a pesa.daraja.Invoice")
+        low, high = self.stk_amount_limits
+        due = invoice.due_date
+        if isinstance(due, datetime) or not isinstance(due, date):
+            raise ValidationError(f"{where}due_date", "must be a date", due)
+        amount = validate_amount(invoice.amount, field=f"{where}amount", minimum=low, maximum=high)
+        items = None
+        if invoice.items is not None:
+            items = []
+            for n, line in enumerate(invoice.items):
+                if not isinstance(line, tuple) or len(line) != 2:
+                    raise ValidationError(f"{where}items.{n}", "must be a (name, amount) pair")
+                items.append(
+                    InvoiceItem(
+                        item_name=validate_text(
+                            line[0], field=f"{where}items.{n}.name", max_length=TEXT_MAX
+                        ),
+                        amount=validate_amount(
+                            line[1], field=f"{where}items.{n}.amount", minimum=0, maximum=high
+                        ),
+                    )
+                )
+        return InvoiceRequest(
+            external_reference=validate_text(
+                invoice.external_reference, field=f"{where}external_reference", max_length=TEXT_MAX
+            ),
+            billed_full_name=validate_text(
+                invoice.billed_full_name, field=f"{where}billed_full_name", max_length=TEXT_MAX
+            ),
+            billed_phone_number=normalize_msisdn(
+                invoice.billed_phone_number, field=f"{where}billed_phone_number"
+            ),
+            billed_period=validate_text(
+                invoice.billed_period, field=f"{where}billed_period", max_length=TEXT_MAX
+            ),
+            invoice_name=validate_text(
+                invoice.invoice_name, field=f"{where}invoice_name", max_length=TEXT_MAX
+            ),
+            due_date=due.isoformat(),
+            # The customer pays with it as a C2B BillRefNumber (at most 20 characters).
+            account_reference=validate_text(
+                invoice.account_reference,
+                field=f"{where}account_reference",
+                max_length=BILL_REF_MAX,
+            ),
+            amount=amount,
+            invoice_items=items,
+        )
+
+    def _build_invoice(self, invoice: Invoice) -> InvoiceRequest:
+        return self._invoice(invoice)
+
+    def _build_bulk_invoice(self, invoices: Sequence[Invoice]) -> BulkInvoiceRequest:
+        if isinstance(invoices, str | bytes) or not isinstance(invoices, Sequence):
+            raise ValidationError("invoices", "must be a list of pesa.daraja.Invoice")
+        if not 1 <= len(invoices) <= BILL_MANAGER_BULK_MAX:
+            raise ValidationError(
+                "invoices", f"must hold 1 to {BILL_MANAGER_BULK_MAX} invoices, got {len(invoices)}"
+            )
+        built = [self._invoice(inv, f"invoices.{n}.") for n, inv in enumerate(invoices)]
+        seen: set[str] = set()
+        for n, inv in enumerate(built):
+            if inv.external_reference in seen:
+                raise ValidationError(
+                    f"invoices.{n}.external_reference",
+                    "must be unique in the batch",
+                    inv.external_reference,
+                )
+            seen.add(inv.external_reference)
+        return BulkInvoiceRequest(invoices=built)
+
+    def _build_reconcile(
+        self, payment: BillPayment, external_reference: str, full_name: str, invoice_name: str
+    ) -> InvoiceReconciliationRequest:
+        if not isinstance(payment, BillPayment):
+            raise ValidationError("payment", "must be a parsed pesa.daraja.BillPayment")
+        paid = payment.paid_amount
+        if paid != paid.to_integral_value():
+            raise ValidationError("payment.paid_amount", "must be whole shillings", str(paid))
+        paid_at = payment.paid_at
+        return InvoiceReconciliationRequest(
+            payment_date=paid_at.date().isoformat() if paid_at else payment.date_created,
+            paid_amount=int(paid),
+            account_reference=payment.account_reference,
+            transaction_id=payment.transaction_id,
+            phone_number=payment.msisdn,
+            full_name=validate_text(full_name, field="full_name", max_length=TEXT_MAX),
+            invoice_name=validate_text(invoice_name, field="invoice_name", max_length=TEXT_MAX),
+            external_reference=validate_text(
+                external_reference, field="external_reference", max_length=TEXT_MAX
+            ),
+        )
+
+    def _build_cancel_invoice(self, external_reference: str) -> InvoiceCancelRequest:
+        return InvoiceCancelRequest(
+            external_reference=validate_text(
+                external_reference, field="external_reference", max_length=TEXT_MAX
+            )
+        )
+
+    def _build_cancel_invoices(
+        self, external_references: Sequence[str]
+    ) -> BulkInvoiceCancelRequest:
+        if isinstance(external_references, str | bytes) or not isinstance(
+            external_references, Sequence
+        ):
+            raise ValidationError("external_references", "must be a list of strings")
+        count = len(external_references)
+        if not 1 <= count <= BILL_MANAGER_BULK_MAX:
+            raise ValidationError(
+                "external_references",
+                f"must hold 1 to {BILL_MANAGER_BULK_MAX} references, got {count}",
+            )
+        return BulkInvoiceCancelRequest(
+            invoices=[
+                InvoiceCancelRequest(
+                    external_reference=validate_text(
+                        ref, field=f"external_references.{n}", max_length=TEXT_MAX
+                    )
+                )
+                for n, ref in enumerate(external_references)
+            ]
         )
 
     # -- answers ------------------------------------------------------------------------

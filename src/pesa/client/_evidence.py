@@ -15,12 +15,13 @@ __all__ = ["describe_request"]
 _SECRET_HEADERS: Final = frozenset({"authorization", "proxy-authorization", "cookie"})
 
 
-def describe_request(request: httpx.Request, body: dict[str, Any] | None = None) -> RedactedRequest:
+def describe_request(request: httpx.Request, body: Any = None) -> RedactedRequest:
     """``request`` as a :class:`RedactedRequest`: safe to keep on an error and to log.
 
     Args:
         request: the request that was (or was about to be) sent.
-        body: its JSON body if already at hand (else read from the request).
+        body: its JSON body if already at hand (else read from the request): an object,
+            or an array of objects (Bill Manager's bulk calls).
     """
     if body is None:
         body = {}
@@ -33,12 +34,17 @@ def describe_request(request: httpx.Request, body: dict[str, Any] | None = None)
                 data = json.loads(content)
             except ValueError:
                 data = None
-            if isinstance(data, dict):
+            if isinstance(data, dict | list):
                 body = data
     headers = {
         name: ("[redacted]" if name.lower() in _SECRET_HEADERS else value)
         for name, value in request.headers.items()
     }
+    redacted: Any
+    if isinstance(body, list):
+        redacted = [redact_secrets(item) if isinstance(item, dict) else item for item in body]
+    else:
+        redacted = redact_secrets(body if isinstance(body, dict) else {})
     return RedactedRequest(
-        method=request.method, url=str(request.url), headers=headers, body=redact_secrets(body)
+        method=request.method, url=str(request.url), headers=headers, body=redacted
     )

@@ -18,10 +18,13 @@ from typing import TYPE_CHECKING, Any, Final, Self, TypedDict, Unpack, get_args
 
 from pesa._constants import (
     BASE_URLS,
+    DEFAULT_B2B_MAX_AMOUNT,
+    DEFAULT_B2B_MIN_AMOUNT,
     DEFAULT_B2C_MAX_AMOUNT,
     DEFAULT_B2C_MIN_AMOUNT,
     DEFAULT_ENVIRONMENT,
     DEFAULT_MAX_RETRIES,
+    DEFAULT_RATIBA_TILL_TRANSACTION_TYPE,
     DEFAULT_STK_MAX_AMOUNT,
     DEFAULT_STK_MIN_AMOUNT,
     DEFAULT_TIMEOUT,
@@ -69,6 +72,9 @@ class DarajaOptionFields(TypedDict, total=False):
     verify: bool | str | Path | ssl.SSLContext
     stk_amount_limits: tuple[int, int]
     b2c_amount_limits: tuple[int, int]
+    b2b_amount_limits: tuple[int, int]
+    pull_transactions_method: str
+    ratiba_till_transaction_type: str
 
 
 def _text(value: str | int | None) -> str | None:
@@ -109,7 +115,14 @@ class DarajaOptions:
         verify: TLS verification: ``True``, ``False`` or a CA bundle path (the emulator's
             ``--tls`` certificate, ``PESA_CA_BUNDLE``).
         stk_amount_limits: ``(minimum, maximum)`` whole shillings of STK, C2B, reversal.
-        b2c_amount_limits: ``(minimum, maximum)`` whole shillings of B2C.
+        b2c_amount_limits: ``(minimum, maximum)`` whole shillings of B2C and Business to
+            Pochi.
+        b2b_amount_limits: ``(minimum, maximum)`` whole shillings of B2B, tax remittance and
+            B2B Express Checkout (not in the reference [U]: the general 250,000 cap).
+        pull_transactions_method: ``"POST"`` (default: the docs' sample and every SDK) or
+            ``"GET"`` (the docs' table) for the Pull Transactions query [U].
+        ratiba_till_transaction_type: the Ratiba ``TransactionType`` of a till: the docs'
+            ``"Standing Order Customer Pay Marchant"`` (default) or an SDK's "Merchant" [U].
     """
 
     environment: Environment | str = DEFAULT_ENVIRONMENT
@@ -135,6 +148,9 @@ class DarajaOptions:
     verify: bool | str | Path | ssl.SSLContext = True
     stk_amount_limits: tuple[int, int] = (DEFAULT_STK_MIN_AMOUNT, DEFAULT_STK_MAX_AMOUNT)
     b2c_amount_limits: tuple[int, int] = (DEFAULT_B2C_MIN_AMOUNT, DEFAULT_B2C_MAX_AMOUNT)
+    b2b_amount_limits: tuple[int, int] = (DEFAULT_B2B_MIN_AMOUNT, DEFAULT_B2B_MAX_AMOUNT)
+    pull_transactions_method: str = "POST"
+    ratiba_till_transaction_type: str = DEFAULT_RATIBA_TILL_TRANSACTION_TYPE
 
     def __post_init__(self) -> None:
         if self.environment not in _ENVIRONMENTS:
@@ -152,7 +168,14 @@ class DarajaOptions:
             raise ConfigurationError(f"PESA_MAX_RETRIES must be >= 0 (got {retries!r})")
         if self.rate_limit is not None and not self.rate_limit > 0:
             raise ConfigurationError(f"PESA_RATE_LIMIT must be > 0 (got {self.rate_limit!r})")
-        for name in ("stk_amount_limits", "b2c_amount_limits"):
+        if self.pull_transactions_method not in ("POST", "GET"):
+            raise ConfigurationError(
+                "pull_transactions_method must be 'POST' or 'GET' "
+                f"(got {self.pull_transactions_method!r})"
+            )
+        if not self.ratiba_till_transaction_type.strip():
+            raise ConfigurationError("ratiba_till_transaction_type must not be empty")
+        for name in ("stk_amount_limits", "b2c_amount_limits", "b2b_amount_limits"):
             low, high = getattr(self, name)
             if not 0 < low <= high:
                 raise ConfigurationError(f"{name} must be (minimum, maximum) with 0 < min <= max")
@@ -207,6 +230,7 @@ class DarajaOptions:
             "timeout": settings.timeout,
             "max_retries": settings.max_retries,
             "rate_limit": settings.rate_limit,
+            "pull_transactions_method": settings.pull_transactions_method,
             "token_store": (
                 FileTokenStore(settings.token_cache_path) if settings.token_cache_path else None
             ),

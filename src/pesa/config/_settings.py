@@ -172,6 +172,25 @@ class Settings(BaseSettings):
         "auto (when the account has an initiator, else counted and flagged unverified), "
         "always (every C2B account needs an initiator) or never (trusted as received)",
     )
+    c2b_pull_interval: float = Field(
+        0.0,
+        ge=0,
+        description="seconds between Pull Transactions rounds recovering C2B payments whose "
+        "confirmation never came (0: off; each account's shortcode must be registered for "
+        "Pull Transactions)",
+    )
+    c2b_pull_window: float = Field(
+        6 * 3600.0,
+        gt=0,
+        le=48 * 3600.0,
+        description="how far back each Pull Transactions round reads, seconds (at most 48 "
+        "hours, as far as Daraja keeps them)",
+    )
+    pull_transactions_method: Literal["POST", "GET"] = Field(
+        "POST",
+        description="HTTP method of the Pull Transactions query: POST (the docs' sample, every "
+        "SDK) or GET (the docs' table); unverified",
+    )
     c2b_validation: Literal["off", "handler", "http", "expected"] = Field(
         "off",
         description="who answers C2B validation requests: off (accept all), handler (a "

@@ -1,8 +1,11 @@
 """The result-code catalogue: meaning, finality and a customer message for each Daraja code.
 
-Four kinds (REFERENCE §7.3, §10): ``stk`` (STK callback / query ``ResultCode``), ``c2b``
-(validation replies), ``initiator`` (``{"Result": ...}`` of B2C, status, balance, reversal)
-and ``gateway`` (synchronous ``errorCode`` of an error response). Switch on codes, never on
+Kinds (REFERENCE §7.3, §8.8, §8.9, §9, §10): ``stk`` (STK callback / query ``ResultCode``),
+``c2b`` (validation replies), ``initiator`` (``{"Result": ...}`` of B2C, Pochi, B2B, tax,
+status, balance, reversal), ``gateway`` (synchronous ``errorCode`` of an error response),
+``b2b_express`` (B2B Express Checkout callbacks' ``resultCode``), ``ratiba`` (M-Pesa Ratiba
+callbacks' ``responseCode``), ``bill_manager`` (Bill Manager's ``rescode``) and ``pull``
+(Pull Transactions' ``ResponseStatus`` / ``ResponseCode``). Switch on codes, never on
 ``ResultDesc`` text, whose wording varies.
 """
 
@@ -13,7 +16,9 @@ from typing import Final, Literal
 
 __all__ = ["CodeKind", "ResultCode", "lookup_code"]
 
-CodeKind = Literal["stk", "c2b", "initiator", "gateway"]
+CodeKind = Literal[
+    "stk", "c2b", "initiator", "gateway", "b2b_express", "ratiba", "bill_manager", "pull"
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -278,11 +283,72 @@ _GATEWAY: Final[dict[str, _Row]] = {
     "00.002.1001": ("service under maintenance", False, False, _RETRY_LATER, "retry later"),
 }
 
+# B2B Express Checkout (USSD push to a till): the till operator's answer (REFERENCE §8.8).
+_B2B_EXPRESS: Final[dict[str, _Row]] = {
+    "0": ("paid: the till operator approved the payment", True, True, "Payment received.", "none"),
+    "4001": (
+        "cancelled by the till operator",
+        True,
+        False,
+        "The payment was cancelled on the till.",
+        "the merchant may retry",
+    ),
+}
+
+# M-Pesa Ratiba callbacks reuse STK-like customer codes (REFERENCE §9, §10.3); 3001 is
+# mentioned by the docs without a meaning (REFERENCE §14.7), so it is never called final.
+_RATIBA: Final[dict[str, _Row]] = {
+    **{code: _STK[code] for code in ("0", "1", "17", "1001", "1019", "1032", "1037", "2001")},
+    "0": (
+        "standing order accepted by the customer",
+        True,
+        True,
+        "Your standing order is set up.",
+        "none",
+    ),
+    "3001": (
+        "mentioned by the Ratiba docs without a documented meaning [U]",
+        False,
+        False,
+        "We are confirming your standing order. Please wait.",
+        "verify",
+    ),
+}
+
+# Bill Manager answers ``rescode`` (REFERENCE §9): "200" success, "409" the invoice is paid.
+_BILL_MANAGER: Final[dict[str, _Row]] = {
+    "200": ("success", True, True, "Done.", "none"),
+    "409": (
+        "conflict: the invoice is already paid (it cannot be cancelled)",
+        True,
+        False,
+        _CONTACT,
+        "reconcile the payment instead of cancelling",
+    ),
+}
+
+# Pull Transactions (REFERENCE §8.9): register answers ResponseStatus 1000 (registered) or
+# 1001 (already registered); query answers ResponseCode 1000 (records) or 1001 (none).
+_PULL: Final[dict[str, _Row]] = {
+    "1000": ("success: registered, or records found", True, True, "Done.", "none"),
+    "1001": (
+        "register: already registered; query: no records found (or no organisation name)",
+        True,
+        True,
+        "Done.",
+        "none",
+    ),
+}
+
 _TABLES: Final[dict[str, dict[str, _Row]]] = {
     "stk": _STK,
     "c2b": _C2B,
     "initiator": _INITIATOR,
     "gateway": _GATEWAY,
+    "b2b_express": _B2B_EXPRESS,
+    "ratiba": _RATIBA,
+    "bill_manager": _BILL_MANAGER,
+    "pull": _PULL,
 }
 
 

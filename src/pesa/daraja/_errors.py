@@ -58,6 +58,14 @@ def _json(content: bytes) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
+def _first(data: Mapping[str, Any], *keys: str) -> Any:
+    for key in keys:
+        value = data.get(key)
+        if value not in (None, ""):
+            return value
+    return None
+
+
 def _snippet(text: str) -> str:
     flat = " ".join(_TAGS.sub(" ", text).split())
     return flat[:_MAX_SNIPPET] + ("..." if len(flat) > _MAX_SNIPPET else "")
@@ -81,15 +89,17 @@ def error_from_response(
     """
     text = content.decode("utf-8", errors="replace")
     data = _json(content) or {}
-    code = data.get("errorCode", data.get("ResponseCode"))
+    # Daraja's envelope, else Ratiba's {"requestRefId", "responseMessage", "responseCode"}
+    # and Bill Manager's {"rescode", "resmsg"} (REFERENCE §4, §9).
+    code = _first(data, "errorCode", "ResponseCode", "responseCode", "rescode")
     error_code = str(code).strip() if code not in (None, "") else None
-    message = data.get("errorMessage", data.get("ResponseDescription"))
+    message = _first(data, "errorMessage", "ResponseDescription", "responseMessage", "resmsg")
     if not isinstance(message, str) or not message.strip():
         if text.strip():
             message = f"HTTP {status_code} with a non-JSON body: {_snippet(text)}"
         else:
             message = f"HTTP {status_code} with an empty body"
-    request_id = data.get("requestId")
+    request_id = _first(data, "requestId", "requestRefId")
     request_id = str(request_id) if request_id not in (None, "") else None
 
     cls: type[DarajaError]

@@ -33,10 +33,45 @@ from pesa.daraja._models import (
     TransactionStatusRequest,
     is_success_code,
 )
+from pesa.daraja._products import (
+    B2BExpressCheckoutRequest,
+    B2BExpressCheckoutResponse,
+    B2BPaymentRequest,
+    B2PochiPaymentRequest,
+    BillManagerOptInRequest,
+    BillManagerOptInResponse,
+    BillManagerResponse,
+    BulkInvoiceCancelRequest,
+    BulkInvoiceRequest,
+    InvoiceCancelRequest,
+    InvoiceReconciliationRequest,
+    InvoiceRequest,
+    PullQueryRequest,
+    PullQueryResponse,
+    PullRegisterRequest,
+    PullRegisterResponse,
+    QRCodeRequest,
+    QRCodeResponse,
+    StandingOrderRequest,
+    StandingOrderResponse,
+    TaxRemittanceRequest,
+)
 
 __all__ = [
     "ACCOUNT_BALANCE",
+    "B2B_BUY_GOODS",
+    "B2B_EXPRESS_CHECKOUT",
+    "B2B_PAY_BILL",
     "B2C_PAYMENT",
+    "B2C_TOP_UP",
+    "B2POCHI_PAYMENT",
+    "BILL_MANAGER_BULK_INVOICE",
+    "BILL_MANAGER_CANCEL_BULK",
+    "BILL_MANAGER_CANCEL_INVOICE",
+    "BILL_MANAGER_CHANGE_OPT_IN",
+    "BILL_MANAGER_INVOICE",
+    "BILL_MANAGER_OPT_IN",
+    "BILL_MANAGER_RECONCILE",
     "C2B_REGISTER_URL",
     "C2B_REGISTER_URL_V2",
     "C2B_SIMULATE",
@@ -44,9 +79,15 @@ __all__ = [
     "OAUTH",
     "OAUTH_PATH",
     "OPERATIONS",
+    "PULL_QUERY",
+    "PULL_QUERY_GET",
+    "PULL_REGISTER",
+    "QR_CODE",
+    "RATIBA_CREATE",
     "REVERSAL",
     "STK_PUSH",
     "STK_QUERY",
+    "TAX_REMITTANCE",
     "TRANSACTION_STATUS",
     "Operation",
 ]
@@ -72,6 +113,11 @@ class Operation(Generic[RequestT, ResponseT]):
         on_error: turns an error answer that is really a status into a response (the STK
             query's "still being processed" is ``pending=True``, not a failure); returns
             ``None`` for a real error.
+        success_codes: answer codes meaning success besides the all-zero ones (``"0"``,
+            ``"00"``, ``"00000000"``): Ratiba's and Bill Manager's ``"200"``, Pull
+            Transactions' ``"1000"`` and ``"1001"``.
+        complete: adds what the request knew to the response (B2B Express Checkout's
+            answer carries no id: the ``RequestRefID`` sent is put on it).
     """
 
     name: str
@@ -81,6 +127,8 @@ class Operation(Generic[RequestT, ResponseT]):
     moves_money: bool
     method: Literal["GET", "POST"] = "POST"
     on_error: Callable[[RequestT, DarajaError], ResponseT | None] | None = None
+    success_codes: frozenset[str] = frozenset()
+    complete: Callable[[RequestT, ResponseT], ResponseT] | None = None
 
     def interpret(
         self,
@@ -116,13 +164,14 @@ class Operation(Generic[RequestT, ResponseT]):
                 headers=headers,
             )
         try:
-            return self.decode(status_code, data, text)
+            response = self.decode(status_code, data, text)
         except DarajaError as err:
             err.headers = dict(headers or {})
             return err
+        return response if self.complete is None else self.complete(request, response)
 
-    def encode(self, request: RequestT) -> dict[str, Any]:
-        """The JSON body to send."""
+    def encode(self, request: RequestT) -> Any:
+        """The JSON body to send (an object; an array for Bill Manager's bulk calls)."""
         return request.to_wire()
 
     def decode(self, status_code: int, data: Any, text: str) -> ResponseT:
@@ -148,7 +197,7 @@ class Operation(Generic[RequestT, ResponseT]):
                 text,
             ) from err
         code = getattr(response, "response_code", "0")
-        if code is not None and not is_success_code(code):
+        if code is not None and not (is_success_code(code) or str(code) in self.success_codes):
             raise BadRequestError(
                 status_code,
                 str(code),
@@ -225,6 +274,144 @@ REVERSAL: Final = Operation(
     "reversal", "/mpesa/reversal/v1/request", ReversalRequest, InitiatorResponse, True
 )
 
+B2POCHI_PAYMENT: Final = Operation(
+    "b2pochi_payment",
+    "/mpesa/b2pochi/v1/paymentrequest",
+    B2PochiPaymentRequest,
+    InitiatorResponse,
+    True,
+)
+# The B2B family shares one path; the CommandID tells them apart (REFERENCE §8.3).
+B2B_PAY_BILL: Final = Operation(
+    "b2b_pay_bill", "/mpesa/b2b/v1/paymentrequest", B2BPaymentRequest, InitiatorResponse, True
+)
+B2B_BUY_GOODS: Final = Operation(
+    "b2b_buy_goods", "/mpesa/b2b/v1/paymentrequest", B2BPaymentRequest, InitiatorResponse, True
+)
+B2C_TOP_UP: Final = Operation(
+    "b2c_top_up", "/mpesa/b2b/v1/paymentrequest", B2BPaymentRequest, InitiatorResponse, True
+)
+TAX_REMITTANCE: Final = Operation(
+    "remit_tax", "/mpesa/b2b/v1/remittax", TaxRemittanceRequest, InitiatorResponse, True
+)
+
+
+def _with_request_ref(
+    request: B2BExpressCheckoutRequest, response: B2BExpressCheckoutResponse
+) -> B2BExpressCheckoutResponse:
+    # Daraja's answer has no id; the callback's requestId is the RequestRefID we sent.
+    return response.model_copy(update={"request_ref_id": request.request_ref_id})
+
+
+# A USSD prompt the till's operator may approve: re-sending could charge the till twice.
+B2B_EXPRESS_CHECKOUT: Final = Operation(
+    "b2b_express_checkout",
+    "/v1/ussdpush/get-msisdn",
+    B2BExpressCheckoutRequest,
+    B2BExpressCheckoutResponse,
+    True,
+    complete=_with_request_ref,
+)
+PULL_REGISTER: Final = Operation(
+    "pull_register",
+    "/pulltransactions/v1/register",
+    PullRegisterRequest,
+    PullRegisterResponse,
+    False,
+    success_codes=frozenset({"1000", "1001"}),
+)
+# The docs' table says GET, their sample and every SDK POST (REFERENCE §14.14): both are
+# declared; DarajaOptions.pull_transactions_method chooses.
+PULL_QUERY: Final = Operation(
+    "pull_query",
+    "/pulltransactions/v1/query",
+    PullQueryRequest,
+    PullQueryResponse,
+    False,
+    success_codes=frozenset({"1000", "1001"}),
+)
+PULL_QUERY_GET: Final = Operation(
+    "pull_query",
+    "/pulltransactions/v1/query",
+    PullQueryRequest,
+    PullQueryResponse,
+    False,
+    "GET",
+    success_codes=frozenset({"1000", "1001"}),
+)
+QR_CODE: Final = Operation(
+    "qr_code", "/mpesa/qrcode/v1/generate", QRCodeRequest, QRCodeResponse, False
+)
+# A standing order debits the customer on a schedule: never re-sent once it may have left.
+RATIBA_CREATE: Final = Operation(
+    "ratiba_create",
+    "/standingorder/v1/createStandingOrderExternal",
+    StandingOrderRequest,
+    StandingOrderResponse,
+    True,
+    success_codes=frozenset({"200"}),
+)
+_BILL = "/v1/billmanager-invoice"
+_OK_200: Final = frozenset({"200"})
+BILL_MANAGER_OPT_IN: Final = Operation(
+    "bill_manager_opt_in",
+    f"{_BILL}/optin",
+    BillManagerOptInRequest,
+    BillManagerOptInResponse,
+    False,
+    success_codes=_OK_200,
+)
+BILL_MANAGER_CHANGE_OPT_IN: Final = Operation(
+    "bill_manager_change_opt_in",
+    f"{_BILL}/change-optin-details",
+    BillManagerOptInRequest,
+    BillManagerResponse,
+    False,
+    success_codes=_OK_200,
+)
+# Invoices are requests for money, not money: sending one twice is a duplicate invoice,
+# which the externalReference identifies; still, they are never re-sent blindly.
+BILL_MANAGER_INVOICE: Final = Operation(
+    "bill_manager_invoice",
+    f"{_BILL}/single-invoicing",
+    InvoiceRequest,
+    BillManagerResponse,
+    True,
+    success_codes=_OK_200,
+)
+BILL_MANAGER_BULK_INVOICE: Final = Operation(
+    "bill_manager_bulk_invoice",
+    f"{_BILL}/bulk-invoicing",
+    BulkInvoiceRequest,
+    BillManagerResponse,
+    True,
+    success_codes=_OK_200,
+)
+BILL_MANAGER_RECONCILE: Final = Operation(
+    "bill_manager_reconcile",
+    f"{_BILL}/reconciliation",
+    InvoiceReconciliationRequest,
+    BillManagerResponse,
+    False,
+    success_codes=_OK_200,
+)
+BILL_MANAGER_CANCEL_INVOICE: Final = Operation(
+    "bill_manager_cancel_invoice",
+    f"{_BILL}/cancel-single-invoice",
+    InvoiceCancelRequest,
+    BillManagerResponse,
+    False,
+    success_codes=_OK_200,
+)
+BILL_MANAGER_CANCEL_BULK: Final = Operation(
+    "bill_manager_cancel_invoices",
+    f"{_BILL}/cancel-bulk-invoices",
+    BulkInvoiceCancelRequest,
+    BillManagerResponse,
+    False,
+    success_codes=_OK_200,
+)
+
 OPERATIONS: Final[tuple[Operation[Any, Any], ...]] = (
     STK_PUSH,
     STK_QUERY,
@@ -236,5 +423,23 @@ OPERATIONS: Final[tuple[Operation[Any, Any], ...]] = (
     TRANSACTION_STATUS,
     ACCOUNT_BALANCE,
     REVERSAL,
+    B2POCHI_PAYMENT,
+    B2B_PAY_BILL,
+    B2B_BUY_GOODS,
+    B2C_TOP_UP,
+    TAX_REMITTANCE,
+    B2B_EXPRESS_CHECKOUT,
+    PULL_REGISTER,
+    PULL_QUERY,
+    PULL_QUERY_GET,
+    QR_CODE,
+    RATIBA_CREATE,
+    BILL_MANAGER_OPT_IN,
+    BILL_MANAGER_CHANGE_OPT_IN,
+    BILL_MANAGER_INVOICE,
+    BILL_MANAGER_BULK_INVOICE,
+    BILL_MANAGER_RECONCILE,
+    BILL_MANAGER_CANCEL_INVOICE,
+    BILL_MANAGER_CANCEL_BULK,
 )
 """Every operation the clients execute (OAuth aside), for emulators and docs."""

@@ -18,6 +18,7 @@ from pesa._logging import mask_phone
 
 __all__ = [
     "ACCOUNT_REFERENCE_MAX",
+    "B2B_ACCOUNT_REFERENCE_MAX",
     "BILL_REF_MAX",
     "C2B_URL_FORBIDDEN_WORDS",
     "OCCASION_MAX",
@@ -42,6 +43,7 @@ __all__ = [
 # Field lengths of REFERENCE §11 ("Field length summary").
 ACCOUNT_REFERENCE_MAX: Final = 12
 TRANSACTION_DESC_MAX: Final = 13
+B2B_ACCOUNT_REFERENCE_MAX: Final = 13
 REMARKS_MIN: Final = 2
 REMARKS_MAX: Final = 100
 OCCASION_MAX: Final = 100

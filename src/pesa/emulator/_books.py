@@ -29,6 +29,9 @@ class Transaction:
     originator_conversation_id: str = ""
     conversation_id: str = ""
     reversed_amount: int = 0
+    reference: str = ""  # the account number paid (C2B BillRefNumber, B2B AccountReference)
+    party_name: str = ""  # the paying customer's registered names (C2B)
+    transaction_type: str = ""  # as Pull Transactions reports it ("Pay Bill", "Buy Goods")
 
     @property
     def reversed(self) -> bool:
@@ -37,8 +40,8 @@ class Transaction:
 
     @property
     def incoming(self) -> bool:
-        """Money paid into the shortcode by a customer (C2B, M-Pesa Express)."""
-        return self.kind in ("stk", "c2b")
+        """Money paid into the shortcode by a customer (C2B, M-Pesa Express, Ratiba)."""
+        return self.kind in ("stk", "c2b", "ratiba")
 
 
 class Books:
@@ -81,6 +84,17 @@ class Books:
         self.transactions[txn.receipt] = txn
         if txn.originator_conversation_id:
             self._by_originator[txn.originator_conversation_id] = txn.receipt
+
+    def between(
+        self, shortcode: str, kinds: tuple[str, ...], start: datetime, end: datetime
+    ) -> list[Transaction]:
+        """The transactions of ``shortcode`` of these kinds completed in ``[start, end)``,
+        oldest first (what Pull Transactions reads)."""
+        return [
+            txn
+            for txn in self.transactions.values()
+            if txn.shortcode == shortcode and txn.kind in kinds and start <= txn.completed_at < end
+        ]
 
     def find(self, receipt: str) -> Transaction | None:
         return self.transactions.get(receipt)

@@ -303,8 +303,20 @@ class CustomerToBusiness(Product):
         accounts = core.books.accounts(shortcode)
         accounts["Utility Account"] += amount
         payload["OrgAccountBalance"] = f"{accounts['Utility Account']:.2f}"
-        core.books.record(Transaction(receipt, "c2b", amount, shortcode, phone, now))
+        txn = Transaction(
+            receipt,
+            "c2b",
+            amount,
+            shortcode,
+            phone,
+            now,
+            reference=payment.account_reference,
+            party_name=" ".join(n for n in (first, middle, last) if n),
+            transaction_type=payload["TransactionType"],
+        )
+        core.books.record(txn)
         payment.status = "completed"
+        core.c2b_completed(txn)
         if registration is None:
             _log.info("C2B %s on %s: no URLs registered, nobody notified", receipt, shortcode)
             return

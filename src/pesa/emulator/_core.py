@@ -14,7 +14,7 @@ from typing import Any
 from pesa._logging import get_logger
 from pesa.emulator import _daraja as daraja
 from pesa.emulator import _validate as v
-from pesa.emulator._books import Books
+from pesa.emulator._books import Books, Transaction
 from pesa.emulator._delivery import CallbackDelivery
 from pesa.emulator._models import EmulatorConfig
 from pesa.emulator._rules import Outcome, RuleBook
@@ -59,6 +59,13 @@ class Core:
         self.books = Books(config)
         self.max_kept = config.max_records * 10
         self._tasks: set[asyncio.Task[None]] = set()
+        # Products told of every completed C2B payment (Bill Manager matches invoices).
+        self.c2b_listeners: list[Callable[[Transaction], None]] = []
+
+    def c2b_completed(self, txn: Transaction) -> None:
+        """A customer's C2B payment completed (the money is in the books): tell listeners."""
+        for listener in self.c2b_listeners:
+            listener(txn)
 
     def now(self) -> datetime:
         """The current Nairobi time (Daraja's clock; tests may freeze it)."""

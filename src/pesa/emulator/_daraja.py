@@ -169,3 +169,41 @@ class IdFactory:
     def token(self) -> str:
         """An opaque access token like ``c9SQxWWhmdVRlyh0zh8gZDTkubVF`` (28 characters)."""
         return "".join(self._rng.choice(string.ascii_letters + string.digits) for _ in range(28))
+
+
+# -- The business products, REFERENCE 8.2-8.9 and 9 ---------------------------------------
+
+B2B_COMMANDS: Final = (
+    "BusinessPayBill",
+    "BusinessBuyGoods",
+    "BusinessPayToBulk",
+    "BusinessTransferFromMMFToUtility",
+)
+TAX_COMMAND: Final = "PayTaxToKRA"
+POCHI_COMMAND: Final = "BusinessPayToPochi"
+TAX_RECEIVER_NAME: Final = "Tax Collecting Company"
+
+EXPRESS_CHECKOUT_ACCEPTED: Final = "USSD Initiated Successfully"
+EXPRESS_CHECKOUT_CANCELLED: Final = "User cancelled transaction"
+
+PULL_REGISTERED: Final = "1000"
+PULL_ALREADY_REGISTERED: Final = "1001"
+PULL_FOUND: Final = "1000"
+PULL_NONE_FOUND: Final = "1001"
+PULL_NONE_FOUND_MESSAGE: Final = "No records found or Organization Name not available"
+PULL_INVALID_SHORTCODE: Final[ErrorSpec] = (400, "400.001", "Invalid ShortCode")
+
+QR_SUCCESS_CODE: Final = "00"
+QR_SUCCESS: Final = "The service request is processed successfully."
+
+RATIBA_ACCEPTED_CODE: Final = "200"
+RATIBA_ACCEPTED: Final = "Standing Order Request accepted"
+RATIBA_PAYBILL: Final = "Standing Order Customer Pay Bill"
+RATIBA_WRONG_SHORTCODE: Final = (
+    "Value in field 'BusinessShortCode' can only be what was issued for this application"
+)
+
+BILL_MANAGER_OK: Final = "200"
+BILL_MANAGER_SUCCESS: Final = "Success"
+BILL_MANAGER_PAID: Final = "409"
+BILL_MANAGER_BULK_MAX: Final = 1000

@@ -5,7 +5,8 @@ mount prefix and has no lifespan of its own); ``async with emulator:`` owns the 
 client and the background tasks that play the customer and deliver callbacks.
 
 Each Daraja product lives in its own module (``_stk``, ``_c2b``, ``_b2c``, ``_status``,
-``_balance``, ``_reversal``) and is registered once in :data:`PRODUCTS`.
+``_balance``, ``_reversal``, ``_pochi``, ``_b2b``, ``_express``, ``_pull``, ``_qr``,
+``_ratiba``, ``_bill_manager``) and is registered once in :data:`PRODUCTS`.
 """
 
 from __future__ import annotations
@@ -25,11 +26,14 @@ from starlette.types import ASGIApp
 
 from pesa._constants import NAIROBI_TZ
 from pesa._exceptions import ValidationError
+from pesa.emulator._b2b import BusinessToBusiness
 from pesa.emulator._b2c import BusinessToCustomer
 from pesa.emulator._balance import AccountBalance
+from pesa.emulator._bill_manager import BillManager
 from pesa.emulator._c2b import CustomerToBusiness
 from pesa.emulator._core import Core
 from pesa.emulator._crypto import CredentialKeys, credential_keys
+from pesa.emulator._express import B2BExpressCheckout
 from pesa.emulator._faults import FaultBook, RateLimiter
 from pesa.emulator._models import (
     C2BPay,
@@ -42,7 +46,11 @@ from pesa.emulator._models import (
 )
 from pesa.emulator._oauth import OAUTH_PATH, OAuth
 from pesa.emulator._pipeline import Pipeline
+from pesa.emulator._pochi import BusinessToPochi
 from pesa.emulator._product import Product
+from pesa.emulator._pull import PullTransactions
+from pesa.emulator._qr import DynamicQR
+from pesa.emulator._ratiba import Ratiba
 from pesa.emulator._reversal import Reversal
 from pesa.emulator._rules import Scenario
 from pesa.emulator._status import TransactionStatus
@@ -74,6 +82,13 @@ PRODUCTS: tuple[type[Product], ...] = (
     TransactionStatus,
     AccountBalance,
     Reversal,
+    BusinessToPochi,
+    BusinessToBusiness,
+    B2BExpressCheckout,
+    PullTransactions,
+    DynamicQR,
+    Ratiba,
+    BillManager,
 )
 
 

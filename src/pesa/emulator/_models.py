@@ -140,6 +140,43 @@ class EmulatorConfig(BaseModel):
         False,
         description="B2C receipts can be reversed by the API (REFERENCE 8.1: no, portal only)",
     )
+    b2b_min_amount: int = Field(
+        1, ge=1, description="smallest B2B, tax or Express Checkout amount (undocumented [U])"
+    )
+    b2b_max_amount: int = Field(
+        250_000, ge=1, description="largest B2B, tax or Express Checkout amount (undocumented [U])"
+    )
+    kra_shortcode: str = Field(
+        "572572", description="the only PartyB tax remittance accepts (KRA, REFERENCE 8.4)"
+    )
+    pull_page_size: int = Field(
+        100,
+        ge=1,
+        description="transactions per Pull Transactions page (undocumented [U]); OffSetValue pages",
+    )
+    qr_max_size: int = Field(
+        1000, ge=1, description="largest Dynamic QR Size in pixels (undocumented [U])"
+    )
+    ratiba_till_transaction_types: tuple[str, ...] = Field(
+        ("Standing Order Customer Pay Marchant", "Standing Order Customer Pay Merchant"),
+        description=(
+            "Ratiba till TransactionType spellings accepted (the docs say 'Marchant', an SDK "
+            "'Merchant', REFERENCE 14.13 [U])"
+        ),
+    )
+    ratiba_callback_keys: Literal["pascal", "camel"] = Field(
+        "pascal",
+        description=(
+            "casing of Ratiba callback keys: ResponseHeader/Name (pascal) or responseHeader/name "
+            "(camel); Daraja's examples disagree"
+        ),
+    )
+    bill_manager_retries: int = Field(
+        5, ge=0, description="re-sends of an unacknowledged Bill Manager payment (REFERENCE 11)"
+    )
+    bill_manager_retry_delay: float = Field(
+        1.0, ge=0, description="seconds between Bill Manager payment re-sends (undocumented [U])"
+    )
     latency_ms: float = Field(0.0, ge=0, description="delay added to every Daraja response")
     rate_limit: float | None = Field(
         None, gt=0, description="requests per second per app before spike arrest"

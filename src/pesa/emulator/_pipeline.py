@@ -162,6 +162,7 @@ class Pipeline:
     def endpoint(self, route: DarajaRoute) -> Endpoint:
         """The ASGI endpoint serving one product route behind the gateway checks."""
         path, handler, token_error = route.path, route.handler, route.token_error
+        expected = list if route.array else dict
         faults, rate, oauth = self._faults, self._rate, self._oauth
 
         async def endpoint(request: Request) -> Response:
@@ -192,7 +193,7 @@ class Pipeline:
                     body = raw.decode("utf-8", "replace")
                     # Form-encoded bodies famously read as a missing BusinessShortCode.
                     raise Refusal(daraja.bad_request("BusinessShortCode")) from None
-                if not isinstance(body, dict):
+                if not isinstance(body, expected):
                     raise Refusal(daraja.INVALID_PAYLOAD)
                 status, payload = handler(body, app)
             except Refusal as refusal:

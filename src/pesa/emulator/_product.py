@@ -22,9 +22,10 @@ from pesa.emulator._core import Core
 
 __all__ = ["ControlRoute", "DarajaRoute", "Handler", "Product"]
 
-# A Daraja request handler: the decoded JSON object and the caller's app (consumer key) in,
-# (HTTP status, JSON payload) out; it raises Refusal for Daraja's error envelope.
-Handler = Callable[[dict[str, Any], str], tuple[int, dict[str, Any]]]
+# A Daraja request handler: the decoded JSON body (an object; an array for routes declared
+# ``array=True``) and the caller's app (consumer key) in, (HTTP status, JSON payload) out; it
+# raises Refusal for Daraja's error envelope.
+Handler = Callable[[Any, str], tuple[int, dict[str, Any]]]
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
@@ -35,6 +36,8 @@ class DarajaRoute:
     path: str
     handler: Handler
     token_error: daraja.ErrorSpec = daraja.TOKEN_INVALID_404
+    #: The body is a JSON array (Bill Manager's bulk calls), not an object.
+    array: bool = False
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -33,6 +34,7 @@ from pesa.gateway._c2b import C2BValidator, C2BValidatorRule
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._payments import PaymentCreator
+from pesa.gateway._pull import PullRecovery
 from pesa.gateway._receipts import C2BRegistrar, ReceiptVerifier
 from pesa.gateway._reconciler import Reconciler, ReconcilerOptions
 from pesa.gateway._server import RequestGuard
@@ -247,7 +249,8 @@ async def run_workers(
     *,
     handlers: HandlerMap | None = None,
 ) -> None:
-    """Run the reconciler, the webhook dispatcher and the receipt verifier until ``stop`` is
+    """Run the reconciler, the webhook dispatcher, the receipt verifier (and the Pull
+    Transactions job, when ``PESA_C2B_PULL_INTERVAL`` is set) until ``stop`` is
     set (``pesa worker``).
 
     Opens its own ledger (``PESA_DATABASE_URL``) and Daraja client (``PESA_BASE_URL``, or
@@ -271,6 +274,10 @@ async def run_workers(
             ("reconciler", reconciler.run),
             ("webhook dispatcher", dispatcher.run),
         ]
+        if settings.c2b_pull_interval > 0:
+            workers.append(
+                ("Pull Transactions", build_pull_recovery(settings, ledger, clients).run)
+            )
         if settings.callback_token is not None:
             # The Results of its Transaction Status queries go to the gateway's URLs, which
             # this process knows only when the callback token is configured.
@@ -392,6 +399,9 @@ def create_app(
                         ("webhook dispatcher", state.dispatcher.run),
                         ("receipt verifier", state.verifier.run),
                     ]
+                    if settings.c2b_pull_interval > 0:
+                        pull = build_pull_recovery(settings, state.ledger, state.clients)
+                        running.append(("Pull Transactions", pull.run))
                 if running:
                     workers.start_soon(_run_until_stopped, running, stop)
                 try:
@@ -578,6 +588,19 @@ def _build_verifier(
 ) -> ReceiptVerifier:
     options = ReconcilerOptions.from_settings(settings)
     return ReceiptVerifier(ledger, clients, urls, options=options, metrics=metrics)
+
+
+def build_pull_recovery(
+    settings: Settings, ledger: Ledger, clients: AccountClients
+) -> PullRecovery:
+    """The Pull Transactions job of these settings (``PESA_C2B_PULL_*``)."""
+    return PullRecovery(
+        ledger,
+        clients,
+        window=timedelta(seconds=settings.c2b_pull_window),
+        interval=settings.c2b_pull_interval,
+        policy=settings.c2b_verify,
+    )
 
 
 def _build_dispatcher(

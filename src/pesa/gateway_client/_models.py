@@ -138,7 +138,10 @@ class ReceiptOut(BaseModel):
         "refuted (Daraja says it does not exist, or differs)"
     )
     verified: bool = Field(description="true once Daraja confirmed it (status confirmed)")
-    source: str = Field(description="confirmation, or lookup (found by Transaction Status)")
+    source: str = Field(
+        description="confirmation, lookup (found by Transaction Status) or pull (recovered by "
+        "Pull Transactions)"
+    )
     account: str | None = Field(None, description="the account paid (null: not configured)")
     shortcode: str
     amount: Money = Field(description="shillings (an exact decimal string if not whole)")

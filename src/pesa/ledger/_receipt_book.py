@@ -24,7 +24,7 @@ import secrets
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sqlalchemy import Row, and_, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -63,6 +63,7 @@ from pesa.ledger._receipts import (
     ExpectedState,
     ExpectedStatus,
     MatchCandidate,
+    Pulled,
     ReceiptDecision,
     ReceiptEvent,
     ReceiptInput,
@@ -364,6 +365,22 @@ def _row_to_query(row: Row[Any] | Mapping[str, Any]) -> ReceiptQuery:
     )
 
 
+def _full_phone(msisdn: str | None) -> str | None:
+    """``msisdn`` as 12 digits when it is a whole Safaricom number (Pull may send one)."""
+    if not msisdn:
+        return None
+    try:
+        return normalize_msisdn(msisdn)
+    except ValidationError:
+        return None
+
+
+def _source(value: str) -> Literal["confirmation", "lookup", "pull"]:
+    if value == "lookup":
+        return "lookup"
+    return "pull" if value == "pull" else "confirmation"
+
+
 def _receipt_state(receipt: Receipt, source: str | None = None) -> ReceiptState:
     return ReceiptState(
         status=receipt.status,
@@ -372,7 +389,7 @@ def _receipt_state(receipt: Receipt, source: str | None = None) -> ReceiptState:
         shortcode=receipt.shortcode,
         account_reference=receipt.account_reference,
         msisdn=receipt.msisdn,
-        source="lookup" if (source or receipt.source) == "lookup" else "confirmation",
+        source=_source(source or receipt.source),
         flagged=receipt.flagged,
         flag_reason=receipt.flag_reason,
         verifying=receipt.verify_at is not None,
@@ -1154,6 +1171,77 @@ class ReceiptBook:
         )
         await self._ledger._flush(conn, inserts)
         return ReceiptOutcome(record["id"], status, receipt, expected, decision.detail)
+
+    # -- Pull Transactions ------------------------------------------------------------------
+
+    async def ingest_pulled(self, pulled: Pulled, *, account: ReceiptAccount) -> ReceiptOutcome:
+        """Apply one transaction of Daraja's Pull Transactions answer, once per ``TransID``.
+
+        A ``TransID`` the ledger never heard of becomes a ``confirmed`` receipt with source
+        ``pull`` (recovered: its confirmation never came) and is matched like any other; a
+        known one is a duplicate, confirms a receipt still waiting for Transaction Status,
+        or is flagged when Daraja's record disagrees. What Pull said is stored (kind
+        ``c2b_pull``) as the evidence.
+        """
+        body = json.dumps(
+            {
+                "transactionId": pulled.trans_id,
+                "amount": str(pulled.amount),
+                "shortcode": pulled.shortcode,
+                "billreference": pulled.account_reference,
+                "msisdn": pulled.msisdn,
+                "trxDate": None if pulled.trans_time is None else pulled.trans_time.isoformat(),
+                "sender": pulled.payer_name,
+                "transactiontype": pulled.transaction_type,
+            },
+            separators=(",", ":"),
+        ).encode()
+        record = self._record("c2b_pull", body, None)
+
+        async def work(conn: AsyncConnection) -> ReceiptOutcome:
+            row = await self._lock(conn, receipts, receipts.c.trans_id == pulled.trans_id)
+            now = self._now()
+            expected: ExpectedPayment | None = None
+            if row is None:
+                decision = new_receipt(pulled, verifiable=account.verifiable, policy=self.policy)
+                receipt, expected, inserts = await self._create(
+                    conn,
+                    decision,
+                    pulled.trans_id,
+                    pulled.shortcode,
+                    account.name,
+                    now,
+                    phone=_full_phone(pulled.msisdn),
+                )
+                if account.name is None:
+                    receipt, more = await self._flag_receipt(
+                        conn,
+                        receipt,
+                        f"no configured account has shortcode {pulled.shortcode}",
+                        now,
+                    )
+                    inserts += more
+                status: ReceiptOutcomeStatus = "applied"
+            else:
+                current = _row_to_receipt(row)
+                decision = decide_receipt(_receipt_state(current), pulled)
+                receipt, expected, inserts = await self._update(conn, current, decision, now)
+                status = _outcome_status(decision)
+            inserts.append(
+                insert(callbacks).values(
+                    **record,
+                    outcome=status,
+                    detail=decision.detail[:_MAX_ERROR_TEXT],
+                    subject_id=receipt.id,
+                )
+            )
+            await self._ledger._flush(conn, inserts)
+            return ReceiptOutcome(record["id"], status, receipt, expected, decision.detail)
+
+        outcome: ReceiptOutcome = await self._write(work)
+        if outcome.status not in ("applied", "duplicate"):
+            log.warning("pulled %s: %s (%s)", pulled.trans_id, outcome.status, outcome.detail)
+        return outcome
 
     # -- verification --------------------------------------------------------------------
 

@@ -53,6 +53,7 @@ __all__ = [
     "ExpectedState",
     "ExpectedStatus",
     "MatchCandidate",
+    "Pulled",
     "ReceiptDecision",
     "ReceiptEvent",
     "ReceiptInput",
@@ -209,13 +210,42 @@ class StatusAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class Pulled:
+    """One transaction of Daraja's Pull Transactions answer (authoritative, REFERENCE §8.9).
+
+    M-Pesa's own record of a payment into the shortcode: a receipt it names is money that
+    came, whether or not its confirmation ever did (a receipt first known this way is
+    *recovered*).
+
+    Attributes:
+        trans_id: ``transactionId``, the M-Pesa receipt.
+        amount: ``amount``.
+        shortcode: the shortcode the query was about.
+        account_reference: ``billreference``, the account number the customer typed.
+        msisdn: ``msisdn`` as Daraja sent it.
+        trans_time: ``trxDate``.
+        payer_name: ``sender``.
+        transaction_type: ``transactiontype``.
+    """
+
+    trans_id: str
+    amount: Decimal
+    shortcode: str
+    account_reference: str | None = None
+    msisdn: str | None = None
+    trans_time: datetime | None = None
+    payer_name: str | None = None
+    transaction_type: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class VerificationAbandoned:
     """No usable Transaction Status answer came within the verification deadline."""
 
     reason: str = ""
 
 
-ReceiptInput: TypeAlias = Confirmation | StatusAnswer | VerificationAbandoned
+ReceiptInput: TypeAlias = Confirmation | StatusAnswer | Pulled | VerificationAbandoned
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,7 +258,7 @@ class ReceiptState:
     shortcode: str
     account_reference: str | None = None
     msisdn: str | None = None
-    source: Literal["confirmation", "lookup"] = "confirmation"
+    source: Literal["confirmation", "lookup", "pull"] = "confirmation"
     flagged: bool = False
     flag_reason: str | None = None
     verifying: bool = False
@@ -279,8 +309,22 @@ def _details(confirmation: Confirmation) -> dict[str, Any]:
     }
 
 
+def _pulled_details(pulled: Pulled) -> dict[str, Any]:
+    return {
+        "amount": pulled.amount,
+        "account_reference": pulled.account_reference,
+        "msisdn": pulled.msisdn,
+        "trans_time": pulled.trans_time,
+        "transaction_type": pulled.transaction_type,
+        "payer_name": pulled.payer_name,
+    }
+
+
 def new_receipt(
-    source: Confirmation | StatusAnswer, *, verifiable: bool, policy: VerifyPolicy = "auto"
+    source: Confirmation | StatusAnswer | Pulled,
+    *,
+    verifiable: bool,
+    policy: VerifyPolicy = "auto",
 ) -> ReceiptDecision:
     """Decide what the first news of a ``TransID`` creates.
 
@@ -290,6 +334,15 @@ def new_receipt(
     Transaction Status answer (a lookup) that found the receipt creates it ``confirmed``; one
     that did not creates nothing (``IGNORED``).
     """
+    if isinstance(source, Pulled):
+        # Daraja's own record of money that came, no confirmation for it: recovered.
+        return ReceiptDecision(
+            DecisionKind.APPLIED,
+            ReceiptStatus.CONFIRMED,
+            (ReceiptEvent.RECEIVED, ReceiptEvent.CONFIRMED),
+            {"status": ReceiptStatus.CONFIRMED, "source": "pull", **_pulled_details(source)},
+            "recovered by Pull Transactions: Daraja lists it, no confirmation ever came",
+        )
     if isinstance(source, StatusAnswer):
         if not source.found or source.amount is None:
             return _ignored(f"Daraja did not confirm it (result code {source.result_code})")
@@ -347,6 +400,8 @@ def decide_receipt(state: ReceiptState, event: ReceiptInput) -> ReceiptDecision:
         return _on_confirmation(state, event)
     if isinstance(event, StatusAnswer):
         return _on_status(state, event)
+    if isinstance(event, Pulled):
+        return _on_pulled(state, event)
     if isinstance(event, VerificationAbandoned):
         return _on_abandoned(state, event)
     raise TypeError(f"not a receipt input: {event!r}")  # pragma: no cover - typing forbids it
@@ -391,6 +446,49 @@ def _on_confirmation(state: ReceiptState, confirmation: Confirmation) -> Receipt
             rematch=rematch,
         )
     return ReceiptDecision(DecisionKind.DUPLICATE, status, detail="confirmation already recorded")
+
+
+def _on_pulled(state: ReceiptState, pulled: Pulled) -> ReceiptDecision:
+    """Pull Transactions lists a receipt the ledger has: it agrees, completes or disagrees."""
+    status = state.status
+    differs = []
+    if pulled.amount != state.amount:
+        differs.append(f"amount {pulled.amount} (recorded {state.amount})")
+    if pulled.shortcode != state.shortcode:
+        differs.append(f"shortcode {pulled.shortcode} (recorded {state.shortcode})")
+    if differs:
+        return _flag(
+            state, f"Pull Transactions reports {state.trans_id} otherwise: " + "; ".join(differs)
+        )
+    if status is ReceiptStatus.REFUTED:
+        return _flag(
+            state,
+            f"Pull Transactions lists {state.trans_id} although Transaction Status refuted it",
+        )
+    missing = {
+        k: v
+        for k, v in _pulled_details(pulled).items()
+        if v is not None and k not in ("amount", "msisdn")
+    }
+    if status in (ReceiptStatus.RECEIVED, ReceiptStatus.UNVERIFIED):
+        # Daraja's own record confirms the confirmation: it counts, nothing to ask any more.
+        return ReceiptDecision(
+            DecisionKind.APPLIED,
+            ReceiptStatus.CONFIRMED,
+            (ReceiptEvent.CONFIRMED,),
+            {"status": ReceiptStatus.CONFIRMED, **_SETTLED},
+            "confirmed by Pull Transactions (Daraja's own record of the shortcode)",
+        )
+    if state.account_reference is None and missing.get("account_reference") is not None:
+        return ReceiptDecision(
+            DecisionKind.APPLIED,
+            status,
+            (ReceiptEvent.UPDATED,),
+            missing,
+            "Pull Transactions completes the receipt",
+            rematch=True,
+        )
+    return ReceiptDecision(DecisionKind.DUPLICATE, status, detail="already recorded")
 
 
 def _completed(answer: StatusAnswer) -> bool:

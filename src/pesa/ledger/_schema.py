@@ -201,7 +201,8 @@ receipts = Table(
     Column("trans_id", String(32), nullable=False, unique=True),
     # received, confirmed, unverified or refuted (pesa.ledger._receipts.ReceiptStatus)
     Column("status", String(16), nullable=False),
-    # confirmation (from Daraja's C2B confirmation) or lookup (found by Transaction Status)
+    # confirmation (from Daraja's C2B confirmation), lookup (found by Transaction Status) or
+    # pull (recovered by Pull Transactions)
     Column("source", String(16), nullable=False),
     Column("account", String(32), nullable=True),
     Column("shortcode", String(16), nullable=False),

@@ -12,7 +12,10 @@ import typing as _typing
 
 from pesa.testing._client import (
     FrozenClock,
+    b2b_express_callback_payload,
+    bill_payment_payload,
     c2b_payment_payload,
+    ratiba_callback_payload,
     result_payload,
     stk_callback_payload,
     stk_failure_payload,
@@ -30,7 +33,10 @@ __all__ = [
     "RunningEmulator",
     "RunningGateway",
     "StartupError",
+    "b2b_express_callback_payload",
+    "bill_payment_payload",
     "c2b_payment_payload",
+    "ratiba_callback_payload",
     "result_payload",
     "run_emulator",
     "run_gateway",

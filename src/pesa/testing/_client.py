@@ -230,3 +230,88 @@ def transaction_status_payload(
             "ReceiptNo": trans_id,
         },
     )
+
+
+def b2b_express_callback_payload(
+    *,
+    request_id: str = "404e1aec-19e0-4ce3-973d-bd92e94c8021",
+    result_code: str = "0",
+    amount: str = "71.0",
+    transaction_id: str | None = "RDQ01NFT1Q",
+    conversation_id: str = "AG_20230426_2010434680d9f5a73766",
+) -> dict[str, Any]:
+    """A B2B Express Checkout callback, lower-camel as REFERENCE §8.8 (``4001``: cancelled)."""
+    cancelled = result_code != "0"
+    payload: dict[str, Any] = {
+        "resultCode": result_code,
+        "resultDesc": (
+            "User cancelled transaction"
+            if result_code == "4001"
+            else "The service request is processed successfully."
+        ),
+        "amount": amount,
+        "requestId": request_id,
+        "resultType": "0",
+        "conversationID": conversation_id,
+        "status": "FAILED" if cancelled else "SUCCESS",
+    }
+    if transaction_id is not None and not cancelled:
+        payload["transactionId"] = transaction_id
+    return payload
+
+
+def ratiba_callback_payload(
+    *,
+    response_ref_id: str = "0acc3200-3ccf-4a0a-a4b4-b9a4d4df7d2d",
+    result_code: str = "0",
+    transaction_id: str = "SC8F2IQMH5",
+    msisdn: str = "254******867",
+    camel_case: bool = False,
+) -> dict[str, Any]:
+    """An M-Pesa Ratiba callback (REFERENCE §9): header and ``ResponseData`` items.
+
+    ``camel_case`` spells the keys ``responseHeader``/``name`` as some of Daraja's examples do.
+    """
+    ok = result_code == "0"
+    desc = "The service request is processed successfully" if ok else "The request failed"
+    header = {
+        "responseRefID": response_ref_id,
+        "responseCode": result_code,
+        "responseDescription": desc,
+        "ResultDesc": desc,
+    }
+    items = [
+        ("TransactionID", transaction_id if ok else ""),
+        ("responseCode", result_code),
+        ("Status", "OKAY" if ok else "ERROR"),
+        ("Msisdn", msisdn),
+    ]
+    if camel_case:
+        return {
+            "responseHeader": {k[:1].lower() + k[1:]: v for k, v in header.items()},
+            "responseBody": {"responseData": [{"name": n, "value": v} for n, v in items]},
+        }
+    return {
+        "ResponseHeader": header,
+        "ResponseBody": {"ResponseData": [{"Name": n, "Value": v} for n, v in items]},
+    }
+
+
+def bill_payment_payload(
+    *,
+    transaction_id: str = "RJB53MYR1N",
+    paid_amount: str = "5000",
+    msisdn: str = "254722000000",
+    date_created: str = "2021-09-15",
+    account_reference: str = "LGHJIO789",
+    short_code: str = "718003",
+) -> dict[str, Any]:
+    """A Bill Manager payment notification, shaped as REFERENCE §9."""
+    return {
+        "transactionId": transaction_id,
+        "paidAmount": paid_amount,
+        "msisdn": msisdn,
+        "dateCreated": date_created,
+        "accountReference": account_reference,
+        "shortCode": short_code,
+    }
