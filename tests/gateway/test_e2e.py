@@ -283,7 +283,12 @@ def test_gateway_survives_sigkill_with_payments_in_flight(database_url: str) -> 
 
             loader = threading.Thread(target=load)
             loader.start()
-            time.sleep(0.5)
+            # Kill while requests are arriving: after the first one is answered (a loaded
+            # machine may take longer than any fixed pause), with more still in flight.
+            deadline = time.monotonic() + 20
+            while not acknowledged_ids and time.monotonic() < deadline and loader.is_alive():
+                time.sleep(0.01)
+            time.sleep(0.2)
             first_process.kill()
             stop_load.set()
             loader.join(20)
