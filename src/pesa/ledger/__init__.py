@@ -11,6 +11,7 @@
 See ``docs/ledger.md`` for the lifecycle, the tables and the guarantees.
 """
 
+from pesa.ledger._balances import BalanceBook
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
 from pesa.ledger._engine import async_url, create_engine
 from pesa.ledger._errors import (
@@ -22,6 +23,31 @@ from pesa.ledger._errors import (
 )
 from pesa.ledger._ledger import Clock, Ledger
 from pesa.ledger._migrate import current_revision, head_revision
+from pesa.ledger._payout_states import (
+    TERMINAL_TRANSFER_STATUSES,
+    TransferAccepted,
+    TransferDecision,
+    TransferEvent,
+    TransferExpired,
+    TransferInput,
+    TransferKind,
+    TransferNotFound,
+    TransferOutcomeUnknown,
+    TransferRefused,
+    TransferResult,
+    TransferState,
+    TransferStatus,
+    TransferTimedOut,
+    decide_transfer,
+    status_outcome,
+)
+from pesa.ledger._results import (
+    ParsedResult,
+    initiator_code,
+    parse_payout_result,
+    parse_reversal_result,
+    parse_status_result,
+)
 from pesa.ledger._states import (
     TERMINAL_STATUSES,
     UNVERIFIED_EXPIRY,
@@ -51,6 +77,24 @@ from pesa.ledger._states import (
     orphan_matches,
     phones_match,
 )
+from pesa.ledger._transfer_types import (
+    BalanceRead,
+    BatchSummary,
+    Payout,
+    PayoutSpec,
+    Refund,
+    StatusQuery,
+    Transfer,
+    TransferOutcome,
+)
+from pesa.ledger._transfers import (
+    PAYOUT_COMMANDS,
+    PayoutBook,
+    RefundBook,
+    RefundNotAllowedError,
+    StatusBook,
+    TransferNotFoundError,
+)
 from pesa.ledger._types import (
     CallbackOutcome,
     CallbackStatus,
@@ -68,10 +112,15 @@ from pesa.ledger._types import (
 )
 
 __all__ = [
+    "PAYOUT_COMMANDS",
     "TERMINAL_STATUSES",
+    "TERMINAL_TRANSFER_STATUSES",
     "UNVERIFIED_EXPIRY",
     "Accepted",
     "Assessment",
+    "BalanceBook",
+    "BalanceRead",
+    "BatchSummary",
     "CallbackOutcome",
     "CallbackStatus",
     "Clock",
@@ -96,29 +145,60 @@ __all__ = [
     "MismatchPolicy",
     "OutcomeUnknown",
     "Page",
+    "ParsedResult",
     "ParsedStkCallback",
     "Payment",
     "PaymentNotFoundError",
     "PaymentState",
     "PaymentStatus",
+    "Payout",
+    "PayoutBook",
+    "PayoutSpec",
+    "Refund",
+    "RefundBook",
+    "RefundNotAllowedError",
     "Rejected",
+    "StatusBook",
+    "StatusQuery",
     "StillPending",
     "StkCallbackParser",
     "StkQueryOutcome",
     "StkQueryRecord",
     "StkResult",
     "StoredCallback",
+    "Transfer",
+    "TransferAccepted",
+    "TransferDecision",
+    "TransferEvent",
+    "TransferExpired",
+    "TransferInput",
+    "TransferKind",
+    "TransferNotFound",
+    "TransferNotFoundError",
+    "TransferOutcome",
+    "TransferOutcomeUnknown",
+    "TransferRefused",
+    "TransferResult",
+    "TransferState",
+    "TransferStatus",
+    "TransferTimedOut",
     "Unverifiable",
     "assess_success",
     "async_url",
     "create_engine",
     "current_revision",
     "decide",
+    "decide_transfer",
     "evolve",
     "head_revision",
+    "initiator_code",
     "mismatch_reasons",
     "orphan_matches",
+    "parse_payout_result",
+    "parse_reversal_result",
+    "parse_status_result",
     "parse_stk_callback_body",
     "phones_match",
+    "status_outcome",
     "stk_code",
 ]

@@ -100,12 +100,12 @@ Clock = Callable[[], datetime]
 """Returns the current time as an aware datetime."""
 
 # The event feed's horizon on PostgreSQL: the oldest transaction still running that holds a
-# lock on this ledger's `payments` table (so it may be about to write events), or, when
-# there is none, the snapshot's xmax (everything committed is visible). Every ledger write
-# that inserts events locks its payment row first, before its transaction id exists, so
-# such a transaction is always seen here; transactions elsewhere in the cluster (other
-# schemas, other databases) never hold the feed back. pg_locks reports 32-bit xids, the
-# snapshot 64-bit ones: compare the low 32 bits.
+# lock on this ledger's `payments`, `payouts` or `refunds` table (so it may be about to
+# write events), or, when there is none, the snapshot's xmax (everything committed is
+# visible). Every ledger write that inserts events locks its subject's row first, before
+# its transaction id exists, so such a transaction is always seen here; transactions
+# elsewhere in the cluster (other schemas, other databases) never hold the feed back.
+# pg_locks reports 32-bit xids, the snapshot 64-bit ones: compare the low 32 bits.
 _PG_FEED_HORIZON: ColumnElement[int] = literal_column(
     """(SELECT coalesce(min(x::text::bigint),
                         pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
@@ -114,7 +114,8 @@ _PG_FEED_HORIZON: ColumnElement[int] = literal_column(
             SELECT t.transactionid::text::bigint FROM pg_locks AS t
             WHERE t.locktype = 'transactionid' AND t.pid IN (
                 SELECT r.pid FROM pg_locks AS r
-                WHERE r.locktype = 'relation' AND r.relation = 'payments'::regclass)))""",
+                WHERE r.locktype = 'relation' AND r.relation IN (
+                    'payments'::regclass, 'payouts'::regclass, 'refunds'::regclass))))""",
     BigInteger,
 )
 
@@ -278,6 +279,18 @@ class Ledger:
             raise ValidationError("on_mismatch", 'must be "flag" or "refuse"', on_mismatch)
         self._on_mismatch: MismatchPolicy = on_mismatch
         self._postgres = engine.dialect.name == "postgresql"
+        # Imported here: the transfer books use this module's storage primitives.
+        from pesa.ledger._balances import BalanceBook
+        from pesa.ledger._transfers import PayoutBook, RefundBook, StatusBook
+
+        self.payouts = PayoutBook(self)
+        """B2C payouts: intents, sends, Results, batches (:class:`PayoutBook`)."""
+        self.refunds = RefundBook(self)
+        """Refunds (reversals), never more than was paid (:class:`RefundBook`)."""
+        self.status_queries = StatusBook(self, self.payouts, self.refunds)
+        """Transaction Status queries about payouts and refunds, and their answers."""
+        self.balances = BalanceBook(self)
+        """Account Balance requests and the balances they reported."""
 
     @classmethod
     async def open(
@@ -831,21 +844,32 @@ class Ledger:
         """The event rows of a transition and one delivery row per event per endpoint."""
         if not decision.events:
             return []
-        data = payment.to_dict()
+        data = {"payment": payment.to_dict(), "detail": decision.detail}
+        return self._outbox_inserts(payment.id, [str(e) for e in decision.events], data, now)
+
+    def _outbox_inserts(
+        self, subject_id: str, event_types: Sequence[str], data: dict[str, Any], now: datetime
+    ) -> list[Insert]:
+        """Event rows about ``subject_id`` (a payment, payout or refund) and their deliveries.
+
+        ``data`` is each event's ``data`` object (``{"payment": {...}, "detail": ...}``).
+        """
+        if not event_types:
+            return []
         rows = []
-        for event_type in decision.events:
+        for event_type in event_types:
             event_id = new_id("evt", now_ms=int(now.timestamp() * 1000))
             body = {
                 "id": event_id,
-                "type": str(event_type),
+                "type": event_type,
                 "created_at": now.isoformat(),
-                "data": {"payment": data, "detail": decision.detail},
+                "data": data,
             }
             rows.append(
                 {
                     "id": event_id,
-                    "payment_id": payment.id,
-                    "type": str(event_type),
+                    "payment_id": subject_id,
+                    "type": event_type,
                     "payload": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
                     "created_at": now,
                 }
