@@ -9,6 +9,7 @@ from pesa.cli import (
     _client,  # noqa: F401  (registers `pesa token`, `pesa stk`)
     _emulator,  # noqa: F401  (registers `pesa emulator`)
     _gateway,  # noqa: F401  (registers `pesa serve|worker|db|demo`)
+    _payouts,  # noqa: F401  (registers `pesa payouts send`)
 )
 from pesa.cli._app import app, err_console
 

@@ -25,13 +25,20 @@ from pesa._logging import get_logger
 from pesa._version import __version__
 from pesa.client import AsyncDaraja
 from pesa.config import Settings
+from pesa.daraja import bundled_certificate, security_credential
 from pesa.emulator import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE, Emulator, config_from_settings
-from pesa.gateway import _api, _callbacks
+from pesa.gateway import _api, _callbacks, _payout_api, _results
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._payments import PaymentCreator
 from pesa.gateway._reconciler import Reconciler
 from pesa.gateway._state import GatewayState
+from pesa.gateway._transfers import (
+    InitiatorUrls,
+    TransferChecker,
+    TransferOptions,
+    TransferSender,
+)
 from pesa.gateway._trust import CallbackTrust
 from pesa.ledger import Ledger
 
@@ -49,6 +56,9 @@ log = get_logger("pesa.gateway")
 EMULATOR_MOUNT = "/emulator"
 EMULATOR_CONSUMER_KEY = "pesa-emulator"
 EMULATOR_CONSUMER_SECRET = "pesa-emulator"  # a public placeholder, not a secret
+# The public sandbox initiator (REFERENCE §2), which the emulator knows.
+SANDBOX_INITIATOR = "testapi"
+SANDBOX_INITIATOR_PASSWORD = "Safaricom999!*!"  # published test data, not a secret
 # Once asked to stop, workers get this long to finish their batch before being cancelled.
 _WORKER_GRACE_SECONDS = 5.0
 _WORKER_RESTART_DELAY = 1.0
@@ -100,11 +110,19 @@ class GatewayUrls:
         public: the base URL Daraja and users reach the gateway at.
         callback: the STK CallBackURL given to Daraja (contains the secret token).
         emulator: the base URL of the mounted emulator, if any.
+        results: where initiator Results go (``<results>/b2c/result``, ...; contains the
+            secret token).
     """
 
     public: str
     callback: str
     emulator: str | None
+    results: str = ""
+
+    @property
+    def initiator(self) -> InitiatorUrls:
+        """The ResultURL and QueueTimeOutURL of each initiator product."""
+        return InitiatorUrls(self.results)
 
 
 def gateway_urls(settings: Settings, callback_token: str) -> GatewayUrls:
@@ -124,7 +142,10 @@ def gateway_urls(settings: Settings, callback_token: str) -> GatewayUrls:
         public = f"http://{host}:{settings.gateway_port}"
     emulator = f"{public}{EMULATOR_MOUNT}" if settings.env == "emulator" else None
     return GatewayUrls(
-        public=public, callback=f"{public}/callbacks/{callback_token}/stk", emulator=emulator
+        public=public,
+        callback=f"{public}/callbacks/{callback_token}/stk",
+        emulator=emulator,
+        results=f"{public}/callbacks/{callback_token}",
     )
 
 
@@ -143,12 +164,13 @@ async def _supervise(
             return
 
 
-async def _run_until_stopped(
-    reconciler: Reconciler, dispatcher: WebhookDispatcher, stop: anyio.Event
-) -> None:
+Worker = tuple[str, Callable[[anyio.Event], Awaitable[Any]]]
+
+
+async def _run_until_stopped(workers: Sequence[Worker], stop: anyio.Event) -> None:
     async with anyio.create_task_group() as tg:
-        tg.start_soon(_supervise, "reconciler", reconciler.run, stop)
-        tg.start_soon(_supervise, "webhook dispatcher", dispatcher.run, stop)
+        for name, run in workers:
+            tg.start_soon(_supervise, name, run, stop)
         await stop.wait()
         # Workers finish the batch in hand (a claim, a query, a delivery), then stop.
         tg.cancel_scope.deadline = anyio.current_time() + _WORKER_GRACE_SECONDS
@@ -177,7 +199,22 @@ async def run_workers(
         reconciler = _build_reconciler(settings, ledger, client, metrics)
         dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
         stack.push_async_callback(dispatcher.aclose)
-        await _run_until_stopped(reconciler, dispatcher, stop)
+        workers: list[Worker] = [
+            ("reconciler", reconciler.run),
+            ("webhook dispatcher", dispatcher.run),
+        ]
+        if settings.callback_token is not None:
+            # Results of payouts and status queries must reach the gateway's callback path,
+            # which only a configured token makes known to this process.
+            urls = gateway_urls(settings, settings.require("callback_token"))
+            sender, checker = _build_transfers(settings, ledger, client, urls, reconciler)
+            workers += [("payout sender", sender.run), ("transfer checker", checker.run)]
+        else:
+            log.warning(
+                "PESA_CALLBACK_TOKEN is not set: this worker does not send payouts nor check "
+                "them (their Results could not reach the gateway)"
+            )
+        await _run_until_stopped(workers, stop)
 
 
 async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> Ledger:
@@ -244,7 +281,7 @@ def create_app(
             stop = anyio.Event()
             async with anyio.create_task_group() as workers:
                 if settings.run_workers:
-                    workers.start_soon(_run_until_stopped, state.reconciler, state.dispatcher, stop)
+                    workers.start_soon(_run_until_stopped, _workers(state), stop)
                 try:
                     yield
                 finally:
@@ -258,7 +295,9 @@ def create_app(
     )
     _api.install_error_handlers(app)
     app.include_router(_api.router)
+    app.include_router(_payout_api.router)
     app.include_router(_callbacks.router)
+    app.include_router(_results.router)
     app.state.urls = urls
     if mounted is not None:
         app.mount(EMULATOR_MOUNT, mounted.app)
@@ -284,12 +323,15 @@ async def _open(
     if emulator is not None:
         await stack.enter_async_context(emulator)
     if client is None:
-        client = build_client(settings, emulator_url=urls.emulator, callback_url=urls.callback)
+        client = build_client(
+            settings, emulator_url=urls.emulator, callback_url=urls.callback, emulator=emulator
+        )
         stack.push_async_callback(client.aclose)
     metrics = Metrics()
     reconciler = _build_reconciler(settings, ledger, client, metrics)
     dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
     stack.push_async_callback(dispatcher.aclose)
+    sender, checker = _build_transfers(settings, ledger, client, urls, reconciler)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     if api_key is None:
         log.warning("PESA_API_KEY is not set: the REST API is open (emulator only)")
@@ -300,6 +342,9 @@ async def _open(
         creator=PaymentCreator(ledger, client, callback_url=urls.callback),
         reconciler=reconciler,
         dispatcher=dispatcher,
+        sender=sender,
+        checker=checker,
+        initiator_urls=urls.initiator,
         trust=trust,
         metrics=metrics,
         api_key=api_key,
@@ -310,14 +355,20 @@ async def _open(
 
 
 def build_client(
-    settings: Settings, *, emulator_url: str | None = None, callback_url: str | None = None
+    settings: Settings,
+    *,
+    emulator_url: str | None = None,
+    callback_url: str | None = None,
+    emulator: Emulator | None = None,
 ) -> AsyncDaraja:
     """The gateway's Daraja client, from the settings.
 
     In ``emulator`` it talks to ``emulator_url`` (the mounted emulator) unless
     ``PESA_BASE_URL`` points elsewhere (an emulator in its own process), and falls back on
-    the public sandbox shortcode and passkey and a placeholder consumer key, which the
-    emulator accepts unless strict: a fresh checkout needs no credentials at all.
+    the public sandbox shortcode and passkey, a placeholder consumer key, and the sandbox
+    initiator (``testapi``) with a SecurityCredential encrypted for the mounted emulator
+    (or, for an emulator in its own process, the bundled sandbox certificate, which a
+    lenient emulator accepts): a fresh checkout needs no credentials at all.
     """
     overrides: dict[str, Any] = {}
     if callback_url is not None:
@@ -331,6 +382,15 @@ def build_client(
         if settings.consumer_key is None or settings.consumer_secret is None:
             overrides["consumer_key"] = EMULATOR_CONSUMER_KEY
             overrides["consumer_secret"] = EMULATOR_CONSUMER_SECRET
+        if settings.initiator_name is None or settings.initiator_password is None:
+            overrides["initiator_name"] = SANDBOX_INITIATOR
+            overrides["initiator_password"] = SANDBOX_INITIATOR_PASSWORD
+        if settings.certificate_path is None:
+            password = overrides.get("initiator_password") or settings.require("initiator_password")
+            certificate = (
+                emulator.certificate_pem if emulator is not None else bundled_certificate("sandbox")
+            )
+            overrides["security_credential"] = security_credential(password, certificate)
     return AsyncDaraja.from_settings(settings, **overrides)
 
 
@@ -338,6 +398,32 @@ def _build_reconciler(
     settings: Settings, ledger: Ledger, client: AsyncDaraja, metrics: Metrics
 ) -> Reconciler:
     return Reconciler(ledger, client, settings=settings, metrics=metrics)
+
+
+def _build_transfers(
+    settings: Settings,
+    ledger: Ledger,
+    client: AsyncDaraja,
+    urls: GatewayUrls,
+    reconciler: Reconciler,
+) -> tuple[TransferSender, TransferChecker]:
+    options = TransferOptions.from_settings(settings)
+    sender = TransferSender(ledger, client, settings=settings, urls=urls.initiator, options=options)
+    # One bucket for every query of this process: STK and Transaction Status together stay
+    # within PESA_RECONCILE_QUERY_RATE.
+    checker = TransferChecker(
+        ledger, client, bucket=reconciler.bucket, urls=urls.initiator, options=options
+    )
+    return sender, checker
+
+
+def _workers(state: GatewayState) -> list[Worker]:
+    return [
+        ("reconciler", state.reconciler.run),
+        ("webhook dispatcher", state.dispatcher.run),
+        ("payout sender", state.sender.run),
+        ("transfer checker", state.checker.run),
+    ]
 
 
 def _build_dispatcher(

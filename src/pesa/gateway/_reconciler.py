@@ -61,6 +61,7 @@ from pesa._exceptions import (
 from pesa._logging import get_logger
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
+from pesa.gateway._rounds import run_rounds
 from pesa.gateway._throttle import TokenBucket
 from pesa.ledger import InvalidTransitionError, PaymentStatus, StkQueryOutcome, StkResult
 
@@ -323,22 +324,19 @@ class Reconciler:
     async def run(self, stop: anyio.Event) -> None:
         """Reconcile until ``stop`` is set: rounds back to back while a backlog remains,
         otherwise one every ``interval`` seconds. Errors are logged, never raised."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                report = await self.run_once()
-            except Exception:  # the loop must survive a database hiccup
-                failures += 1
-                pause = self._failure_backoff.delay(failures, self._rng)
-                log.exception("reconciliation round failed; retrying in %.1f s", pause)
-                with anyio.move_on_after(pause):
-                    await stop.wait()
-                continue
-            failures = 0
-            backlog = report.claimed >= self.options.batch_size and not report.released
-            if not backlog:
-                with anyio.move_on_after(self.options.interval):
-                    await stop.wait()
+
+        async def round_() -> bool:
+            report = await self.run_once()
+            return report.claimed >= self.options.batch_size and not report.released
+
+        await run_rounds(
+            "reconciliation",
+            round_,
+            stop,
+            interval=self.options.interval,
+            failure_backoff=self._failure_backoff,
+            rng=self._rng,
+        )
 
     async def settle(self, payment: Payment) -> Payment:
         """Query Daraja about ``payment`` now and apply a final answer (``/refresh``).
