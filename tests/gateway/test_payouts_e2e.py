@@ -94,9 +94,7 @@ def utility(control: EmulatorControl) -> Decimal:
     return control.balances(SHORTCODE)["Utility Account"]
 
 
-def test_payouts_whose_answer_or_result_is_lost_are_paid_once(
-    database_url: str, tmp_path: Path
-) -> None:
+def test_payouts_whose_answer_or_result_is_lost_are_paid_once(database_url: str) -> None:
     """Lost answers, lost Results, a re-send refused as a duplicate: each paid exactly once."""
     with (
         emulator(["--result-delay", "0.2"]) as (_, daraja_url),
