@@ -10,9 +10,11 @@ __all__ = [
     "RedactingFilter",
     "configure_logging",
     "get_logger",
+    "is_secret_key",
     "logger",
     "mask_phone",
     "redact",
+    "redact_secrets",
 ]
 
 logger = logging.getLogger("pesa")
@@ -34,10 +36,26 @@ _SECRET_KEYS = (
     "secret",
     "token",
 )
+_SECRET_ALTERNATIVES = "|".join(_SECRET_KEYS)
+# key=value, "key": "value", key: value; a quoted value is redacted up to its closing quote
+# (spaces included), an unquoted one up to the next separator.
 _KEY_VALUE = re.compile(
     r"""(?P<key>["']?(?:[A-Za-z_]*?)(?:"""
-    + "|".join(_SECRET_KEYS)
-    + r""")["']?\s*[:=]\s*)(?P<quote>["']?)(?P<value>(?:Bearer |Basic )?[^"',&\s}]+)""",
+    + _SECRET_ALTERNATIVES
+    + r""")["']?\s*[:=]\s*)(?:(?P<quote>["'])(?:\\.|(?!(?P=quote))[^\\])*"""
+    + r"""|(?:Bearer |Basic )?[^"',&\s}<]+)""",
+    re.IGNORECASE,
+)
+# <Password>...</Password> (XML/SOAP bodies).
+_XML_ELEMENT = re.compile(
+    r"(?P<open><(?P<tag>[\w:.-]*?(?:" + _SECRET_ALTERNATIVES + r"))(?:\s[^>]*)?>)[^<]*",
+    re.IGNORECASE,
+)
+# A multipart/form-data part named like a secret: its value is the line after the blank line.
+_MULTIPART_PART = re.compile(
+    r"(?P<head>name=\"?[\w.-]*?(?:"
+    + _SECRET_ALTERNATIVES
+    + r")\"?[^\r\n]*\r?\n(?:[^\r\n]+\r?\n)*?\r?\n)[^\r\n]*",
     re.IGNORECASE,
 )
 _BEARER = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=-]+", re.IGNORECASE)
@@ -60,10 +78,38 @@ def _mask_match(match: re.Match[str]) -> str:
     return mask_phone(match.group(0))
 
 
+def is_secret_key(name: str) -> bool:
+    """Whether a field called ``name`` holds a secret, in any casing.
+
+    Example:
+        >>> is_secret_key("SecurityCredential"), is_secret_key("Amount")
+        (True, False)
+    """
+    return name.lower().replace("-", "_").endswith(_SECRET_KEYS)
+
+
+def _redacted_value(match: re.Match[str]) -> str:
+    return f"{match.group('key')}{match.group('quote') or ''}[redacted]"
+
+
+def redact_secrets(text: str) -> str:
+    """Remove secrets (tokens, passwords, credentials...) from text in any common format.
+
+    JSON, form-encoded (``Password=...&``), headers, XML elements and multipart parts are
+    covered; phone numbers are left alone (see :func:`redact` for log lines).
+    """
+    text = _BEARER.sub(lambda m: f"{m.group(1)} [redacted]", text)
+    text = _KEY_VALUE.sub(_redacted_value, text)
+    if "<" in text:
+        text = _XML_ELEMENT.sub(lambda m: f"{m.group('open')}[redacted]", text)
+    if "name=" in text:
+        text = _MULTIPART_PART.sub(lambda m: f"{m.group('head')}[redacted]", text)
+    return text
+
+
 def redact(text: str) -> str:
     """Remove secrets and mask phone numbers in a piece of text bound for a log."""
-    text = _BEARER.sub(lambda m: f"{m.group(1)} [redacted]", text)
-    text = _KEY_VALUE.sub(lambda m: f"{m.group('key')}{m.group('quote')}[redacted]", text)
+    text = redact_secrets(text)
     text = _CHECKOUT_PHONE.sub(lambda m: f"{m.group(1)}{m.group(2)}*****{m.group(3)}", text)
     return _PHONE.sub(_mask_match, text)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, Final, Literal
@@ -37,6 +38,10 @@ __all__ = [
 SIGNATURE_HEADER: Final = "Pesa-Signature"
 SIGNATURE_SCHEME: Final = "v1"
 DEFAULT_WEBHOOK_TOLERANCE: Final = 300
+# Unix seconds fit in 15 digits for 30 million years; a header is three short fields, or a
+# few more during a secret rotation.
+_MAX_TIMESTAMP_DIGITS: Final = 15
+_MAX_HEADER_LENGTH: Final = 4096
 
 WebhookSignatureReason = Literal[
     "malformed_header",
@@ -123,6 +128,11 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
         raise WebhookSignatureError(
             "malformed_header", f"{SIGNATURE_HEADER} header is missing or empty"
         )
+    if len(header) > _MAX_HEADER_LENGTH:
+        raise WebhookSignatureError(
+            "malformed_header",
+            f"{SIGNATURE_HEADER} header is longer than {_MAX_HEADER_LENGTH} characters",
+        )
     timestamp: int | None = None
     signatures: list[str] = []
     for item in header.split(","):
@@ -138,13 +148,18 @@ def _parse_header(header: str) -> tuple[int, list[str]]:
                 raise WebhookSignatureError(
                     "malformed_header", f"{SIGNATURE_HEADER} header has more than one timestamp"
                 )
-            if not value.isascii() or not value.isdigit():
+            if not value.isascii() or not value.isdigit() or len(value) > _MAX_TIMESTAMP_DIGITS:
                 raise WebhookSignatureError(
                     "malformed_header",
-                    f"{SIGNATURE_HEADER} header timestamp must be Unix seconds (digits only)",
+                    f"{SIGNATURE_HEADER} header timestamp must be Unix seconds "
+                    f"(at most {_MAX_TIMESTAMP_DIGITS} digits)",
                 )
             timestamp = int(value)
         elif key == SIGNATURE_SCHEME:
+            if not value.isascii():
+                raise WebhookSignatureError(
+                    "malformed_header", f"{SIGNATURE_HEADER} header signature must be hex digits"
+                )
             signatures.append(value)
         # Other schemes are ignored so that a future v2 can be added next to v1.
     if timestamp is None:
@@ -192,8 +207,20 @@ def verify_webhook(
         >>> verify_webhook(b'{"id":"evt_1"}', header, "whsec_test", now=1767225601)
         {'id': 'evt_1'}
     """
-    if tolerance is not None and (isinstance(tolerance, bool) or tolerance < 0):
-        raise ValidationError("tolerance", "must be a non-negative number of seconds or None")
+    if tolerance is not None and (
+        isinstance(tolerance, bool)
+        or not isinstance(tolerance, int | float)
+        or not math.isfinite(tolerance)
+        or tolerance < 0
+    ):
+        # NaN would compare false with everything and so accept any timestamp.
+        raise ValidationError(
+            "tolerance", "must be a finite, non-negative number of seconds or None", tolerance
+        )
+    if now is not None and (
+        isinstance(now, bool) or not isinstance(now, int | float) or not math.isfinite(now)
+    ):
+        raise ValidationError("now", "must be a finite number of Unix seconds or None", now)
     body = _as_bytes(payload, "payload")
     keys = _secrets(secret)
     timestamp, signatures = _parse_header(header)

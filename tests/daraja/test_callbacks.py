@@ -245,3 +245,94 @@ def test_c2b_replies() -> None:
     assert c2b_confirmation_reply() == {"ResultCode": 0, "ResultDesc": "Success"}
     with pytest.raises(ValidationError):
         c2b_validation_reply("C2B00099")  # type: ignore[arg-type]
+
+
+def _stk(**changes: Any) -> dict[str, Any]:
+    body = stk_callback_payload()
+    callback = body["Body"]["stkCallback"]
+    items = {item["Name"]: item for item in callback["CallbackMetadata"]["Item"]}
+    for key, value in changes.items():
+        if key in items:
+            items[key]["Value"] = value
+        else:
+            callback[key] = value
+    return body
+
+
+@pytest.mark.parametrize(
+    ("body", "rule"),
+    [
+        pytest.param(b"[" * 30_000 + b"]" * 30_000, "nested", id="30k-deep-json"),
+        pytest.param(
+            '{"Body": {"stkCallback": {"x": ' + "[" * 20 + "]" * 20 + "}}}",
+            "nested",
+            id="deep-inside-a-callback",
+        ),
+        pytest.param(_stk(CheckoutRequestID="ws_CO_" + "9" * 200), "longer", id="long-id"),
+        pytest.param(_stk(CheckoutRequestID="ws_CO_\x001"), "printable", id="nul-in-id"),
+        pytest.param(_stk(MerchantRequestID="29115-\ud800"), "printable", id="surrogate-id"),
+        pytest.param(_stk(PhoneNumber=int("2547" + "0" * 100)), "15", id="104-digit-phone"),
+        pytest.param(_stk(PhoneNumber="2547" + "0" * 100), "15", id="104-digit-phone-text"),
+        pytest.param(_stk(PhoneNumber="٢٥٤٧٠٨٣٧٤١٤٩"), "ASCII", id="arabic-indic-phone"),
+        pytest.param(_stk(PhoneNumber=1e104), "15", id="float-phone"),
+        pytest.param(_stk(Amount=1e20), "between", id="amount-1e20"),
+        pytest.param(_stk(Amount=-5), "between", id="negative-amount"),
+        pytest.param(_stk(Amount="10.005"), "2 decimal", id="three-decimals"),
+        pytest.param(_stk(Amount="1" * 500), "40 characters", id="500-digit-amount"),
+        pytest.param(_stk(MpesaReceiptNumber="N" * 10_000), "longer", id="10k-receipt"),
+        pytest.param(_stk(MpesaReceiptNumber="N" * 33), "32", id="33-character-receipt"),
+        pytest.param(_stk(MpesaReceiptNumber="NLJ7 RT61"), "letters", id="receipt-with-space"),
+        pytest.param(_stk(ResultCode="1" * 40), "longer", id="40-character-code"),
+        pytest.param(_stk(ResultCode=10**40), "32 digits", id="huge-numeric-code"),
+        pytest.param(_stk(ResultDesc="x" * 5000), "longer", id="5000-character-desc"),
+        pytest.param(_stk(ResultDesc="ok\x00"), "NUL", id="nul-in-desc"),
+    ],
+)
+def test_stk_callback_bounds(body: Any, rule: str) -> None:
+    """Issue 8 finding 7: lengths, depth and ranges are bounded in the wire parser."""
+    with pytest.raises(InvalidCallbackError, match=rule):
+        parse_stk_callback(body if isinstance(body, bytes | str) else json.dumps(body))
+
+
+def test_stk_callback_bounds_keep_real_values() -> None:
+    masked = parse_stk_callback(_stk(PhoneNumber="2547 ***** 149", Amount="1.50"))
+    assert masked.phone == "2547 ***** 149"
+    assert masked.amount == Decimal("1.50")
+    biggest = parse_stk_callback(_stk(Amount="999999999999.99", PhoneNumber=254708374149))
+    assert biggest.amount == Decimal("999999999999.99")
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"ConversationID": "AG_" + "1" * 200},
+        {"OriginatorConversationID": "a\x00b"},
+        {"TransactionID": {"nested": "object"}},
+        {"ResultParameters": {"ResultParameter": [{"Key": "k", "Value": 1}] * 65}},
+        {"ResultParameters": {"ResultParameter": [{"Key": "k" * 200, "Value": 1}]}},
+    ],
+    ids=["long-conversation-id", "nul-originator-id", "object-id", "65-items", "long-key"],
+)
+def test_result_bounds(changes: dict[str, Any]) -> None:
+    body = result_payload()
+    body["Result"].update(changes)
+    with pytest.raises(InvalidCallbackError):
+        parse_result(body)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"TransID": "R" * 100},
+        {"TransAmount": "1e20"},
+        {"MSISDN": "2547" + "0" * 100},
+        {"BillRefNumber": "x" * 2000},
+        {"FirstName": "J\x00"},
+    ],
+    ids=["long-trans-id", "amount-1e20", "long-msisdn", "long-bill-ref", "nul-name"],
+)
+def test_c2b_bounds(changes: dict[str, Any]) -> None:
+    body = c2b_payment_payload()
+    body.update(changes)
+    with pytest.raises(InvalidCallbackError):
+        parse_c2b_payment(body)

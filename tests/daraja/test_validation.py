@@ -12,6 +12,7 @@ from pydantic import ValidationError as PydanticValidationError
 from pesa import ValidationError
 from pesa.daraja import (
     Msisdn,
+    check_storable_text,
     normalize_msisdn,
     validate_account_reference,
     validate_amount,
@@ -199,3 +200,51 @@ def test_validate_url(url: str, ok: bool) -> None:
     else:
         with pytest.raises(ValidationError):
             validate_url(url)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        "٠٧١٢٣٤٥٦٧٨",  # Arabic-Indic digits
+        "07١٢٣٤٥٦٧٨",  # ASCII prefix, Arabic-Indic rest
+        "۰۷۱۲۳۴۵۶۷۸",  # Extended Arabic-Indic (Persian) digits
+        "０７１２３４５６７８",  # fullwidth digits
+        "2547१२३४५६७८",  # Devanagari digits
+        "0712\u00a0345\u00a0678",  # no-break spaces are not the separators we allow
+    ],
+)
+def test_phones_must_be_ascii_digits(given: str) -> None:
+    """Issue 8 finding 6: ``\\d`` took any Unicode digit; only 0-9 are a phone."""
+    with pytest.raises(ValidationError) as info:
+        normalize_msisdn(given)
+    assert info.value.field == "phone"
+    assert "ASCII digits" in info.value.rule
+
+    class Model(BaseModel):
+        phone: Msisdn
+
+    with pytest.raises(PydanticValidationError):
+        Model(phone=given)
+
+
+@pytest.mark.parametrize(
+    "value", ["INV\x0042", "INV\n42", "INV\ud80042", "INV\x1b42", "INV\t42"], ids=repr
+)
+def test_text_fields_refuse_control_characters_and_lone_surrogates(value: str) -> None:
+    """Issue 8 finding 7: NUL in account_reference reached PostgreSQL (a 503)."""
+    for check, field in (
+        (validate_account_reference, "account_reference"),
+        (validate_transaction_desc, "description"),
+    ):
+        with pytest.raises(ValidationError) as info:
+            check(value)
+        assert info.value.field == field
+        assert "printable" in info.value.rule
+
+
+@pytest.mark.parametrize("value", ["a\x00b", "\ud800"], ids=repr)
+def test_storable_text_refuses_nul_and_lone_surrogates(value: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        check_storable_text(value, field="metadata.note")
+    assert info.value.field == "metadata.note"
+    assert check_storable_text("línea\nnueva", field="x") == "línea\nnueva"

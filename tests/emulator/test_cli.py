@@ -20,7 +20,8 @@ def emulator_process() -> Iterator[tuple[subprocess.Popen[str], str]]:
     env = {**os.environ, "PESA_EMULATOR_STK_DELAY": "0.05"}
     env.pop("PESA_EMULATOR_PORT", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "pesa", "emulator", "--port", "0", "--latency", "1"],
+        [sys.executable, "-m", "pesa", "emulator", "--port", "0", "--latency", "1"]
+        + ["--c2b-validation-timeout", "3", "--no-partial-reversals", "--reversible-b2c"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -50,6 +51,8 @@ def test_cli_serves_daraja_and_the_control_api(
     config = httpx.get(f"{base_url}/__emulator__/config", trust_env=False).json()
     assert config["stk_delay"] == 0.05
     assert config["latency_ms"] == 1
+    assert config["c2b_validation_timeout"] == 3
+    assert (config["reversal_partial"], config["reversal_of_b2c"]) == (False, True)
 
 
 def test_cli_fails_with_one_line_on_a_bad_option() -> None:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from pesa.emulator import Emulator, EmulatorConfig, Fault
+from pesa.emulator._stk import MpesaExpress
 
 BALANCE = "/mpesa/accountbalance/v1/query"
 OAUTH = "/oauth/v1/generate?grant_type=client_credentials"
@@ -193,7 +194,7 @@ async def test_finished_payments_are_forgotten_beyond_the_bound() -> None:
                 )
                 ids.append(ack.json()["CheckoutRequestID"])
                 assert await emulator.wait_idle()
-            assert len(emulator._stk) <= 11
+            assert len(emulator.product(MpesaExpress).sessions) <= 11
             ts = stk_timestamp()
             query = {"BusinessShortCode": "174379", "Password": stk_password(ts), "Timestamp": ts}
             first = await http.post(

@@ -129,7 +129,7 @@ async def test_b2c_v3_requires_originator_conversation_id(
         ({"CommandID": "Payout"}, "CommandID"),
         ({"Amount": 9}, "Amount"),
         ({"Amount": 250_001}, "Amount"),
-        ({"PartyA": 123456}, "PartyA"),
+        ({"PartyA": 1234}, "PartyA"),
         ({"PartyB": "0708374149"}, "PartyB"),
         ({"Remarks": "x"}, "Remarks"),
         ({"ResultURL": "ftp://x"}, "ResultURL"),
@@ -381,3 +381,212 @@ async def test_rules_can_duplicate_or_delay_a_result(daraja: Daraja, receiver: R
     assert receiver.bodies("/status") == []
     [late] = await receiver.wait_for("/status")
     assert late["Result"]["ResultCode"] == 2032
+
+
+# -- payouts: a re-sent B2C cannot pay twice --------------------------------------------------
+
+
+def _accepted_b2c(daraja: Daraja) -> dict[str, int]:
+    """From the request log: B2C v3 requests accepted, per OriginatorConversationID."""
+    accepted: dict[str, int] = {}
+    for record in daraja.running.emulator.requests(B2C_V3):
+        if record.status_code == 200:
+            key = record.body["OriginatorConversationID"]
+            accepted[key] = accepted.get(key, 0) + 1
+    return accepted
+
+
+async def test_a_resent_payout_is_refused_and_the_log_shows_one_accepted_per_id(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    for originator in ("payout-1", "payout-1", "payout-2", "payout-1"):
+        await daraja.post(B2C_V3, _b2c(receiver, OriginatorConversationID=originator))
+    codes = [r.status_code for r in daraja.running.emulator.requests(B2C_V3)]
+    assert codes == [200, 500, 200, 500]
+    assert _accepted_b2c(daraja) == {"payout-1": 1, "payout-2": 1}
+    assert await daraja.running.emulator.wait_idle()
+    paid = [p["Result"]["OriginatorConversationID"] for p in receiver.bodies("/result")]
+    assert sorted(paid) == ["payout-1", "payout-2"]
+    assert daraja.running.emulator.balances(ORG_SHORTCODE)["Utility Account"] == 999_980
+
+
+async def test_a_payout_whose_answer_is_lost_is_paid_once_when_resent(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    emulator = daraja.running.emulator
+    emulator.add_fault(kind="lost_answer", path=B2C_V3, times=1)
+    lost = await daraja.post(B2C_V3, _b2c(receiver, OriginatorConversationID="payout-9"))
+    assert lost.status_code == 504
+    assert lost.json()["fault"]["faultstring"] == "Gateway Timeout"
+    again = await daraja.post(B2C_V3, _b2c(receiver, OriginatorConversationID="payout-9"))
+    assert again.json()["errorMessage"] == "Duplicate OriginatorConversationID."
+    first, second = emulator.requests(B2C_V3)
+    assert (first.status_code, first.answer_lost) == (200, True)
+    assert first.response["OriginatorConversationID"] == "payout-9"
+    assert (second.status_code, second.answer_lost) == (500, False)
+    assert _accepted_b2c(daraja) == {"payout-9": 1}
+    [result] = await receiver.wait_for("/result")
+    assert result["Result"]["ResultCode"] == 0
+    # Transaction Status by the OriginatorConversationID settles the unknown payout.
+    body = _status(receiver, OriginalConversationID="payout-9")
+    del body["TransactionID"]
+    await daraja.post(STATUS, body)
+    [status] = await receiver.wait_for("/status")
+    assert _params(status["Result"])["ReceiptNo"] == result["Result"]["TransactionID"]
+
+
+@pytest.mark.parametrize("action", ["drop", "duplicate"])
+async def test_result_callbacks_of_every_initiator_api_can_be_lost_or_duplicated(
+    daraja: Daraja, receiver: Receiver, action: str
+) -> None:
+    emulator = daraja.running.emulator
+    for operation in ("b2c", "transaction_status", "account_balance", "reversal"):
+        emulator.add_rule(operation=operation, callback=action)
+    await daraja.post(B2C_V3, _b2c(receiver))
+    await daraja.post(STATUS, _status(receiver))
+    await daraja.post(BALANCE, _balance(receiver))
+    await daraja.post(REVERSAL, _reversal(receiver, "PDU91HIVIT"))
+    assert await emulator.wait_idle()
+    copies = 0 if action == "drop" else 2
+    for path in ("/result", "/status", "/balance", "/reversal"):
+        assert len(receiver.bodies(path)) == copies, path
+    # A lost B2C Result still paid the customer.
+    assert emulator.balances(ORG_SHORTCODE)["Utility Account"] == 999_990
+
+
+async def test_queue_timeout_payload_is_configurable_and_a_processed_timeout_pays(
+    make_daraja: DarajaFactory, receiver: Receiver
+) -> None:
+    config = FAST.model_copy(
+        update={"queue_timeout_result_code": "SVC0001", "queue_timeout_result_desc": "Timed out"}
+    )
+    async with make_daraja(config) as daraja:
+        emulator = daraja.running.emulator
+        emulator.add_rule(operation="b2c", amount=20, callback="timeout", processed=True)
+        emulator.add_rule(operation="b2c", amount=30, callback="timeout")
+        await daraja.post(B2C_V3, _b2c(receiver, OriginatorConversationID="paid", Amount=20))
+        await daraja.post(B2C_V3, _b2c(receiver, OriginatorConversationID="unpaid", Amount=30))
+        first, second = await receiver.wait_for("/timeout", 2)
+        for payload in (first, second):
+            assert payload["Result"]["ResultCode"] == "SVC0001"
+            assert payload["Result"]["ResultDesc"] == "Timed out"
+            assert payload["Result"]["TransactionID"] == "OAK0000000"
+        assert receiver.bodies("/result") == []
+        assert emulator.balances(ORG_SHORTCODE)["Utility Account"] == 999_980
+        for originator in ("paid", "unpaid"):
+            body = _status(receiver, OriginalConversationID=originator)
+            del body["TransactionID"]
+            await daraja.post(STATUS, body)
+            await emulator.wait_idle()
+        paid, unpaid = receiver.bodies("/status")
+        assert paid["Result"]["ResultCode"] == 0
+        assert _params(paid["Result"])["Amount"] == 20.0
+        assert unpaid["Result"]["ResultCode"] == 2032
+
+
+# -- Transaction Status of receipts and refunds; balances ---------------------------------------
+
+
+async def _c2b_receipt(daraja: Daraja, amount: int, shortcode: str = ORG_SHORTCODE) -> str:
+    response = await daraja.http.post(
+        "/__emulator__/c2b/payments",
+        json={"shortcode": shortcode, "amount": amount, "account_reference": "INV-1"},
+        params={"wait": 10},
+    )
+    assert response.json()["status"] == "completed", response.text
+    return str(response.json()["trans_id"])
+
+
+async def test_transaction_status_of_a_c2b_receipt_by_trans_id(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    receipt = await _c2b_receipt(daraja, 250)
+    await daraja.post(STATUS, _status(receiver, TransactionID=receipt))
+    [payload] = await receiver.wait_for("/status")
+    params = _params(payload["Result"])
+    assert payload["Result"]["TransactionID"] == receipt
+    assert params["ReceiptNo"] == receipt
+    assert params["Amount"] == 250.0
+    assert params["TransactionStatus"] == "Completed"
+    assert params["DebitPartyName"].startswith(PHONE)
+    assert params["CreditPartyName"] == ORG_SHORTCODE
+
+
+async def test_partial_refunds_up_to_what_was_paid_then_already_reversed(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    emulator = daraja.running.emulator
+    receipt = await _c2b_receipt(daraja, 100)
+    acks = []
+    for amount in ("30", "80", "70", "1"):
+        ack = await daraja.post(REVERSAL, _reversal(receiver, receipt, Amount=amount))
+        acks.append(ack.json())
+        assert await emulator.wait_idle()
+    results = [p["Result"] for p in receiver.bodies("/reversal")]
+    assert [r["ResultCode"] for r in results] == [0, 2006, 0, "R000001"]
+    assert [_params(r)["Amount"] for r in (results[0], results[2])] == [30.0, 70.0]
+    # Safaricom's six-field balance string (REFERENCE 8.7).
+    assert _params(results[2])["DebitAccountBalance"] == (
+        "Utility Account|KES|1000000.00|1000000.00|0.00|0.00"
+    )
+    assert emulator.balances(ORG_SHORTCODE)["Utility Account"] == 1_000_000
+    # The original receipt reads Reversed; the refund is found by its receipt and by the
+    # OriginatorConversationID its acknowledgement carried.
+    await daraja.post(STATUS, _status(receiver, TransactionID=receipt))
+    await emulator.wait_idle()
+    await daraja.post(STATUS, _status(receiver, TransactionID=results[0]["TransactionID"]))
+    await emulator.wait_idle()
+    by_originator = _status(receiver, OriginalConversationID=acks[2]["OriginatorConversationID"])
+    del by_originator["TransactionID"]
+    await daraja.post(STATUS, by_originator)
+    original, first_refund, second_refund = await receiver.wait_for("/status", 3)
+    assert _params(original["Result"])["TransactionStatus"] == "Reversed"
+    assert _params(first_refund["Result"])["Amount"] == 30.0
+    assert _params(second_refund["Result"])["ReceiptNo"] == results[2]["TransactionID"]
+
+
+async def test_partial_refunds_can_be_refused_by_configuration(
+    make_daraja: DarajaFactory, receiver: Receiver
+) -> None:
+    async with make_daraja(FAST.model_copy(update={"reversal_partial": False})) as daraja:
+        receipt = await _c2b_receipt(daraja, 100)
+        await daraja.post(REVERSAL, _reversal(receiver, receipt, Amount="30"))
+        assert await daraja.running.emulator.wait_idle()
+        await daraja.post(REVERSAL, _reversal(receiver, receipt, Amount="100"))
+        refused, done = await receiver.wait_for("/reversal", 2)
+        assert refused["Result"]["ResultCode"] == 2006
+        assert done["Result"]["ResultCode"] == 0
+
+
+@pytest.mark.parametrize(
+    ("reversible", "code", "balance"), [(False, "R000002", 999_990), (True, 0, 1_000_000)]
+)
+async def test_b2c_receipts_are_not_reversible_unless_configured(
+    make_daraja: DarajaFactory,
+    receiver: Receiver,
+    reversible: bool,
+    code: int | str,
+    balance: int,
+) -> None:
+    async with make_daraja(FAST.model_copy(update={"reversal_of_b2c": reversible})) as daraja:
+        await daraja.post(B2C_V3, _b2c(receiver))
+        [paid] = await receiver.wait_for("/result")
+        await daraja.post(REVERSAL, _reversal(receiver, paid["Result"]["TransactionID"]))
+        [reversal] = await receiver.wait_for("/reversal")
+        assert reversal["Result"]["ResultCode"] == code
+        assert daraja.running.emulator.balances(ORG_SHORTCODE)["Utility Account"] == balance
+
+
+async def test_account_balance_reflects_receipts_payouts_and_refunds(
+    daraja: Daraja, receiver: Receiver
+) -> None:
+    receipt = await _c2b_receipt(daraja, 500)
+    await daraja.post(B2C_V3, _b2c(receiver, Amount=120))
+    await daraja.post(REVERSAL, _reversal(receiver, receipt, Amount="200"))
+    assert await daraja.running.emulator.wait_idle()
+    await daraja.post(BALANCE, _balance(receiver))
+    [payload] = await receiver.wait_for("/balance")
+    text = _params(payload["Result"])["AccountBalance"]
+    accounts = {part.split("|")[0]: part.split("|") for part in text.split("&")}
+    assert all(len(fields) == 6 for fields in accounts.values())
+    assert accounts["Utility Account"][2] == f"{1_000_000 + 500 - 120 - 200}.00"

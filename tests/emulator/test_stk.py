@@ -181,6 +181,8 @@ def _bad(field: str) -> dict[str, str]:
         ({"PartyA": "0708374149"}, "PartyA"),
         ({"PhoneNumber": "+254708374149"}, "PhoneNumber"),
         ({"PhoneNumber": "25470837414"}, "PhoneNumber"),
+        ({"PhoneNumber": "٢٥٤٧٠٨٣٧٤١٤٩"}, "PhoneNumber"),  # Arabic-Indic digits
+        ({"PhoneNumber": "2547٠٨٣٧٤١٤٩", "PartyA": "254708374149"}, "PhoneNumber"),
         ({"CallBackURL": "example.com/cb"}, "CallBackURL"),
         ({"CallBackURL": "https://example.com/cb "}, "CallBackURL"),
         ({"CallBackURL": None}, "CallBackURL"),

@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import resource
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -76,10 +78,25 @@ def clean_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
+def _open_file_limit(soft: int) -> Callable[[], None]:
+    def apply() -> None:
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, hard), hard))
+
+    return apply
+
+
 @contextmanager
 def pesa_process(
-    args: list[str], env: Mapping[str, str], cwd: str | None = None
+    args: list[str],
+    env: Mapping[str, str],
+    cwd: str | None = None,
+    *,
+    open_file_limit: int | None = None,
 ) -> Iterator[Process]:
+    """``python -m pesa <args>``; ``open_file_limit`` starts it with that soft RLIMIT_NOFILE
+    (1024 is the common default of Linux distributions, which the test machine may not use).
+    """
     popen = subprocess.Popen(
         [sys.executable, "-m", "pesa", *args],
         stdout=subprocess.PIPE,
@@ -87,6 +104,7 @@ def pesa_process(
         text=True,
         env=clean_env(env),
         cwd=cwd,
+        preexec_fn=None if open_file_limit is None else _open_file_limit(open_file_limit),
     )
     process = Process(popen)
 
@@ -131,6 +149,52 @@ def emulator(args: list[str]) -> Iterator[tuple[Process, str]]:
                     break
             except httpx.TransportError:
                 time.sleep(0.05)
+        yield process, url
+
+
+@contextmanager
+def strict_emulator(
+    consumer_key: str, consumer_secret: str, passkey: str, *args: str
+) -> Iterator[tuple[Process, str]]:
+    """``pesa emulator --strict`` in its own process: exact credentials, shortcode 174379."""
+    env = {"PESA_CONSUMER_KEY": consumer_key, "PESA_CONSUMER_SECRET": consumer_secret}
+    command = ["emulator", "--host", "127.0.0.1", "--port", "0", "--strict"]
+    command += ["--passkey", f"174379={passkey}", *args]
+    with pesa_process(command, env) as process:
+        match = process.wait_for_line(r"listening on (http://127\.0\.0\.1:\d+)")
+        url = match.group(1)
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{url}/__emulator__/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.05)
+        yield process, url
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def sandbox_gateway(
+    env: Mapping[str, str], *, open_file_limit: int | None = None
+) -> Iterator[tuple[Process, str]]:
+    """``pesa serve`` in ``sandbox`` on a free port (``PESA_PUBLIC_URL`` must name it).
+
+    ``env`` carries the rest: PESA_BASE_URL (a strict emulator), the API key, the callback
+    token and the Daraja credentials.
+    """
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    settings = {"PESA_ENV": "sandbox", "PESA_PUBLIC_URL": url, **env}
+    args = ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    with pesa_process(args, settings, open_file_limit=open_file_limit) as process:
+        process.wait_for_line(r"API:")
+        wait_healthy(url, process)
         yield process, url
 
 

@@ -203,7 +203,7 @@ class TestApplied:
         payment = await create(api, "254700000202")
         await wait_for(api, payment["id"], {"succeeded"})
         assert gateway.emulator_url is not None
-        async with AsyncEmulatorControl(gateway.emulator_url) as control:
+        async with AsyncEmulatorControl(gateway.emulator_url, api_key=API_KEY) as control:
             assert await control.wait_idle(10)
         types = [e["type"] for e in await events_of(api, payment["id"], at_least=2)]
         assert types == ["payment.pending", "payment.succeeded"]

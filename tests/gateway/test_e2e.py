@@ -126,7 +126,7 @@ def test_serve_end_to_end(database_url: str) -> None:
             database_url, PESA_WEBHOOK_URLS=receiver.url, PESA_WEBHOOK_SECRET=WEBHOOK_SECRET
         )
         with serve(env) as (process, url), api_client(url) as api:
-            control = stack.enter_context(EmulatorControl(f"{url}/emulator"))
+            control = stack.enter_context(EmulatorControl(f"{url}/emulator", api_key=API_KEY))
             # A customer who never answers: the target of the forged callbacks below.
             control.add_rule(phone="254711999999", delay=120, callback="drop")
 
@@ -392,9 +392,9 @@ def test_sandbox_configuration_against_a_separate_daraja(tmp_path: Path) -> None
             output = process.output()
             assert TOKEN not in output, "the callback token was printed"
             assert "emulator:" not in output
-            assert httpx.get(f"{url}/emulator/__emulator__/health").status_code == 404
             assert httpx.get(f"{url}/v1/payments").status_code == 401
             with api_client(url) as api:
+                assert api.get("/emulator/__emulator__/health").status_code == 404
                 paid = create(api, "254711444001")
                 final = wait_terminal(api, [paid["id"]], timeout=20)
             assert final[paid["id"]]["status"] == "succeeded"

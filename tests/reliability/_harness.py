@@ -93,7 +93,7 @@ class CallbackSink:
             host = request.client.host if request.client else None
             outcome = await self.ledger.ingest_stk_callback(body, source_ip=host)
             self.outcomes[outcome.status] += 1
-            if outcome.status in ("applied", "duplicate"):
+            if outcome.status in ("applied", "unverified", "duplicate", "ignored"):
                 self.acknowledged.append(body)
                 return JSONResponse({"ResultCode": 0, "ResultDesc": "Accepted"})
             return JSONResponse({"ResultCode": 1, "ResultDesc": outcome.status}, status_code=400)

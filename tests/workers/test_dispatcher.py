@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import random
+import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -459,3 +461,75 @@ async def test_run_survives_a_failed_round(
         stop.set()
     assert flaky.failures == 0
     assert len(receiver.requests) == 1
+
+
+class HangingReceiver:
+    """A real HTTP server that accepts webhook POSTs and never answers them."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/hooks"
+        self.accepted: list[float] = []
+        self._held: list[object] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(time.monotonic())
+            self._held.append(conn)  # read nothing, answer nothing, keep it open
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self._held:
+            conn.close()  # type: ignore[attr-defined]  # sockets
+
+
+async def test_a_hanging_receiver_does_not_delay_a_healthy_one(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    """Issue 8 finding 9: a slow endpoint costs only itself (no head-of-line blocking).
+
+    Both endpoints get the same events. Every healthy delivery must be done before the
+    hanging receiver's first attempt has even timed out.
+    """
+    hanging = HangingReceiver()
+    timeout = 3.0
+    ledger = await open_ledger(endpoints=[hanging.url, receiver.url])
+    for n in range(6):
+        await pending_payment(ledger, n, phone=f"2547083741{n:02d}")
+    stop = anyio.Event()
+    done_at: float | None = None
+    try:
+        async with (
+            WebhookDispatcher(
+                ledger,
+                secret=SECRET,
+                options=options(concurrency=2, timeout=timeout, lease=30.0),
+                clock=clock,
+            ) as dispatcher,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(dispatcher.run, stop)
+            with anyio.fail_after(60):
+                while len(receiver.requests) < 6:
+                    await anyio.sleep(0.01)
+                done_at = time.monotonic()
+                while not hanging.accepted:
+                    await anyio.sleep(0.01)
+            stop.set()
+    finally:
+        hanging.close()
+    assert len(receiver.requests) == 6
+    # The hanging endpoint was tried (its lane is busy waiting on it) ...
+    assert hanging.accepted
+    # ... and yet the healthy endpoint finished before one hanging attempt could time out.
+    assert done_at is not None and done_at < hanging.accepted[0] + timeout

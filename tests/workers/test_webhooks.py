@@ -246,3 +246,37 @@ def test_receivers_need_no_server_dependencies() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        pytest.param(f"t={'9' * 5000},v1=00", id="5000-digit-timestamp"),
+        pytest.param(f"t={'1' * 16},v1=00", id="16-digit-timestamp"),
+        pytest.param("garbage", id="garbage"),
+        pytest.param("t=,v1=00", id="empty-timestamp"),
+        pytest.param("v1=00", id="no-timestamp"),
+        pytest.param(f"t={NOW}", id="no-signature"),
+        pytest.param(f"t={NOW},v1=\ud800", id="lone-surrogate-signature"),
+        pytest.param(f"t={NOW},v1=é", id="non-ascii-signature"),
+        pytest.param("t=١٢٣,v1=00", id="arabic-indic-digits"),
+        pytest.param(f"t={NOW},v1={'0' * 5000}", id="5000-character-header"),
+        pytest.param("t=1,t=2,v1=00", id="two-timestamps"),
+        pytest.param(",,,", id="only-commas"),
+    ],
+)
+def test_every_bad_header_is_a_webhook_signature_error(header: str) -> None:
+    """Issue 8 finding 9: never a bare ValueError (or anything else) on a bad header."""
+    with pytest.raises(WebhookSignatureError):
+        verify_webhook(BODY, header, SECRET, now=NOW)
+
+
+@pytest.mark.parametrize("tolerance", [float("nan"), float("inf"), -1, -0.5, "300", True], ids=repr)
+def test_a_tolerance_that_is_not_a_finite_non_negative_number_is_refused(
+    tolerance: object,
+) -> None:
+    """Issue 8 finding 9: tolerance=nan used to accept a signature from 1970."""
+    ancient = sign_webhook(BODY, SECRET, timestamp=1)
+    with pytest.raises(ValidationError) as info:
+        verify_webhook(BODY, ancient, SECRET, tolerance=tolerance, now=NOW)  # type: ignore[arg-type]  # misuse on purpose
+    assert info.value.field == "tolerance"

@@ -90,6 +90,19 @@ def emulator(
     no_c2b_validation: Annotated[
         bool, typer.Option("--no-c2b-validation", help="never call C2B ValidationURLs")
     ] = False,
+    c2b_validation_timeout: Annotated[
+        float | None,
+        typer.Option(
+            metavar="S", help="seconds a ValidationURL has before ResponseType applies [8]"
+        ),
+    ] = None,
+    no_partial_reversals: Annotated[
+        bool,
+        typer.Option("--no-partial-reversals", help="reversals must be for the whole amount"),
+    ] = False,
+    reversible_b2c: Annotated[
+        bool, typer.Option("--reversible-b2c", help="let the Reversal API reverse B2C payments")
+    ] = False,
     seed: Annotated[int | None, typer.Option(help="seed for reproducible ids and faults")] = None,
     key_dir: Annotated[
         Path | None, typer.Option(help="keep the RSA key and TLS files here across restarts")
@@ -122,6 +135,7 @@ def emulator(
         "rate_limit": rate_limit,
         "callback_timeout": callback_timeout,
         "callback_retries": callback_retries,
+        "c2b_validation_timeout": c2b_validation_timeout,
         "seed": seed,
         "key_dir": key_dir,
     }
@@ -130,6 +144,10 @@ def emulator(
         overrides["invalidate_old_tokens"] = True
     if no_c2b_validation:
         overrides["c2b_validation"] = False
+    if no_partial_reversals:
+        overrides["reversal_partial"] = False
+    if reversible_b2c:
+        overrides["reversal_of_b2c"] = True
     try:
         base = config_from_settings(settings)
         if shortcode:

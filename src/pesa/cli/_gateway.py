@@ -20,6 +20,7 @@ from pesa.config import Settings
 __all__ = ["bind_socket", "db_app", "load_settings"]
 
 db_app = typer.Typer(help="The ledger database.", no_args_is_help=True)
+_SPARE_DESCRIPTORS = 256
 app.add_typer(db_app, name="db")
 
 
@@ -82,6 +83,7 @@ def serve(
     from pesa.gateway import create_app
     from pesa.gateway._app import check_settings
     from pesa.gateway._callbacks import CallbackPathFilter
+    from pesa.gateway._server import raise_open_file_limit, server_config
 
     settings = load_settings(
         gateway_host=host, gateway_port=port, run_workers=workers, auto_migrate=migrate
@@ -123,16 +125,15 @@ def serve(
     # Access logs show request paths, and callback paths carry the secret token.
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(CallbackPathFilter())
-    config = uvicorn.Config(
+    # Every connection holds a descriptor: PESA_MAX_CONNECTIONS of them, plus the
+    # database pool, the Daraja client and webhook deliveries.
+    raise_open_file_limit(settings.max_connections + _SPARE_DESCRIPTORS)
+    config = server_config(
         gateway,
-        lifespan="on",
+        settings,
         log_level=settings.log.lower(),
         access_log=settings.log.lower() == "debug",
         timeout_graceful_shutdown=10,
-        # uvicorn would believe X-Forwarded-For from loopback and rewrite the client
-        # address before the callback route sees it; proxy trust is PESA_TRUSTED_PROXIES'.
-        proxy_headers=False,
-        server_header=False,
     )
     server = uvicorn.Server(config)
     try:

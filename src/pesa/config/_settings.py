@@ -101,7 +101,34 @@ class Settings(BaseSettings):
     callback_on_mismatch: Literal["refuse", "flag"] = Field(
         "refuse",
         description="a callback success whose amount or phone differs from the request: "
-        "refuse (stored as invalid, settled by query) or flag (applied and flagged)",
+        "refuse (400, stored as invalid) or flag (200, its values recorded); either way "
+        "only Daraja's STK query settles the payment, flagged if Daraja confirms it",
+    )
+    api_max_body_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        description="largest request body of the REST API, in bytes (413 beyond; checked "
+        "after the API key, before the body is read)",
+    )
+    callback_max_body_bytes: int = Field(
+        32 * 1024,
+        ge=1024,
+        description="largest callback body, in bytes (413 beyond; a real one is under 2 KiB)",
+    )
+    max_connections: int = Field(
+        2048,
+        ge=1,
+        description="open connections and requests in flight `pesa serve` allows before "
+        "answering 503 at once (it raises its open-file limit to match)",
+    )
+    read_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="seconds a client has to send a complete request, headers and body "
+        "(slower or idle connections are closed)",
+    )
+    keep_alive_timeout: int = Field(
+        5, ge=1, description="seconds an idle keep-alive connection is kept open"
     )
     run_workers: bool = Field(
         True, description="run the reconciler and webhook dispatcher inside `pesa serve`"
@@ -262,7 +289,10 @@ class Settings(BaseSettings):
     )
     webhook_batch_size: int = Field(50, ge=1, description="deliveries claimed per dispatcher round")
     webhook_concurrency: int = Field(
-        8, ge=1, description="webhook deliveries in flight at once per process"
+        8,
+        ge=1,
+        description="webhook deliveries in flight at once per endpoint and process "
+        "(each endpoint has its own lane: a slow receiver delays only itself)",
     )
     webhook_lease: float = Field(
         60.0,

@@ -8,6 +8,7 @@ raises :class:`pesa.InvalidCallbackError`, never a ``KeyError``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
@@ -24,6 +25,14 @@ from pesa.daraja._time import parse_daraja_timestamp
 __all__ = [
     "C2B_REJECT_CODES",
     "CALLBACK_ACCEPTED",
+    "MAX_AMOUNT",
+    "MAX_CALLBACK_DEPTH",
+    "MAX_CODE_LENGTH",
+    "MAX_ID_LENGTH",
+    "MAX_ITEMS",
+    "MAX_PHONE_DIGITS",
+    "MAX_RECEIPT_LENGTH",
+    "MAX_TEXT_LENGTH",
     "AccountBalance",
     "C2BPayment",
     "ResultEnvelope",
@@ -51,9 +60,30 @@ C2B_REJECT_CODES: Final[dict[str, str]] = {
 
 _Frozen = ConfigDict(frozen=True)
 
+# Bounds on what a callback may carry (REFERENCE §6.3, §7, §8; real values are far below):
+# anything beyond is not from Daraja, and must not reach a database column or a log.
+MAX_CALLBACK_DEPTH: Final = 16
+"""Deepest JSON nesting accepted in a callback body (Daraja's own go 7 levels deep)."""
+MAX_ID_LENGTH: Final = 100
+"""Longest CheckoutRequestID, MerchantRequestID, ConversationID... (printable ASCII)."""
+MAX_RECEIPT_LENGTH: Final = 32
+"""Longest M-Pesa receipt / TransID (letters and digits; real ones have 10)."""
+MAX_CODE_LENGTH: Final = 32
+"""Longest ResultCode / ResultType."""
+MAX_TEXT_LENGTH: Final = 1024
+"""Longest free text (ResultDesc, names, account references, parameter values)."""
+MAX_PHONE_DIGITS: Final = 15
+"""Most digits (or ``*`` masks) in a PhoneNumber: E.164 allows 15."""
+MAX_AMOUNT: Final = Decimal("999999999999.99")
+"""Largest amount accepted in a callback (what the ledger's NUMERIC(14, 2) columns hold)."""
+MAX_ITEMS: Final = 64
+"""Most items in a CallbackMetadata / ResultParameters / ReferenceData list."""
+_CENTS = Decimal("0.01")
+
 
 def _load(body: bytes | str | Mapping[str, Any], what: str) -> Mapping[str, Any]:
     if isinstance(body, Mapping):
+        _check_depth(body, what)
         return body
     if isinstance(body, bytes | bytearray):
         try:
@@ -64,11 +94,55 @@ def _load(body: bytes | str | Mapping[str, Any], what: str) -> Mapping[str, Any]
         raise InvalidCallbackError(f"{what}: body must be bytes, str or a mapping")
     try:
         data = json.loads(body)
+    except RecursionError as err:
+        # 30,000 nested arrays: json.loads gives up on its own recursion limit.
+        raise InvalidCallbackError(
+            f"{what}: body is nested more than {MAX_CALLBACK_DEPTH} levels deep"
+        ) from err
     except ValueError as err:
         raise InvalidCallbackError(f"{what}: body is not JSON") from err
     if not isinstance(data, dict):
         raise InvalidCallbackError(f"{what}: body must be a JSON object")
+    _check_depth(data, what)
     return data
+
+
+def _check_depth(data: Any, what: str) -> None:
+    # Breadth-first, so a deep body costs at most MAX_CALLBACK_DEPTH levels of work.
+    level: list[Any] = [data]
+    for _ in range(MAX_CALLBACK_DEPTH):
+        children: list[Any] = []
+        for value in level:
+            if isinstance(value, Mapping):
+                children.extend(v for v in value.values() if isinstance(v, Mapping | list))
+            elif isinstance(value, list):
+                children.extend(v for v in value if isinstance(v, Mapping | list))
+        if not children:
+            return
+        level = children
+    raise InvalidCallbackError(f"{what}: body is nested more than {MAX_CALLBACK_DEPTH} levels deep")
+
+
+def _bounded(value: str, key: str, what: str, max_length: int, *, ascii_only: bool) -> str:
+    """``value`` if it is storable text within ``max_length``, else InvalidCallbackError."""
+    if len(value) > max_length:
+        raise InvalidCallbackError(
+            f"{what}: {key!r} is longer than {max_length} characters ({len(value)})"
+        )
+    if ascii_only:
+        if not (value.isascii() and value.isprintable()):
+            raise InvalidCallbackError(f"{what}: {key!r} must be printable ASCII")
+    elif "\x00" in value or not _encodable(value):
+        raise InvalidCallbackError(f"{what}: {key!r} contains NUL or invalid Unicode")
+    return value
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _mapping(parent: Mapping[str, Any], key: str, what: str) -> Mapping[str, Any]:
@@ -78,27 +152,44 @@ def _mapping(parent: Mapping[str, Any], key: str, what: str) -> Mapping[str, Any
     return value
 
 
-def _text(parent: Mapping[str, Any], key: str, what: str, *, required: bool = True) -> str:
+def _text(
+    parent: Mapping[str, Any],
+    key: str,
+    what: str,
+    *,
+    required: bool = True,
+    max_length: int = MAX_TEXT_LENGTH,
+    ascii_only: bool = False,
+) -> str:
     value = parent.get(key)
     if isinstance(value, str) and value.strip():
-        return value
+        return _bounded(value, key, what, max_length, ascii_only=ascii_only)
     if isinstance(value, int) and not isinstance(value, bool):
+        if value < 0 or value >= 10**max_length:
+            raise InvalidCallbackError(f"{what}: {key!r} is out of range")
         return str(value)
     if not required and value in (None, ""):
         return ""
     raise InvalidCallbackError(f"{what}: {key!r} must be a non-empty string")
 
 
+def _id(parent: Mapping[str, Any], key: str, what: str, *, required: bool = True) -> str:
+    """An identifier Daraja issued: printable ASCII of at most :data:`MAX_ID_LENGTH`."""
+    return _text(parent, key, what, required=required, max_length=MAX_ID_LENGTH, ascii_only=True)
+
+
 def _code(parent: Mapping[str, Any], key: str, what: str) -> str:
     value = parent.get(key)
     if isinstance(value, bool):
         raise InvalidCallbackError(f"{what}: {key!r} must be a code, not a boolean")
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < 10**MAX_CODE_LENGTH:
         return str(int(value))
     if isinstance(value, int):
+        if abs(value) >= 10**MAX_CODE_LENGTH:
+            raise InvalidCallbackError(f"{what}: {key!r} is longer than {MAX_CODE_LENGTH} digits")
         return str(value)
     if isinstance(value, str) and value.strip():
-        return value.strip()
+        return _bounded(value.strip(), key, what, MAX_CODE_LENGTH, ascii_only=True)
     raise InvalidCallbackError(f"{what}: {key!r} is missing or not a code")
 
 
@@ -111,25 +202,40 @@ def _as_list(value: Any) -> list[Any]:
 def _items(value: Any, key_name: str, what: str) -> dict[str, Any]:
     """``[{"Name": k, "Value": v}, ...]`` (or one such object) as ``{k: v}``; no Value -> None."""
     result: dict[str, Any] = {}
-    for item in _as_list(value):
+    items = _as_list(value)
+    if len(items) > MAX_ITEMS:
+        raise InvalidCallbackError(f"{what}: more than {MAX_ITEMS} items")
+    for item in items:
         if not isinstance(item, Mapping) or not isinstance(item.get(key_name), str):
             raise InvalidCallbackError(f"{what}: every item needs a string {key_name!r}")
-        result[item[key_name]] = item.get("Value")
+        name = _bounded(item[key_name], key_name, what, MAX_ID_LENGTH, ascii_only=True)
+        item_value = item.get("Value")
+        if isinstance(item_value, str):
+            item_value = _bounded(item_value, name, what, MAX_TEXT_LENGTH, ascii_only=False)
+        result[name] = item_value
     return result
 
 
-def _decimal(value: Any, what: str) -> Decimal | None:
+def _decimal(value: Any, what: str, *, signed: bool = False) -> Decimal | None:
     if value is None or value == "":
         return None
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, str | int | float | Decimal):
         raise InvalidCallbackError(f"{what} must be a number")
+    text = str(value).strip()
+    if len(text) > 40:
+        raise InvalidCallbackError(f"{what} must be a number of at most 40 characters")
     try:
         # str() first: Decimal(1.1) would carry the float's binary error.
-        amount = Decimal(str(value).strip())
+        amount = Decimal(text)
     except InvalidOperation as err:
         raise InvalidCallbackError(f"{what} must be a number") from err
     if not amount.is_finite():
         raise InvalidCallbackError(f"{what} must be a finite number")
+    if not (-MAX_AMOUNT if signed else 0) <= amount <= MAX_AMOUNT:
+        low = f"-{MAX_AMOUNT}" if signed else "0"
+        raise InvalidCallbackError(f"{what} must be between {low} and {MAX_AMOUNT}")
+    if amount != amount.quantize(_CENTS):
+        raise InvalidCallbackError(f"{what} must have at most 2 decimal places")
     return amount
 
 
@@ -145,13 +251,28 @@ def _timestamp(value: Any, what: str) -> datetime | None:
 
 
 def _phone(value: Any) -> str | None:
+    what = "STK callback: 'PhoneNumber'"
     if value is None or value == "":
         return None
     if isinstance(value, bool) or not isinstance(value, str | int | float):
-        raise InvalidCallbackError("STK callback: 'PhoneNumber' must be a number or a string")
-    if isinstance(value, float) and value.is_integer():
+        raise InvalidCallbackError(f"{what} must be a number or a string")
+    if isinstance(value, float):
+        if not value.is_integer() or not 0 < value < 10**MAX_PHONE_DIGITS:
+            raise InvalidCallbackError(f"{what} must be at most {MAX_PHONE_DIGITS} digits")
         value = int(value)
-    return str(value).strip() or None
+    if isinstance(value, int) and not 0 < value < 10**MAX_PHONE_DIGITS:
+        raise InvalidCallbackError(f"{what} must be at most {MAX_PHONE_DIGITS} digits")
+    text = str(value).strip()
+    # ASCII digits, maybe masked with '*' (2547****149), maybe spaced (2547 ***** 126).
+    compact = text.replace(" ", "").removeprefix("+")
+    if len(text) > 2 * MAX_PHONE_DIGITS or not _PHONE_CHARS.fullmatch(compact):
+        raise InvalidCallbackError(
+            f"{what} must be at most {MAX_PHONE_DIGITS} ASCII digits (or '*' masks)"
+        )
+    return text or None
+
+
+_PHONE_CHARS: Final = re.compile(rf"[0-9*]{{1,{MAX_PHONE_DIGITS}}}")
 
 
 StkOutcome = Literal["succeeded", "failed", "unverified"]
@@ -254,10 +375,14 @@ def parse_stk_callback(body: bytes | str | Mapping[str, Any]) -> StkCallback:
     receipt = metadata.get("MpesaReceiptNumber")
     if receipt is not None and not isinstance(receipt, str):
         raise InvalidCallbackError(f"{what}: 'MpesaReceiptNumber' must be a string")
+    if receipt:
+        _receipt(receipt, "MpesaReceiptNumber", what)
     balance = metadata.get("Balance")
+    if balance is not None and not isinstance(balance, str | int | float):
+        raise InvalidCallbackError(f"{what}: 'Balance' must be text or a number")
     return StkCallback(
-        merchant_request_id=_text(callback, "MerchantRequestID", what),
-        checkout_request_id=_text(callback, "CheckoutRequestID", what),
+        merchant_request_id=_id(callback, "MerchantRequestID", what),
+        checkout_request_id=_id(callback, "CheckoutRequestID", what),
         result_code=_code(callback, "ResultCode", what),
         result_desc=_text(callback, "ResultDesc", what, required=False),
         amount=_decimal(metadata.get("Amount"), f"{what}: 'Amount'"),
@@ -267,6 +392,14 @@ def parse_stk_callback(body: bytes | str | Mapping[str, Any]) -> StkCallback:
         balance=None if balance in (None, "") else str(balance),
         metadata=metadata,
     )
+
+
+def _receipt(value: str, key: str, what: str) -> str:
+    if len(value) > MAX_RECEIPT_LENGTH or not (value.isascii() and value.isalnum()):
+        raise InvalidCallbackError(
+            f"{what}: {key!r} must be at most {MAX_RECEIPT_LENGTH} ASCII letters and digits"
+        )
+    return value
 
 
 class AccountBalance(BaseModel):
@@ -302,7 +435,7 @@ def parse_account_balances(text: str) -> list[AccountBalance]:
         cols = [c.strip() for c in chunk.split("|")]
         if len(cols) < 3 or not cols[0] or not cols[1]:
             raise InvalidCallbackError(f"{what}: account {chunk!r} needs name|currency|available")
-        available = _decimal(cols[2], f"{what}: available of {cols[0]!r}")
+        available = _decimal(cols[2], f"{what}: available of {cols[0]!r}", signed=True)
         if available is None:
             raise InvalidCallbackError(f"{what}: account {cols[0]!r} has no available amount")
         accounts.append(
@@ -310,8 +443,8 @@ def parse_account_balances(text: str) -> list[AccountBalance]:
                 name=cols[0],
                 currency=cols[1],
                 available=available,
-                uncleared=_decimal(cols[3], what) if len(cols) > 3 else None,
-                reserved=_decimal(cols[4], what) if len(cols) > 4 else None,
+                uncleared=_decimal(cols[3], what, signed=True) if len(cols) > 3 else None,
+                reserved=_decimal(cols[4], what, signed=True) if len(cols) > 4 else None,
                 unknown_columns=tuple(cols[5:]),
             )
         )
@@ -352,11 +485,13 @@ class ResultEnvelope(BaseModel):
         return parse_account_balances(raw) if isinstance(raw, str) else []
 
 
-def _optional_id(parent: Mapping[str, Any], key: str) -> str | None:
+def _optional_id(parent: Mapping[str, Any], key: str, what: str) -> str | None:
     value = parent.get(key)
     if value is None or value == "" or isinstance(value, bool):
         return None
-    return str(value)
+    if not isinstance(value, str | int):
+        raise InvalidCallbackError(f"{what}: {key!r} must be a string")
+    return _id(parent, key, what)
 
 
 def parse_result(body: bytes | str | Mapping[str, Any]) -> ResultEnvelope:
@@ -378,9 +513,9 @@ def parse_result(body: bytes | str | Mapping[str, Any]) -> ResultEnvelope:
         result_type=None if result_type is None else _code(result, "ResultType", what),
         result_code=_code(result, "ResultCode", what),
         result_desc=_text(result, "ResultDesc", what, required=False),
-        originator_conversation_id=_optional_id(result, "OriginatorConversationID"),
-        conversation_id=_optional_id(result, "ConversationID"),
-        transaction_id=_optional_id(result, "TransactionID"),
+        originator_conversation_id=_optional_id(result, "OriginatorConversationID", what),
+        conversation_id=_optional_id(result, "ConversationID", what),
+        transaction_id=_optional_id(result, "TransactionID", what),
         parameters=_items((params or {}).get("ResultParameter"), "Key", what),
         reference_data=_items((refs or {}).get("ReferenceItem"), "Key", what),
     )
@@ -425,16 +560,19 @@ def parse_c2b_payment(body: bytes | str | Mapping[str, Any]) -> C2BPayment:
     if trans_time is None:
         raise InvalidCallbackError(f"{what}: 'TransTime' is missing")
     return C2BPayment(
-        transaction_type=_text(data, "TransactionType", what, required=False),
-        trans_id=_text(data, "TransID", what),
+        transaction_type=_text(data, "TransactionType", what, required=False, max_length=64),
+        trans_id=_receipt(_id(data, "TransID", what), "TransID", what),
         trans_time=trans_time,
         trans_amount=amount,
-        business_short_code=_text(data, "BusinessShortCode", what),
+        business_short_code=_id(data, "BusinessShortCode", what),
         bill_ref_number=_text(data, "BillRefNumber", what, required=False),
         invoice_number=_text(data, "InvoiceNumber", what, required=False),
-        org_account_balance=_decimal(data.get("OrgAccountBalance"), f"{what}: balance"),
-        third_party_trans_id=_text(data, "ThirdPartyTransID", what, required=False),
-        msisdn=_text(data, "MSISDN", what, required=False),
+        org_account_balance=_decimal(
+            data.get("OrgAccountBalance"), f"{what}: balance", signed=True
+        ),
+        third_party_trans_id=_id(data, "ThirdPartyTransID", what, required=False),
+        # A masked number (2547 ***** 126) or a SHA-256 hex digest: 64 characters at most.
+        msisdn=_text(data, "MSISDN", what, required=False, max_length=64, ascii_only=True),
         first_name=_text(data, "FirstName", what, required=False),
         middle_name=_text(data, "MiddleName", what, required=False),
         last_name=_text(data, "LastName", what, required=False),

@@ -25,6 +25,7 @@ __all__ = [
     "REMARKS_MIN",
     "TRANSACTION_DESC_MAX",
     "Msisdn",
+    "check_storable_text",
     "normalize_msisdn",
     "validate_account_reference",
     "validate_amount",
@@ -50,9 +51,11 @@ _ACCEPTED_PHONES: Final = (
     "+2547XXXXXXXX, 2547XXXXXXXX or 2541XXXXXXXX (spaces and dashes allowed)"
 )
 # After removing spaces and dashes: optional +254 / 254 / 0 prefix, then 7 or 1 and 8 digits.
-_MSISDN: Final = re.compile(r"(?:\+254|254|0)?([17]\d{8})")
-_SEPARATORS: Final = re.compile(r"[\s\-]")
-_SHORTCODE: Final = re.compile(r"\d{5,7}")
+# ASCII digits only: ``\d`` would also take Arabic-Indic (U+0660...) and other Unicode digits,
+# which Daraja and every later comparison treat as different characters.
+_MSISDN: Final = re.compile(r"(?:\+254|254|0)?([17][0-9]{8})")
+_SEPARATORS: Final = re.compile(r"[ \t\-]")
+_SHORTCODE: Final = re.compile(r"[0-9]{5,7}")
 
 
 def _shown(text: str) -> str:
@@ -78,6 +81,10 @@ def normalize_msisdn(value: str | int, *, field: str = "phone") -> str:
     if isinstance(value, bool) or not isinstance(value, str | int):
         raise ValidationError(field, f"must be {_ACCEPTED_PHONES}", type(value).__name__)
     text = str(value).strip()
+    if not text.isascii():
+        raise ValidationError(
+            field, f"must be written with ASCII digits 0-9: {_ACCEPTED_PHONES}", _shown(text)
+        )
     compact = _SEPARATORS.sub("", text)
     match = _MSISDN.fullmatch(compact)
     if match is None:
@@ -145,15 +152,29 @@ def validate_text(
     """
     if not isinstance(value, str):
         raise ValidationError(field, "must be a string", value)
+    if len(value) > max_length:
+        # Checked first, and the value not echoed: never scan or repeat a huge value.
+        raise ValidationError(field, f"{_length_rule(min_length, max_length)}, got {len(value)}")
+    if not value.isprintable():
+        raise ValidationError(
+            field,
+            "must contain only printable characters (no control characters such as NUL or "
+            "newline, no lone surrogates)",
+            value,
+        )
     if value != value.strip():
         raise ValidationError(field, "must not start or end with whitespace", value)
-    if len(value) < min_length or len(value) > max_length:
-        if min_length == 0:
-            rule = f"must be at most {max_length} characters"
-        else:
-            rule = f"must be {min_length} to {max_length} characters"
-        raise ValidationError(field, f"{rule}, got {len(value)}", value)
+    if len(value) < min_length:
+        raise ValidationError(
+            field, f"{_length_rule(min_length, max_length)}, got {len(value)}", value
+        )
     return value
+
+
+def _length_rule(min_length: int, max_length: int) -> str:
+    if min_length == 0:
+        return f"must be at most {max_length} characters"
+    return f"must be {min_length} to {max_length} characters"
 
 
 def validate_account_reference(value: Any, *, field: str = "account_reference") -> str:
@@ -174,6 +195,26 @@ def validate_remarks(value: Any, *, field: str = "remarks") -> str:
 def validate_occasion(value: Any, *, field: str = "occasion") -> str:
     """Initiator-API ``Occasion``: at most 100 characters (may be empty)."""
     return validate_text(value, field=field, min_length=0, max_length=OCCASION_MAX)
+
+
+def check_storable_text(value: str, *, field: str) -> str:
+    """Refuse text that a database cannot store or that no client can encode.
+
+    NUL (PostgreSQL's text types refuse it) and lone surrogates (not encodable as UTF-8)
+    are refused anywhere, even where other control characters are fine (JSON metadata).
+
+    Raises:
+        ValidationError: naming ``field``.
+    """
+    if "\x00" in value:
+        raise ValidationError(field, "must not contain the NUL character (U+0000)")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise ValidationError(
+            field, "must be valid Unicode text (a lone surrogate cannot be stored)"
+        ) from err
+    return value
 
 
 def validate_shortcode(value: Any, *, field: str = "shortcode") -> str:

@@ -8,10 +8,12 @@ Example:
 
 from pesa.emulator._control import AsyncEmulatorControl, EmulatorControl, EmulatorControlError
 from pesa.emulator._crypto import CredentialKeys, TlsFiles, credential_keys, tls_files
-from pesa.emulator._emulator import SCENARIOS, Emulator, Scenario, create_app, nairobi_now
+from pesa.emulator._emulator import Emulator, create_app, nairobi_now
 from pesa.emulator._models import (
     SANDBOX_PASSKEY,
     SANDBOX_STK_SHORTCODE,
+    C2BPay,
+    C2BPayment,
     DeliveryAttempt,
     EmulatorConfig,
     Fault,
@@ -20,12 +22,16 @@ from pesa.emulator._models import (
     SentCallback,
     config_from_settings,
 )
+from pesa.emulator._rules import Scenario
+from pesa.emulator._stk import SCENARIOS
 
 __all__ = [
     "SANDBOX_PASSKEY",
     "SANDBOX_STK_SHORTCODE",
     "SCENARIOS",
     "AsyncEmulatorControl",
+    "C2BPay",
+    "C2BPayment",
     "CredentialKeys",
     "DeliveryAttempt",
     "Emulator",

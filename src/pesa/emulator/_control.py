@@ -19,6 +19,8 @@ import httpx
 
 from pesa._exceptions import PesaError
 from pesa.emulator._models import (
+    C2BPay,
+    C2BPayment,
     CallbackKind,
     Fault,
     FaultKind,
@@ -93,6 +95,14 @@ def _balances(response: httpx.Response) -> dict[str, Decimal]:
     return {k: Decimal(val) for k, val in _checked(response).json().items()}
 
 
+def _payment(response: httpx.Response) -> C2BPayment:
+    return C2BPayment.model_validate(_checked(response).json())
+
+
+def _payments(response: httpx.Response) -> list[C2BPayment]:
+    return [C2BPayment.model_validate(item) for item in _checked(response).json()]
+
+
 def _idle(response: httpx.Response) -> bool:
     return bool(_checked(response).json()["idle"])
 
@@ -104,6 +114,11 @@ def _rate(response: httpx.Response) -> float | None:
 
 def _pem(response: httpx.Response) -> bytes:
     return _checked(response).content
+
+
+def _auth_headers(api_key: str | None) -> dict[str, str]:
+    # The emulator mounted in `pesa serve` guards its control API with PESA_API_KEY.
+    return {} if api_key is None else {"Authorization": f"Bearer {api_key}"}
 
 
 class _BaseControl:
@@ -132,9 +147,23 @@ class _BaseControl:
     def _requests_call(path: str | None) -> _Call[list[ReceivedRequest]]:
         return _Call("GET", "/requests", _requests, params={"path": path} if path else None)
 
+    @staticmethod
+    def _pay_call(pay: C2BPay | None, wait: float, fields: dict[str, Any]) -> _Call[C2BPayment]:
+        body = (pay or C2BPay(**fields)).model_dump(mode="json", exclude_none=True)
+        params = {"wait": str(wait)} if wait > 0 else None
+        return _Call("POST", "/c2b/payments", _payment, json=body, params=params)
+
+    @staticmethod
+    def _payments_call(shortcode: str | None) -> _Call[list[C2BPayment]]:
+        params = {"shortcode": shortcode} if shortcode else None
+        return _Call("GET", "/c2b/payments", _payments, params=params)
+
 
 class EmulatorControl(_BaseControl):
     """Drive a running emulator over HTTP: the same operations as :class:`Emulator`'s.
+
+    Pass ``api_key`` (``PESA_API_KEY``) to drive the emulator mounted in a ``pesa serve``
+    that has one: its control API then answers only with the key.
 
     Example:
         >>> with EmulatorControl("http://127.0.0.1:8100") as control:  # doctest: +SKIP
@@ -143,11 +172,20 @@ class EmulatorControl(_BaseControl):
     """
 
     def __init__(
-        self, base_url: str, *, verify: bool | ssl.SSLContext = True, timeout: float = 30.0
+        self,
+        base_url: str,
+        *,
+        verify: bool | ssl.SSLContext = True,
+        timeout: float = 30.0,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.Client(
-            base_url=self.base_url + _PREFIX, verify=verify, timeout=timeout, trust_env=False
+            base_url=self.base_url + _PREFIX,
+            verify=verify,
+            timeout=timeout,
+            trust_env=False,
+            headers=_auth_headers(api_key),
         )
 
     def _run(self, call: _Call[T]) -> T:
@@ -224,6 +262,30 @@ class EmulatorControl(_BaseControl):
         """``GET /__emulator__/certificate``: the PEM to encrypt SecurityCredentials with."""
         return self._run(_Call("GET", "/certificate", _pem))
 
+    def customer_pays(
+        self, pay: C2BPay | None = None, *, wait: float = 0.0, **fields: Any
+    ) -> C2BPayment:
+        """``POST /__emulator__/c2b/payments``: a customer pays a PayBill or Till.
+
+        Give a :class:`C2BPay` or its fields (``shortcode``, ``amount``,
+        ``account_reference``, ``phone``, ``till``, names); ``wait`` seconds for M-Pesa to
+        decide (validation and confirmation included) before answering.
+
+        Example:
+            >>> payment = control.customer_pays(  # doctest: +SKIP
+            ...     shortcode="600997", account_reference="INV-1", amount=150, wait=10
+            ... )
+        """
+        return self._run(self._pay_call(pay, wait, fields))
+
+    def c2b_payments(self, shortcode: str | None = None) -> list[C2BPayment]:
+        """``GET /__emulator__/c2b/payments``: customers' C2B payments, oldest first."""
+        return self._run(self._payments_call(shortcode))
+
+    def c2b_payment(self, trans_id: str) -> C2BPayment:
+        """``GET /__emulator__/c2b/payments/{trans_id}``."""
+        return self._run(_Call("GET", f"/c2b/payments/{trans_id}", _payment))
+
     def reset(self) -> None:
         """``POST /__emulator__/reset``: forget payments, rules, faults and records."""
         self._run(_Call("POST", "/reset", _ignore))
@@ -255,11 +317,20 @@ class AsyncEmulatorControl(_BaseControl):
     """
 
     def __init__(
-        self, base_url: str, *, verify: bool | ssl.SSLContext = True, timeout: float = 30.0
+        self,
+        base_url: str,
+        *,
+        verify: bool | ssl.SSLContext = True,
+        timeout: float = 30.0,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self._client = httpx.AsyncClient(
-            base_url=self.base_url + _PREFIX, verify=verify, timeout=timeout, trust_env=False
+            base_url=self.base_url + _PREFIX,
+            verify=verify,
+            timeout=timeout,
+            trust_env=False,
+            headers=_auth_headers(api_key),
         )
 
     async def _run(self, call: _Call[T]) -> T:
@@ -337,6 +408,20 @@ class AsyncEmulatorControl(_BaseControl):
     async def certificate(self) -> bytes:
         """``GET /__emulator__/certificate``."""
         return await self._run(_Call("GET", "/certificate", _pem))
+
+    async def customer_pays(
+        self, pay: C2BPay | None = None, *, wait: float = 0.0, **fields: Any
+    ) -> C2BPayment:
+        """``POST /__emulator__/c2b/payments``: a customer pays a PayBill or Till."""
+        return await self._run(self._pay_call(pay, wait, fields))
+
+    async def c2b_payments(self, shortcode: str | None = None) -> list[C2BPayment]:
+        """``GET /__emulator__/c2b/payments``."""
+        return await self._run(self._payments_call(shortcode))
+
+    async def c2b_payment(self, trans_id: str) -> C2BPayment:
+        """``GET /__emulator__/c2b/payments/{trans_id}``."""
+        return await self._run(_Call("GET", f"/c2b/payments/{trans_id}", _payment))
 
     async def reset(self) -> None:
         """``POST /__emulator__/reset``."""

@@ -99,10 +99,6 @@ RESULT_DESCRIPTIONS: Final[dict[str, str]] = {
     "SFC_IC0003": "The operator does not exist.",
 }
 INITIATOR_ACCEPTED: Final = "Accept the service request successfully."
-# The QueueTimeOutURL payload is undocumented (REFERENCE 14.5): the emulator sends the
-# ``{"Result": ...}`` envelope with this code and description, as SDKs expect.
-QUEUE_TIMEOUT_CODE: Final = "1"
-QUEUE_TIMEOUT_DESC: Final = "The request timed out in the queue."
 FAILED_TRANSACTION_ID: Final = "OAK0000000"
 DAYS_CHARS: Final = "123456789ABCDEFGHIJKLMNOPQRSTUV"
 

@@ -25,6 +25,9 @@ __all__ = [
     "CallbackKind",
     "DeliveryAttempt",
     "EmulatorConfig",
+    "C2BPay",
+    "C2BPayment",
+    "C2BPaymentStatus",
     "Fault",
     "FaultKind",
     "Operation",
@@ -38,10 +41,14 @@ SANDBOX_STK_SHORTCODE = "174379"
 SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 SANDBOX_SHORTCODES = ("600000", "600978", "600984", "600992", "600997", "600999")
 
-Operation = Literal["stk", "b2c", "c2b", "transaction_status", "account_balance", "reversal"]
+# The operations rules match and the kinds of callbacks sent are those of the registered
+# products ("stk", "c2b", "b2c", "transaction_status", "account_balance", "reversal"; "stk",
+# "c2b_validation", "c2b_confirmation", "result", "queue_timeout"): plain strings, checked by
+# the emulator, so that a new product needs no change here.
+Operation = str
+CallbackKind = str
 CallbackAction = Literal["deliver", "drop", "duplicate", "delay", "timeout"]
-CallbackKind = Literal["stk", "c2b_validation", "c2b_confirmation", "result", "queue_timeout"]
-FaultKind = Literal["http_500", "http_503", "spike_arrest", "slow", "invalid_token"]
+FaultKind = Literal["http_500", "http_503", "spike_arrest", "slow", "invalid_token", "lost_answer"]
 
 
 def _new_id() -> str:
@@ -75,7 +82,15 @@ class EmulatorConfig(BaseModel):
         description="STK shortcodes (BusinessShortCode) and their passkeys",
     )
     shortcodes: tuple[str, ...] = Field(
-        SANDBOX_SHORTCODES, description="organisation shortcodes (C2B, B2C, balance, ...)"
+        SANDBOX_SHORTCODES,
+        description=(
+            "organisation shortcodes (C2B, B2C, balance, ...); strict mode accepts only these "
+            "and the STK shortcodes, lenient mode any well-formed shortcode"
+        ),
+    )
+    stk_only_shortcodes: tuple[str, ...] = Field(
+        (SANDBOX_STK_SHORTCODE,),
+        description="shortcodes that cannot register C2B URLs (the sandbox's STK shortcode)",
     )
     initiators: dict[str, str] = Field(
         default_factory=lambda: {"testapi": "Safaricom999!*!"},
@@ -99,8 +114,32 @@ class EmulatorConfig(BaseModel):
     c2b_validation_timeout: float = Field(
         8.0, gt=0, description="seconds to wait for a validation answer before ResponseType"
     )
+    c2b_customer_names: tuple[str, str, str] = Field(
+        ("John", "", "Doe"),
+        description="FirstName, MiddleName and LastName of simulated C2B customers",
+    )
     c2b_url_keyword_check: bool = Field(
         True, description="refuse C2B URLs containing mpesa, safaricom, sql, query, ..."
+    )
+    queue_timeout_result_code: str = Field(
+        "1",
+        min_length=1,
+        description="ResultCode of the undocumented QueueTimeOutURL payload (REFERENCE 14.5)",
+    )
+    queue_timeout_result_desc: str = Field(
+        "The request timed out in the queue.",
+        description="ResultDesc of the QueueTimeOutURL payload",
+    )
+    reversal_partial: bool = Field(
+        True,
+        description=(
+            "accept reversing part of a payment, up to what remains unreversed (undocumented); "
+            "False: only the whole amount"
+        ),
+    )
+    reversal_of_b2c: bool = Field(
+        False,
+        description="B2C receipts can be reversed by the API (REFERENCE 8.1: no, portal only)",
     )
     latency_ms: float = Field(0.0, ge=0, description="delay added to every Daraja response")
     rate_limit: float | None = Field(
@@ -154,7 +193,9 @@ class Rule(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     id: str = Field(default_factory=_new_id)
-    operation: Operation | None = None
+    operation: Operation | None = Field(
+        None, description="stk, c2b, b2c, transaction_status, account_balance, reversal, ..."
+    )
     phone: str | None = None
     amount: int | None = None
     account_reference: str | None = None
@@ -165,6 +206,13 @@ class Rule(BaseModel):
     callback_delay: float = Field(0.0, ge=0, description="extra seconds for callback='delay'")
     callback_first: bool = Field(
         False, description="deliver the callback before the STK query turns final"
+    )
+    processed: bool = Field(
+        False,
+        description=(
+            "callback='timeout' on an initiator API: M-Pesa processed the request anyway "
+            "(the money moved; Transaction Status finds it) although the queue timed out"
+        ),
     )
     times: int | None = Field(None, ge=1, description="uses left; None is unlimited")
 
@@ -188,7 +236,11 @@ class Fault(BaseModel):
 
 
 class ReceivedRequest(BaseModel):
-    """One request the emulator received, and what it answered."""
+    """One request the emulator received, and what it answered.
+
+    ``answer_lost``: a ``lost_answer`` fault processed the request (``status_code`` and
+    ``response`` are Daraja's real answer) but the caller got a 504 instead.
+    """
 
     id: int
     received_at: datetime
@@ -197,6 +249,7 @@ class ReceivedRequest(BaseModel):
     body: Any
     status_code: int
     response: Any
+    answer_lost: bool = False
 
 
 class DeliveryAttempt(BaseModel):
@@ -253,3 +306,55 @@ def config_from_settings(settings: Settings, **overrides: Any) -> EmulatorConfig
         fields["passkeys"] = passkeys
     fields.update(overrides)
     return EmulatorConfig(**fields)
+
+
+C2BPaymentStatus = Literal["pending", "completed", "rejected", "cancelled", "failed"]
+
+
+class C2BPayment(BaseModel):
+    """A customer's C2B payment to a PayBill or Till, from the phone menu or ``simulate``.
+
+    ``status``: ``pending`` until M-Pesa decided; ``completed`` (the money moved; a
+    confirmation was sent to the registered URL if any), ``rejected`` (the ValidationURL
+    answered a non-zero ResultCode, in ``result_code``), ``cancelled`` (validation unanswered
+    and the registration's ResponseType is ``Cancelled``) or ``failed`` (a rule's ResultCode:
+    the customer's payment failed, nothing was notified). ``validation``: what the
+    ValidationURL said (None when it was not called). ``notified``: a confirmation reached
+    the ConfirmationURL.
+    """
+
+    trans_id: str
+    shortcode: str
+    command: Literal["CustomerPayBillOnline", "CustomerBuyGoodsOnline"]
+    amount: int
+    phone: str
+    account_reference: str
+    status: C2BPaymentStatus = "pending"
+    validation: Literal["accepted", "rejected", "unanswered"] | None = None
+    result_code: str | None = None
+    third_party_trans_id: str = ""
+    notified: bool = False
+
+
+class C2BPay(BaseModel):
+    """A customer paying a PayBill (with an account number) or a Till from the phone menu.
+
+    Example:
+        >>> C2BPay(shortcode="600997", account_reference="INV-1", amount=150).till
+        False
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    shortcode: str = Field(pattern=r"^\d{5,7}$", description="the PayBill or Till number")
+    amount: int = Field(ge=1, description="whole shillings")
+    account_reference: str = Field(
+        "", max_length=20, description="the PayBill account number (BillRefNumber)"
+    )
+    phone: str = Field(
+        "254708374149", pattern=r"^254[17]\d{8}$", description="the paying customer, 2547/2541..."
+    )
+    till: bool = Field(False, description="Buy Goods (a Till) instead of Pay Bill")
+    first_name: str | None = Field(None, max_length=50)
+    middle_name: str | None = Field(None, max_length=50)
+    last_name: str | None = Field(None, max_length=50)

@@ -28,9 +28,10 @@ __all__ = [
     "url",
 ]
 
-_MSISDN = re.compile(r"^254[17]\d{8}$")
-_SHORTCODE = re.compile(r"^\d{5,7}$")
-_TIMESTAMP = re.compile(r"^\d{14}$")
+# ASCII digits only (re.ASCII): Daraja refuses Arabic-Indic and other Unicode digits.
+_MSISDN = re.compile(r"^254[17]\d{8}$", re.ASCII)
+_SHORTCODE = re.compile(r"^\d{5,7}$", re.ASCII)
+_TIMESTAMP = re.compile(r"^\d{14}$", re.ASCII)
 
 
 class Refusal(PesaError):
@@ -48,7 +49,7 @@ def _digits(value: Any) -> str | None:
         return None
     if isinstance(value, int):
         return str(value)
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return value
     return None
 

@@ -32,6 +32,7 @@ from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_end
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._payments import PaymentCreator
 from pesa.gateway._reconciler import Reconciler
+from pesa.gateway._server import RequestGuard
 from pesa.gateway._state import GatewayState
 from pesa.gateway._transfers import (
     InitiatorUrls,
@@ -294,6 +295,12 @@ def create_app(
         lifespan=lifespan,
     )
     _api.install_error_handlers(app)
+    # Outermost of the app's own middleware: the key and the body cap come before any route.
+    app.add_middleware(
+        RequestGuard,
+        api_key=settings.api_key.get_secret_value() if settings.api_key else None,
+        max_body=settings.api_max_body_bytes,
+    )
     app.include_router(_api.router)
     app.include_router(_payout_api.router)
     app.include_router(_callbacks.router)

@@ -7,7 +7,9 @@ The order of checks is the point of this module:
 2. source address not on the allowlist (``enforce`` mode) → 403, nothing stored;
 3. the raw body is handed to the ledger, which stores it and applies the result in one
    transaction; Daraja's 200 is sent only after that commit;
-4. a body we cannot use (not JSON, wrong shape, a CheckoutRequestID we never issued, a
+4. a body over ``PESA_CALLBACK_MAX_BODY_BYTES`` is read no further than the cap: its first
+   bytes are stored raw (``invalid``) and the answer is 413;
+5. a body we cannot use (not JSON, wrong shape, a CheckoutRequestID we never issued, a
    success whose amount or phone is not what we asked for under
    ``PESA_CALLBACK_ON_MISMATCH=refuse``) is still stored raw for audit, changes no payment,
    and gets a clear 4xx, never a 500.
@@ -23,19 +25,18 @@ from __future__ import annotations
 
 import logging
 import re
+from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
-from pesa._logging import get_logger
+from pesa._logging import get_logger, mask_phone, redact
 from pesa.gateway._state import gateway_state
 
-__all__ = ["MAX_CALLBACK_BYTES", "CallbackPathFilter", "redact_callback_paths", "router"]
+__all__ = ["CallbackPathFilter", "redact_access_line", "redact_callback_paths", "router"]
 
 log = get_logger("pesa.gateway.callbacks")
-
-# A real STK callback is well under 2 KB; anything near this is not from Daraja.
-MAX_CALLBACK_BYTES = 64 * 1024
 
 router = APIRouter()
 
@@ -47,40 +48,69 @@ def redact_callback_paths(text: str) -> str:
     return _CALLBACK_PATH.sub("/callbacks/***/", text)
 
 
-class CallbackPathFilter(logging.Filter):
-    """A logging filter for access logs (``uvicorn.access``): no callback token in a log line.
+# Query parameters that carry a phone number, in any spelling (?phone=0712%20345%20678).
+_PHONE_PARAMS = re.compile(
+    r"(?i)((?:^|[?&;])(?:phone|msisdn|phone_?number|paid_phone)=)([^&;#\s]*)"
+)
 
-    The path of every callback carries the secret token, and access logs are not pesa's
-    redacted loggers, so ``pesa serve`` installs this on them.
+
+def _mask_phone_params(text: str) -> str:
+    def mask(match: re.Match[str]) -> str:
+        value = unquote_plus(match.group(2))
+        return match.group(1) + (mask_phone(value) if value else "")
+
+    return _PHONE_PARAMS.sub(mask, text)
+
+
+def redact_access_line(text: str) -> str:
+    """What an access-log line may show: no callback token, no full phone number.
+
+    ``GET /v1/payments?phone=254708374149`` becomes ``...?phone=2547****149``, and any
+    other phone-like run of digits is masked as in every pesa log line.
+    """
+    return redact(_mask_phone_params(redact_callback_paths(text)))
+
+
+class CallbackPathFilter(logging.Filter):
+    """A logging filter for access logs (``uvicorn.access``): no callback token and no full
+    phone number in a log line.
+
+    The path of every callback carries the secret token, a payments query may carry a
+    phone number, and access logs are not pesa's redacted loggers, so ``pesa serve``
+    installs this on them (see :func:`redact_access_line`).
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):
             record.args = tuple(
-                redact_callback_paths(arg) if isinstance(arg, str) else arg for arg in record.args
+                redact_access_line(arg) if isinstance(arg, str) else arg for arg in record.args
             )
         if isinstance(record.msg, str):
-            record.msg = redact_callback_paths(record.msg)
+            record.msg = redact_access_line(record.msg)
         return True
 
 
-def _reply(status_code: int, result_code: int, desc: str) -> JSONResponse:
+def _reply(status_code: int, result_code: int, desc: str, *, close: bool = False) -> JSONResponse:
     # Daraja reads {"ResultCode", "ResultDesc"} (REFERENCE §6.3); 0 means accepted.
-    return JSONResponse({"ResultCode": result_code, "ResultDesc": desc}, status_code=status_code)
+    # ``close``: the rest of the body was not read, so the connection cannot be reused.
+    headers = {"Connection": "close"} if close else None
+    return JSONResponse(
+        {"ResultCode": result_code, "ResultDesc": desc}, status_code=status_code, headers=headers
+    )
 
 
-async def _read_limited(request: Request) -> bytes | None:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_CALLBACK_BYTES:
-        return None
+async def _read_limited(request: Request, limit: int) -> tuple[bytes, bool]:
+    """``(body, complete)``: the body, or its first ``limit`` bytes and ``False`` when it is
+    larger (nothing past the cap is read)."""
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
+        if size + len(chunk) > limit:
+            chunks.append(chunk[: limit - size])
+            return b"".join(chunks), False
         size += len(chunk)
-        if size > MAX_CALLBACK_BYTES:
-            return None
         chunks.append(chunk)
-    return b"".join(chunks)
+    return b"".join(chunks), True
 
 
 async def stk_callback(request: Request) -> JSONResponse:
@@ -103,11 +133,28 @@ async def stk_callback(request: Request) -> JSONResponse:
         return _reply(403, 1, "Forbidden")
     if state.trust.allowlist_mode == "log" and not verdict.listed:
         log.warning("callback from %s accepted but %s", verdict.client_ip, verdict.reason)
-    body = await _read_limited(request)
-    if body is None:
+    limit = state.settings.callback_max_body_bytes
+    try:
+        body, complete = await _read_limited(request, limit)
+    except ClientDisconnect:
+        # The sender left (or missed PESA_READ_TIMEOUT) before the body was complete:
+        # there is nothing to store and nobody to answer.
+        state.metrics.callbacks_received.inc(outcome="disconnected")
+        log.warning("callback from %s: the sender left before the body was complete", peer)
+        return _reply(400, 1, "Incomplete body")
+    if not complete:
         state.metrics.callbacks_received.inc(outcome="too_large")
-        log.warning("callback from %s refused: larger than %d bytes", peer, MAX_CALLBACK_BYTES)
-        return _reply(413, 1, "Payload too large")
+        log.warning("callback from %s refused: larger than %d bytes", peer, limit)
+        try:
+            # Evidence even so: the first `limit` bytes, kept raw like any refused callback.
+            await state.ledger.store_refused_callback(
+                body,
+                source_ip=verdict.client_ip,
+                detail=f"body larger than {limit} bytes: only its first {len(body)} are kept",
+            )
+        except Exception:
+            log.exception("an oversized callback could not be stored")
+        return _reply(413, 1, "Payload too large", close=True)
     try:
         # The mismatch check runs inside the ledger's transaction: no race with the update.
         outcome = await state.ledger.ingest_stk_callback(

@@ -12,6 +12,8 @@ and records the outcome:
   last failure is recorded on the delivery (status ``failed``, ``last_error``) and counted.
 - **Python handlers** registered on the app are endpoints too (``python:<module>.<name>``),
   so a failing handler is retried exactly like a webhook, independently of the others.
+- **One lane per endpoint.** Each endpoint's deliveries are claimed and sent on their own,
+  so a receiver that hangs until the timeout delays only its own deliveries.
 - **Several processes** can dispatch at once: deliveries are claimed through the ledger
   (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) with a lease, and a delivery is only started
   while enough of its lease remains to finish it, so two dispatchers never send the same
@@ -145,7 +147,7 @@ class DispatcherOptions:
         timeout: seconds a receiver (or handler) has to answer one attempt.
         backoff: the retry schedule.
         batch_size: deliveries claimed per round.
-        concurrency: deliveries in flight at once.
+        concurrency: deliveries in flight at once, per endpoint.
         lease: seconds a claimed delivery stays reserved to this dispatcher.
         interval: seconds between polls when the outbox is empty.
     """
@@ -306,13 +308,23 @@ class WebhookDispatcher:
 
     # -- one round ---------------------------------------------------------------------
 
-    async def run_once(self) -> DispatchReport:
-        """Claim due deliveries, attempt each once, record the outcomes."""
+    async def run_once(
+        self, *, endpoint: str | None = None, exclude_endpoints: Sequence[str] = ()
+    ) -> DispatchReport:
+        """Claim due deliveries, attempt each once, record the outcomes.
+
+        Args:
+            endpoint: only this endpoint's deliveries (what :meth:`run` does per endpoint).
+            exclude_endpoints: none of these endpoints' deliveries.
+        """
         options = self.options
         report = DispatchReport()
         claimed_at = self._monotonic()
         batch = await self.ledger.claim_deliveries(
-            limit=options.batch_size, lease=timedelta(seconds=options.lease)
+            limit=options.batch_size,
+            lease=timedelta(seconds=options.lease),
+            endpoint=endpoint,
+            exclude_endpoints=exclude_endpoints,
         )
         report.claimed = len(batch)
         if not batch:
@@ -336,12 +348,27 @@ class WebhookDispatcher:
         return report
 
     async def run(self, stop: anyio.Event) -> None:
-        """Dispatch until ``stop`` is set: rounds back to back while there is work,
-        otherwise one poll every ``interval`` seconds. Errors are logged, never raised."""
+        """Dispatch until ``stop`` is set. Errors are logged, never raised.
+
+        Each endpoint the ledger writes deliveries for has its own lane (rounds back to
+        back while it has work, otherwise one poll every ``interval`` seconds, at most
+        ``concurrency`` deliveries in flight), and one more lane serves deliveries left for
+        endpoints no longer configured. A receiver that hangs until the timeout therefore
+        delays only its own deliveries, never another endpoint's.
+        """
+        endpoints = list(self.ledger.webhook_endpoints)
+        async with anyio.create_task_group() as tg:
+            for endpoint in endpoints:
+                tg.start_soon(self._run_lane, stop, endpoint, ())
+            tg.start_soon(self._run_lane, stop, None, endpoints)
+
+    async def _run_lane(
+        self, stop: anyio.Event, endpoint: str | None, exclude_endpoints: Sequence[str]
+    ) -> None:
         failures = 0
         while not stop.is_set():
             try:
-                report = await self.run_once()
+                report = await self.run_once(endpoint=endpoint, exclude_endpoints=exclude_endpoints)
             except Exception:  # the loop must survive a database hiccup
                 failures += 1
                 pause = self._failure_backoff.delay(failures, self._rng)

@@ -165,7 +165,8 @@ class Metrics:
     Attributes:
         reconciler_rounds: reconciliation rounds run.
         reconciler_queries: STK queries sent, by outcome (``succeeded``, ``failed``,
-            ``pending``, ``rate_limited``, ``error``).
+            ``pending``, ``rate_limited``, ``refused`` (an id learnt from a callback that
+            Daraja does not know), ``error``).
         reconciler_expired: payments failed with reason ``expired`` by the reconciler.
         reconciler_rate_limited: spike arrest / quota answers that made the reconciler back off.
         reconciler_stale_recovered: intents left in ``created`` turned ``unknown``.

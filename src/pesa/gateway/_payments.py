@@ -19,8 +19,9 @@ If the process dies between 2 and 4 the row stays ``created``; the reconciler's
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
@@ -36,6 +37,7 @@ from pesa._exceptions import (
 from pesa._logging import get_logger, mask_phone
 from pesa.client import AsyncDaraja
 from pesa.daraja import (
+    check_storable_text,
     normalize_msisdn,
     validate_account_reference,
     validate_amount,
@@ -44,8 +46,11 @@ from pesa.daraja import (
 from pesa.ledger import InvalidTransitionError, Ledger, Payment
 
 __all__ = [
+    "MAX_METADATA_BYTES",
+    "MAX_METADATA_DEPTH",
     "PaymentCreator",
     "PaymentRequest",
+    "check_metadata",
     "classify_push_error",
     "validate_idempotency_key",
 ]
@@ -62,7 +67,10 @@ _REFUSED_500_MESSAGES = (
     "unable to lock subscriber",
 )
 _MAX_IDEMPOTENCY_KEY = 255
-_MAX_METADATA_BYTES = 16_384
+MAX_METADATA_BYTES: Final = 16_384
+"""The largest ``metadata`` accepted, in bytes of compact UTF-8 JSON."""
+MAX_METADATA_DEPTH: Final = 16
+"""How deep ``metadata`` may nest objects and arrays (the object itself is level 1)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,7 +104,7 @@ class PaymentRequest:
             amount, field="amount", minimum=min_amount, maximum=max_amount
         )
         if metadata is not None:
-            _check_metadata(metadata)
+            check_metadata(metadata)
         return cls(
             phone=normalize_msisdn(phone, field="phone"),
             amount=checked_amount,
@@ -106,14 +114,43 @@ class PaymentRequest:
         )
 
 
-def _check_metadata(metadata: dict[str, Any]) -> None:
-    try:
-        size = len(json.dumps(metadata, separators=(",", ":")).encode("utf-8"))
-    except (TypeError, ValueError) as err:
-        raise ValidationError("metadata", "must be a JSON object") from err
-    if size > _MAX_METADATA_BYTES:
+def check_metadata(metadata: Any) -> None:
+    """Metadata is stored, hashed, returned and sent in webhooks: check it can be, first."""
+    if not isinstance(metadata, dict):
+        raise ValidationError("metadata", "must be a JSON object")
+    _check_json_value(metadata, "metadata", 1)
+    size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+    if size > MAX_METADATA_BYTES:
         raise ValidationError(
-            "metadata", f"must be at most {_MAX_METADATA_BYTES} bytes of JSON", f"{size} bytes"
+            "metadata", f"must be at most {MAX_METADATA_BYTES} bytes of JSON", f"{size} bytes"
+        )
+
+
+def _check_json_value(value: Any, where: str, depth: int) -> None:
+    # Iterative in spirit, recursive in code: the depth bound keeps the recursion shallow.
+    if isinstance(value, dict | list) and depth > MAX_METADATA_DEPTH:
+        raise ValidationError(
+            "metadata", f"must be nested at most {MAX_METADATA_DEPTH} levels deep", where
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValidationError(
+                    "metadata", "object keys must be strings", f"{where}: {type(key).__name__}"
+                )
+            check_storable_text(key, field=f"{where} key")
+            _check_json_value(item, f"{where}.{key[:40]}", depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_json_value(item, f"{where}[{index}]", depth + 1)
+    elif isinstance(value, str):
+        check_storable_text(value, field=where)
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValidationError(where, "must be a finite number (not NaN or Infinity)")
+    elif value is not None and not isinstance(value, bool | int):
+        raise ValidationError(
+            where, "must be JSON: an object, array, string, number, true, false or null"
         )
 
 
@@ -208,8 +245,23 @@ class PaymentCreator:
         # Shielded: once the push is on its way, a cancelled HTTP request or a shutdown
         # must not prevent us from recording Daraja's answer.
         with anyio.CancelScope(shield=True):
-            payment = await self._push(payment)
+            try:
+                payment = await self._push(payment)
+            except Exception:
+                # The push may have left: whatever failed while recording its answer (the
+                # database went away, ...), the caller gets the payment, never an error
+                # that invites a new payment. The reconciler settles it.
+                log.exception("payment %s: could not record the STK push's answer", payment.id)
+                payment = await self._reread(payment)
         return payment, True
+
+    async def _reread(self, payment: Payment) -> Payment:
+        try:
+            current = await self._ledger.get_payment(payment.id)
+        except Exception:
+            log.exception("payment %s: could not read it back either", payment.id)
+            return payment
+        return current if current is not None else payment
 
     async def _push(self, payment: Payment) -> Payment:
         try:

@@ -8,6 +8,7 @@ for write transactions so two writers queue on the lock instead of failing with
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import event, make_url
@@ -16,12 +17,15 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from pesa._exceptions import ConfigurationError
+from pesa._logging import get_logger
 
 __all__ = ["BEGIN_MODE", "async_url", "create_engine"]
 
 # Execution option naming how a SQLite transaction begins: "IMMEDIATE" (the default, for
 # writes) or "DEFERRED" (read-only work that must not queue behind writers).
 BEGIN_MODE = "pesa_sqlite_begin"
+
+log = get_logger("pesa.ledger")
 
 _DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -62,6 +66,7 @@ def async_url(url: str | URL) -> URL:
 def create_engine(url: str | URL, **options: Any) -> AsyncEngine:
     """Create the ledger's async engine for ``url`` (see :func:`async_url`)."""
     target = async_url(url)
+    options.setdefault("json_deserializer", _read_stored_json)
     if target.get_backend_name() == "sqlite":
         return _sqlite_engine(target, **options)
     # No pool_pre_ping by default: it costs a round trip on every checkout, i.e. on every
@@ -69,6 +74,16 @@ def create_engine(url: str | URL, **options: Any) -> AsyncEngine:
     # SQLAlchemy invalidates the pool; pass engine_options={"pool_pre_ping": True} to trade
     # that round trip for never seeing it.
     return create_async_engine(target, **options)
+
+
+def _read_stored_json(text: str) -> Any:
+    # A JSON column written before today's limits (metadata nested deeper than the decoder's
+    # recursion limit) must not make every read of its row fail: it reads as null.
+    try:
+        return json.loads(text)
+    except (RecursionError, ValueError):
+        log.warning("a stored JSON value could not be decoded; read as null")
+        return None
 
 
 def _sqlite_engine(url: URL, **options: Any) -> AsyncEngine:

@@ -121,6 +121,9 @@ _PG_FEED_HORIZON: ColumnElement[int] = literal_column(
 
 _MAX_RETRIES = 5
 _MAX_PAGE = 500
+_MAX_BIGINT = 2**63
+_ID_LENGTH = 40  # payments.id, payment_events.id (String(40))
+_CHECKOUT_ID_LENGTH = 128  # payments.checkout_request_id (String(128))
 _MAX_ERROR_TEXT = 1000
 # How many stored orphan callbacks one adoption attempt reads (newest payments find theirs
 # among the first; a flood of forged orphans cannot make a scan unbounded).
@@ -222,6 +225,56 @@ def _state(
         evidence_refused=evidence_refused,
         verifying=payment.verify_at is not None,
     )
+
+
+def _storable_key(value: Any, max_length: int) -> bool:
+    """Whether ``value`` can name a row: printable ASCII that fits its column.
+
+    Anything else (NUL, a lone surrogate, a 10,000-character string) names no row, and
+    PostgreSQL would refuse to even compare it; the caller answers "not found" or refuses
+    the filter instead of sending it to the database.
+    """
+    return (
+        isinstance(value, str)
+        and 0 < len(value) <= max_length
+        and value.isascii()
+        and value.isprintable()
+    )
+
+
+def _check_key(value: Any, field: str, max_length: int) -> str:
+    if not _storable_key(value, max_length):
+        raise ValidationError(
+            field, f"must be printable ASCII of at most {max_length} characters", str(value)[:60]
+        )
+    return str(value)
+
+
+def _storable_text(text: str) -> str:
+    """``text`` bounded and without what PostgreSQL's text type refuses (NUL, lone
+    surrogates); the escapes keep it readable."""
+    text = text[:_MAX_ERROR_TEXT].replace("\x00", "\\x00")
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _check_time(value: datetime, field: str) -> datetime:
+    if value.tzinfo is None:
+        raise ValidationError(field, "must be timezone-aware", value.isoformat())
+    try:
+        # In UTC, as stored: 0001-01-01T00:00:00+14:00 is before the first representable
+        # instant, 9999-12-31T23:59:59-14:00 after the last.
+        return value.astimezone(UTC)
+    except (OverflowError, ValueError) as err:
+        raise ValidationError(
+            field, "must be a time between years 1 and 9999 in UTC", value.isoformat()
+        ) from err
+
+
+def _check_position(value: int, field: str) -> int:
+    # Both parts of an event cursor are BIGINTs in the database.
+    if not -1 <= value < _MAX_BIGINT:
+        raise ValidationError(field, "must be a cursor from list_events", str(value)[:40])
+    return value
 
 
 def _check_limit(limit: int, maximum: int = _MAX_PAGE) -> None:
@@ -1065,6 +1118,27 @@ class Ledger:
         )
         return _callback_status(decision), payment, decision.detail, inserts
 
+    async def store_refused_callback(
+        self, body: bytes, *, source_ip: str | None, detail: str
+    ) -> str:
+        """Keep raw a callback refused before it could be parsed (a body over the size
+        cap, of which ``body`` is the start), as ``invalid`` evidence; nothing else changes.
+
+        Returns:
+            The stored callback's id.
+        """
+        received = self._now()
+        callback_id = new_id("cb", now_ms=int(received.timestamp() * 1000))
+        record = {
+            "id": callback_id,
+            "kind": "stk",
+            "body": bytes(body),
+            "source_ip": source_ip,
+            "received_at": received,
+        }
+        await self._store_callback(record, "invalid", detail, None, None)
+        return callback_id
+
     async def _store_callback(
         self,
         record: dict[str, Any],
@@ -1073,12 +1147,27 @@ class Ledger:
         checkout_request_id: str | None,
         payment_id: str | None,
     ) -> None:
+        # This is the path that must not fail because of what the body said: the raw body
+        # always fits (LargeBinary), and a parsed field that cannot be stored (too long for
+        # its column, NUL, a lone surrogate) is left out, with the reason in ``detail``.
+        notes: list[str] = []
+        row = dict(record)
+        if checkout_request_id is not None and not _storable_key(
+            checkout_request_id, _CHECKOUT_ID_LENGTH
+        ):
+            notes.append("CheckoutRequestID not stored (not printable ASCII of at most 128)")
+            checkout_request_id = None
+        if row.get("source_ip") is not None and not _storable_key(row["source_ip"], 64):
+            notes.append("source address not stored (not printable ASCII of at most 64)")
+            row["source_ip"] = None
+        if payment_id is not None and not _storable_key(payment_id, _ID_LENGTH):
+            payment_id = None
         async with self._engine.begin() as conn:
             await conn.execute(
                 insert(callbacks).values(
-                    **record,
+                    **row,
                     outcome=outcome,
-                    detail=detail,
+                    detail=_storable_text("; ".join([detail, *notes])),
                     checkout_request_id=checkout_request_id,
                     payment_id=payment_id,
                 )
@@ -1297,11 +1386,15 @@ class Ledger:
 
     async def get_payment(self, payment_id: str) -> Payment | None:
         """The payment with this id (``pay_...``), or ``None``."""
+        if not _storable_key(payment_id, _ID_LENGTH):
+            return None
         rows = await self._select(select(payments).where(payments.c.id == payment_id))
         return _row_to_payment(rows[0]) if rows else None
 
     async def get_payment_by_checkout_id(self, checkout_request_id: str) -> Payment | None:
         """The payment Daraja knows by this CheckoutRequestID, or ``None``."""
+        if not _storable_key(checkout_request_id, _CHECKOUT_ID_LENGTH):
+            return None
         rows = await self._select(
             select(payments).where(payments.c.checkout_request_id == checkout_request_id)
         )
@@ -1334,15 +1427,12 @@ class Ledger:
                 raise ValidationError("status", f"must be one of {allowed}", status) from err
         if phone is not None:
             query = query.where(payments.c.phone == normalize_msisdn(phone))
-        for name, value in (("created_from", created_from), ("created_to", created_to)):
-            if value is not None and value.tzinfo is None:
-                raise ValidationError(name, "must be timezone-aware", value.isoformat())
         if created_from is not None:
-            query = query.where(payments.c.created_at >= created_from)
+            query = query.where(payments.c.created_at >= _check_time(created_from, "created_from"))
         if created_to is not None:
-            query = query.where(payments.c.created_at < created_to)
+            query = query.where(payments.c.created_at < _check_time(created_to, "created_to"))
         if cursor is not None:
-            query = query.where(payments.c.id < cursor)
+            query = query.where(payments.c.id < _check_key(cursor, "cursor", _ID_LENGTH))
         rows = await self._select(query.order_by(payments.c.id.desc()).limit(limit + 1))
         items = [_row_to_payment(row) for row in rows[:limit]]
         more = len(rows) > limit
@@ -1373,6 +1463,7 @@ class Ledger:
         if self._postgres:
             query = query.where(payment_events.c.txid < _PG_FEED_HORIZON)
         if payment_id is not None:
+            _check_key(payment_id, "payment_id", _ID_LENGTH)
             query = query.where(payment_events.c.payment_id == payment_id)
         order = (payment_events.c.txid, payment_events.c.seq)
         rows = await self._select(query.order_by(*order).limit(limit + 1))
@@ -1387,12 +1478,17 @@ class Ledger:
         if after is None:
             return (-1, 0)
         text_value = str(after).strip()
+        if len(text_value) > 41 or not text_value.isascii():
+            # Two BIGINTs and a colon at most; int() would also read Unicode digits.
+            raise ValidationError("after", "must be a cursor from list_events", text_value[:40])
         try:
             if ":" in text_value:
                 txid, seq = text_value.split(":", 1)
-                return (int(txid), int(seq))
-            seq_only = int(text_value)
+                return (_check_position(int(txid), "after"), _check_position(int(seq), "after"))
+            seq_only = _check_position(int(text_value), "after")
         except ValueError as err:
+            if isinstance(err, ValidationError):
+                raise
             raise ValidationError("after", "must be a cursor from list_events", after) from err
         rows = await self._select(
             select(payment_events.c.txid).where(payment_events.c.seq == seq_only)
@@ -1439,24 +1535,43 @@ class Ledger:
 
     # -- webhook outbox -------------------------------------------------------------------
 
-    async def claim_deliveries(self, *, limit: int, lease: timedelta) -> list[Delivery]:
+    async def claim_deliveries(
+        self,
+        *,
+        limit: int,
+        lease: timedelta,
+        endpoint: str | None = None,
+        exclude_endpoints: Sequence[str] = (),
+    ) -> list[Delivery]:
         """Claim webhook deliveries that are due, oldest first.
 
         Each claimed row's ``next_attempt_at`` moves to now + ``lease`` and its ``attempts``
         grows by one: if the worker dies, the delivery is due again when the lease ends
         (at-least-once). On PostgreSQL, ``FOR UPDATE SKIP LOCKED`` keeps concurrent
         dispatchers from claiming the same row.
+
+        Args:
+            limit: at most this many.
+            lease: how long the claim holds.
+            endpoint: only deliveries to this endpoint (a dispatcher serves each endpoint
+                on its own, so that a slow one delays only itself).
+            exclude_endpoints: no deliveries to these endpoints.
         """
         _check_limit(limit)
         now = self._now()
+        filters = [
+            webhook_deliveries.c.status == "pending",
+            webhook_deliveries.c.next_attempt_at <= now,
+        ]
+        if endpoint is not None:
+            filters.append(webhook_deliveries.c.endpoint == endpoint)
+        if exclude_endpoints:
+            filters.append(webhook_deliveries.c.endpoint.not_in(list(exclude_endpoints)))
 
         async def work(conn: AsyncConnection) -> list[Delivery]:
             query = (
                 select(webhook_deliveries.c.id)
-                .where(
-                    webhook_deliveries.c.status == "pending",
-                    webhook_deliveries.c.next_attempt_at <= now,
-                )
+                .where(*filters)
                 .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
                 .limit(limit)
             )

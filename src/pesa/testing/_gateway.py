@@ -51,6 +51,7 @@ def _prepare(
     import uvicorn
 
     from pesa.gateway._app import create_app
+    from pesa.gateway._server import server_config
 
     sock = listen_socket("127.0.0.1", 0)  # IPPROTO_TCP: accepted connections get TCP_NODELAY
     port = sock.getsockname()[1]
@@ -60,14 +61,10 @@ def _prepare(
     except BaseException:
         sock.close()
         raise
+    # The same server bounds as ``pesa serve`` (read deadline, connection limit, ...).
     server = uvicorn.Server(
-        uvicorn.Config(
-            app,
-            lifespan="on",
-            log_level="warning",
-            access_log=False,
-            timeout_graceful_shutdown=5,
-            proxy_headers=False,  # the gateway decides which proxies to believe
+        server_config(
+            app, settings, log_level="warning", access_log=False, timeout_graceful_shutdown=5
         )
     )
     urls = app.state.urls

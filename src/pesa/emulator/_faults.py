@@ -1,0 +1,124 @@
+"""Misbehaviour on purpose: injected faults and the per-app rate limit (spike arrest)."""
+
+from __future__ import annotations
+
+import random
+import time
+
+from pesa.emulator import _daraja as daraja
+from pesa.emulator._models import Fault
+from pesa.emulator._validate import Refusal
+
+__all__ = ["FaultBook", "RateLimiter", "fault_refusal"]
+
+
+class FaultBook:
+    """The active faults with their remaining uses, drawn per Daraja request."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self._rng = rng
+        self._faults: list[Fault] = []
+        self._uses: dict[str, int] = {}
+
+    def add(self, fault: Fault) -> Fault:
+        self._faults.append(fault)
+        if fault.times is not None:
+            self._uses[fault.id] = fault.times
+        return fault
+
+    def remove(self, fault_id: str) -> bool:
+        before = len(self._faults)
+        self._faults = [f for f in self._faults if f.id != fault_id]
+        self._uses.pop(fault_id, None)
+        return len(self._faults) != before
+
+    def clear(self) -> None:
+        self._faults.clear()
+        self._uses.clear()
+
+    @property
+    def faults(self) -> list[Fault]:
+        return list(self._faults)
+
+    def draw(self, path: str, *, oauth: bool = False) -> tuple[Fault | None, float]:
+        """The fault that answers this request (if any) and the extra delay of slow faults."""
+        hit: Fault | None = None
+        slow = 0.0
+        for fault in self._faults:
+            if fault.path is not None and not path.startswith(fault.path):
+                continue
+            if oauth and fault.kind == "invalid_token":
+                continue  # OAuth issues tokens; it never checks one
+            if fault.rate < 1 and self._rng.random() >= fault.rate:
+                continue
+            if fault.id in self._uses:
+                left = self._uses[fault.id]
+                if left <= 0:
+                    continue
+                self._uses[fault.id] = left - 1
+            if fault.kind == "slow":
+                slow += fault.delay
+            elif hit is None:
+                hit = fault
+        return hit, slow
+
+
+def fault_refusal(fault: Fault, token_error: daraja.ErrorSpec) -> Refusal | str:
+    """Daraja's answer to a request a fault refuses (a str is a plain-text 503)."""
+    if fault.kind == "http_500":
+        return Refusal(daraja.INTERNAL_SERVER_ERROR)
+    if fault.kind == "spike_arrest":
+        return Refusal(daraja.SPIKE_ARREST)
+    if fault.kind == "invalid_token":
+        return Refusal(token_error)
+    # A 503 comes from the load balancer in front of Daraja, not as Daraja JSON.
+    return "Service Unavailable"
+
+
+class _Bucket:
+    __slots__ = ("last", "tokens")
+
+    def __init__(self, tokens: float, last: float) -> None:
+        self.tokens = tokens
+        self.last = last
+
+
+class RateLimiter:
+    """A token bucket per app (consumer key): beyond the rate, Daraja answers spike arrest."""
+
+    def __init__(self, requests_per_second: float | None) -> None:
+        self._default = requests_per_second
+        self._rate = requests_per_second
+        self._buckets: dict[str, _Bucket] = {}
+
+    @property
+    def rate(self) -> float | None:
+        return self._rate
+
+    def set(self, requests_per_second: float | None) -> None:
+        if requests_per_second is not None and requests_per_second <= 0:
+            raise ValueError("requests_per_second must be positive (or None for unlimited)")
+        self._rate = requests_per_second
+        self._buckets.clear()
+
+    def reset(self) -> None:
+        """Back to the configured rate, every bucket full."""
+        self._rate = self._default
+        self._buckets.clear()
+
+    def take(self, app: str) -> bool:
+        """Spend one request of ``app``; False when its bucket is empty."""
+        rate = self._rate
+        if rate is None:
+            return True
+        now = time.monotonic()
+        bucket = self._buckets.get(app)
+        capacity = max(rate, 1.0)
+        if bucket is None:
+            bucket = self._buckets[app] = _Bucket(capacity, now)
+        bucket.tokens = min(capacity, bucket.tokens + (now - bucket.last) * rate)
+        bucket.last = now
+        if bucket.tokens < 1:
+            return False
+        bucket.tokens -= 1
+        return True
