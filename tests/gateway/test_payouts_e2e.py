@@ -75,8 +75,7 @@ def wait_payouts(
 def accepted_b2c(control: EmulatorControl, expected: int = 0, timeout: float = 15) -> Counter[str]:
     """OriginatorConversationID → B2C requests Daraja accepted (the emulator's own log).
 
-    A request whose answer was "lost" (a slow fault: the client gave up) is logged when the
-    emulator answers it, after the delay: wait until ``expected`` payouts appear.
+    Requests are logged as the emulator answers them: wait until ``expected`` payouts appear.
     """
     deadline = time.monotonic() + timeout
     while True:
@@ -107,20 +106,20 @@ def test_payouts_whose_answer_or_result_is_lost_are_paid_once(database_url: str)
             # Its Result is lost: Transaction Status (by OriginatorConversationID) settles it.
             control.add_rule(operation="b2c", amount=111, callback="drop")
             result_lost = pay(api, 111, "result-lost")
-            # Its answer is lost (Daraja answers after the client gave up): unknown, then the
-            # Result (whose ConversationID cannot be checked) is confirmed by status.
-            control.add_fault(kind="slow", delay=3.0, path="/mpesa/b2c", times=1)
+            # Its answer is lost (Daraja carried it out, the client got a 504): unknown, then
+            # the Result (whose ConversationID cannot be checked) is confirmed by status.
+            control.add_fault(kind="lost_answer", path="/mpesa/b2c", times=1)
             answer_lost = pay(api, 222, "answer-lost")
             assert answer_lost["status"] == "unknown"
             # Answer lost and M-Pesa slow to carry it out: status finds nothing at first, the
             # payout is sent again with the same OriginatorConversationID, and Daraja refuses
             # the copy as a duplicate.
             control.add_rule(operation="b2c", amount=333, delay=4.0)
-            control.add_fault(kind="slow", delay=3.0, path="/mpesa/b2c", times=1)
+            control.add_fault(kind="lost_answer", path="/mpesa/b2c", times=1)
             resent = pay(api, 333, "re-sent")
             # Answer and Result both lost.
             control.add_rule(operation="b2c", amount=444, callback="drop")
-            control.add_fault(kind="slow", delay=3.0, path="/mpesa/b2c", times=1)
+            control.add_fault(kind="lost_answer", path="/mpesa/b2c", times=1)
             both_lost = pay(api, 444, "both-lost")
             # A genuine failure (insufficient funds) is failed, never re-sent.
             control.add_rule(operation="b2c", amount=555, result_code=1)

@@ -110,6 +110,12 @@ class Settings(BaseSettings):
         description="largest request body of the REST API, in bytes (413 beyond; checked "
         "after the API key, before the body is read)",
     )
+    batch_max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="largest body of POST /v1/payouts/batches, in bytes (a batch of "
+        "10,000 rows needs about 2 MiB)",
+    )
     callback_max_body_bytes: int = Field(
         32 * 1024,
         ge=1024,

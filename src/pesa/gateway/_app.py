@@ -31,6 +31,7 @@ from pesa.gateway import _api, _callbacks, _payout_api, _results
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._payments import PaymentCreator
+from pesa.gateway._payout_api import PAYOUT_BATCHES_PATH
 from pesa.gateway._reconciler import Reconciler
 from pesa.gateway._server import RequestGuard
 from pesa.gateway._state import GatewayState
@@ -300,6 +301,7 @@ def create_app(
         RequestGuard,
         api_key=settings.api_key.get_secret_value() if settings.api_key else None,
         max_body=settings.api_max_body_bytes,
+        larger={PAYOUT_BATCHES_PATH: settings.batch_max_body_bytes},
     )
     app.include_router(_api.router)
     app.include_router(_payout_api.router)

@@ -41,11 +41,13 @@ from pesa.ledger import (
     TransferStatus,
 )
 
-__all__ = ["MAX_BATCH_ROWS", "router"]
+__all__ = ["MAX_BATCH_ROWS", "PAYOUT_BATCHES_PATH", "router"]
 
 log = get_logger("pesa.gateway.payouts")
 
 MAX_BATCH_ROWS = 10_000
+PAYOUT_BATCHES_PATH = "/v1/payouts/batches"
+"""The batch route: its body may be larger (``PESA_BATCH_MAX_BODY_BYTES``)."""
 _BALANCE_POLL = 0.05
 
 router = APIRouter()
@@ -114,7 +116,7 @@ async def create_payout(
 
 
 @router.post(
-    "/v1/payouts/batches",
+    PAYOUT_BATCHES_PATH,
     status_code=202,
     response_model=BatchOut,
     dependencies=[Authenticated],

@@ -17,9 +17,10 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
+from starlette.requests import ClientDisconnect
 
 from pesa._logging import get_logger
-from pesa.gateway._callbacks import MAX_CALLBACK_BYTES, _read_limited, _reply
+from pesa.gateway._callbacks import _read_limited, _reply
 from pesa.gateway._state import GatewayState, gateway_state
 
 __all__ = ["PRODUCTS", "router"]
@@ -100,11 +101,27 @@ async def initiator_result(request: Request) -> JSONResponse:
         return _reply(403, 1, "Forbidden")
     if state.trust.allowlist_mode == "log" and not verdict.listed:
         log.warning("Result from %s accepted but %s", verdict.client_ip, verdict.reason)
-    body = await _read_limited(request)
-    if body is None:
+    limit = state.settings.callback_max_body_bytes
+    try:
+        body, complete = await _read_limited(request, limit)
+    except ClientDisconnect:
+        state.metrics.callbacks_received.inc(outcome="disconnected")
+        log.warning("Result from %s: the sender left before the body was complete", peer)
+        return _reply(400, 1, "Incomplete body")
+    if not complete:
         state.metrics.callbacks_received.inc(outcome="too_large")
-        log.warning("Result from %s refused: larger than %d bytes", peer, MAX_CALLBACK_BYTES)
-        return _reply(413, 1, "Payload too large")
+        log.warning("Result from %s refused: larger than %d bytes", peer, limit)
+        kind = f"{request.path_params['product']}_{request.path_params['what']}"
+        try:
+            await state.ledger.store_refused_callback(
+                body,
+                source_ip=verdict.client_ip,
+                detail=f"body larger than {limit} bytes: only its first {len(body)} are kept",
+                kind=kind,
+            )
+        except Exception:
+            log.exception("an oversized Result could not be stored")
+        return _reply(413, 1, "Payload too large", close=True)
     try:
         status = await ingest(state, body, verdict.client_ip)
     except Exception:

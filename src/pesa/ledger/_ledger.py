@@ -1119,10 +1119,11 @@ class Ledger:
         return _callback_status(decision), payment, decision.detail, inserts
 
     async def store_refused_callback(
-        self, body: bytes, *, source_ip: str | None, detail: str
+        self, body: bytes, *, source_ip: str | None, detail: str, kind: str = "stk"
     ) -> str:
         """Keep raw a callback refused before it could be parsed (a body over the size
         cap, of which ``body`` is the start), as ``invalid`` evidence; nothing else changes.
+        ``kind`` is the route's (``stk``, ``b2c_result``, ...).
 
         Returns:
             The stored callback's id.
@@ -1131,7 +1132,7 @@ class Ledger:
         callback_id = new_id("cb", now_ms=int(received.timestamp() * 1000))
         record = {
             "id": callback_id,
-            "kind": "stk",
+            "kind": kind,
             "body": bytes(body),
             "source_ip": source_ip,
             "received_at": received,

@@ -68,15 +68,21 @@ def _bounded_id(value: str | None, what: str) -> str | None:
     value = value.strip()
     if not value:
         return None
-    if len(value) > _MAX_ID or not value.isprintable():
+    if len(value) > _MAX_ID or _clean(value) != value:
         raise InvalidCallbackError(f"Result: {what} is not a Daraja id")
     return value
+
+
+def _clean(text: str) -> str:
+    # What the database can store on both engines: no NUL or other control characters,
+    # no lone surrogates (PostgreSQL refuses both; SQLite would keep them).
+    return "".join(ch for ch in text if ch.isprintable() and not "\ud800" <= ch <= "\udfff")
 
 
 def _text(value: Any) -> str | None:
     if value is None or isinstance(value, bool):
         return None
-    text = str(value).strip()
+    text = _clean(str(value)).strip()
     return text[:_MAX_TEXT] if text else None
 
 
@@ -130,9 +136,10 @@ def _envelope(body: bytes | str | Mapping[str, Any]) -> ResultEnvelope:
     envelope = parse_result(body)
     _bounded_id(envelope.conversation_id, "ConversationID")
     _bounded_id(envelope.originator_conversation_id, "OriginatorConversationID")
-    if len(envelope.result_code) > 32:
+    code = envelope.result_code
+    if len(code) > 32 or not code.isprintable() or _clean(code) != code:
         raise InvalidCallbackError("Result: ResultCode is not a code")
-    return envelope
+    return envelope.model_copy(update={"result_desc": _clean(envelope.result_desc or "")})
 
 
 def parse_payout_result(body: bytes | str | Mapping[str, Any]) -> ParsedResult:
