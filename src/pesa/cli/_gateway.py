@@ -239,7 +239,7 @@ def demo(
     from pesa.gateway._demo import run_demo
 
     console.print("pesa demo: gateway + emulator + SQLite on a free loopback port ...")
-    results, notes = anyio.run(lambda: run_demo(timeout=timeout))
+    results, notes, sections = anyio.run(lambda: run_demo(timeout=timeout))
     table = Table(title="pesa demo: one payment per emulator scenario", title_justify="left")
     for column in ("scenario", "phone", "lifecycle", "code", "callbacks", "receipt", "check"):
         # Ids and codes are copied by people: never split them across lines.
@@ -260,8 +260,20 @@ def demo(
     wide.print(table)
     for note in notes:
         console.print(note, highlight=False)
+    for section in sections:
+        extra = Table(title=section.title, title_justify="left")
+        for column in section.columns:
+            extra.add_column(column, overflow="fold", no_wrap=column in ("id", "receipt", "KES"))
+        for row in section.rows:
+            extra.add_row(*row)
+        wide.print(extra)
     failed = [r for r in results if not r.ok]
     bad_notes = [n for n in notes if "FAILED" in n]
+    bad_flows = [p for section in sections for p in section.problems]
     if failed or bad_notes:
         fail(f"{len(failed)} of {len(results)} payments did not end as expected")
+    if bad_flows:
+        fail(f"{len(bad_flows)} other flow(s) did not end as expected: {'; '.join(bad_flows)}")
     console.print(f"[bold green]all {len(results)} payments ended as expected[/]")
+    flows = sum(len(section.rows) for section in sections)
+    console.print(f"[bold green]all {flows} money-out flows ended as expected[/]")

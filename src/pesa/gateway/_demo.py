@@ -24,6 +24,7 @@ import httpx
 from pesa._logging import get_logger
 from pesa.config import Settings
 from pesa.emulator import Emulator, EmulatorConfig
+from pesa.gateway._demo_money_out import DemoSection, money_out
 from pesa.testing._gateway import serve_gateway
 
 __all__ = ["SCENARIOS", "DemoResult", "Scenario", "run_demo"]
@@ -94,6 +95,7 @@ def demo_settings(database_url: str, api_key: str) -> Settings:
         reconcile_deadline=60.0,
         reconcile_query_rate=50.0,
         reconcile_query_burst=10,
+        payout_status_after=1.0,
         log="warning",
     )
 
@@ -104,12 +106,13 @@ async def run_demo(
     timeout: float = 40.0,
     stk_delay: float = 0.5,
     workdir: Path | None = None,
-) -> tuple[list[DemoResult], list[str]]:
+) -> tuple[list[DemoResult], list[str], list[DemoSection]]:
     """Run every scenario through a fresh gateway and report how each payment ended.
 
     Returns:
-        ``(results, notes)``: one result per scenario, and lines about the checks that are
-        not one payment (the idempotent retry).
+        ``(results, notes, sections)``: one result per scenario, lines about the checks that
+        are not one payment (the idempotent retry), and the other flows' tables (money
+        out: payouts, a refund, the balance).
     """
     with tempfile.TemporaryDirectory(prefix="pesa-demo-") as tmp:
         directory = workdir or Path(tmp)
@@ -119,7 +122,18 @@ async def run_demo(
         async with serve_gateway(settings, emulator=emulator) as gateway:
             headers = {"Authorization": f"Bearer {api_key}"}
             async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=30) as http:
-                return await _walk(http, scenarios, timeout, f"{gateway.emulator_url}")
+                emulator_url = f"{gateway.emulator_url}"
+                results, notes = await _walk(http, scenarios, timeout, emulator_url)
+                paid = next((r for r in results if r.payment["status"] == "succeeded"), None)
+                sections = [
+                    await money_out(
+                        http,
+                        emulator_url,
+                        refundable=None if paid is None else paid.payment["id"],
+                        timeout=timeout,
+                    )
+                ]
+                return results, notes, sections
 
 
 async def _walk(
