@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import re
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -180,9 +181,9 @@ def _post(http: httpx.Client, batch: str, rows: list[dict[str, Any]]) -> dict[st
     if response.status_code == 422:
         message = _error(response)
         field = str(response.json()["error"].get("field") or "")
-        if field.startswith("payouts["):
-            index = int(field[len("payouts[") : field.index("]")])
-            fail(f"line {index + 2}: {message}")
+        row = re.match(r"payouts\.(\d+)\.", field)
+        if row is not None:
+            fail(f"line {int(row.group(1)) + 2}: {message}")
         fail(message)
     if response.status_code >= 400:
         fail(f"the gateway refused the batch: {_error(response)}")

@@ -153,7 +153,7 @@ async def create_batch(
             occasion=row.occasion,
             account=row.account,
             metadata=row.metadata,
-            prefix=f"payouts[{index}].",
+            prefix=f"payouts.{index}.",
         ).spec()
         for index, row in enumerate(body.payouts)
     ]
