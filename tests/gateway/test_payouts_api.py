@@ -57,25 +57,25 @@ def payout_body(**fields: Any) -> dict[str, Any]:
     return body
 
 
-@pytest.mark.parametrize(
-    ("fields", "field"),
-    [
-        ({"amount": 5}, "amount"),
-        ({"amount": "1500"}, "amount"),
-        ({"amount": 300_000}, "amount"),
-        ({"command": "Pay"}, "command"),
-        ({"remarks": "x"}, "remarks"),
-        ({"phone": "0808374149"}, "phone"),
-        ({"account": "other"}, "account"),
-        ({"extra": 1}, "extra"),
-    ],
-)
+BAD_PAYOUTS: list[tuple[dict[str, Any], str]] = [
+    ({"amount": 5}, "amount"),
+    ({"amount": "1500"}, "amount"),
+    ({"amount": 300_000}, "amount"),
+    ({"command": "Pay"}, "command"),
+    ({"remarks": "x"}, "remarks"),
+    ({"phone": "0808374149"}, "phone"),
+    ({"account": "other"}, "account"),
+    ({"extra": 1}, "extra"),
+]
+
+
 def test_a_bad_payout_is_refused_naming_the_field_and_nothing_is_sent(
-    api: httpx.Client, emulator: Emulator, fields: dict[str, Any], field: str
+    api: httpx.Client, emulator: Emulator
 ) -> None:
-    response = api.post("/v1/payouts", json=payout_body(**fields))
-    assert response.status_code == 422, response.text
-    assert response.json()["error"]["field"] == field
+    for fields, field in BAD_PAYOUTS:
+        response = api.post("/v1/payouts", json=payout_body(**fields))
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["field"] == field, fields
     assert api.get("/v1/payouts").json()["data"] == []
     assert emulator.requests("/mpesa/b2c/v3/paymentrequest") == []
 
