@@ -15,9 +15,10 @@ from fastapi import APIRouter, Header, Query, Response
 
 from pesa._exceptions import DarajaError, PesaError, TransportError, ValidationError
 from pesa._logging import get_logger
+from pesa.daraja import validate_remarks, validate_text
 from pesa.gateway._api import _ERRORS, ApiError, Authenticated, State, normalize_phone_filter
 from pesa.gateway._models import ApiErrorBody
-from pesa.gateway._payments import validate_idempotency_key
+from pesa.gateway._payments import check_metadata, validate_idempotency_key
 from pesa.gateway._state import GatewayState
 from pesa.gateway._transfer_models import (
     BalanceOut,
@@ -138,9 +139,14 @@ async def create_batch(
     with the batch's rows counted by status; follow it with ``GET
     /v1/payouts/batches/{batch_id}`` and ``GET /v1/payouts?batch_id=...``.
     """
-    batch_id = body.batch_id or validate_idempotency_key(idempotency_key)
+    if body.batch_id is not None:
+        batch_id: str | None = validate_text(body.batch_id, field="batch_id", max_length=100)
+    else:
+        batch_id = validate_idempotency_key(idempotency_key)
     if not batch_id:
         raise ValidationError("batch_id", "give batch_id or an Idempotency-Key header")
+    if len(batch_id) > 100:
+        raise ValidationError("Idempotency-Key", "a batch id is at most 100 characters")
     if len(body.payouts) > MAX_BATCH_ROWS:
         raise ValidationError("payouts", f"at most {MAX_BATCH_ROWS} rows per batch")
     rows = [
@@ -252,11 +258,14 @@ async def refund_payment(
     """
     body = body or RefundCreate()
     key = validate_idempotency_key(idempotency_key)
+    remarks = validate_remarks(body.remarks)
+    if body.metadata is not None:
+        check_metadata(body.metadata)
     try:
         refund, created = await state.sender.create_refund(
             payment_id,
             body.amount,
-            remarks=body.remarks,
+            remarks=remarks,
             idempotency_key=key,
             metadata=body.metadata,
         )

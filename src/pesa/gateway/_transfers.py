@@ -22,7 +22,6 @@ idempotency key at Daraja, so one that may have left is never sent again.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -51,6 +50,7 @@ from pesa.daraja import (
     validate_remarks,
 )
 from pesa.gateway._backoff import Backoff, RandomSource
+from pesa.gateway._payments import check_metadata
 from pesa.gateway._rounds import run_rounds
 from pesa.gateway._throttle import TokenBucket
 from pesa.ledger import (
@@ -80,7 +80,6 @@ __all__ = [
 
 log = get_logger("pesa.gateway.payouts")
 
-_MAX_METADATA_BYTES = 16_384
 _DUPLICATE_CODE = "500.002.1001"
 
 
@@ -170,7 +169,7 @@ class PayoutRequest:
                     "command", f"must be one of {', '.join(PAYOUT_COMMANDS)}", command
                 )
             if metadata is not None:
-                _check_metadata(metadata)
+                check_metadata(metadata)
             return cls(
                 phone=normalize_msisdn(phone, field="phone"),
                 amount=validate_amount(
@@ -201,19 +200,6 @@ class PayoutRequest:
             account=self.account.name,
             shortcode=self.account.shortcode,
             metadata=self.metadata,
-        )
-
-
-def _check_metadata(metadata: Any) -> None:
-    if not isinstance(metadata, dict):
-        raise ValidationError("metadata", "must be a JSON object")
-    try:
-        size = len(json.dumps(metadata, separators=(",", ":"), allow_nan=False).encode())
-    except (TypeError, ValueError) as err:
-        raise ValidationError("metadata", "must be a JSON object") from err
-    if size > _MAX_METADATA_BYTES:
-        raise ValidationError(
-            "metadata", f"must be at most {_MAX_METADATA_BYTES} bytes of JSON", f"{size} bytes"
         )
 
 
