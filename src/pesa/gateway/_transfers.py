@@ -301,7 +301,9 @@ class TransferSender:
         self.settings = settings
         self.urls = urls
         self.options = options
-        self.bucket = TokenBucket(options.rate, 1)
+        # A burst of 2: a send the busy event loop made late lets the next one catch up, so
+        # the average is the configured rate, while never more than 2 requests leave together.
+        self.bucket = TokenBucket(options.rate, 2)
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 300.0))
         self._spiked_in_a_row = 0
@@ -330,9 +332,13 @@ class TransferSender:
             payout = await self.send_payout(payout)
         return payout, True
 
-    async def send_payout(self, payout: Payout) -> Payout:
-        """Send one claimed payout (its attempt already counted) and record the answer."""
-        await self.bucket.acquire()
+    async def send_payout(self, payout: Payout, *, paced: bool = True) -> Payout:
+        """Send one claimed payout (its attempt already counted) and record the answer.
+
+        ``paced=False``: the caller already took the payout's token from :attr:`bucket`.
+        """
+        if paced:
+            await self.bucket.acquire()
         try:
             response = await self.client.b2c_payment(
                 payout.phone,
@@ -458,29 +464,43 @@ class TransferSender:
     # -- the worker ------------------------------------------------------------------------
 
     async def run_once(self) -> int:
-        """Send the payouts that are due; returns how many were claimed."""
+        """Send the payouts that are due; returns how many were claimed.
+
+        Rows are claimed a slice at a time, and the next slice is claimed while the last
+        sends of the previous one wait for their turn in the bucket, so a long batch leaves
+        at an even pace with no pause between slices.
+        """
         options = self.options
         # Claim no more than can be sent well inside the claim's lease at this rate.
-        limit = max(1, min(options.batch_size * 4, int(options.rate * options.lease / 4)))
-        claimed = await self.ledger.payouts.claim_for_sending(
-            limit=min(limit, 1000), lease=timedelta(seconds=options.lease)
-        )
-        if not claimed:
-            return 0
+        limit = max(1, min(1000, int(options.rate * options.lease / 4)))
+        lease = timedelta(seconds=options.lease)
         limiter = anyio.CapacityLimiter(options.concurrency)
+        waiting = 0
+        total = 0
 
         async def send(payout: Payout) -> None:
+            nonlocal waiting
             async with limiter:
+                await self.bucket.acquire()
+                waiting -= 1
                 try:
-                    await self.send_payout(payout)
+                    await self.send_payout(payout, paced=False)
                 except Exception:  # one payout's bookkeeping error must not stop the rest
                     log.exception("payout %s: could not record the send", payout.id)
 
         async with anyio.create_task_group() as tg:
-            for payout in claimed:
-                # Each send takes its turn in the bucket: they leave at the configured rate.
-                tg.start_soon(send, payout)
-        return len(claimed)
+            while True:
+                claimed = await self.ledger.payouts.claim_for_sending(limit=limit, lease=lease)
+                total += len(claimed)
+                waiting += len(claimed)
+                for payout in claimed:
+                    tg.start_soon(send, payout)
+                if len(claimed) < limit:
+                    break
+                # Claim the next slice when this one is nearly out of the bucket.
+                while waiting > max(1, limit // 4):
+                    await anyio.sleep(min(0.5, 1 / options.rate))
+        return total
 
     async def run(self, stop: anyio.Event) -> None:
         """Send due payouts until ``stop`` is set (rounds back to back while any are due)."""
