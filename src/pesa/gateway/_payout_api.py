@@ -57,6 +57,9 @@ _KEY = Header(
     alias="Idempotency-Key",
     description="your unique id for this request: a retry with it never pays twice",
 )
+_409: dict[int | str, dict[str, Any]] = {
+    409: {"model": ApiErrorBody, "description": "the Idempotency-Key was used with other data"}
+}
 _404: dict[int | str, dict[str, Any]] = {
     404: {"model": ApiErrorBody, "description": "no such payout, refund or payment"}
 }
@@ -80,7 +83,7 @@ def _batch(summary: BatchSummary, created: int = 0) -> BatchOut:
     response_model=PayoutOut,
     dependencies=[Authenticated],
     tags=["payouts"],
-    responses=_ERRORS,
+    responses={**_ERRORS, **_409},
 )
 async def create_payout(
     body: PayoutCreate,
@@ -122,7 +125,7 @@ async def create_payout(
     response_model=BatchOut,
     dependencies=[Authenticated],
     tags=["payouts"],
-    responses=_ERRORS,
+    responses={**_ERRORS, **_409},
 )
 async def create_batch(
     body: BatchCreate,
