@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint types pytest bench soak clean install
+.PHONY: demo test test-fast lint types pytest bench soak screenshots clean install
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,12 +32,18 @@ types: $(STAMP)
 # keep the whole suite well under ten minutes on two cores. PYTEST_WORKERS=0 runs serially.
 PYTEST_WORKERS ?= 4
 
+# --dist loadgroup: tests marked xdist_group("x") share one worker (one browser, one
+# gateway per dashboard test module); the rest are spread as usual.
 pytest: $(STAMP)
-	$(BIN)/pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 ## The inner loop: lint, types and every test not marked slow (no subprocess scenarios).
 test-fast: lint types
-	$(BIN)/pytest -n $(PYTEST_WORKERS) -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup -m "not slow" $(PYTEST_ARGS)
+
+## Screenshots of every dashboard page (the browser tests), written to docs/screenshots.
+screenshots: $(STAMP)
+	PESA_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/dashboard/test_browser.py -q $(PYTEST_ARGS)
 
 ## Benchmarks: figures written to BENCHMARKS.md.
 bench: $(STAMP)

@@ -1,5 +1,6 @@
 """README.md stays true for a new user: the two commands and every setting are documented."""
 
+import re
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,7 @@ def test_every_documented_setting_exists() -> None:
 @pytest.mark.parametrize("command", ["make demo", "make test"])
 def test_the_two_commands_are_documented(command: str) -> None:
     assert command in README
+
+
+def test_the_readme_says_how_long_make_test_takes() -> None:
+    assert re.search(r"takes about\s+\w+\s+minutes", README)

@@ -10,13 +10,16 @@ from pesa._exceptions import (
     ConfigurationError,
     DarajaError,
     DuplicateRequestError,
+    GatewayError,
     InvalidCallbackError,
     InvalidTokenError,
     OutcomeUnknownError,
     PesaError,
     RateLimitError,
+    RedactedRequest,
     ServerError,
     TransportError,
+    UnexpectedResponseError,
     ValidationError,
 )
 from pesa._logging import mask_phone
@@ -25,23 +28,29 @@ from pesa._webhooks import WebhookSignatureError, sign_webhook, verify_webhook
 from pesa.client import AsyncDaraja, Daraja
 from pesa.config import Settings
 from pesa.daraja import parse_stk_callback
+from pesa.gateway_client import AsyncGatewayClient, GatewayClient
 
 __all__ = [
     "AsyncDaraja",
+    "AsyncGatewayClient",
     "AuthenticationError",
     "BadRequestError",
     "ConfigurationError",
     "Daraja",
     "DarajaError",
     "DuplicateRequestError",
+    "GatewayClient",
+    "GatewayError",
     "InvalidCallbackError",
     "InvalidTokenError",
     "OutcomeUnknownError",
     "PesaError",
     "RateLimitError",
+    "RedactedRequest",
     "ServerError",
     "Settings",
     "TransportError",
+    "UnexpectedResponseError",
     "ValidationError",
     "WebhookSignatureError",
     "__version__",

@@ -8,13 +8,20 @@ The tree::
     ├── InvalidCallbackError        a callback body that is not what Daraja sends
     ├── TransportError              no HTTP answer (connect error, timeout) for a safe-to-retry call
     ├── OutcomeUnknownError         a money-moving request may have reached Daraja; settle by query
+    ├── GatewayError                the pesa gateway's REST API answered with an error
     └── DarajaError                 Daraja answered with an error (status, errorCode, requestId)
         ├── AuthenticationError     OAuth refused the consumer key/secret
         ├── InvalidTokenError       the access token was refused (404.001.03, 401.002.01, ...)
         ├── BadRequestError         a 4xx about the request itself (400.002.02, ...)
         ├── DuplicateRequestError   Daraja already has this OriginatorConversationID
         ├── RateLimitError          spike arrest / quota (500.003.02, 500.003.03)
-        └── ServerError             any other 5xx
+        ├── ServerError             any other 5xx
+        └── UnexpectedResponseError a 2xx whose body is not Daraja's answer (empty, HTML, odd JSON)
+
+Errors about a request carry the evidence (as httpx's ``RequestError.request`` and openai's
+``APIStatusError.response`` do): ``operation`` (``"stk_push"``), ``request`` (a
+:class:`RedactedRequest`: method, URL, headers and body with every secret replaced) and,
+when an answer came, ``status_code``, ``headers``, ``request_id`` and ``body``.
 
 A customer's answer to a prompt (cancelled, insufficient funds, unreachable) is never an
 exception: it is a value on the result.
@@ -22,6 +29,8 @@ exception: it is a value on the result.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
@@ -30,15 +39,41 @@ __all__ = [
     "ConfigurationError",
     "DarajaError",
     "DuplicateRequestError",
+    "GatewayError",
     "InvalidCallbackError",
     "InvalidTokenError",
     "OutcomeUnknownError",
     "PesaError",
     "RateLimitError",
+    "RedactedRequest",
     "ServerError",
     "TransportError",
+    "UnexpectedResponseError",
     "ValidationError",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class RedactedRequest:
+    """The request an error is about, with every secret replaced by ``[redacted]``.
+
+    Safe to log and to attach to a support ticket: the ``Authorization`` header, the STK
+    ``Password`` and the ``SecurityCredential`` never appear.
+
+    Attributes:
+        method: ``"POST"`` or ``"GET"``.
+        url: the full URL.
+        headers: the request headers, ``Authorization`` redacted.
+        body: the JSON body, secrets redacted (empty for a GET).
+    """
+
+    method: str
+    url: str
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: Mapping[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.url}"
 
 
 class PesaError(Exception):
@@ -71,24 +106,103 @@ class InvalidCallbackError(PesaError, ValueError):
 
 
 class TransportError(PesaError):
-    """No HTTP answer was received (connection refused, DNS failure, timeout)."""
+    """No HTTP answer was received (connection refused, DNS failure, timeout).
+
+    Attributes:
+        operation: the operation's name, when the error is about one.
+        request: the request that got no answer (secrets redacted), when known.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str | None = None,
+        request: RedactedRequest | None = None,
+    ) -> None:
+        self.operation = operation
+        self.request = request
+        super().__init__(message)
 
 
 class OutcomeUnknownError(PesaError):
-    """A money-moving request may have reached Daraja but no answer came back.
+    """A money-moving request may have reached Daraja but no usable answer came back.
 
     The request is never re-sent automatically: settle it by query (STK query for an STK
-    push, transaction status by ``OriginatorConversationID`` for B2C).
+    push, transaction status by ``OriginatorConversationID`` for B2C). The cause (a read
+    timeout, an :class:`UnexpectedResponseError`) is ``__cause__``.
 
     Attributes:
         operation: the operation's name (``"stk_push"``, ``"b2c_payment"``, ...).
-        request: what was sent, with secrets removed.
+        request: what was sent, secrets redacted (``request.body["Timestamp"]`` helps
+            match a late callback).
+        status_code: the HTTP status if an unreadable answer came, else ``None``.
+        headers: that answer's headers (empty if none came).
+        request_id: Daraja's ``requestId`` if the answer carried one.
     """
 
-    def __init__(self, operation: str, request: dict[str, Any], message: str) -> None:
+    def __init__(
+        self,
+        operation: str,
+        request: RedactedRequest,
+        message: str,
+        *,
+        status_code: int | None = None,
+        headers: Mapping[str, str] | None = None,
+        request_id: str | None = None,
+    ) -> None:
         self.operation = operation
         self.request = request
+        self.status_code = status_code
+        self.headers = dict(headers or {})
+        self.request_id = request_id
         super().__init__(f"{operation}: outcome unknown, settle by query: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
+
+
+class GatewayError(PesaError):
+    """The pesa gateway's REST API (``/v1``) answered with an error.
+
+    Attributes:
+        status_code: the HTTP status (``409`` for an idempotency key reused with other
+            parameters, ``404`` for an unknown payment, ``422`` for bad input, ...).
+        type: the API's error type (``"validation_error"``, ``"idempotency_conflict"``,
+            ``"not_found"``, ...).
+        message: the API's message.
+        field: the field at fault, for a validation error.
+        rule: the rule it broke, for a validation error.
+        request: the request, ``Authorization`` redacted.
+        headers: the response headers.
+        body: the raw response body.
+    """
+
+    def __init__(
+        self,
+        status_code: int,
+        type: str,
+        message: str,
+        *,
+        field: str | None = None,
+        rule: str | None = None,
+        request: RedactedRequest | None = None,
+        headers: Mapping[str, str] | None = None,
+        body: str = "",
+    ) -> None:
+        self.status_code = status_code
+        self.type = type
+        self.message = message
+        self.field = field
+        self.rule = rule
+        self.request = request
+        self.headers = dict(headers or {})
+        self.body = body
+        where = f" ({field}: {rule})" if field and rule else ""
+        super().__init__(f"[{status_code} {type}] {message}{where}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class DarajaError(PesaError):
@@ -100,6 +214,10 @@ class DarajaError(PesaError):
         error_message: Daraja's message, e.g. ``"Bad Request - Invalid Amount"``.
         request_id: Daraja's ``requestId``, for support tickets.
         body: the raw response body, as text.
+        headers: the response headers.
+        operation: the operation that got this answer (``"stk_push"``; ``"token"`` for
+            OAuth), or ``None`` when built outside a client.
+        request: the request that got this answer, secrets redacted, or ``None``.
     """
 
     def __init__(
@@ -109,12 +227,19 @@ class DarajaError(PesaError):
         error_message: str,
         request_id: str | None = None,
         body: str = "",
+        *,
+        headers: Mapping[str, str] | None = None,
+        operation: str | None = None,
+        request: RedactedRequest | None = None,
     ) -> None:
         self.status_code = status_code
         self.error_code = error_code
         self.error_message = error_message
         self.request_id = request_id
         self.body = body
+        self.headers = dict(headers or {})
+        self.operation = operation
+        self.request = request
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -123,10 +248,7 @@ class DarajaError(PesaError):
         return f"{code}{self.error_message}{rid}"
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (
-            type(self),
-            (self.status_code, self.error_code, self.error_message, self.request_id, self.body),
-        )
+        return (_rebuild, (type(self), self.args, self.__dict__))
 
 
 class AuthenticationError(DarajaError):
@@ -151,3 +273,20 @@ class RateLimitError(DarajaError):
 
 class ServerError(DarajaError):
     """Any other server-side error from Daraja."""
+
+
+class UnexpectedResponseError(DarajaError):
+    """A 2xx answer pesa cannot read: empty, not JSON, or not the documented shape.
+
+    Often a proxy or a gateway page rather than Daraja itself. For a money-moving request
+    the client raises :class:`OutcomeUnknownError` instead (with this as its cause): the
+    request may have been accepted. Queries are retried.
+    """
+
+
+def _rebuild(cls: type[Exception], args: tuple[Any, ...], state: dict[str, Any]) -> Exception:
+    # Pickling (multiprocessing, task queues) keeps every attribute, evidence included.
+    error = cls.__new__(cls)
+    Exception.__init__(error, *args)
+    error.__dict__.update(state)
+    return error

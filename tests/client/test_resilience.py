@@ -165,10 +165,10 @@ async def test_stk_push_whose_response_times_out_is_sent_once_and_outcome_unknow
     assert len(face.fake.paths(STK)) == 1
     err = info.value
     assert err.operation == "stk_push"
-    assert err.request["Password"] == "[redacted]"
-    assert err.request["AccountReference"] == "INV0042"
-    assert err.request["Timestamp"] == "20160216165627"
-    assert SANDBOX_PASSKEY not in str(err.request)
+    assert err.request.body["Password"] == "[redacted]"
+    assert err.request.body["AccountReference"] == "INV0042"
+    assert err.request.body["Timestamp"] == "20160216165627"
+    assert SANDBOX_PASSKEY not in str(err.request.body)
     assert "254708374149" not in str(err)
 
 
@@ -186,8 +186,8 @@ async def test_b2c_failures_after_sending_are_never_resent(face: Face, failure: 
     with pytest.raises(OutcomeUnknownError) as info:
         await face("b2c_payment", "0708374149", 100, "Salary", originator_conversation_id="pay-7")
     assert len(face.fake.paths(B2C)) == 1
-    assert info.value.request["OriginatorConversationID"] == "pay-7"
-    assert info.value.request["SecurityCredential"] == "[redacted]"
+    assert info.value.request.body["OriginatorConversationID"] == "pay-7"
+    assert info.value.request.body["SecurityCredential"] == "[redacted]"
 
 
 async def test_a_200_that_cannot_be_read_is_outcome_unknown_for_money(face: Face) -> None:

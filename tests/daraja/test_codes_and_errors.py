@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from pesa import (
@@ -12,6 +14,7 @@ from pesa import (
     InvalidTokenError,
     RateLimitError,
     ServerError,
+    UnexpectedResponseError,
 )
 from pesa.daraja import (
     B2C_PAYMENT,
@@ -20,11 +23,14 @@ from pesa.daraja import (
     STK_PUSH,
     STK_QUERY,
     StkPushResponse,
+    StkQueryRequest,
+    StkQueryResponse,
     error_from_response,
     is_invalid_token,
     is_stk_pending,
     is_success_code,
     lookup_code,
+    proves_not_processed,
 )
 
 
@@ -185,3 +191,59 @@ def test_decode_refuses_an_unexpected_shape() -> None:
         STK_PUSH.decode(200, {"hello": 1}, "")
     with pytest.raises(DarajaError, match="not an object"):
         STK_PUSH.decode(200, [1], "")
+
+
+# -- wire knowledge the gateway and the client share -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("error", "refused"),
+    [
+        (BadRequestError(400, "400.002.02", "Bad Request - Invalid Amount"), True),
+        (RateLimitError(500, "500.003.02", "Spike arrest violation"), True),
+        (ServerError(500, "500.001.1001", "Unable to lock subscriber, a transaction is"), True),
+        (ServerError(500, "500.001.1001", "Merchant does not exist"), True),
+        (ServerError(500, "500.001.1001", "Wrong credentials"), True),
+        (ServerError(500, "500.001.1001", "Internal Server Error"), False),
+        (ServerError(503, None, "HTTP 503 with an empty body"), False),
+        (UnexpectedResponseError(200, None, "stk_push: HTTP 200 with a non-JSON body"), False),
+    ],
+)
+def test_proves_not_processed_reads_daraja_refusals(error: DarajaError, refused: bool) -> None:
+    assert proves_not_processed(error) is refused
+
+
+def test_the_stk_query_operation_reads_still_being_processed_as_pending() -> None:
+    request = StkQueryRequest(
+        business_short_code="174379",
+        password="cGFzcw==",
+        timestamp="20240101120000",
+        checkout_request_id="ws_CO_1",
+    )
+    body = json.dumps(
+        {
+            "requestId": "ws_CO_1",
+            "errorCode": "500.001.1001",
+            "errorMessage": "The transaction is being processed",
+        }
+    ).encode()
+    answer = STK_QUERY.interpret(request, 500, body)
+    assert isinstance(answer, StkQueryResponse) and answer.pending
+    assert answer.checkout_request_id == "ws_CO_1"
+    other = STK_QUERY.interpret(request, 500, b'{"errorCode": "500.001.1001", "errorMessage": "x"}')
+    assert isinstance(other, ServerError)
+    # Only the STK query knows this status: the same answer to a push is an error.
+    assert isinstance(STK_PUSH.interpret(request, 500, body), ServerError)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("body", [b"", b"<html>proxy</html>", b"[1, 2]", b'{"odd": 1}'])
+def test_an_unreadable_2xx_is_unexpected_not_server_error(body: bytes) -> None:
+    request = StkQueryRequest(
+        business_short_code="174379",
+        password="cGFzcw==",
+        timestamp="20240101120000",
+        checkout_request_id="ws_CO_1",
+    )
+    answer = STK_QUERY.interpret(request, 200, body, {"x-edge": "1"})
+    assert isinstance(answer, UnexpectedResponseError) and not isinstance(answer, ServerError)
+    assert answer.headers == {"x-edge": "1"}

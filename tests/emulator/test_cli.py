@@ -8,6 +8,7 @@ import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -81,7 +82,9 @@ def test_cli_refuses_strict_mode_without_credentials() -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_cli_tls_prints_the_ca_to_trust() -> None:
+def test_cli_tls_prints_the_ca_to_trust_and_a_ca_bundle_the_client_honours(
+    tmp_path: Path,
+) -> None:
     process = subprocess.Popen(
         [sys.executable, "-m", "pesa", "emulator", "--port", "0", "--tls"],
         stdout=subprocess.PIPE,
@@ -97,6 +100,27 @@ def test_cli_tls_prints_the_ca_to_trust() -> None:
         context = ssl.create_default_context(cafile=ca.group(1))
         health = httpx.get(f"{base_url.group(1)}/__emulator__/health", verify=context)
         assert health.json()["status"] == "ok"
+        exports = ""
+        for _ in range(10):
+            line = process.stdout.readline()
+            if "export " in line:
+                exports = line.split("export ", 1)[1]
+                break
+        pairs = dict(pair.split("=", 1) for pair in exports.split())
+        assert pairs["PESA_CA_BUNDLE"] == ca.group(1)
+        # The client trusts the emulator through PESA_CA_BUNDLE alone: no flag, no code.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PESA_")}
+        env.update(pairs)
+        token = subprocess.run(
+            [sys.executable, "-m", "pesa", "token", "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=env,
+            cwd=tmp_path,
+        )
+        assert token.returncode == 0, token.stderr
+        assert '"access_token"' in token.stdout
     finally:
         process.terminate()
         process.communicate(timeout=10)

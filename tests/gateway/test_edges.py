@@ -17,6 +17,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,9 +130,8 @@ class Gateway:
         return int(status.split("VmHWM:")[1].split()[0])
 
 
-@pytest.fixture(scope="module")
-def gateway(daraja: str, database: str) -> Iterator[Gateway]:
-    env = {
+def _gateway_env(daraja: str, database: str, read_timeout: float) -> dict[str, str]:
+    return {
         "PESA_BASE_URL": daraja,
         "PESA_DATABASE_URL": database,
         "PESA_API_KEY": API_KEY,
@@ -141,10 +141,15 @@ def gateway(daraja: str, database: str) -> Iterator[Gateway]:
         "PESA_SHORTCODE": "174379",
         "PESA_PASSKEY": PASSKEY,
         "PESA_RUN_WORKERS": "false",
-        "PESA_READ_TIMEOUT": str(READ_TIMEOUT),
+        "PESA_READ_TIMEOUT": str(read_timeout),
         "PESA_TIMEOUT": "10",
         "PESA_LOG": "debug",  # access-log lines on, for finding 10
     }
+
+
+@contextmanager
+def _running_gateway(daraja: str, database: str, read_timeout: float) -> Iterator[Gateway]:
+    env = _gateway_env(daraja, database, read_timeout)
     # 1,024: the soft open-file limit most Linux systems give a service.
     with sandbox_gateway(env, open_file_limit=1024) as (process, url):
         running = Gateway(process, url, daraja, database)
@@ -152,6 +157,21 @@ def gateway(daraja: str, database: str) -> Iterator[Gateway]:
             yield running
         finally:
             running.api.close()
+
+
+@pytest.fixture(scope="module")
+def gateway(daraja: str, database: str) -> Iterator[Gateway]:
+    """A gateway that closes unfinished requests after READ_TIMEOUT seconds."""
+    with _running_gateway(daraja, database, READ_TIMEOUT) as running:
+        yield running
+
+
+@pytest.fixture
+def patient_gateway(daraja: str, database: str) -> Iterator[Gateway]:
+    """A gateway whose read deadline outlasts the test: idle connections stay open while a
+    loaded machine opens 1,100 of them, so the test measures starvation, not the deadline."""
+    with _running_gateway(daraja, database, 120.0) as running:
+        yield running
 
 
 def success_for(payment: dict[str, Any], **changes: Any) -> bytes:
@@ -286,7 +306,7 @@ def _still_open(sock: socket.socket) -> bool:
 
 
 def test_a_thousand_idle_connections_do_not_starve_callbacks_or_the_api(
-    gateway: Gateway, request: pytest.FixtureRequest
+    patient_gateway: Gateway, request: pytest.FixtureRequest
 ) -> None:
     """The finding: 1,100 never-finished requests made callbacks and API calls time out.
 
@@ -298,15 +318,23 @@ def test_a_thousand_idle_connections_do_not_starve_callbacks_or_the_api(
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < IDLE_CONNECTIONS + 200:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(4_096, hard), hard))
-    payment = gateway.pending()
-    idle = _open_idle(gateway.port, IDLE_CONNECTIONS)
+    payment = patient_gateway.pending()
+    idle = _open_idle(patient_gateway.port, IDLE_CONNECTIONS)
     try:
         best: dict[str, float] = {}
         for _ in range(3):
             for name, call, expected in (
-                ("GET /v1/payments", lambda: gateway.api.get("/v1/payments", timeout=5), 200),
-                ("POST /v1/payments", lambda: gateway.create(), 201),
-                ("callback", lambda: gateway.callback(success_for(payment), timeout=5), 200),
+                (
+                    "GET /v1/payments",
+                    lambda: patient_gateway.api.get("/v1/payments", timeout=5),
+                    200,
+                ),
+                ("POST /v1/payments", lambda: patient_gateway.create(), 201),
+                (
+                    "callback",
+                    lambda: patient_gateway.callback(success_for(payment), timeout=5),
+                    200,
+                ),
             ):
                 started = time.monotonic()
                 try:
@@ -325,7 +353,7 @@ def test_a_thousand_idle_connections_do_not_starve_callbacks_or_the_api(
     request.node.user_properties.append(("idle_still_open", still_open))
     assert still_open >= IDLE_CONNECTIONS - 100, "idle connections were dropped: proves nothing"
     assert max(best.values()) < 1.0, best
-    assert gateway.api.get(f"/v1/payments/{payment['id']}").json()["status"] == "succeeded"
+    assert patient_gateway.api.get(f"/v1/payments/{payment['id']}").json()["status"] == "succeeded"
 
 
 def test_connections_that_never_finish_a_request_are_closed_after_the_read_timeout(
@@ -577,8 +605,12 @@ def test_access_log_lines_mask_phone_numbers(gateway: Gateway) -> None:
     spellings = [phone, "0722860741", "722860741"]
     for value in (phone, "0722860741", "+254722860741", "0722 860 741", "0722-860-741"):
         assert gateway.api.get("/v1/payments", params={"phone": value}).status_code == 200
-    gateway.process.wait_for_line(r'"GET /v1/payments\?phone=0722-?\**')
-    lines = [line for line in gateway.process.lines if "/v1/payments?phone=" in line]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        lines = [line for line in gateway.process.lines if "/v1/payments?phone=" in line]
+        if len(lines) >= 5:
+            break
+        time.sleep(0.05)
     assert len(lines) >= 5, lines
     compact = [line.replace("%20", "").replace("-", "").replace("+", "") for line in lines]
     leaks = [line for line in compact if any(s in line for s in spellings)]

@@ -10,10 +10,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Final, TypeVar
 
 import typer
-from pydantic import ValidationError as PydanticValidationError
 from rich.table import Table
 
 from pesa._exceptions import (
@@ -78,13 +77,9 @@ def _errors() -> Iterator[None]:
     try:
         yield
     except OutcomeUnknownError as err:
-        fail(f"{err} (check it with `pesa stk query`)")
+        fail(f"{err} (check it with `pesa stk query`)", kind=type(err).__name__)
     except PesaError as err:
-        fail(str(err))
-    except PydanticValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first.get("loc", ())) or "settings"
-        fail(f"invalid setting PESA_{where.upper()}: {first.get('msg', 'invalid value')}")
+        fail(str(err), kind=type(err).__name__)
 
 
 def _client(
@@ -171,7 +166,9 @@ def token(
 
 @stk_app.command("push")
 def stk_push(
-    phone: Annotated[str, typer.Option("--phone", help="the customer's phone (07…, 01…, 254…)")],
+    phone: Annotated[
+        str, typer.Option("--phone", help="the customer's phone (07xx, 01xx, 2547xx)")
+    ],
     amount: Annotated[str, typer.Option("--amount", help="whole shillings")],
     reference: Annotated[
         str, typer.Option("--reference", help="AccountReference, at most 12 characters")
@@ -241,7 +238,12 @@ def stk_query(
     timeout: TimeoutOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Query an STK push (POST /mpesa/stkpushquery/v1/query): pending, paid or not paid."""
+    """Query an STK push (POST /mpesa/stkpushquery/v1/query): pending, paid or not paid.
+
+    Exit status: 0 paid, 2 not paid (a final answer: cancelled, no funds, ...), 3 still
+    pending (the prompt is open, or the code is not final yet: ask again later), 1 the
+    question could not be asked (configuration, network, Daraja error).
+    """
     with _errors():
         result = _run(
             lambda: _client(
@@ -257,12 +259,14 @@ def stk_query(
             lambda client: client.stk_query(checkout_id),
         )
     code = result.code
+    exit_code = _query_exit_code(result.pending, result.succeeded, bool(code and code.final))
     if as_json:
         data = result.model_dump(mode="json")
         data["succeeded"] = result.succeeded
         data["final"] = bool(code and code.final)
+        data["state"] = _STATES[exit_code]
         print_json(data)
-        return
+        raise typer.Exit(exit_code)
     if result.pending:
         state = "[yellow]pending[/] (the prompt is still open)"
     elif result.succeeded:
@@ -277,3 +281,19 @@ def stk_query(
         table.add_row("Meaning", code.meaning)
         table.add_row("Tell the customer", code.customer_message)
     console.print(table)
+    raise typer.Exit(exit_code)
+
+
+EXIT_PAID: Final = 0
+EXIT_NOT_PAID: Final = 2
+EXIT_PENDING: Final = 3
+_STATES: Final = {EXIT_PAID: "paid", EXIT_NOT_PAID: "not_paid", EXIT_PENDING: "pending"}
+
+
+def _query_exit_code(pending: bool, succeeded: bool, final: bool) -> int:
+    """``pesa stk query``'s exit status: scripts tell the three answers apart by it."""
+    if pending:
+        return EXIT_PENDING
+    if succeeded:
+        return EXIT_PAID
+    return EXIT_NOT_PAID if final else EXIT_PENDING

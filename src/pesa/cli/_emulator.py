@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from pesa._net import listen_socket
-from pesa.cli._app import app, console, fail
+from pesa.cli._app import app, console, fail, require_server
 
 __all__ = ["emulator"]
 
@@ -110,18 +110,14 @@ def emulator(
     log_level: Annotated[str, typer.Option(help="log level of pesa's logger")] = "info",
 ) -> None:
     """Serve a local Daraja (sandbox paths, payloads, codes and callbacks) on localhost."""
+    require_server("emulator")
     import pydantic
 
     from pesa._logging import configure_logging
     from pesa.config import Settings
     from pesa.emulator import config_from_settings
 
-    try:
-        settings = Settings()
-    except pydantic.ValidationError as err:
-        first = err.errors()[0]
-        variable = "PESA_" + "_".join(str(p) for p in first["loc"]).upper()
-        fail(f"{variable}: {first['msg']}")
+    settings = Settings()  # a bad PESA_* variable is a ConfigurationError: one line, exit 1
     overrides: dict[str, object] = {}
     optional = {
         "latency_ms": latency,
@@ -163,6 +159,8 @@ def emulator(
         fail(f"{where}: {first['msg']}")
     bind_host = host or settings.emulator_host
     bind_port = settings.emulator_port if port is None else port
+    if not 0 <= bind_port <= 65535:
+        fail(f"--port must be a port number from 0 to 65535 (got {bind_port})")
     if log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
         fail(f"--log-level must be debug, info, warning, error or critical, got {log_level!r}")
     configure_logging(log_level)
@@ -206,13 +204,16 @@ def _serve(config: object, host: str, port: int, tls: bool) -> None:
     _say(f"control API: {base_url}/__emulator__/")
     _say(f"credential certificate: {base_url}/__emulator__/certificate")
     mode = "strict" if config.strict else "lenient (any consumer key/secret)"
+    ca_export = f" PESA_CA_BUNDLE={files.ca_path}" if files is not None else ""
     if not config.strict and config.passkeys.get(SANDBOX_STK_SHORTCODE) == SANDBOX_PASSKEY:
         # Only the public sandbox values: a passkey of the user's own is never echoed.
         _say(
             "a pesa client reaches it with: export PESA_ENV=emulator "
             f"PESA_BASE_URL={base_url} PESA_CONSUMER_KEY=any PESA_CONSUMER_SECRET=any "
-            f"PESA_SHORTCODE={SANDBOX_STK_SHORTCODE} PESA_PASSKEY={SANDBOX_PASSKEY}"
+            f"PESA_SHORTCODE={SANDBOX_STK_SHORTCODE} PESA_PASSKEY={SANDBOX_PASSKEY}{ca_export}"
         )
+    else:
+        _say(f"a pesa client reaches it with: export PESA_BASE_URL={base_url}{ca_export}")
     _say(f"mode: {mode}; press Ctrl+C to stop")
     server = uvicorn.Server(
         uvicorn.Config(

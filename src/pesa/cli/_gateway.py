@@ -10,12 +10,14 @@ from typing import Annotated, Any
 
 import anyio
 import typer
+from pydantic import ValidationError as PydanticValidationError
 
-from pesa._exceptions import ConfigurationError
+from pesa._exceptions import ConfigurationError, PesaError
 from pesa._logging import configure_logging
 from pesa._net import listen_socket
-from pesa.cli._app import app, console, fail
+from pesa.cli._app import app, console, fail, require_server
 from pesa.config import Settings
+from pesa.config._settings import configuration_error
 
 __all__ = ["bind_socket", "db_app", "load_settings"]
 
@@ -24,23 +26,22 @@ _SPARE_DESCRIPTORS = 256
 app.add_typer(db_app, name="db")
 
 
-def load_settings(**overrides: Any) -> Settings:
-    """Read ``PESA_*`` settings, with command-line flags (not ``None``) taking precedence."""
+def load_settings(flags: dict[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read ``PESA_*`` settings, with command-line flags (not ``None``) taking precedence.
+
+    Args:
+        flags: setting name → the flag it came from, so that an error names ``--port``
+            rather than ``PESA_GATEWAY_PORT`` when the flag was given.
+    """
     given = {name: value for name, value in overrides.items() if value is not None}
+    named = {name: flag for name, flag in (flags or {}).items() if name in given}
     try:
         return Settings(**given)
-    except ValueError as err:
-        # pydantic's message is several lines; one line naming the variable is enough.
-        fail(_first_error(err))
-
-
-def _first_error(err: ValueError) -> str:
-    errors = getattr(err, "errors", None)
-    if callable(errors):
-        for item in errors():
-            loc = ".".join(str(part) for part in item.get("loc", ()))
-            return f"PESA_{loc.upper()}: {item.get('msg', 'invalid')}"
-    return str(err)
+    except ConfigurationError as err:
+        cause = err.__context__
+        if isinstance(cause, PydanticValidationError):
+            fail(str(configuration_error(cause, named)))
+        fail(str(err))
 
 
 def bind_socket(host: str, port: int) -> socket.socket:
@@ -78,15 +79,20 @@ def serve(
     ] = None,
 ) -> None:
     """Run the gateway: REST API, callback route, workers (and the emulator, in emulator)."""
+    require_server("serve")
     import uvicorn
 
     from pesa.gateway import create_app
-    from pesa.gateway._app import check_settings
+    from pesa.gateway._app import check_settings, daraja_url
     from pesa.gateway._callbacks import CallbackPathFilter
     from pesa.gateway._server import raise_open_file_limit, server_config
 
     settings = load_settings(
-        gateway_host=host, gateway_port=port, run_workers=workers, auto_migrate=migrate
+        {"gateway_host": "--host", "gateway_port": "--port"},
+        gateway_host=host,
+        gateway_port=port,
+        run_workers=workers,
+        auto_migrate=migrate,
     )
     # Callback URLs carry the secret token: keep it out of every log line (pesa's own,
     # the client's request logs, uvicorn's access log).
@@ -98,6 +104,8 @@ def serve(
     if settings.auto_migrate:
         # Before uvicorn starts, so that an unreachable database is one clear line.
         _migrate(settings)
+    else:
+        _check_database(settings)
     sock = bind_socket(settings.gateway_host, settings.gateway_port)
     actual_port = sock.getsockname()[1]
     settings = settings.model_copy(update={"gateway_port": actual_port, "auto_migrate": False})
@@ -115,12 +123,19 @@ def serve(
     console.print(f"pesa gateway ({settings.env})", highlight=False, soft_wrap=True)
     console.print(f"  API:       {urls.public}/v1/payments", highlight=False, soft_wrap=True)
     console.print(f"  docs:      {urls.public}/docs", highlight=False, soft_wrap=True)
+    if settings.dashboard:
+        console.print(
+            f"  dashboard: {urls.public}/dashboard (add operators: pesa operator add NAME)",
+            highlight=False,
+            soft_wrap=True,
+        )
     console.print(f"  callbacks: {shown_callback}", highlight=False, soft_wrap=True)
     if urls.emulator is not None:
         console.print(f"  emulator:  {urls.emulator}", highlight=False, soft_wrap=True)
     console.print(
         f"  database:  {_safe_url(settings.database_url)}", highlight=False, soft_wrap=True
     )
+    console.print(f"  Daraja:    {daraja_url(settings)}", highlight=False, soft_wrap=True)
     sys.stdout.flush()
     # Access logs show request paths, and callback paths carry the secret token.
     for name in ("uvicorn.access", "uvicorn.error"):
@@ -163,19 +178,24 @@ def _safe_url(url: str) -> str:
 @app.command()
 def worker() -> None:
     """Run the reconciler and webhook dispatcher without the API (for extra processes)."""
+    require_server("worker")
     settings = load_settings()
     configure_logging(settings.log).addFilter(_callback_path_filter())
     if settings.env != "emulator":
         # The reconciler's STK queries need the Daraja credentials: say so now, not at
         # the first query.
         try:
-            for name in ("consumer_key", "consumer_secret", "shortcode", "passkey"):
-                settings.require(name)
+            settings.require_all("consumer_key", "consumer_secret", "shortcode", "passkey")
         except ConfigurationError as err:
             fail(str(err))
-    console.print(
-        f"pesa worker ({settings.env}): reconciler and webhook dispatcher", highlight=False
-    )
+    _check_database(settings)
+    from pesa.gateway._app import daraja_url, gateway_urls
+
+    say = console.print
+    say(f"pesa worker ({settings.env}): reconciler and webhook dispatcher", highlight=False)
+    say(f"  database:  {_safe_url(settings.database_url)}", highlight=False, soft_wrap=True)
+    say(f"  Daraja:    {daraja_url(settings)}", highlight=False, soft_wrap=True)
+    say(f"  public:    {gateway_urls(settings, '-').public}", highlight=False, soft_wrap=True)
     sys.stdout.flush()
     anyio.run(_run_worker, settings)
 
@@ -197,6 +217,41 @@ async def _run_worker(settings: Settings) -> None:
         tg.cancel_scope.cancel()
 
 
+def _reason(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+def _check_database(settings: Settings) -> None:
+    """Exit with one line unless the database answers and is migrated (before any banner)."""
+
+    async def probe() -> tuple[str | None, str]:
+        from pesa.ledger import Ledger, current_revision, head_revision
+
+        with anyio.fail_after(20):
+            ledger = await Ledger.open(settings.database_url)
+            try:
+                return await current_revision(ledger.engine), head_revision()
+            finally:
+                await ledger.close()
+
+    where = _safe_url(settings.database_url)
+    try:
+        current, head = anyio.run(probe)
+    except PesaError as err:
+        fail(f"cannot use the database {where}: {err}")
+    except Exception as err:
+        fail(
+            f"cannot reach the database {where}: {_reason(err)} "
+            "(is it running? check PESA_DATABASE_URL)"
+        )
+    if current != head:
+        fail(
+            f"the database {where} is at schema {current or 'none'}, not {head}: "
+            "run `pesa db upgrade` (or start `pesa serve` without --no-migrate)"
+        )
+
+
 def _migrate(settings: Settings) -> None:
     async def upgrade() -> None:
         from pesa.ledger import Ledger
@@ -211,13 +266,13 @@ def _migrate(settings: Settings) -> None:
         anyio.run(upgrade)
     except Exception as err:
         # One line: the database URL (password hidden) and what went wrong.
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        fail(f"cannot migrate the database {_safe_url(settings.database_url)}: {reason}")
+        fail(f"cannot migrate the database {_safe_url(settings.database_url)}: {_reason(err)}")
 
 
 @db_app.command("upgrade")
 def db_upgrade() -> None:
     """Create or migrate the ledger database to the latest schema (PESA_DATABASE_URL)."""
+    require_server("db upgrade")
     settings = load_settings()
     _migrate(settings)
     console.print(f"database is up to date: {_safe_url(settings.database_url)}", highlight=False)
@@ -233,10 +288,11 @@ def demo(
 
     Exits 0 only if every payment ended as its scenario promises.
     """
+    require_server("demo")
     from rich.console import Console
     from rich.table import Table
 
-    from pesa.gateway._demo import run_demo
+    from pesa.cli._demo import run_demo
 
     console.print("pesa demo: gateway + emulator + SQLite on a free loopback port ...")
     results, notes, sections = anyio.run(lambda: run_demo(timeout=timeout))

@@ -1,6 +1,7 @@
 """The Daraja clients, :class:`Daraja` and :class:`AsyncDaraja`, and their token and retry parts."""
 
 from pesa.client._client import AsyncDaraja, Daraja
+from pesa.client._options import DarajaOptionFields, DarajaOptions
 from pesa.client._pacing import RateLimiter
 from pesa.client._retry import RetryPolicy, should_retry
 from pesa.client._token import (
@@ -16,6 +17,8 @@ __all__ = [
     "AsyncDaraja",
     "Daraja",
     "DarajaAuth",
+    "DarajaOptionFields",
+    "DarajaOptions",
     "FileTokenStore",
     "InMemoryTokenStore",
     "RateLimiter",

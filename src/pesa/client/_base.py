@@ -7,40 +7,37 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import ssl
 import threading
 import uuid
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Final, Literal, Self, TypeVar, get_args
+from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Self, TypeVar, Unpack, get_args
 
 import httpx
 
-from pesa._constants import (
-    BASE_URLS,
-    DEFAULT_B2C_MAX_AMOUNT,
-    DEFAULT_B2C_MIN_AMOUNT,
-    DEFAULT_CONNECT_TIMEOUT,
-    DEFAULT_ENVIRONMENT,
-    DEFAULT_MAX_RETRIES,
-    DEFAULT_STK_MAX_AMOUNT,
-    DEFAULT_STK_MIN_AMOUNT,
-    DEFAULT_TIMEOUT,
-    Environment,
-)
+from pesa._constants import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, Environment
 from pesa._exceptions import (
     ConfigurationError,
     DarajaError,
     OutcomeUnknownError,
-    ServerError,
+    RedactedRequest,
+    TransportError,
+    UnexpectedResponseError,
     ValidationError,
 )
 from pesa._logging import get_logger
+from pesa.client._evidence import describe_request
+from pesa.client._options import DarajaOptionFields, DarajaOptions, _text
 from pesa.client._pacing import RateLimiter
-from pesa.client._retry import RetryPolicy
-from pesa.client._token import DarajaAuth, InMemoryTokenStore, TokenStore
+from pesa.client._retry import (
+    RetryPolicy,
+    classify_transport_error,
+    parse_retry_after,
+    should_retry,
+)
+from pesa.client._token import DarajaAuth, InMemoryTokenStore, TokenFetchError, TokenStore
 from pesa.daraja._credential import bundled_certificate, load_certificate, security_credential
-from pesa.daraja._errors import error_from_response, is_stk_pending
 from pesa.daraja._models import (
     AccountBalanceRequest,
     B2CCommand,
@@ -52,8 +49,8 @@ from pesa.daraja._models import (
     ReversalRequest,
     StkPushRequest,
     StkQueryRequest,
-    StkQueryResponse,
     TransactionStatusRequest,
+    redact_secrets,
 )
 from pesa.daraja._operations import (
     C2B_REGISTER_URL,
@@ -76,15 +73,18 @@ from pesa.daraja._validation import (
     validate_url,
 )
 
+if TYPE_CHECKING:
+    from pesa.config import Settings
+
 __all__ = ["BaseDaraja", "redact_body", "tls_verify"]
 
 log = get_logger("pesa.client")
 
 ResponseT = TypeVar("ResponseT", bound=DarajaResponse)
+HttpT = TypeVar("HttpT", httpx.Client, httpx.AsyncClient)
+TransportT = TypeVar("TransportT", httpx.BaseTransport, httpx.AsyncBaseTransport)
 
-_SECRET_FIELDS: Final = frozenset({"Password", "SecurityCredential"})
 DEFAULT_DESCRIPTION: Final = "Payment"
-_ENVIRONMENTS: Final = get_args(Environment)
 
 
 def tls_verify(verify: bool | str | Path | ssl.SSLContext) -> bool | ssl.SSLContext:
@@ -103,75 +103,152 @@ def tls_verify(verify: bool | str | Path | ssl.SSLContext) -> bool | ssl.SSLCont
 
 def redact_body(body: dict[str, Any]) -> dict[str, Any]:
     """A copy of a request body with ``Password`` and ``SecurityCredential`` removed."""
-    return {k: ("[redacted]" if k in _SECRET_FIELDS else v) for k, v in body.items()}
+    return redact_secrets(body)
 
 
-class BaseDaraja:
-    """Configuration and pure logic shared by the sync and async clients."""
+class BaseDaraja(ABC, Generic[HttpT, TransportT]):
+    """Configuration and pure logic shared by the sync and async clients.
+
+    The constructor is written once, here: ``options`` (a :class:`DarajaOptions`) and/or
+    its fields as keyword arguments (they replace the options' fields), and ``transport``
+    (an httpx transport; ``httpx.MockTransport`` in tests). Subclasses only open their
+    pool (:meth:`_open`) and run the send loop.
+    """
 
     def __init__(
         self,
+        options: DarajaOptions | None = None,
+        /,
         *,
-        environment: Environment | str = DEFAULT_ENVIRONMENT,
-        base_url: str | None = None,
-        consumer_key: str | None = None,
-        consumer_secret: str | None = None,
-        shortcode: str | int | None = None,
-        passkey: str | None = None,
-        till: str | int | None = None,
-        initiator_name: str | None = None,
-        initiator_password: str | None = None,
-        security_credential: str | None = None,
-        certificate_path: str | Path | None = None,
-        callback_url: str | None = None,
-        result_url: str | None = None,
-        timeout_url: str | None = None,
-        timeout: float = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        retry_policy: RetryPolicy | None = None,
-        rate_limit: float | None = None,
-        clock: Clock | None = None,
-        token_store: TokenStore | None = None,
-        verify: bool | str | Path | ssl.SSLContext = True,
-        stk_amount_limits: tuple[int, int] = (DEFAULT_STK_MIN_AMOUNT, DEFAULT_STK_MAX_AMOUNT),
-        b2c_amount_limits: tuple[int, int] = (DEFAULT_B2C_MIN_AMOUNT, DEFAULT_B2C_MAX_AMOUNT),
+        transport: TransportT | None = None,
+        **fields: Unpack[DarajaOptionFields],
     ) -> None:
-        if environment not in _ENVIRONMENTS:
-            raise ConfigurationError(
-                f"PESA_ENV must be one of {', '.join(_ENVIRONMENTS)} (got {environment!r})"
-            )
-        self.environment: Environment = environment  # type: ignore[assignment]  # checked above
-        url = (base_url or BASE_URLS[self.environment]).strip().rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise ConfigurationError(f"PESA_BASE_URL must be an http(s) URL (got {url!r})")
-        self.base_url = url
-        if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
-            raise ConfigurationError(f"PESA_TIMEOUT must be a positive number (got {timeout!r})")
-        if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
-            raise ConfigurationError(f"PESA_MAX_RETRIES must be >= 0 (got {max_retries!r})")
-        self.timeout = float(timeout)
-        self.retry_policy = retry_policy or RetryPolicy(max_retries=max_retries)
-        self.consumer_key = consumer_key or None
-        self._consumer_secret = consumer_secret or None
-        self.shortcode = str(shortcode) if shortcode not in (None, "") else None
-        self._passkey = passkey or None
-        self.till = str(till) if till not in (None, "") else None
-        self.initiator_name = initiator_name or None
-        self._initiator_password = initiator_password or None
-        self._security_credential = security_credential or None
-        self.certificate_path = Path(certificate_path) if certificate_path else None
-        self.callback_url = callback_url or None
-        self.result_url = result_url or None
-        self.timeout_url = timeout_url or None
-        self.clock: Clock = clock or SystemClock()
-        self.token_store: TokenStore = token_store or InMemoryTokenStore()
-        self.rate_limiter = RateLimiter(rate_limit) if rate_limit is not None else None
-        self.verify = tls_verify(verify)
-        self.stk_amount_limits = stk_amount_limits
-        self.b2c_amount_limits = b2c_amount_limits
+        if options is None:
+            options = DarajaOptions(**fields)
+        elif fields:
+            options = options.replace(**fields)
+        self.options = options
+        self.environment: Environment = options.environment  # type: ignore[assignment]  # checked
+        self.base_url = options.url
+        self.timeout = float(options.timeout)
+        self.retry_policy = options.retry_policy or RetryPolicy(max_retries=options.max_retries)
+        self.clock: Clock = options.clock or SystemClock()
+        self.token_store: TokenStore = options.token_store or InMemoryTokenStore()
+        self.rate_limiter = (
+            RateLimiter(options.rate_limit) if options.rate_limit is not None else None
+        )
+        self.verify = tls_verify(options.verify)
+        self._security_credential = options.security_credential
         # A list so that copies made by with_options() share one auth (one token lock).
         self._auth_holder: list[DarajaAuth] = []
         self._auth_lock = threading.Lock()
+        self._http: HttpT = self._open(transport)
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        transport: TransportT | None = None,
+        **overrides: Unpack[DarajaOptionFields],
+    ) -> Self:
+        """Build a client from a :class:`pesa.Settings`; keyword arguments win.
+
+        Example:
+            >>> Daraja.from_settings(Settings(), timeout=10)  # doctest: +SKIP
+        """
+        return cls(DarajaOptions.from_settings(settings, **overrides), transport=transport)
+
+    @classmethod
+    def from_env(
+        cls, *, transport: TransportT | None = None, **overrides: Unpack[DarajaOptionFields]
+    ) -> Self:
+        """Build a client from ``PESA_*`` variables (and ``.env``); keyword arguments win.
+
+        Raises:
+            ConfigurationError: a ``PESA_*`` variable is invalid (all of them named).
+        """
+        from pesa.config import Settings
+
+        return cls.from_settings(Settings(), transport=transport, **overrides)
+
+    def _rebase(self, base_url: str) -> None:
+        """Point this client (and its copies' shared auth) at another base URL.
+
+        Internal: the gateway uses it when it learns the port it is really served on,
+        before which its mounted emulator's URL was a guess.
+        """
+        self.options = self.options.replace(base_url=base_url)
+        self.base_url = self.options.url
+        self._http.base_url = httpx.URL(self.base_url)
+        with self._auth_lock:
+            self._auth_holder.clear()  # the OAuth URL and token key follow the base URL
+
+    @abstractmethod
+    def _open(self, transport: TransportT | None) -> HttpT:
+        """The pooled httpx client this Daraja client sends through."""
+
+    def _pool_options(self) -> dict[str, Any]:
+        return {
+            "base_url": self.base_url,
+            "timeout": self._timeout(None),
+            "verify": self.verify,
+            "limits": httpx.Limits(max_connections=DEFAULT_MAX_CONNECTIONS),
+            "headers": {"Accept": "application/json"},
+        }
+
+    # The options most code reads, as attributes (read-only views of ``self.options``).
+
+    @property
+    def consumer_key(self) -> str | None:
+        """The Daraja app's consumer key."""
+        return self.options.consumer_key
+
+    @property
+    def shortcode(self) -> str | None:
+        """The PayBill / HO number."""
+        return _text(self.options.shortcode)
+
+    @property
+    def till(self) -> str | None:
+        """The till number of Buy Goods pushes, if any."""
+        return _text(self.options.till)
+
+    @property
+    def initiator_name(self) -> str | None:
+        """The API operator of the initiator APIs."""
+        return self.options.initiator_name
+
+    @property
+    def certificate_path(self) -> Path | None:
+        """The certificate the security credential is encrypted with."""
+        path = self.options.certificate_path
+        return Path(path) if path else None
+
+    @property
+    def callback_url(self) -> str | None:
+        """The default STK ``CallBackURL``."""
+        return self.options.callback_url
+
+    @property
+    def result_url(self) -> str | None:
+        """The default ``ResultURL``."""
+        return self.options.result_url
+
+    @property
+    def timeout_url(self) -> str | None:
+        """The default ``QueueTimeOutURL``."""
+        return self.options.timeout_url
+
+    @property
+    def stk_amount_limits(self) -> tuple[int, int]:
+        """``(minimum, maximum)`` whole shillings of STK, C2B and reversal amounts."""
+        return self.options.stk_amount_limits
+
+    @property
+    def b2c_amount_limits(self) -> tuple[int, int]:
+        """``(minimum, maximum)`` whole shillings of B2C amounts."""
+        return self.options.b2c_amount_limits
 
     def __repr__(self) -> str:
         return (
@@ -201,7 +278,7 @@ class BaseDaraja:
                 self._auth_holder.append(
                     DarajaAuth(
                         self._required(self.consumer_key, "consumer_key"),
-                        self._required(self._consumer_secret, "consumer_secret"),
+                        self._required(self.options.consumer_secret, "consumer_secret"),
                         base_url=self.base_url,
                         clock=self.clock,
                         store=self.token_store,
@@ -222,16 +299,20 @@ class BaseDaraja:
             if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
                 raise ValidationError("timeout", "must be a positive number of seconds", timeout)
             clone.timeout = float(timeout)
+            clone.options = clone.options.replace(timeout=float(timeout))
         if max_retries is not None:
             if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
                 raise ValidationError("max_retries", "must be an int >= 0", max_retries)
             clone.retry_policy = dataclasses.replace(self.retry_policy, max_retries=max_retries)
+            clone.options = clone.options.replace(
+                max_retries=max_retries, retry_policy=clone.retry_policy
+            )
         return clone
 
     def _credential(self) -> str:
         """The ``SecurityCredential``, encrypted once and reused (any encryption is valid)."""
         if self._security_credential is None:
-            password = self._required(self._initiator_password, "initiator_password")
+            password = self._required(self.options.initiator_password, "initiator_password")
             if self.certificate_path is not None:
                 certificate = load_certificate(self.certificate_path)
             elif self.environment == "emulator":
@@ -252,7 +333,7 @@ class BaseDaraja:
 
     def _stk_password(self) -> tuple[str, str, str]:
         shortcode = validate_shortcode(self._required(self.shortcode, "shortcode"))
-        passkey = self._required(self._passkey, "passkey")
+        passkey = self._required(self.options.passkey, "passkey")
         # One timestamp for both the body and the password (else "Wrong credentials").
         timestamp = daraja_timestamp(self.clock)
         return shortcode, timestamp, stk_password(shortcode, passkey, timestamp)
@@ -493,38 +574,115 @@ class BaseDaraja:
         return client.build_request(op.method, op.path, json=body, timeout=self._timeout(timeout))
 
     @staticmethod
-    def _interpret(
-        op: Operation[DarajaRequest, ResponseT], request: DarajaRequest, response: httpx.Response
-    ) -> ResponseT | DarajaError:
-        """The response model, or the error to raise or retry on."""
-        content = response.content
-        if not response.is_success:
-            error = error_from_response(response.status_code, content)
-            if isinstance(request, StkQueryRequest) and is_stk_pending(error):
-                # The prompt is still open: a status, not a failure (REFERENCE §6.4).
-                pending = StkQueryResponse(
-                    checkout_request_id=request.checkout_request_id,
-                    result_desc=error.error_message,
-                    pending=True,
-                )
-                return pending  # type: ignore[return-value]  # op is STK_QUERY here
-            return error
-        try:
-            data = json.loads(content)
-        except ValueError:
-            # A 2xx that is not JSON (a proxy page, an empty body): not Daraja's answer.
-            text = content.decode("utf-8", errors="replace")
-            what = "an empty body" if not text.strip() else "a non-JSON body"
-            return ServerError(response.status_code, None, f"{op.name}: {what}", None, text)
-        try:
-            return op.decode(response.status_code, data, content.decode("utf-8", errors="replace"))
-        except DarajaError as err:
-            return err
-
-    @staticmethod
     def _outcome_unknown(
-        op: Operation[Any, Any], body: dict[str, Any], error: Exception
+        op: Operation[Any, Any], sent: RedactedRequest, error: Exception
     ) -> OutcomeUnknownError:
-        return OutcomeUnknownError(
-            op.name, redact_body(body), f"{type(error).__name__} after the request was sent"
+        if isinstance(error, DarajaError):
+            unknown = OutcomeUnknownError(
+                op.name,
+                sent,
+                f"HTTP {error.status_code} answer that cannot be read: {error.error_message}",
+                status_code=error.status_code,
+                headers=error.headers,
+                request_id=error.request_id,
+            )
+        else:
+            unknown = OutcomeUnknownError(
+                op.name, sent, f"{type(error).__name__} after the request was sent"
+            )
+        unknown.__cause__ = error
+        return unknown
+
+    # -- the decision half of the send loop ------------------------------------------
+
+    def _after_exception(
+        self, op: Operation[Any, Any], sent: httpx.Request, exc: Exception, attempt: int
+    ) -> _Step:
+        if isinstance(exc, TokenFetchError):
+            # The operation itself was never sent: retry OAuth's transient failures.
+            failure: Any = exc.error
+            moves_money = False
+            final: BaseException = exc.error
+        elif isinstance(exc, httpx.RequestError):
+            failure = classify_transport_error(exc)
+            moves_money = op.moves_money
+            evidence = describe_request(sent)
+            if failure == "maybe_sent" and op.moves_money:
+                log.warning("%s: %s after sending; outcome unknown", op.name, type(exc).__name__)
+                return _Step(error=self._outcome_unknown(op, evidence, exc))
+            hint = ""
+            if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                hint = f" (is Daraja reachable at {self.base_url}? check PESA_BASE_URL)"
+            final = TransportError(
+                f"{op.name}: {type(exc).__name__} from {evidence}: {exc or 'no answer'}{hint}",
+                operation=op.name,
+                request=evidence,
+            )
+            final.__cause__ = exc
+        else:
+            return _Step(error=exc)
+        decision = should_retry(
+            operation=op.name,
+            moves_money=moves_money,
+            failure=failure,
+            attempt=attempt,
+            policy=self.retry_policy,
         )
+        if not decision.retry:
+            return _Step(error=final)
+        delay = self.retry_policy.delay(attempt)
+        log.info(
+            "retrying %s (attempt %d) in %.2fs: %s", op.name, attempt + 1, delay, decision.reason
+        )
+        return _Step(delay=delay)
+
+    def _after_response(
+        self,
+        op: Operation[Any, Any],
+        request: DarajaRequest,
+        sent: httpx.Request,
+        response: httpx.Response,
+        attempt: int,
+    ) -> _Step:
+        outcome = op.interpret(request, response.status_code, response.content, response.headers)
+        if not isinstance(outcome, DarajaError):
+            log.debug("%s answered %d", op.name, response.status_code)
+            return _Step(result=outcome)
+        outcome.operation = op.name
+        outcome.request = describe_request(sent, op.encode(request))
+        log.debug("%s answered %d: %s", op.name, response.status_code, outcome)
+        if op.moves_money and isinstance(outcome, UnexpectedResponseError):
+            # A 2xx we cannot read: the request was accepted, perhaps. Never re-send.
+            return _Step(error=self._outcome_unknown(op, outcome.request, outcome))
+        decision = should_retry(
+            operation=op.name,
+            moves_money=op.moves_money,
+            failure=outcome,
+            attempt=attempt,
+            policy=self.retry_policy,
+        )
+        if not decision.retry:
+            return _Step(error=outcome)
+        delay = self.retry_policy.delay(
+            attempt, parse_retry_after(response.headers.get("Retry-After"))
+        )
+        log.info(
+            "retrying %s (attempt %d) in %.2fs: %s", op.name, attempt + 1, delay, decision.reason
+        )
+        return _Step(delay=delay)
+
+
+class _Step:
+    """What the send loop does after one attempt: return, raise, or sleep and retry."""
+
+    __slots__ = ("delay", "error", "result")
+
+    def __init__(
+        self,
+        result: DarajaResponse | None = None,
+        error: BaseException | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        self.result = result
+        self.error = error
+        self.delay = delay

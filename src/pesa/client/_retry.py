@@ -21,7 +21,7 @@ from pesa._constants import (
     DEFAULT_RETRY_BASE_DELAY,
     DEFAULT_RETRY_MAX_DELAY,
 )
-from pesa._exceptions import DarajaError, RateLimitError, ServerError
+from pesa._exceptions import DarajaError, RateLimitError, ServerError, UnexpectedResponseError
 from pesa._logging import get_logger
 from pesa.daraja._operations import OAUTH_PATH
 
@@ -127,6 +127,7 @@ def should_retry(
         if moves_money:
             return RetryDecision(False, f"{operation}: may have been sent; never re-sent")
         return RetryDecision(True, f"{operation}: transport failure on a safe request")
-    if isinstance(failure, RateLimitError | ServerError) and not moves_money:
+    retryable = RateLimitError | ServerError | UnexpectedResponseError
+    if isinstance(failure, retryable) and not moves_money:
         return RetryDecision(True, f"{operation}: {failure.error_code or failure.status_code}")
     return RetryDecision(False, f"{operation}: not retryable ({type(failure).__name__})")

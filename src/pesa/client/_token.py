@@ -25,8 +25,9 @@ import anyio
 import httpx
 
 from pesa._constants import DEFAULT_TOKEN_MARGIN
-from pesa._exceptions import AuthenticationError, DarajaError, PesaError
+from pesa._exceptions import AuthenticationError, DarajaError
 from pesa._logging import get_logger
+from pesa.client._evidence import describe_request
 from pesa.daraja._errors import error_from_response, is_invalid_token
 from pesa.daraja._models import TokenResponse
 from pesa.daraja._operations import OAUTH_PATH
@@ -166,8 +167,11 @@ def token_key(base_url: str, consumer_key: str) -> str:
     return f"pesa:token:{digest[:32]}"
 
 
-class TokenFetchError(PesaError):
+class TokenFetchError(Exception):
     """OAuth answered with an error; the request the token was for was never sent.
+
+    Internal control flow, never raised to callers: the client catches it inside its
+    send loop and raises ``error`` (a :class:`pesa.DarajaError`) or retries.
 
     Attributes:
         error: Daraja's answer as a :class:`pesa.DarajaError`.
@@ -236,7 +240,12 @@ class DarajaAuth(httpx.Auth):
         """
         content = response.content
         if response.status_code != 200:
-            raise TokenFetchError(error_from_response(response.status_code, content, oauth=True))
+            error = error_from_response(
+                response.status_code, content, oauth=True, headers=response.headers
+            )
+            error.operation = "token"
+            error.request = describe_request(response.request)
+            raise TokenFetchError(error)
         try:
             parsed = TokenResponse.model_validate_json(content)
         except ValueError as err:
@@ -246,6 +255,9 @@ class DarajaAuth(httpx.Auth):
                     response.status_code,
                     None,
                     "OAuth answered without a usable access_token and expires_in",
+                    headers=response.headers,
+                    operation="token",
+                    request=describe_request(response.request),
                 )
             ) from err
         lifetime = float(parsed.expires_in)

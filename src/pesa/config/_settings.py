@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import ValidationError as PydanticValidationError
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from pesa._constants import (
@@ -28,11 +29,50 @@ from pesa._constants import (
 )
 from pesa._exceptions import ConfigurationError
 
-__all__ = ["Settings"]
+__all__ = ["Settings", "configuration_error"]
+
+
+def _problem(error: Any, flags: dict[str, str]) -> str:
+    loc = [str(part) for part in error.get("loc", ()) if part not in ("", "__root__")]
+    name = loc[0] if loc else ""
+    # pydantic prefixes messages of validators ("Value error, ...") and enum checks
+    # ("Input should be ..."): keep only the rule.
+    message = str(error.get("msg", "invalid")).removeprefix("Value error, ")
+    message = message.replace("Input should be", "must be")
+    given = error.get("input")
+    field = Settings.model_fields.get(name)
+    secret = field is not None and "SecretStr" in repr(field.annotation)
+    hide = given is None or isinstance(given, dict) or secret or repr(given) in message
+    shown = "" if hide else f" (got {given!r})"
+    if not name:
+        return f"{message}{shown}"
+    where = flags.get(name) or f"PESA_{name.upper()}"
+    return f"{where}: {message}{shown}"
+
+
+def configuration_error(
+    err: PydanticValidationError, flags: dict[str, str] | None = None
+) -> ConfigurationError:
+    """One :class:`ConfigurationError` naming every bad setting (its variable, or its flag).
+
+    Args:
+        err: pydantic's error.
+        flags: setting name → command-line flag, for settings given as flags.
+    """
+    problems = [_problem(e, flags or {}) for e in err.errors()]
+    if len(problems) == 1:
+        return ConfigurationError(problems[0])
+    return ConfigurationError(
+        f"{len(problems)} settings are invalid:\n" + "\n".join(f"  {p}" for p in problems)
+    )
 
 
 class Settings(BaseSettings):
-    """Every setting of pesa. Each field ``x`` is read from ``PESA_X``."""
+    """Every setting of pesa. Each field ``x`` is read from ``PESA_X``.
+
+    Raises:
+        ConfigurationError: one or more settings are invalid (every one is named).
+    """
 
     model_config = SettingsConfigDict(
         env_prefix="PESA_",
@@ -65,6 +105,11 @@ class Settings(BaseSettings):
     timeout: float = Field(DEFAULT_TIMEOUT, gt=0, description="seconds per HTTP request")
     max_retries: int = Field(DEFAULT_MAX_RETRIES, ge=0, description="retries of safe requests")
     rate_limit: float | None = Field(None, gt=0, description="requests per second, per client")
+    ca_bundle: Path | None = Field(
+        None,
+        description="CA certificate file the client trusts for Daraja's TLS (the emulator's "
+        "--tls CA); default: the system's CAs",
+    )
     token_cache_path: Path | None = Field(
         None, description="JSON file sharing the access token between processes (mode 0600)"
     )
@@ -92,7 +137,8 @@ class Settings(BaseSettings):
     )
     callback_allowed_ips: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_CALLBACK_ALLOWED_IPS,
-        description="comma-separated IPs/CIDRs Daraja calls back from (REFERENCE §11 list)",
+        description="comma-separated IPs/CIDRs Daraja calls back from "
+        "(docs/daraja-reference.md §11)",
     )
     trusted_proxies: Annotated[tuple[str, ...], NoDecode] = Field(
         (),
@@ -141,6 +187,25 @@ class Settings(BaseSettings):
     )
     auto_migrate: bool = Field(
         True, description="apply database migrations when `pesa serve` starts"
+    )
+
+    # -- Dashboard (pesa serve at /dashboard) ---------------------------------------------
+    dashboard: bool = Field(
+        True,
+        description="serve the operator dashboard at /dashboard (add operators with "
+        "`pesa operator add`)",
+    )
+    dashboard_session_ttl: float = Field(
+        28800.0, gt=0, description="seconds a dashboard sign-in lasts before signing in again"
+    )
+    dashboard_max_sign_in_failures: int = Field(
+        5,
+        ge=1,
+        description="failed dashboard sign-ins per name or per address within 15 minutes "
+        "before sign-in is refused until the oldest ages out",
+    )
+    dashboard_refresh_interval: float = Field(
+        5.0, gt=0, description="seconds between live updates of dashboard lists and pages"
     )
 
     @field_validator("callback_allowed_ips", "trusted_proxies", mode="before")
@@ -344,6 +409,25 @@ class Settings(BaseSettings):
         if self.webhook_urls and self.webhook_secret is None:
             raise ValueError("webhook_secret is required when webhook_urls is set")
         return self
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except PydanticValidationError as err:
+            raise configuration_error(err) from None
+
+    def require_all(self, *names: str) -> None:
+        """Check that every setting in ``names`` is set; report all the missing ones at once.
+
+        Raises:
+            ConfigurationError: naming each missing ``PESA_*`` variable.
+        """
+        missing = [n for n in names if getattr(self, n) is None or getattr(self, n) == ""]
+        if len(missing) == 1:
+            self.require(missing[0])
+        if missing:
+            variables = ", ".join(f"PESA_{n.upper()}" for n in missing)
+            raise ConfigurationError(f"{len(missing)} settings are required: set {variables}")
 
     def require(self, name: str) -> str:
         """Return setting ``name`` as a plain string, or raise naming its variable."""

@@ -1,7 +1,8 @@
 """The Daraja wire protocol without I/O: models, validation, codes, passwords, parsing.
 
 Everything here is pure: the clients (:mod:`pesa.client`), the emulator and the gateway
-build on it. See REFERENCE.md for the facts behind each rule.
+build on it. The facts behind each rule are in docs/daraja-reference.md, which comments
+cite as "REFERENCE §N".
 """
 
 from pesa.daraja._callbacks import (
@@ -22,6 +23,8 @@ from pesa.daraja._callbacks import (
 from pesa.daraja._codes import CodeKind, ResultCode, lookup_code
 from pesa.daraja._credential import (
     BUNDLED_CERTIFICATES,
+    SANDBOX_PASSKEY,
+    SANDBOX_STK_SHORTCODE,
     bundled_certificate,
     load_certificate,
     security_credential,
@@ -32,8 +35,10 @@ from pesa.daraja._errors import (
     error_from_response,
     is_invalid_token,
     is_stk_pending,
+    proves_not_processed,
 )
 from pesa.daraja._models import (
+    SECRET_FIELDS,
     AccountBalanceRequest,
     B2CCommand,
     B2CPaymentRequest,
@@ -53,6 +58,7 @@ from pesa.daraja._models import (
     TokenResponse,
     TransactionStatusRequest,
     is_success_code,
+    redact_secrets,
 )
 from pesa.daraja._operations import (
     ACCOUNT_BALANCE,
@@ -122,6 +128,9 @@ __all__ = [
     "REMARKS_MAX",
     "REMARKS_MIN",
     "REVERSAL",
+    "SANDBOX_PASSKEY",
+    "SANDBOX_STK_SHORTCODE",
+    "SECRET_FIELDS",
     "STK_PUSH",
     "STK_QUERY",
     "TRANSACTION_DESC_MAX",
@@ -172,6 +181,8 @@ __all__ = [
     "parse_daraja_timestamp",
     "parse_result",
     "parse_stk_callback",
+    "proves_not_processed",
+    "redact_secrets",
     "security_credential",
     "stk_password",
     "validate_account_reference",

@@ -18,6 +18,8 @@ from pesa._exceptions import ConfigurationError, ValidationError
 
 __all__ = [
     "BUNDLED_CERTIFICATES",
+    "SANDBOX_PASSKEY",
+    "SANDBOX_STK_SHORTCODE",
     "bundled_certificate",
     "load_certificate",
     "security_credential",
@@ -25,6 +27,11 @@ __all__ = [
 
 # REFERENCE §5: the apicrypt sandbox certificate is the one reported to work; the DigiCert
 # 2018 one ships too, as "sandbox-digicert", for when 2001 persists with the default.
+# Safaricom's public sandbox test credentials for M-Pesa Express (published on the Daraja
+# portal): not secrets. The emulator accepts them too.
+SANDBOX_STK_SHORTCODE: Final = "174379"
+SANDBOX_PASSKEY: Final = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+
 BUNDLED_CERTIFICATES: Final[dict[str, str]] = {
     "sandbox": "sandbox-cert.cer",
     "sandbox-digicert": "sandbox-cert-digicert-2018.cer",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any, Final
 
 from pesa._exceptions import (
@@ -18,6 +19,7 @@ from pesa._exceptions import (
     InvalidTokenError,
     RateLimitError,
     ServerError,
+    UnexpectedResponseError,
 )
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "error_from_response",
     "is_invalid_token",
     "is_stk_pending",
+    "proves_not_processed",
 ]
 
 # Codes meaning "this token is no good": refresh once and re-send (REFERENCE §10.1).
@@ -33,6 +36,15 @@ __all__ = [
 INVALID_TOKEN_CODES: Final = frozenset({"404.001.03", "401.002.01", "400.003.01"})
 RATE_LIMIT_CODES: Final = frozenset({"500.003.02", "500.003.03"})
 _PENDING_CODE: Final = "500.001.1001"
+# Daraja answers these with HTTP 500 and code 500.001.1001 although nothing was processed
+# (REFERENCE §6.2). The same code also comes with "Internal Server Error", which proves
+# nothing, so the message decides.
+_REFUSED_500_CODE: Final = "500.001.1001"
+_REFUSED_500_MESSAGES: Final = (
+    "merchant does not exist",
+    "wrong credentials",
+    "unable to lock subscriber",
+)
 _PENDING_TEXT: Final = re.compile(r"being processed", re.IGNORECASE)
 _TAGS: Final = re.compile(r"<[^>]+>")
 _MAX_SNIPPET: Final = 200
@@ -51,7 +63,13 @@ def _snippet(text: str) -> str:
     return flat[:_MAX_SNIPPET] + ("..." if len(flat) > _MAX_SNIPPET else "")
 
 
-def error_from_response(status_code: int, content: bytes, *, oauth: bool = False) -> DarajaError:
+def error_from_response(
+    status_code: int,
+    content: bytes,
+    *,
+    oauth: bool = False,
+    headers: Mapping[str, str] | None = None,
+) -> DarajaError:
     """The :class:`DarajaError` subclass for an error answer from Daraja.
 
     Args:
@@ -59,6 +77,7 @@ def error_from_response(status_code: int, content: bytes, *, oauth: bool = False
         content: the raw body (JSON, HTML, text or empty).
         oauth: the answer came from the OAuth endpoint (any failure there is an
             :class:`AuthenticationError`, except rate limiting and 5xx).
+        headers: the answer's headers, kept on the error as evidence.
     """
     text = content.decode("utf-8", errors="replace")
     data = _json(content) or {}
@@ -91,7 +110,7 @@ def error_from_response(status_code: int, content: bytes, *, oauth: bool = False
     else:
         # A 2xx whose body says failure (ResponseCode other than 0).
         cls = BadRequestError
-    return cls(status_code, error_code, message.strip(), request_id, text)
+    return cls(status_code, error_code, message.strip(), request_id, text, headers=headers)
 
 
 def is_invalid_token(error: DarajaError) -> bool:
@@ -104,3 +123,22 @@ def is_invalid_token(error: DarajaError) -> bool:
 def is_stk_pending(error: DarajaError) -> bool:
     """An STK query answer meaning "the prompt is still open": pending, not failed."""
     return error.error_code == _PENDING_CODE and bool(_PENDING_TEXT.search(error.error_message))
+
+
+def proves_not_processed(error: DarajaError) -> bool:
+    """Daraja's error answer proves the request was refused and nothing was processed.
+
+    ``True`` for spike arrest and quota (refused at Daraja's gateway), any 4xx, and the
+    5xx answers Daraja gives to requests it refused outright (``500.001.1001`` with
+    "Merchant does not exist", "Wrong credentials", "Unable to lock subscriber"). ``False``
+    for any other 5xx and for an unreadable 2xx: those may have been processed, so a
+    money-moving request is settled by query rather than called failed.
+    """
+    if isinstance(error, UnexpectedResponseError):
+        return False
+    if isinstance(error, RateLimitError) or error.status_code < 500:
+        return True
+    message = error.error_message.lower()
+    return error.error_code == _REFUSED_500_CODE and any(
+        m in message for m in _REFUSED_500_MESSAGES
+    )

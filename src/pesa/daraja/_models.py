@@ -8,7 +8,8 @@ them. Secrets (passkey, initiator password) are never fields: only what Daraja r
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from collections.abc import Mapping
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -16,6 +17,7 @@ from pesa.daraja._codes import ResultCode, lookup_code
 from pesa.daraja._validation import Msisdn
 
 __all__ = [
+    "SECRET_FIELDS",
     "AccountBalanceRequest",
     "B2CCommand",
     "B2CPaymentRequest",
@@ -35,6 +37,7 @@ __all__ = [
     "TokenResponse",
     "TransactionStatusRequest",
     "is_success_code",
+    "redact_secrets",
 ]
 
 B2CCommand = Literal["BusinessPayment", "SalaryPayment", "PromotionPayment"]
@@ -46,6 +49,15 @@ def is_success_code(code: str | int | None) -> bool:
         return False
     text = str(code).strip()
     return bool(text) and set(text) == {"0"}
+
+
+SECRET_FIELDS: Final = frozenset({"Password", "SecurityCredential"})
+"""Wire fields of request bodies that hold secrets (the STK password, the credential)."""
+
+
+def redact_secrets(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of a request body with every :data:`SECRET_FIELDS` value ``[redacted]``."""
+    return {k: ("[redacted]" if k in SECRET_FIELDS else v) for k, v in body.items()}
 
 
 class DarajaRequest(BaseModel):

@@ -5,12 +5,15 @@ Both clients execute these declarations; nothing else in pesa spells a Daraja pa
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Generic, Literal, TypeVar
 
 from pydantic import ValidationError as PydanticValidationError
 
-from pesa._exceptions import BadRequestError, ServerError
+from pesa._exceptions import BadRequestError, DarajaError, UnexpectedResponseError
+from pesa.daraja._errors import error_from_response, is_stk_pending
 from pesa.daraja._models import (
     AccountBalanceRequest,
     B2CPaymentRequest,
@@ -66,6 +69,9 @@ class Operation(Generic[RequestT, ResponseT]):
         moves_money: re-sending it could move money twice, so it is retried only when the
             request provably never left (connect error, pool timeout).
         method: the HTTP method.
+        on_error: turns an error answer that is really a status into a response (the STK
+            query's "still being processed" is ``pending=True``, not a failure); returns
+            ``None`` for a real error.
     """
 
     name: str
@@ -74,6 +80,46 @@ class Operation(Generic[RequestT, ResponseT]):
     response_model: type[ResponseT]
     moves_money: bool
     method: Literal["GET", "POST"] = "POST"
+    on_error: Callable[[RequestT, DarajaError], ResponseT | None] | None = None
+
+    def interpret(
+        self,
+        request: RequestT,
+        status_code: int,
+        content: bytes,
+        headers: Mapping[str, str] | None = None,
+    ) -> ResponseT | DarajaError:
+        """Daraja's answer to ``request``: the response model, or the error it means.
+
+        The error is returned, not raised: the client decides whether to retry it. Every
+        answer maps to one of the two (HTML, text, empty bodies included).
+        """
+        if not 200 <= status_code < 300:
+            error = error_from_response(status_code, content, headers=headers)
+            if self.on_error is not None:
+                status = self.on_error(request, error)
+                if status is not None:
+                    return status
+            return error
+        text = content.decode("utf-8", errors="replace")
+        try:
+            data = json.loads(content)
+        except ValueError:
+            # A 2xx that is not JSON (a proxy page, an empty body): not Daraja's answer.
+            what = "an empty body" if not text.strip() else "a non-JSON body"
+            return UnexpectedResponseError(
+                status_code,
+                None,
+                f"{self.name}: HTTP {status_code} with {what}",
+                None,
+                text,
+                headers=headers,
+            )
+        try:
+            return self.decode(status_code, data, text)
+        except DarajaError as err:
+            err.headers = dict(headers or {})
+            return err
 
     def encode(self, request: RequestT) -> dict[str, Any]:
         """The JSON body to send."""
@@ -83,17 +129,18 @@ class Operation(Generic[RequestT, ResponseT]):
         """Parse a 2xx answer into the response model.
 
         Raises:
-            ServerError: the body is not the expected shape (a 2xx we cannot read).
+            UnexpectedResponseError: the body is not the expected shape (a 2xx we cannot
+                read).
             BadRequestError: it carries a ``ResponseCode`` other than success.
         """
         if not isinstance(data, dict):
-            raise ServerError(
+            raise UnexpectedResponseError(
                 status_code, None, f"{self.name}: answer is not an object", None, text
             )
         try:
             response = self.response_model.model_validate(data)
         except PydanticValidationError as err:
-            raise ServerError(
+            raise UnexpectedResponseError(
                 status_code,
                 None,
                 f"{self.name}: unexpected answer shape ({err.error_count()} errors)",
@@ -112,12 +159,29 @@ class Operation(Generic[RequestT, ResponseT]):
         return response
 
 
+def _stk_query_pending(request: StkQueryRequest, error: DarajaError) -> StkQueryResponse | None:
+    # The prompt is still open: Daraja answers 500.001.1001 "The transaction is being
+    # processed", a status rather than a failure (REFERENCE §6.4).
+    if not is_stk_pending(error):
+        return None
+    return StkQueryResponse(
+        checkout_request_id=request.checkout_request_id,
+        result_desc=error.error_message,
+        pending=True,
+    )
+
+
 OAUTH: Final = Operation("token", OAUTH_PATH, DarajaRequest, TokenResponse, False, "GET")
 STK_PUSH: Final = Operation(
     "stk_push", "/mpesa/stkpush/v1/processrequest", StkPushRequest, StkPushResponse, True
 )
 STK_QUERY: Final = Operation(
-    "stk_query", "/mpesa/stkpushquery/v1/query", StkQueryRequest, StkQueryResponse, False
+    "stk_query",
+    "/mpesa/stkpushquery/v1/query",
+    StkQueryRequest,
+    StkQueryResponse,
+    False,
+    on_error=_stk_query_pending,
 )
 C2B_REGISTER_URL: Final = Operation(
     "c2b_register_urls",

@@ -18,6 +18,7 @@ import pydantic
 from starlette.requests import Request
 from starlette.responses import Response
 
+from pesa._exceptions import ValidationError
 from pesa._logging import get_logger
 from pesa.emulator import _daraja as daraja
 from pesa.emulator import _validate as v
@@ -164,17 +165,19 @@ class CustomerToBusiness(Product):
         is then in the books, for Transaction Status and the balance, but nobody is told).
 
         Raises:
-            ValueError: naming the field (an amount out of bounds; in strict mode a shortcode
+            ValidationError: naming the field (an amount out of bounds; in strict mode a shortcode
                 the emulator was not configured with).
         """
         core = self.core
         cfg = core.config
         if not cfg.stk_min_amount <= pay.amount <= cfg.stk_max_amount:
-            raise ValueError(
-                f"amount: must be {cfg.stk_min_amount} to {cfg.stk_max_amount} shillings"
+            raise ValidationError(
+                "amount", f"must be {cfg.stk_min_amount} to {cfg.stk_max_amount} shillings"
             )
         if cfg.strict and not core.known_shortcode(pay.shortcode):
-            raise ValueError("shortcode: not one this emulator is configured with (strict mode)")
+            raise ValidationError(
+                "shortcode", "not one this emulator is configured with (strict mode)"
+            )
         trans_id = core.ids.receipt(core.now())
         while trans_id in self.payments:
             trans_id = core.ids.receipt(core.now())

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import anyio
 import httpx
 
-from pesa._exceptions import PesaError
+from pesa._exceptions import PesaError, ValidationError
 from pesa.emulator._models import (
     C2BPay,
     C2BPayment,
@@ -135,7 +135,7 @@ class _BaseControl:
     ) -> _Call[Fault]:
         if fault is None:
             if kind is None:
-                raise ValueError("kind: give a Fault or a fault kind")
+                raise ValidationError("kind", "give a Fault or a fault kind")
             fault = Fault(kind=kind, **fields)
         return _Call("POST", "/faults", _fault, json=fault.model_dump(mode="json"))
 

@@ -14,6 +14,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
+from pesa._exceptions import ValidationError
 from pesa.emulator._models import Fault, Rule
 
 if TYPE_CHECKING:
@@ -104,7 +105,9 @@ def control_routes(emulator: Emulator, prefix: str) -> list[BaseRoute]:
                 if value is not None and (
                     isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
                 ):
-                    raise ValueError("requests_per_second must be a positive number or null")
+                    raise ValidationError(
+                        "requests_per_second", "must be a positive number or null"
+                    )
                 emulator.set_rate_limit(value)
             except ValueError as err:
                 return problem(422, str(err))

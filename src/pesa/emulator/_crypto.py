@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pesa._exceptions import ConfigurationError
+
 __all__ = ["CredentialKeys", "TlsFiles", "credential_keys", "tls_files"]
 
 _lock = threading.Lock()
@@ -120,7 +122,7 @@ def credential_keys(key_dir: Path | None = None) -> CredentialKeys:
             if key_file.exists() and cert_file.exists():
                 loaded = serialization.load_pem_private_key(key_file.read_bytes(), None)
                 if not isinstance(loaded, rsa.RSAPrivateKey):
-                    raise ValueError(f"{key_file} is not an RSA private key")
+                    raise ConfigurationError(f"{key_file} is not an RSA private key")
                 cert = x509.load_pem_x509_certificate(cert_file.read_bytes())
                 keys = CredentialKeys(loaded, cert)
             else:

@@ -24,6 +24,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
 from pesa._constants import NAIROBI_TZ
+from pesa._exceptions import ValidationError
 from pesa.emulator._b2c import BusinessToCustomer
 from pesa.emulator._balance import AccountBalance
 from pesa.emulator._c2b import CustomerToBusiness
@@ -203,11 +204,11 @@ class Emulator:
         """Add a rule (a :class:`Rule` or its fields); newest rules are tried first.
 
         Raises:
-            ValueError: the rule's ``operation`` is not one of :attr:`operations`.
+            ValidationError: the rule's ``operation`` is not one of :attr:`operations`.
         """
         new = rule if rule is not None else Rule(**fields)
         if new.operation is not None and new.operation not in self.operations:
-            raise ValueError(f"operation must be one of {', '.join(self.operations)}")
+            raise ValidationError("operation", f"must be one of {', '.join(self.operations)}")
         return self._core.rules.add(new)
 
     def remove_rule(self, rule_id: str) -> bool:

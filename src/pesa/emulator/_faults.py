@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 
+from pesa._exceptions import ValidationError
 from pesa.emulator import _daraja as daraja
 from pesa.emulator._models import Fault
 from pesa.emulator._validate import Refusal
@@ -97,7 +98,7 @@ class RateLimiter:
 
     def set(self, requests_per_second: float | None) -> None:
         if requests_per_second is not None and requests_per_second <= 0:
-            raise ValueError("requests_per_second must be positive (or None for unlimited)")
+            raise ValidationError("requests_per_second", "must be positive (or None for unlimited)")
         self._rate = requests_per_second
         self._buckets.clear()
 

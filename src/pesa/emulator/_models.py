@@ -17,6 +17,7 @@ from pesa._constants import (
     DEFAULT_STK_MIN_AMOUNT,
 )
 from pesa.config import Settings
+from pesa.daraja import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE
 
 __all__ = [
     "SANDBOX_PASSKEY",
@@ -37,8 +38,6 @@ __all__ = [
     "config_from_settings",
 ]
 
-SANDBOX_STK_SHORTCODE = "174379"
-SANDBOX_PASSKEY = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
 SANDBOX_SHORTCODES = ("600000", "600978", "600984", "600992", "600997", "600999")
 
 # The operations rules match and the kinds of callbacks sent are those of the registered

@@ -13,20 +13,24 @@ import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
 from fastapi import FastAPI
 
-from pesa._constants import DEFAULT_GATEWAY_HOST
+from pesa._constants import BASE_URLS, DEFAULT_GATEWAY_HOST
 from pesa._exceptions import ConfigurationError
 from pesa._logging import get_logger
 from pesa._version import __version__
 from pesa.client import AsyncDaraja
 from pesa.config import Settings
-from pesa.daraja import bundled_certificate, security_credential
-from pesa.emulator import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE, Emulator, config_from_settings
+from pesa.daraja import (
+    SANDBOX_PASSKEY,
+    SANDBOX_STK_SHORTCODE,
+    bundled_certificate,
+    security_credential,
+)
 from pesa.gateway import _api, _callbacks, _payout_api, _results
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
 from pesa.gateway._metrics import Metrics
@@ -42,13 +46,18 @@ from pesa.gateway._transfers import (
     TransferSender,
 )
 from pesa.gateway._trust import CallbackTrust
+from pesa.gateway.dashboard import install_dashboard
 from pesa.ledger import Ledger
+
+if TYPE_CHECKING:
+    from pesa.emulator import Emulator
 
 __all__ = [
     "EMULATOR_MOUNT",
     "GatewayUrls",
     "check_settings",
     "create_app",
+    "daraja_url",
     "gateway_urls",
     "run_workers",
 ]
@@ -74,11 +83,12 @@ def check_settings(settings: Settings) -> None:
     its credentials (consumer key and secret, shortcode, passkey).
 
     Raises:
-        ConfigurationError: naming the missing ``PESA_*`` variable.
+        ConfigurationError: naming every missing ``PESA_*`` variable.
     """
     if settings.env == "emulator":
         return
-    for name in (
+    # Every missing one at once: a sandbox set up one restart per variable is no fun.
+    settings.require_all(
         "api_key",
         "callback_token",
         "public_url",
@@ -86,8 +96,7 @@ def check_settings(settings: Settings) -> None:
         "consumer_secret",
         "shortcode",
         "passkey",
-    ):
-        settings.require(name)
+    )
     public_url = settings.require("public_url")
     scheme = urlsplit(public_url).scheme
     if scheme not in ("http", "https"):
@@ -187,7 +196,9 @@ async def run_workers(
     """Run the reconciler and webhook dispatcher until ``stop`` is set (``pesa worker``).
 
     Opens its own ledger (``PESA_DATABASE_URL``) and Daraja client (``PESA_BASE_URL``, or
-    the environment's default: ``pesa emulator`` on port 8100 in ``emulator``). Several
+    the environment's default; in ``emulator``, the emulator that ``pesa serve`` with the
+    same settings mounts at ``/emulator``, so that a worker beside it needs no
+    ``PESA_BASE_URL``). Several
     such processes can share one PostgreSQL ledger: work is claimed with
     ``FOR UPDATE SKIP LOCKED``.
     """
@@ -195,7 +206,7 @@ async def run_workers(
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
         ledger = await open_ledger(settings, endpoints)
         stack.push_async_callback(ledger.close)
-        client = build_client(settings)
+        client = build_client(settings, emulator_url=_served_emulator_url(settings))
         stack.push_async_callback(client.aclose)
         metrics = Metrics()
         reconciler = _build_reconciler(settings, ledger, client, metrics)
@@ -217,6 +228,18 @@ async def run_workers(
                 "them (their Results could not reach the gateway)"
             )
         await _run_until_stopped(workers, stop)
+
+
+def _served_emulator_url(settings: Settings) -> str | None:
+    # The emulator `pesa serve` mounts, as reached with these settings (emulator only).
+    return gateway_urls(settings, "-").emulator
+
+
+def daraja_url(settings: Settings) -> str:
+    """The Daraja base URL the gateway's (or a worker's) client uses, for banners and hints."""
+    if settings.base_url:
+        return settings.base_url.rstrip("/")
+    return _served_emulator_url(settings) or BASE_URLS[settings.env]
 
 
 async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> Ledger:
@@ -263,7 +286,12 @@ def create_app(
     check_settings(settings)
     mounted: Emulator | None = None
     if settings.env == "emulator":
-        mounted = emulator if emulator is not None else Emulator(config_from_settings(settings))
+        if emulator is None:
+            # Imported here: only the emulator environment mounts one.
+            from pesa.emulator import Emulator, config_from_settings
+
+            emulator = Emulator(config_from_settings(settings))
+        mounted = emulator
     token_secret = settings.callback_token
     # In the emulator a fresh random token per start is as good as a configured one.
     token = token_secret.get_secret_value() if token_secret else secrets.token_urlsafe(24)
@@ -307,10 +335,68 @@ def create_app(
     app.include_router(_payout_api.router)
     app.include_router(_callbacks.router)
     app.include_router(_results.router)
+    if settings.dashboard:
+        install_dashboard(app, settings)
     app.state.urls = urls
     if mounted is not None:
         app.mount(EMULATOR_MOUNT, mounted.app)
+    if settings.env == "emulator" and not settings.public_url:
+        # The URLs above assume PESA_GATEWAY_PORT; served elsewhere (uvicorn --port 9000),
+        # the first request tells the real port and every URL follows it.
+        app.add_middleware(
+            _ServedAddress,
+            settings=settings,
+            token=token,
+            rebase_client=client is None and not settings.base_url,
+        )
     return app
+
+
+class _ServedAddress:
+    """ASGI middleware: adopt the port the app is really served on, from the first request.
+
+    Without ``PESA_PUBLIC_URL`` (emulator only) the callback URL and the mounted
+    emulator's URL are derived from ``PESA_GATEWAY_PORT``. ``pesa serve`` keeps them
+    true; ``uvicorn.run(create_app(...), port=9000)`` does not, and every payment would
+    fail to reach the emulator. The first HTTP request names the real address.
+    """
+
+    def __init__(self, app: Any, *, settings: Settings, token: str, rebase_client: bool) -> None:
+        self.app = app
+        self.settings = settings
+        self.token = token
+        self.rebase_client = rebase_client
+        self.checked = False
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if not self.checked and scope["type"] == "http":
+            server = scope.get("server")
+            if server and server[1]:
+                self.checked = True
+                self._adopt(scope["app"], int(server[1]))
+        await self.app(scope, receive, send)
+
+    def _adopt(self, app: FastAPI, port: int) -> None:
+        if port == self.settings.gateway_port:
+            return
+        urls = gateway_urls(self.settings.model_copy(update={"gateway_port": port}), self.token)
+        app.state.urls = urls
+        state: GatewayState | None = getattr(app.state, "gateway", None)
+        if state is None:
+            return
+        state.public_url = urls.public
+        state.callback_url = urls.callback
+        state.emulator_url = urls.emulator
+        state.creator = PaymentCreator(state.ledger, state.client, callback_url=urls.callback)
+        if self.rebase_client and urls.emulator is not None:
+            state.client._rebase(urls.emulator)
+        log.warning(
+            "served on port %d, not PESA_GATEWAY_PORT=%d: callbacks and the emulator now use "
+            "%s (set PESA_GATEWAY_PORT or PESA_PUBLIC_URL to say so up front)",
+            port,
+            self.settings.gateway_port,
+            urls.public,
+        )
 
 
 async def _open(

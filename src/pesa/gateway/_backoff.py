@@ -8,7 +8,7 @@ from typing import Protocol
 
 from pesa._exceptions import ValidationError
 
-__all__ = ["Backoff", "RandomSource"]
+__all__ = ["Backoff", "RandomSource", "describe_outage"]
 
 
 class RandomSource(Protocol):
@@ -65,3 +65,27 @@ class Backoff:
         """The jittered delay in seconds before retry number ``attempt`` (1-based)."""
         ceiling = self.ceiling(attempt)
         return ceiling * (1.0 - self.jitter * rng.random())
+
+
+def describe_outage(error: BaseException) -> str | None:
+    """One line describing ``error`` if it is an outage (database or network unreachable).
+
+    Such a failure is expected to pass: the workers log it as one warning per backoff
+    interval, without a traceback. ``None`` for anything else (a bug: log it in full).
+    """
+    outage = isinstance(error, OSError | TimeoutError | ConnectionError)
+    try:
+        from sqlalchemy.exc import DBAPIError, OperationalError
+        from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+    except ModuleNotFoundError:  # pragma: no cover - the workers always have sqlalchemy
+        pass
+    else:
+        outage = outage or isinstance(error, OperationalError | PoolTimeoutError)
+        if isinstance(error, DBAPIError) and error.connection_invalidated:
+            outage = True
+        if isinstance(error, DBAPIError) and error.orig is not None:
+            error = error.orig
+    if not outage:
+        return None
+    text = " ".join(str(error).split()) or type(error).__name__
+    return f"{type(error).__name__}: {text[:300]}"

@@ -38,7 +38,7 @@ from pesa._exceptions import ConfigurationError, ValidationError
 from pesa._logging import get_logger, redact
 from pesa._version import __version__
 from pesa._webhooks import SIGNATURE_HEADER, sign_webhook
-from pesa.gateway._backoff import Backoff, RandomSource
+from pesa.gateway._backoff import Backoff, RandomSource, describe_outage
 from pesa.gateway._metrics import Metrics
 from pesa.ledger import EventType
 
@@ -369,10 +369,16 @@ class WebhookDispatcher:
         while not stop.is_set():
             try:
                 report = await self.run_once(endpoint=endpoint, exclude_endpoints=exclude_endpoints)
-            except Exception:  # the loop must survive a database hiccup
+            except Exception as err:  # the loop must survive a database hiccup
                 failures += 1
                 pause = self._failure_backoff.delay(failures, self._rng)
-                log.exception("webhook dispatcher round failed; retrying in %.1f s", pause)
+                outage = describe_outage(err)
+                if outage is None:
+                    log.exception("webhook dispatcher round failed; retrying in %.1f s", pause)
+                else:  # one line per backoff interval, not a traceback per round
+                    log.warning(
+                        "webhook dispatcher round failed (%s); retrying in %.1f s", outage, pause
+                    )
                 with anyio.move_on_after(pause):
                     await stop.wait()
                 continue

@@ -30,7 +30,6 @@ from pesa._exceptions import (
     ConfigurationError,
     DarajaError,
     OutcomeUnknownError,
-    RateLimitError,
     TransportError,
     ValidationError,
 )
@@ -39,6 +38,7 @@ from pesa.client import AsyncDaraja
 from pesa.daraja import (
     check_storable_text,
     normalize_msisdn,
+    proves_not_processed,
     validate_account_reference,
     validate_amount,
     validate_transaction_desc,
@@ -57,15 +57,6 @@ __all__ = [
 
 log = get_logger("pesa.gateway")
 
-# Daraja answers these with HTTP 500 and code 500.001.1001 although nothing was processed
-# (REFERENCE §6.2). The same code also comes with "Internal Server Error", which proves
-# nothing, so the message decides; anything else under a 5xx is settled as unknown.
-_REFUSED_500_CODE = "500.001.1001"
-_REFUSED_500_MESSAGES = (
-    "merchant does not exist",
-    "wrong credentials",
-    "unable to lock subscriber",
-)
 _MAX_IDEMPOTENCY_KEY = 255
 MAX_METADATA_BYTES: Final = 16_384
 """The largest ``metadata`` accepted, in bytes of compact UTF-8 JSON."""
@@ -182,17 +173,9 @@ def classify_push_error(err: Exception) -> tuple[str, str, str] | None:
         # The client raises this for a money-moving call only when the request provably
         # never left (connection refused, pool timeout): nothing reached Daraja.
         return ("rejected", "connection_error", f"Daraja could not be reached: {err}")
-    if isinstance(err, RateLimitError):
-        # Spike arrest and quota are refused at Daraja's gateway before processing.
+    if isinstance(err, DarajaError) and proves_not_processed(err):
+        # Which Daraja answers prove a refusal is wire knowledge: pesa.daraja decides.
         return ("rejected", err.error_code or f"HTTP {err.status_code}", err.error_message)
-    if isinstance(err, DarajaError):
-        code = err.error_code or f"HTTP {err.status_code}"
-        if err.status_code < 500:
-            return ("rejected", code, err.error_message)
-        message = err.error_message.lower()
-        if err.error_code == _REFUSED_500_CODE and any(m in message for m in _REFUSED_500_MESSAGES):
-            return ("rejected", code, err.error_message)
-        return None
     return None
 
 

@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 
 from pesa._logging import get_logger
-from pesa.gateway._backoff import Backoff, RandomSource
+from pesa.gateway._backoff import Backoff, RandomSource, describe_outage
 
 __all__ = ["run_rounds"]
 
@@ -44,10 +44,14 @@ async def run_rounds(
     while not stop.is_set():
         try:
             backlog = await round_()
-        except Exception:  # the loop must survive a database hiccup
+        except Exception as err:  # the loop must survive a database hiccup
             failures += 1
             pause = failure_backoff.delay(failures, rng)
-            log.exception("%s round failed; retrying in %.1f s", name, pause)
+            outage = describe_outage(err)
+            if outage is None:
+                log.exception("%s round failed; retrying in %.1f s", name, pause)
+            else:  # one line per backoff interval, not a traceback per round
+                log.warning("%s round failed (%s); retrying in %.1f s", name, outage, pause)
             with anyio.move_on_after(pause):
                 await stop.wait()
             continue

@@ -15,6 +15,7 @@ from pesa.ledger._balances import BalanceBook
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
 from pesa.ledger._engine import async_url, create_engine
 from pesa.ledger._errors import (
+    DeliveryNotFoundError,
     IdempotencyConflictError,
     InvalidTransitionError,
     LedgerConflictError,
@@ -23,6 +24,17 @@ from pesa.ledger._errors import (
 )
 from pesa.ledger._ledger import Clock, Ledger
 from pesa.ledger._migrate import current_revision, head_revision
+from pesa.ledger._operators import (
+    AuditAction,
+    AuditEntry,
+    Operator,
+    OperatorExistsError,
+    OperatorSession,
+    OperatorStore,
+    Role,
+    hash_password,
+    verify_password,
+)
 from pesa.ledger._payout_states import (
     TERMINAL_TRANSFER_STATUSES,
     TransferAccepted,
@@ -41,6 +53,7 @@ from pesa.ledger._payout_states import (
     decide_transfer,
     status_outcome,
 )
+from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
 from pesa.ledger._results import (
     ParsedResult,
     initiator_code,
@@ -59,6 +72,7 @@ from pesa.ledger._states import (
     DecisionKind,
     EventType,
     Expired,
+    FlagResolved,
     IdFromCallback,
     IdUnknownToDaraja,
     LedgerInput,
@@ -99,6 +113,7 @@ from pesa.ledger._types import (
     CallbackOutcome,
     CallbackStatus,
     Delivery,
+    DeliveryRecord,
     DeliveryStatus,
     Event,
     LedgerStats,
@@ -118,6 +133,9 @@ __all__ = [
     "UNVERIFIED_EXPIRY",
     "Accepted",
     "Assessment",
+    "AuditAction",
+    "AuditEntry",
+    "Backlog",
     "BalanceBook",
     "BalanceRead",
     "BatchSummary",
@@ -129,10 +147,13 @@ __all__ = [
     "Decision",
     "DecisionKind",
     "Delivery",
+    "DeliveryNotFoundError",
+    "DeliveryRecord",
     "DeliveryStatus",
     "Event",
     "EventType",
     "Expired",
+    "FlagResolved",
     "IdFromCallback",
     "IdUnknownToDaraja",
     "IdempotencyConflictError",
@@ -141,8 +162,14 @@ __all__ = [
     "LedgerConflictError",
     "LedgerError",
     "LedgerInput",
+    "LedgerReports",
     "LedgerStats",
     "MismatchPolicy",
+    "Operator",
+    "OperatorExistsError",
+    "OperatorSession",
+    "OperatorStore",
+    "OutcomeCount",
     "OutcomeUnknown",
     "Page",
     "ParsedResult",
@@ -158,6 +185,7 @@ __all__ = [
     "RefundBook",
     "RefundNotAllowedError",
     "Rejected",
+    "Role",
     "StatusBook",
     "StatusQuery",
     "StillPending",
@@ -190,6 +218,7 @@ __all__ = [
     "decide",
     "decide_transfer",
     "evolve",
+    "hash_password",
     "head_revision",
     "initiator_code",
     "mismatch_reasons",
@@ -201,4 +230,5 @@ __all__ = [
     "phones_match",
     "status_outcome",
     "stk_code",
+    "verify_password",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pesa._exceptions import PesaError
 
 __all__ = [
+    "DeliveryNotFoundError",
     "IdempotencyConflictError",
     "InvalidTransitionError",
     "LedgerConflictError",
@@ -56,6 +57,14 @@ class InvalidTransitionError(LedgerError):
         self.status = status
         self.detail = detail
         super().__init__(f"payment {payment_id} is {status}: {detail}")
+
+
+class DeliveryNotFoundError(LedgerError, LookupError):
+    """No webhook delivery has the given id."""
+
+    def __init__(self, delivery_id: str) -> None:
+        self.delivery_id = delivery_id
+        super().__init__(f"no webhook delivery {delivery_id!r}")
 
 
 class LedgerConflictError(LedgerError):

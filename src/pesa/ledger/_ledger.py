@@ -36,16 +36,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
-from pesa._exceptions import InvalidCallbackError, ValidationError
+from pesa._exceptions import ConfigurationError, InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, mask_phone, redact
 from pesa.daraja import normalize_msisdn
 from pesa.ledger import _migrate
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
 from pesa.ledger._engine import BEGIN_MODE, create_engine
 from pesa.ledger._errors import (
+    DeliveryNotFoundError,
     IdempotencyConflictError,
     InvalidTransitionError,
     LedgerConflictError,
+    LedgerError,
     PaymentNotFoundError,
 )
 from pesa.ledger._ids import new_id
@@ -62,6 +64,7 @@ from pesa.ledger._states import (
     Decision,
     DecisionKind,
     Expired,
+    FlagResolved,
     IdFromCallback,
     IdUnknownToDaraja,
     LedgerInput,
@@ -78,6 +81,7 @@ from pesa.ledger._types import (
     CallbackOutcome,
     CallbackStatus,
     Delivery,
+    DeliveryRecord,
     Event,
     LedgerStats,
     MismatchPolicy,
@@ -88,6 +92,7 @@ from pesa.ledger._types import (
     StkQueryOutcome,
     StkQueryRecord,
     StoredCallback,
+    row_to_delivery_record,
 )
 
 __all__ = ["Clock", "Ledger"]
@@ -225,6 +230,18 @@ def _state(
         evidence_refused=evidence_refused,
         verifying=payment.verify_at is not None,
     )
+
+
+def _required_text(field: str, value: object, maximum: int) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValidationError(field, "must be a non-empty string")
+    text_value = value.strip()
+    if len(text_value) > maximum:
+        raise ValidationError(field, f"must be at most {maximum} characters", len(text_value))
+    if "\x00" in text_value or _storable_text(text_value) != text_value:
+        # PostgreSQL's text type refuses NUL and lone surrogates.
+        raise ValidationError(field, "must be text without NUL or unpaired surrogates")
+    return text_value
 
 
 def _storable_key(value: Any, max_length: int) -> bool:
@@ -402,7 +419,7 @@ class Ledger:
     def _now(self) -> datetime:
         now = self._clock()
         if now.tzinfo is None:
-            raise ValueError("the ledger clock must return an aware datetime")
+            raise ConfigurationError("the ledger clock must return an aware datetime")
         return now
 
     # -- create -------------------------------------------------------------------------
@@ -632,6 +649,66 @@ class Ledger:
         callback waited for Daraja's confirmation).
         """
         return await self._transition(payment_id, Expired())
+
+    async def resolve_flag(self, payment_id: str, note: str, *, by: str) -> Payment:
+        """A person resolved the payment's flag: clear it and write ``payment.flag_resolved``.
+
+        The status does not change. The event's ``detail`` records who resolved it, their
+        note and the flag's reason.
+
+        Args:
+            payment_id: the flagged payment.
+            note: what was found or done (1 to 1000 characters).
+            by: who resolved it (an operator's name, 1 to 64 characters).
+
+        Raises:
+            ValidationError: an empty or too long note or name.
+            PaymentNotFoundError: no such payment.
+            InvalidTransitionError: the payment is not flagged.
+        """
+        note = _required_text("note", note, 1000)
+        by = _required_text("by", by, 64)
+        return await self._transition(payment_id, FlagResolved(note, by))
+
+    async def redeliver(self, delivery_id: str) -> DeliveryRecord:
+        """Send a webhook delivery again now: one more attempt for a ``failed`` one, or a
+        repeat of a ``delivered`` one (receivers de-duplicate on the event id).
+
+        A ``pending`` delivery is refused: it is already scheduled, and may be in flight
+        (claimed by a dispatcher), which must never happen twice at once.
+
+        Raises:
+            DeliveryNotFoundError: no such delivery.
+            LedgerError: the delivery is pending.
+        """
+        now = self._now()
+        async with self._engine.begin() as conn:
+            row = (
+                await conn.execute(
+                    update(webhook_deliveries)
+                    .where(
+                        webhook_deliveries.c.id == delivery_id,
+                        webhook_deliveries.c.status.in_(["failed", "delivered"]),
+                    )
+                    .values(status="pending", next_attempt_at=now, updated_at=now)
+                    .returning(*webhook_deliveries.c)
+                )
+            ).first()
+            if row is None:
+                current = (
+                    await conn.execute(
+                        select(webhook_deliveries.c.status).where(
+                            webhook_deliveries.c.id == delivery_id
+                        )
+                    )
+                ).first()
+                if current is None:
+                    raise DeliveryNotFoundError(delivery_id)
+                raise LedgerError(
+                    f"webhook delivery {delivery_id} is already pending (scheduled or in flight)"
+                )
+        log.info("webhook delivery %s scheduled again now", delivery_id)
+        return row_to_delivery_record(row)
 
     async def abandon_verification(self, payment_id: str) -> Payment:
         """Stop asking Daraja about a payment's evidence (its verification window passed).
@@ -955,7 +1032,7 @@ class Ledger:
 
     async def ingest_stk_callback(
         self,
-        body: bytes,
+        body: bytes | str | Mapping[str, Any],
         *,
         source_ip: str | None,
         parse: StkCallbackParser | None = None,
@@ -974,7 +1051,8 @@ class Ledger:
         ``unknown`` payment it fits, if exactly one does (a push whose answer was lost).
 
         Args:
-            body: the request body exactly as received.
+            body: the request body exactly as received (bytes); a ``str`` is stored as
+                UTF-8 and a parsed ``dict`` as compact JSON.
             source_ip: the client address the gateway trusts (after proxy handling).
             parse: overrides the ledger's parser for this call.
             on_mismatch: overrides the ledger's policy for a success whose amount or phone
@@ -986,6 +1064,7 @@ class Ledger:
             A :class:`CallbackOutcome` (``applied``, ``unverified``, ``duplicate``,
             ``ignored``, ``unknown_payment`` or ``invalid``).
         """
+        body = _callback_bytes(body)
         received = self._now()
         callback_id = new_id("cb", now_ms=int(received.timestamp() * 1000))
         record = {
@@ -1691,3 +1770,18 @@ def _callback_status(decision: Decision) -> CallbackStatus:
         return "duplicate"
     # NOOP (a result code that is not final) and IGNORED: stored, nothing changed.
     return "ignored"
+
+
+def _callback_bytes(body: bytes | str | Mapping[str, Any]) -> bytes:
+    """A callback body as bytes: kept as received when it already is bytes."""
+    if isinstance(body, bytes):
+        return body
+    if isinstance(body, bytearray | memoryview):
+        return bytes(body)
+    if isinstance(body, str):
+        return body.encode("utf-8")
+    if isinstance(body, Mapping):
+        return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    raise InvalidCallbackError(
+        f"a callback body must be bytes, str or a dict (got {type(body).__name__})"
+    )

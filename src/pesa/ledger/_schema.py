@@ -30,11 +30,16 @@ from sqlalchemy import (
     true,
 )
 
+from pesa._exceptions import ValidationError
+
 __all__ = [
     "UTCDateTime",
+    "audit_log",
     "balance_queries",
     "callbacks",
     "metadata",
+    "operator_sessions",
+    "operators",
     "payment_events",
     "payments",
     "payouts",
@@ -67,7 +72,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is None:
             return None
         if value.tzinfo is None:
-            raise ValueError("naive datetime given to the ledger; use an aware datetime")
+            raise ValidationError("datetime", "must be timezone-aware (the ledger stores UTC)")
         value = value.astimezone(UTC)
         return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
 
@@ -127,6 +132,9 @@ payments = Table(
     Index("ix_payments_verify_at", "verify_at"),
     Index("ix_payments_created_at", "created_at"),
     Index("ix_payments_phone", "phone"),
+    # The dashboard's search and its "needs attention" list (migration 0004).
+    Index("ix_payments_account_reference", "account_reference"),
+    Index("ix_payments_flagged", "flagged"),
 )
 
 payment_events = Table(
@@ -315,4 +323,55 @@ balance_queries = Table(
     Column("read_at", UTCDateTime, nullable=True),
     Column("answered_at", UTCDateTime, nullable=True),
     Index("ix_balance_queries_account_asked_at", "account", "asked_at"),
+)
+
+# -- the operator dashboard (migration 0004) ---------------------------------------------
+
+operators = Table(
+    "operators",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("name", String(64), nullable=False, unique=True),
+    Column("role", String(16), nullable=False),
+    # scrypt, self-describing: "scrypt$<n>$<r>$<p>$<salt b64>$<hash b64>".
+    Column("password_hash", Text, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+operator_sessions = Table(
+    "operator_sessions",
+    metadata,
+    # SHA-256 of the cookie's token: a copy of this table opens no session.
+    Column("id", String(64), primary_key=True),
+    Column(
+        "operator_id",
+        String(40),
+        ForeignKey("operators.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("csrf_token", String(64), nullable=False),
+    Column("source_ip", String(64), nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("last_seen_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("at", UTCDateTime, nullable=False),
+    # No foreign key: the trail outlives a removed operator; the name is kept as it was.
+    Column("operator_id", String(40), nullable=True),
+    Column("operator_name", String(64), nullable=False),
+    Column("action", String(32), nullable=False),
+    Column("target", String(64), nullable=True, index=True),
+    Column("note", Text, nullable=True),
+    Column("outcome", String(16), nullable=False),
+    Column("detail", Text, nullable=True),
+    Column("source_ip", String(64), nullable=True),
+    Index("ix_audit_log_action_at", "action", "at"),
 )

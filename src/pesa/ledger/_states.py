@@ -24,6 +24,10 @@ Who may say that money moved (DESIGN.md, "Trust"):
   the payment; the query's answer, never the callback's, decides the status.
 - A second source that agrees with the first completes the record (a late callback fills in
   the receipt of a payment a query already settled); only a real disagreement is a flag.
+
+A flag (a disagreement for a person to look at) is cleared only by a person:
+:class:`FlagResolved` (who, and a note) clears it in any status and writes
+``payment.flag_resolved``; the status never changes.
 """
 
 from __future__ import annotations
@@ -46,6 +50,7 @@ __all__ = [
     "DecisionKind",
     "EventType",
     "Expired",
+    "FlagResolved",
     "IdFromCallback",
     "IdUnknownToDaraja",
     "LedgerInput",
@@ -105,6 +110,7 @@ class EventType(StrEnum):
     FAILED = "payment.failed"
     CORRECTED = "payment.corrected"
     FLAGGED = "payment.flagged"
+    FLAG_RESOLVED = "payment.flag_resolved"
     UPDATED = "payment.updated"
     """A succeeded payment's record was completed (a late callback's receipt and details)."""
 
@@ -218,6 +224,19 @@ class Expired:
 
 
 @dataclass(frozen=True, slots=True)
+class FlagResolved:
+    """A person looked at a flagged payment and resolved the flag.
+
+    Attributes:
+        note: what they found or did (required: the audit trail must say why).
+        by: who resolved it (an operator's name).
+    """
+
+    note: str
+    by: str
+
+
+@dataclass(frozen=True, slots=True)
 class Unverifiable:
     """The reconciler gave up asking Daraja about a payment's evidence (its window passed)."""
 
@@ -232,6 +251,7 @@ LedgerInput: TypeAlias = (
     | StillPending
     | Expired
     | Unverifiable
+    | FlagResolved
 )
 
 
@@ -455,6 +475,8 @@ def decide(
         return _on_expired(state)
     if isinstance(event, Unverifiable):
         return _on_unverifiable(state)
+    if isinstance(event, FlagResolved):
+        return _on_flag_resolved(state, event)
     raise TypeError(f"not a ledger input: {event!r}")  # pragma: no cover - typing forbids it
 
 
@@ -657,6 +679,19 @@ def _on_callback(
     if status is PaymentStatus.SUCCEEDED:
         return _after_success(state, result, code)
     return Decision(DecisionKind.IGNORED, status, detail=f"result for a {status} payment")
+
+
+def _on_flag_resolved(state: PaymentState, event: FlagResolved) -> Decision:
+    if not state.flagged:
+        return Decision(DecisionKind.IGNORED, state.status, detail="the payment is not flagged")
+    was = f" (flag was: {state.flag_reason})" if state.flag_reason else ""
+    return Decision(
+        DecisionKind.APPLIED,
+        state.status,
+        (EventType.FLAG_RESOLVED,),
+        {"flagged": False, "flag_reason": None},
+        f"flag resolved by {event.by}: {event.note}{was}",
+    )
 
 
 def _keep_evidence(state: PaymentState, assessment: Assessment, policy: MismatchPolicy) -> Decision:

@@ -532,6 +532,11 @@ class _Book(Generic[T]):
             table.c.send_at.is_(None),
         )
         verification = and_(table.c.verify_at <= now, table.c.send_at.is_(None))
+        # A read first: an idle worker must not take SQLite's write lock every round.
+        if not await ledger._select(
+            select(table.c.id).where(or_(verification, routine), free).limit(1)
+        ):
+            return []
 
         async def work(conn: AsyncConnection) -> list[T]:
             ids: list[str] = []
@@ -895,17 +900,19 @@ class PayoutBook(_Book[Payout]):
         _check_limit(limit)
         ledger = self._ledger
         now = ledger._now()
+        due = (
+            payouts.c.send_at <= now,
+            payouts.c.status.in_([TransferStatus.CREATED.value, TransferStatus.UNKNOWN.value]),
+            or_(payouts.c.claimed_until.is_(None), payouts.c.claimed_until <= now),
+        )
+        # A read first: an idle sender must not take SQLite's write lock every round.
+        if not await ledger._select(select(payouts.c.id).where(*due).limit(1)):
+            return []
 
         async def work(conn: AsyncConnection) -> list[Payout]:
             query = (
                 select(payouts.c.id)
-                .where(
-                    payouts.c.send_at <= now,
-                    payouts.c.status.in_(
-                        [TransferStatus.CREATED.value, TransferStatus.UNKNOWN.value]
-                    ),
-                    or_(payouts.c.claimed_until.is_(None), payouts.c.claimed_until <= now),
-                )
+                .where(*due)
                 .order_by(payouts.c.send_at, payouts.c.batch_row, payouts.c.id)
                 .limit(limit)
             )
@@ -1273,13 +1280,16 @@ class RefundBook(_Book[Refund]):
         ``unknown``: a reversal is never re-sent (it has no duplicate check)."""
         now = self._ledger._now()
         reason = "the reversal's outcome was never recorded (process stopped during the send)"
+        stale = (
+            refunds.c.status == TransferStatus.CREATED.value,
+            refunds.c.created_at <= now - older_than,
+            or_(refunds.c.claimed_until.is_(None), refunds.c.claimed_until <= now),
+        )
+        if not await self._ledger._select(select(refunds.c.id).where(*stale).limit(1)):
+            return []
 
         async def work(conn: AsyncConnection) -> list[Refund]:
-            query = select(refunds).where(
-                refunds.c.status == TransferStatus.CREATED.value,
-                refunds.c.created_at <= now - older_than,
-                or_(refunds.c.claimed_until.is_(None), refunds.c.claimed_until <= now),
-            )
+            query = select(refunds).where(*stale)
             if self._ledger._postgres:
                 query = query.with_for_update(skip_locked=True)
             moved = []

@@ -15,6 +15,7 @@ __all__ = [
     "CallbackOutcome",
     "CallbackStatus",
     "Delivery",
+    "DeliveryRecord",
     "DeliveryStatus",
     "Event",
     "LedgerStats",
@@ -24,8 +25,9 @@ __all__ = [
     "Payment",
     "StkCallbackParser",
     "StkQueryOutcome",
-    "StoredCallback",
     "StkQueryRecord",
+    "StoredCallback",
+    "row_to_delivery_record",
 ]
 
 T = TypeVar("T")
@@ -168,6 +170,54 @@ class Delivery:
     endpoint: str
     attempts: int
     event: Event
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """A webhook delivery as stored: one event for one endpoint, and how its attempts went.
+
+    Attributes:
+        status: ``pending`` (scheduled, or in flight), ``delivered`` or ``failed`` (gave up).
+        attempts: attempts made so far (counted when the dispatcher claims it).
+        next_attempt_at: when it is due next (pending only).
+        last_error: the last failed attempt's error (redacted), if any.
+        last_status_code: the receiver's last HTTP status, if it answered.
+        event_type: the event's type (when read with its event).
+        payment_id: the event's payment (when read with its event).
+    """
+
+    id: str
+    event_id: str
+    endpoint: str
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    last_status_code: int | None
+    created_at: datetime
+    updated_at: datetime
+    event_type: str | None = None
+    payment_id: str | None = None
+
+
+def row_to_delivery_record(row: Any) -> DeliveryRecord:
+    """A :class:`DeliveryRecord` from a ``webhook_deliveries`` row (optionally joined with
+    ``payment_events.type`` as ``event_type`` and ``payment_id``)."""
+    m: Mapping[str, Any] = row._mapping
+    return DeliveryRecord(
+        id=m["id"],
+        event_id=m["event_id"],
+        endpoint=m["endpoint"],
+        status=m["status"],
+        attempts=int(m["attempts"]),
+        next_attempt_at=m["next_attempt_at"],
+        last_error=m["last_error"],
+        last_status_code=m["last_status_code"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
+        event_type=m.get("event_type"),
+        payment_id=m.get("payment_id"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from pesa._exceptions import ValidationError
 from pesa.daraja._time import NAIROBI
 
 __all__ = [
@@ -34,7 +35,7 @@ class FrozenClock:
 
     def __init__(self, at: datetime | None = None) -> None:
         if at is not None and at.tzinfo is None:
-            raise ValueError("FrozenClock needs an aware datetime")
+            raise ValidationError("at", "FrozenClock needs a timezone-aware datetime", at)
         self._now = at or datetime(2026, 1, 1, 9, 0, 0, tzinfo=NAIROBI)
         self._lock = threading.Lock()
 
@@ -51,7 +52,7 @@ class FrozenClock:
     def set(self, at: datetime) -> None:
         """Jump to ``at`` (aware)."""
         if at.tzinfo is None:
-            raise ValueError("FrozenClock needs an aware datetime")
+            raise ValidationError("at", "FrozenClock needs a timezone-aware datetime", at)
         with self._lock:
             self._now = at
 

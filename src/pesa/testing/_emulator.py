@@ -28,6 +28,7 @@ from pesa.emulator import (
     create_app,
     tls_files,
 )
+from pesa.testing._errors import StartupError
 
 __all__ = ["RunningEmulator", "run_emulator", "serve_emulator"]
 
@@ -109,7 +110,7 @@ class _LoopGuardedControl(EmulatorControl):
         except RuntimeError:
             running = None
         if running is self._serving_loop:
-            raise RuntimeError(
+            raise StartupError(
                 "this emulator runs on the current event loop: a sync control call would "
                 "deadlock; use `async with running.async_control() as control` instead"
             )
@@ -145,7 +146,7 @@ def run_emulator(
         if not thread.is_alive() or time.monotonic() > deadline:
             server.should_exit = True
             sock.close()
-            raise RuntimeError("the emulator server did not start")
+            raise StartupError("the emulator server did not start")
         time.sleep(0.005)
     control = EmulatorControl(base_url, verify=_verify(files))
     try:
@@ -177,7 +178,7 @@ async def serve_emulator(
         deadline = time.monotonic() + 15
         while not server.started:
             if task.done() or time.monotonic() > deadline:
-                raise RuntimeError("the emulator server did not start")
+                raise StartupError("the emulator server did not start")
             await asyncio.sleep(0.005)
         control = _LoopGuardedControl(base_url, asyncio.get_running_loop(), verify=_verify(files))
         try:

@@ -21,6 +21,7 @@ from fastapi import FastAPI
 from pesa._net import listen_socket
 from pesa.config import Settings
 from pesa.gateway._dispatcher import HandlerMap
+from pesa.testing._errors import StartupError
 
 __all__ = ["RunningGateway", "run_gateway", "serve_gateway"]
 
@@ -94,7 +95,7 @@ def run_gateway(
     try:
         while not server.started:
             if not thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError("the gateway did not start (see the log above)")
+                raise StartupError("the gateway did not start (see the log above)")
             time.sleep(0.01)
         yield running
     finally:
@@ -122,8 +123,8 @@ async def serve_gateway(
         while not server.started:
             if task.done() or time.monotonic() > deadline:
                 if task.done() and task.exception() is not None:
-                    raise RuntimeError("the gateway did not start") from task.exception()
-                raise RuntimeError("the gateway did not start (see the log above)")
+                    raise StartupError("the gateway did not start") from task.exception()
+                raise StartupError("the gateway did not start (see the log above)")
             await asyncio.sleep(0.01)
         yield running
     finally:

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 from alembic import context
 
+from pesa._exceptions import ConfigurationError
 from pesa.ledger._schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError(
+    raise ConfigurationError(
         "run the ledger migrations through `pesa db upgrade` or Ledger.migrate(), "
         "which provide the database connection"
     )

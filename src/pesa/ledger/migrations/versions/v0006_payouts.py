@@ -10,7 +10,7 @@
   payment, a payout or a refund (one outbox for every event).
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-05
 """
 
@@ -24,7 +24,7 @@ from alembic import op
 from pesa.ledger._schema import UTCDateTime
 
 revision: str = "0006"
-down_revision: str | None = "0003"
+down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,32 @@
+"""A typed client of the pesa gateway's own REST API (``/v1``), sync and async.
+
+Merchant apps in Python use it instead of hand-written HTTP calls: create a payment with
+an idempotency key, read it, list payments and events with automatic pagination, refresh
+a payment. Needs only ``pip install pesa``.
+"""
+
+from pesa.gateway_client._client import AsyncGatewayClient, BaseGatewayClient, GatewayClient
+from pesa.gateway_client._models import (
+    ApiErrorBody,
+    ApiErrorDetail,
+    EventOut,
+    EventPage,
+    HealthOut,
+    PaymentCreate,
+    PaymentOut,
+    PaymentPage,
+)
+
+__all__ = [
+    "ApiErrorBody",
+    "ApiErrorDetail",
+    "AsyncGatewayClient",
+    "BaseGatewayClient",
+    "EventOut",
+    "EventPage",
+    "GatewayClient",
+    "HealthOut",
+    "PaymentCreate",
+    "PaymentOut",
+    "PaymentPage",
+]

@@ -1,0 +1,284 @@
+"""Fixtures of the dashboard tests: a live gateway with operators and payments in each state.
+
+One gateway per test module (started once, SQLite in a temporary directory): the emulator
+is mounted, the reconciler waits an hour before querying (so "ask Daraja now" is what
+settles a payment whose callback is lost), and webhooks go to a closed loopback port with
+one attempt each (so deliveries fail at once and can be redelivered). 127.0.0.1 is a
+trusted proxy: each HTTP test client claims its own X-Forwarded-For address, so the
+sign-in throttle of one test never blocks another.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from pesa import Settings
+from pesa.emulator import Emulator, EmulatorConfig
+from pesa.ledger import Ledger, OperatorStore
+from pesa.testing import RunningGateway, run_gateway, stk_callback_payload
+
+API_KEY = "dashboard-test-api-key-0123"
+PASSWORD = "correct horse battery"
+OPERATOR = "otto"
+LOST_PHONE = "254711000404"
+FLAG_PHONE = "254711000405"
+VIEWER = "vera"
+_addresses = itertools.count(1)
+
+
+def closed_port() -> int:
+    """A loopback port nobody listens on (connections are refused at once)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def dashboard_settings(database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "_env_file": None,
+        "env": "emulator",
+        "base_url": None,
+        "database_url": database_url,
+        "api_key": API_KEY,
+        "callback_token": "dashboard-test-callback-token-0123",
+        "public_url": None,
+        "callback_allowlist": "off",
+        "callback_on_mismatch": "flag",
+        "trusted_proxies": ("127.0.0.1",),
+        "run_workers": True,
+        "auto_migrate": True,
+        "reconcile_interval": 0.2,
+        "reconcile_min_age": 3600.0,
+        "reconcile_deadline": 7200.0,
+        "reconcile_query_rate": 50.0,
+        "reconcile_query_burst": 10,
+        "webhook_urls": [f"http://127.0.0.1:{closed_port()}/hooks"],
+        "webhook_secret": "dashboard-test-webhook-secret",
+        "webhook_max_attempts": 1,
+        "webhook_interval": 0.1,
+        "webhook_timeout": 2.0,
+        "dashboard_max_sign_in_failures": 3,
+        "dashboard_refresh_interval": 0.5,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+def add_operators(database_url: str) -> None:
+    async def add() -> None:
+        ledger = await Ledger.open(database_url)
+        try:
+            await ledger.migrate()
+            store = OperatorStore(ledger.engine)
+            await store.add_operator(OPERATOR, "operator", PASSWORD)
+            await store.add_operator(VIEWER, "viewer", PASSWORD)
+        finally:
+            await ledger.close()
+
+    anyio.run(add)
+
+
+@dataclass
+class World:
+    """A running gateway and the payments made on it, by name."""
+
+    gateway: RunningGateway
+    database_url: str
+    payments: dict[str, dict[str, Any]]
+
+    def api(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.gateway.url,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=15,
+        )
+
+    def payment(self, name: str) -> dict[str, Any]:
+        with self.api() as api:
+            response = api.get(f"/v1/payments/{self.payments[name]['id']}")
+            assert response.status_code == 200, response.text
+            body: dict[str, Any] = response.json()
+            return body
+
+
+def create_payment(api: httpx.Client, phone: str, amount: int, reference: str) -> dict[str, Any]:
+    response = api.post(
+        "/v1/payments",
+        json={
+            "phone": phone,
+            "amount": amount,
+            "account_reference": reference,
+            "description": "Test order",
+        },
+        headers={"Idempotency-Key": f"{reference}-{time.monotonic_ns()}"},
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def wait_for(
+    api: httpx.Client, payment_id: str, check: Any, timeout: float = 30.0
+) -> dict[str, Any]:
+    """Poll a payment until ``check`` holds. After a few seconds without it, ask Daraja
+    (``/refresh``) on each round too: on a loaded machine the emulator's callback can miss
+    its timeout, and the reconciler of these gateways waits an hour before querying."""
+    start = time.monotonic()
+    while True:
+        payment: dict[str, Any] = api.get(f"/v1/payments/{payment_id}").json()
+        if check(payment):
+            return payment
+        elapsed = time.monotonic() - start
+        assert elapsed < timeout, f"payment never got there: {payment}"
+        if elapsed > 3.0:
+            api.post(f"/v1/payments/{payment_id}/refresh")
+            time.sleep(0.2)
+        time.sleep(0.05)
+
+
+def flag_by_callback(gateway: RunningGateway, payment: dict[str, Any], paid: int) -> None:
+    """Deliver Daraja-shaped callbacks for a payment whose own callback was lost: one
+    forged (another MerchantRequestID: refused), then one paying a different amount (kept as
+    evidence; the reconciler's STK query then settles the payment, flagged)."""
+    with httpx.Client(timeout=10) as client:
+        forged = stk_callback_payload(
+            checkout_request_id=payment["checkout_request_id"],
+            merchant_request_id="forged-merchant-request",
+            amount=paid,
+        )
+        assert client.post(gateway.callback_url, json=forged).status_code >= 400
+        real = stk_callback_payload(
+            checkout_request_id=payment["checkout_request_id"],
+            merchant_request_id=payment["merchant_request_id"],
+            amount=paid,
+            receipt="FLG1234567",
+            phone=int(payment["phone"]),
+        )
+        assert client.post(gateway.callback_url, json=real).status_code == 200
+
+
+@pytest.fixture(scope="module")
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    """A gateway with: a paid, a cancelled, a pending (callback lost) and a flagged payment;
+    every webhook delivery failing.
+
+    A test module may define ``async def seed_before_gateway(database_url)``: it runs on the
+    migrated database before the gateway (and its reconciler) starts.
+    """
+    directory: Path = tmp_path_factory.mktemp("dashboard")
+    database_url = f"sqlite:///{directory / 'dashboard.db'}"
+    add_operators(database_url)
+    seed = getattr(request.module, "seed_before_gateway", None)
+    if seed is not None:
+        anyio.run(seed, database_url)
+    emulator = Emulator(EmulatorConfig(stk_delay=0.1, seed=11, callback_retries=2))
+    # Customers who pay but whose callbacks never arrive (one open push per phone: Daraja
+    # refuses a second push to a phone whose prompt is still open).
+    for phone in (LOST_PHONE, FLAG_PHONE):
+        emulator.add_rule(phone=phone, result_code=0, callback="drop")
+    with run_gateway(dashboard_settings(database_url), emulator=emulator) as gateway:
+        payments: dict[str, dict[str, Any]] = {}
+        with httpx.Client(
+            base_url=gateway.url, headers={"Authorization": f"Bearer {API_KEY}"}, timeout=15
+        ) as api:
+            payments["paid"] = create_payment(api, "0708374149", 150, "ORDER-PAID")
+            payments["cancelled"] = create_payment(api, "254700001032", 70, "ORDER-CANCEL")
+            payments["pending"] = create_payment(api, LOST_PHONE, 90, "ORDER-LOST")
+            payments["flagged"] = create_payment(api, FLAG_PHONE, 10, "ORDER-FLAG")
+            for name in ("paid", "cancelled"):
+                payments[name] = wait_for(
+                    api, payments[name]["id"], lambda p: p["status"] in ("succeeded", "failed")
+                )
+            flag_by_callback(gateway, payments["flagged"], paid=20)
+            payments["flagged"] = wait_for(api, payments["flagged"]["id"], lambda p: p["flagged"])
+        yield World(gateway, database_url, payments)
+
+
+class Browserless:
+    """An HTTP client that signs in to the dashboard like a browser (cookies, CSRF)."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        # A distinct client address per session (believed: 127.0.0.1 is a trusted proxy).
+        n = next(_addresses)
+        self.address = f"10.77.{n // 250}.{n % 250 + 1}"
+        self.client = httpx.Client(
+            base_url=world.gateway.url,
+            headers={"X-Forwarded-For": self.address},
+            follow_redirects=False,
+            timeout=15,
+        )
+        self.csrf = ""
+
+    def close(self) -> None:
+        self.client.close()
+
+    def sign_in_form(self) -> str:
+        page = self.client.get("/dashboard/sign-in")
+        assert page.status_code == 200
+        return csrf_of(page.text)
+
+    def sign_in(self, name: str, password: str = PASSWORD) -> httpx.Response:
+        token = self.sign_in_form()
+        response = self.client.post(
+            "/dashboard/sign-in",
+            data={"username": name, "password": password, "csrf_token": token},
+        )
+        if response.status_code == 303:
+            self.csrf = csrf_of(self.client.get("/dashboard/payments").text)
+        return response
+
+    def get(self, path: str, **kwargs: Any) -> httpx.Response:
+        return self.client.get(path, **kwargs)
+
+    def post(
+        self, path: str, data: dict[str, str] | None = None, *, csrf: bool = True
+    ) -> httpx.Response:
+        form = dict(data or {})
+        if csrf:
+            form["csrf_token"] = self.csrf
+        return self.client.post(path, data=form)
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    assert match, "no CSRF token in the page"
+    return match.group(1)
+
+
+@pytest.fixture
+def browserless(world: World) -> Iterator[Browserless]:
+    client = Browserless(world)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def operator(browserless: Browserless) -> Browserless:
+    assert browserless.sign_in(OPERATOR).status_code == 303
+    return browserless
+
+
+@pytest.fixture
+def viewer(world: World) -> Iterator[Browserless]:
+    client = Browserless(world)
+    assert client.sign_in(VIEWER).status_code == 303
+    try:
+        yield client
+    finally:
+        client.close()
