@@ -566,7 +566,9 @@ class TransferChecker:
         rng: RandomSource | None = None,
     ) -> None:
         self.ledger = ledger
-        self.client = client
+        # No retries inside the client: a spike arrest must reach the checker at once, which
+        # pauses the shared bucket and reschedules, rather than block a round in backoff.
+        self.client = client.with_options(max_retries=0)
         self.bucket = bucket
         self.urls = urls
         self.options = options
@@ -578,6 +580,8 @@ class TransferChecker:
             base=options.recheck_interval, cap=options.recheck_cap, factor=1.5, jitter=0.0
         )
         self._spiked_in_a_row = 0
+        # How long the last question, asked at the deadline, may take to be answered.
+        self._grace = max(10.0, min(60.0, options.status_after))
 
     async def run_once(self) -> CheckReport:
         """One round: recover stale refunds, claim due transfers, ask Transaction Status."""
@@ -642,19 +646,38 @@ class TransferChecker:
 
     async def _check(self, transfer: Payout | Refund, report: CheckReport) -> None:
         book = self._book(transfer)
+        statuses = self.ledger.status_queries
         now = self._clock()
         deadline = self._deadline(transfer)
-        if now >= deadline:
-            try:
-                await book.expire(transfer.id)
-            except TransferNotFoundError:  # pragma: no cover - rows are never deleted
-                return
-            report.expired += 1
-            log.warning(
-                "%s %s: no final answer before the deadline; flagged", book.kind, transfer.id
-            )
-            return
         ocid = transfer.originator_conversation_id
+        late = now >= deadline
+        if late:
+            # Flag only after asking once more at the deadline and giving the answer time to
+            # come: a checker behind on its work must not flag what Daraja would confirm.
+            asked = await statuses.latest(transfer.id)
+            answered_late = (
+                asked is not None
+                and asked.asked_at >= deadline
+                and (
+                    asked.outcome in ("answered", "timed_out")
+                    or (
+                        asked.outcome == "sent"
+                        and (now - asked.asked_at).total_seconds() >= self._grace
+                    )
+                )
+            )
+            # Daraja failing to answer at all does not hold the flag back for ever.
+            hopeless = now >= deadline + timedelta(seconds=max(300.0, 10 * self._grace))
+            if ocid is None or answered_late or hopeless:
+                try:
+                    await book.expire(transfer.id)
+                except TransferNotFoundError:  # pragma: no cover - rows are never deleted
+                    return
+                report.expired += 1
+                log.warning(
+                    "%s %s: no final answer before the deadline; flagged", book.kind, transfer.id
+                )
+                return
         if ocid is None:
             # A refund whose answer was lost: nothing to ask by. Its Result may still adopt
             # it (by receipt and amount); otherwise it is flagged at the deadline.
@@ -663,7 +686,6 @@ class TransferChecker:
         shortcode = transfer.shortcode if isinstance(transfer, Payout) else transfer.receiver_party
         await self.bucket.acquire()
         report.queried += 1
-        statuses = self.ledger.status_queries
         try:
             response = await self.client.transaction_status(
                 original_conversation_id=ocid,
@@ -707,7 +729,10 @@ class TransferChecker:
                 originator_conversation_id=response.originator_conversation_id,
             )
         wait = self._recheck.ceiling(max(transfer.check_count, 1))
-        await book.record_check(transfer.id, min(now + timedelta(seconds=wait), deadline))
+        if late:
+            await book.record_check(transfer.id, now + timedelta(seconds=self._grace))
+        else:
+            await book.record_check(transfer.id, min(now + timedelta(seconds=wait), deadline))
 
 
 def retry_after(bucket: TokenBucket) -> int:

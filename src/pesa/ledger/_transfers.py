@@ -1375,6 +1375,18 @@ class StatusBook:
             await conn.execute(insert(status_queries).values(values))
         return StatusQuery(**values)
 
+    async def latest(self, subject_id: str) -> StatusQuery | None:
+        """The last status query about a payout or refund, if any."""
+        rows = await self._ledger._select(
+            select(status_queries)
+            .where(status_queries.c.subject_id == subject_id)
+            .order_by(status_queries.c.seq.desc())
+            .limit(1)
+        )
+        if not rows:
+            return None
+        return StatusQuery(**{k: v for k, v in rows[0]._mapping.items() if k != "seq"})
+
     async def for_subject(self, subject_id: str) -> list[StatusQuery]:
         """Every status query about a payout or refund, oldest first."""
         rows = await self._ledger._select(
