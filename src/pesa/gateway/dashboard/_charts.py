@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from markupsafe import Markup, escape
 
+from pesa._exceptions import ValidationError
+
 __all__ = ["Series", "stacked_bars"]
 
 _WIDTH = 640
@@ -52,15 +54,17 @@ def stacked_bars(title: str, labels: Sequence[str], series: Sequence[Series]) ->
         series: the layers, bottom first; each has one value per label.
 
     Raises:
-        ValueError: a series whose length differs from ``labels``, or a negative value.
+        ValidationError: a series whose length differs from ``labels``, or a negative value.
     """
     for layer in series:
         if len(layer.values) != len(labels):
-            raise ValueError(
-                f"series {layer.key!r} has {len(layer.values)} values, not {len(labels)}"
+            raise ValidationError(
+                f"series {layer.key!r}",
+                f"must have one value per label ({len(labels)} values)",
+                f"{len(layer.values)} values",
             )
         if any(v < 0 for v in layer.values):
-            raise ValueError(f"series {layer.key!r} has a negative value")
+            raise ValidationError(f"series {layer.key!r}", "must not have a negative value")
     totals = [sum(layer.values[i] for layer in series) for i in range(len(labels))]
     top = _nice_ceiling(max(totals, default=0))
     plot_w = _WIDTH - _LEFT - 4
