@@ -22,9 +22,9 @@ import anyio
 import httpx
 
 from pesa._logging import get_logger
+from pesa.cli._demo_money_out import DemoSection, money_out
 from pesa.config import Settings
 from pesa.emulator import Emulator, EmulatorConfig
-from pesa.gateway._demo_money_out import DemoSection, money_out
 from pesa.testing._gateway import serve_gateway
 
 __all__ = ["SCENARIOS", "DemoResult", "Scenario", "run_demo"]

@@ -20,7 +20,8 @@ from pesa.gateway._api import _ERRORS, ApiError, Authenticated, State, normalize
 from pesa.gateway._models import ApiErrorBody
 from pesa.gateway._payments import check_metadata, validate_idempotency_key
 from pesa.gateway._state import GatewayState
-from pesa.gateway._transfer_models import (
+from pesa.gateway._transfers import PayoutRequest, resolve_account
+from pesa.gateway_client._transfer_models import (
     BalanceOut,
     BatchCreate,
     BatchOut,
@@ -31,7 +32,6 @@ from pesa.gateway._transfer_models import (
     RefundOut,
     RefundPage,
 )
-from pesa.gateway._transfers import PayoutRequest, resolve_account
 from pesa.ledger import (
     BalanceRead,
     BatchSummary,

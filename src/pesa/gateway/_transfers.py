@@ -44,6 +44,7 @@ from pesa._exceptions import (
 )
 from pesa._logging import get_logger, mask_phone
 from pesa.daraja import (
+    SANDBOX_STK_SHORTCODE,
     normalize_msisdn,
     validate_amount,
     validate_occasion,
@@ -101,8 +102,6 @@ def resolve_account(settings: Settings, name: str | None) -> Account:
     Raises:
         ValidationError: no account has this name (field ``account``).
     """
-    from pesa.emulator import SANDBOX_STK_SHORTCODE
-
     wanted = (name or "default").strip()
     if wanted != "default":
         raise ValidationError("account", "must name a configured account: default", name)

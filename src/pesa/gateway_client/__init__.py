@@ -16,12 +16,28 @@ from pesa.gateway_client._models import (
     PaymentOut,
     PaymentPage,
 )
+from pesa.gateway_client._transfer_models import (
+    AccountBalanceOut,
+    BalanceOut,
+    BatchCreate,
+    BatchOut,
+    PayoutCreate,
+    PayoutOut,
+    PayoutPage,
+    RefundCreate,
+    RefundOut,
+    RefundPage,
+)
 
 __all__ = [
+    "AccountBalanceOut",
     "ApiErrorBody",
     "ApiErrorDetail",
     "AsyncGatewayClient",
+    "BalanceOut",
     "BaseGatewayClient",
+    "BatchCreate",
+    "BatchOut",
     "EventOut",
     "EventPage",
     "GatewayClient",
@@ -29,4 +45,10 @@ __all__ = [
     "PaymentCreate",
     "PaymentOut",
     "PaymentPage",
+    "PayoutCreate",
+    "PayoutOut",
+    "PayoutPage",
+    "RefundCreate",
+    "RefundOut",
+    "RefundPage",
 ]

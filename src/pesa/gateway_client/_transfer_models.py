@@ -1,4 +1,7 @@
-"""The JSON shapes of payouts, batches, refunds and balances in the REST API (and OpenAPI)."""
+"""The JSON shapes of payouts, batches, refunds and balances in the REST API: one definition.
+
+The gateway serves them (and documents them in its OpenAPI schema); clients parse them.
+"""
 
 from __future__ import annotations
 

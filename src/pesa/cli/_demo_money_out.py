@@ -1,7 +1,7 @@
 """``pesa demo``, money going out: a payout, a payout whose Result is lost, a refund, a balance.
 
 Runs against the same gateway and mounted emulator as the payments part of the demo
-(:mod:`pesa.gateway._demo`), speaking HTTP as a merchant's app would, and checks each flow
+(:mod:`pesa.cli._demo`), speaking HTTP as a merchant's app would, and checks each flow
 ends as promised: the payout paid once with its receipt and the recipient's name; the
 payout whose Result the emulator drops settled by Transaction Status; the first successful
 payment refunded in full; the balance read through its Result callback.
