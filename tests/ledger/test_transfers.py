@@ -270,6 +270,25 @@ class TestStatusQueries:
         (query,) = await ledger.status_queries.for_subject(payout.id)
         assert query.outcome == "answered" and query.result_code == "0"
 
+    async def test_an_answer_that_beats_the_query_s_record_is_applied_with_it(
+        self, ledger: Ledger
+    ) -> None:
+        """Daraja answers before the query's ids are committed: kept, then applied."""
+        payout, _ = await ledger.payouts.create(None, spec(), claim=LEASE)
+        await ledger.payouts.mark_unknown(payout.id, "ReadTimeout")
+        early = await ledger.status_queries.ingest_result(
+            status_result("AG_FAST", payout.id), source_ip=None
+        )
+        assert early.status == "unknown_payment"
+        await ledger.status_queries.record(
+            payout.id, by_originator_id=payout.id, outcome="sent", conversation_id="AG_FAST"
+        )
+        settled = await ledger.payouts.get(payout.id)
+        assert settled is not None and settled.status is S.SUCCEEDED
+        assert await _stored(ledger, early.callback_id) == ("status_result", "applied")
+        (query,) = await ledger.status_queries.for_subject(payout.id)
+        assert query.outcome == "answered"
+
     async def test_not_found_asks_for_the_payout_to_be_sent_again(self, ledger: Ledger) -> None:
         payout, _ = await ledger.payouts.create(None, spec(), claim=LEASE)
         await ledger.payouts.mark_unknown(payout.id, "ReadTimeout")
@@ -350,6 +369,43 @@ class TestRefunds:
             claim=LEASE,
         )
         assert created and again.amount == 100
+
+    async def test_a_reversal_result_before_its_answer_is_applied_with_the_answer(
+        self, ledger: Ledger
+    ) -> None:
+        payment_id = await _paid_payment(ledger)
+        refund, _ = await ledger.refunds.create(
+            None,
+            payment_id,
+            None,
+            remarks="Refund",
+            receiver_party="174379",
+            partial=False,
+            claim=LEASE,
+        )
+        body = json.dumps(
+            {
+                "Result": {
+                    "ResultType": 0,
+                    "ResultCode": 0,
+                    "ResultDesc": "ok",
+                    "OriginatorConversationID": "OC-REV-1",
+                    "ConversationID": "AG_REV_1",
+                    "TransactionID": "RVS1234567",
+                    "ResultParameters": {
+                        "ResultParameter": [
+                            {"Key": "Amount", "Value": 100},
+                            {"Key": "OriginalTransactionID", "Value": "NLJ7RT61SV"},
+                        ]
+                    },
+                }
+            }
+        ).encode()
+        early = await ledger.refunds.ingest_result(body, source_ip=None)
+        assert early.status == "unknown_payment"
+        done = await ledger.refunds.mark_accepted(refund.id, "AG_REV_1", "OC-REV-1")
+        assert done.status is S.SUCCEEDED and done.receipt == "RVS1234567"
+        assert await _stored(ledger, early.callback_id) == ("reversal_result", "applied")
 
     async def test_parts_only_when_allowed(self, ledger: Ledger) -> None:
         payment_id = await _paid_payment(ledger)

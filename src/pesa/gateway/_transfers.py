@@ -726,6 +726,7 @@ class TransferChecker:
                 outcome="sent",
                 conversation_id=response.conversation_id,
                 originator_conversation_id=response.originator_conversation_id,
+                resend=self.options.resend,
             )
         wait = self._recheck.ceiling(max(transfer.check_count, 1))
         if late:

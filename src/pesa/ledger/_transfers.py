@@ -202,6 +202,11 @@ class _Book(Generic[T]):
     def _parse(self, body: bytes) -> ParsedResult:
         raise NotImplementedError  # pragma: no cover - every book defines it
 
+    @staticmethod
+    def _named(parsed: ParsedResult) -> str | None:
+        """The id a stored Result is found by later (``callbacks.checkout_request_id``)."""
+        return parsed.originator_conversation_id or parsed.conversation_id
+
     async def _lock(self, conn: AsyncConnection, where: Any) -> T | None:
         query = select(self.table).where(where)
         if self._ledger._postgres:
@@ -359,6 +364,43 @@ class _Book(Generic[T]):
         return await self._transition(transfer_id, event, always=self._END_SEND, after=early)
 
     async def _apply_early_result(self, conn: AsyncConnection, transfer: T) -> T:
+        transfer = await self._apply_evidence(conn, transfer)
+        # A Result that named ids nobody had recorded yet (a reversal's: Daraja gives them):
+        # stored as unknown_payment, applied now, in the order received.
+        ids = [i for i in (transfer.conversation_id, transfer.originator_conversation_id) if i]
+        if not ids:
+            return transfer
+        rows = (
+            await conn.execute(
+                select(callbacks.c.id, callbacks.c.body)
+                .where(
+                    callbacks.c.kind == self.result_kind,
+                    callbacks.c.outcome == "unknown_payment",
+                    callbacks.c.checkout_request_id.in_(ids),
+                )
+                .order_by(callbacks.c.received_at, callbacks.c.id)
+            )
+        ).all()
+        for callback_id, body in rows:
+            try:
+                parsed = self._parse(bytes(body))
+            except (InvalidCallbackError, ValueError, TypeError, KeyError):  # pragma: no cover
+                continue
+            decision, transfer = await self._apply(
+                conn, transfer, parsed.result, callback_id=callback_id
+            )
+            await conn.execute(
+                update(callbacks)
+                .where(callbacks.c.id == callback_id)
+                .values(
+                    outcome=_outcome_status(decision),
+                    detail=f"{decision.detail} (arrived before Daraja's answer was recorded)",
+                    payment_id=transfer.id,
+                )
+            )
+        return transfer
+
+    async def _apply_evidence(self, conn: AsyncConnection, transfer: T) -> T:
         evidence_id = transfer.evidence_callback_id
         if evidence_id is None or transfer.status is not TransferStatus.PENDING:
             return transfer
@@ -485,7 +527,7 @@ class _Book(Generic[T]):
         self, conn: AsyncConnection, body: bytes, callback_id: str
     ) -> tuple[OutcomeStatus, T | None, str, str | None]:
         parsed = self._parse(body)
-        named = parsed.originator_conversation_id or parsed.conversation_id
+        named = self._named(parsed)
         current = await self._find_for_result(conn, parsed)
         if current is None:
             return "unknown_payment", None, f"no {self.kind} has these ids", named
@@ -1078,6 +1120,11 @@ class RefundBook(_Book[Refund]):
     def _parse(self, body: bytes) -> ParsedResult:
         return parse_reversal_result(body)
 
+    @staticmethod
+    def _named(parsed: ParsedResult) -> str | None:
+        # Daraja gives a reversal both ids; the ConversationID is what its answer records.
+        return parsed.conversation_id or parsed.originator_conversation_id
+
     async def _find_for_result(self, conn: AsyncConnection, parsed: ParsedResult) -> Refund | None:
         if parsed.conversation_id is not None:
             found = await self._lock(conn, refunds.c.conversation_id == parsed.conversation_id)
@@ -1353,8 +1400,13 @@ class StatusBook:
         result_code: str | None = None,
         result_desc: str | None = None,
         detail: str | None = None,
+        resend: bool = True,
     ) -> StatusQuery:
-        """Log one Transaction Status query (``sent`` with Daraja's ids, or why not)."""
+        """Log one Transaction Status query (``sent`` with Daraja's ids, or why not).
+
+        An answer that already arrived for these ids (stored as ``unknown_payment``) is
+        applied in the same transaction; ``resend`` as for :meth:`ingest_result`.
+        """
         self._book(subject_id)
         now = self._ledger._now()
         values: dict[str, Any] = {
@@ -1371,9 +1423,55 @@ class StatusBook:
             "detail": None if detail is None else redact(detail)[:_MAX_ERROR_TEXT],
             "answered_at": None,
         }
-        async with self._ledger.engine.begin() as conn:
+
+        async def work(conn: AsyncConnection) -> None:
             await conn.execute(insert(status_queries).values(values))
+            if conversation_id is not None and outcome == "sent":
+                await self._apply_early_answers(conn, conversation_id, resend)
+
+        await self._ledger._write(work)
         return StatusQuery(**values)
+
+    async def _apply_early_answers(
+        self, conn: AsyncConnection, conversation_id: str, resend: bool
+    ) -> None:
+        """Apply status Results that arrived before the query's ids were recorded (a fast
+        Daraja, a slow database): they were stored as ``unknown_payment``."""
+        rows = (
+            await conn.execute(
+                select(callbacks.c.id, callbacks.c.kind, callbacks.c.body, callbacks.c.received_at)
+                .where(
+                    callbacks.c.kind.in_(["status_result", "status_timeout"]),
+                    callbacks.c.outcome == "unknown_payment",
+                    callbacks.c.checkout_request_id == conversation_id,
+                )
+                .order_by(callbacks.c.received_at, callbacks.c.id)
+            )
+        ).all()
+        for callback_id, kind, body, received in rows:
+            try:
+                if kind == "status_timeout":
+                    _, named = parse_timeout(bytes(body))
+                    parsed = None
+                else:
+                    parsed = parse_status_result(bytes(body))
+                    named = parsed.originator_conversation_id
+            except (InvalidCallbackError, ValueError, TypeError, KeyError):  # pragma: no cover
+                continue
+            status, subject, detail = await self._apply(
+                conn, conversation_id, named, parsed, received, resend
+            )
+            await conn.execute(
+                update(callbacks)
+                .where(callbacks.c.id == callback_id)
+                .values(
+                    outcome=status,
+                    detail=f"{detail} (arrived before the query's answer was recorded)"[
+                        :_MAX_ERROR_TEXT
+                    ],
+                    payment_id=None if subject is None else subject.id,
+                )
+            )
 
     async def latest(self, subject_id: str) -> StatusQuery | None:
         """The last status query about a payout or refund, if any."""
@@ -1430,6 +1528,7 @@ class StatusBook:
         async def work(conn: AsyncConnection) -> TransferOutcome:
             subject: Any = None
             named: str | None = None
+            conversation: str | None = None
             try:
                 if kind == "status_timeout":
                     conversation, named = parse_timeout(body)
@@ -1450,7 +1549,7 @@ class StatusBook:
                     **record,
                     outcome=status,
                     detail=detail[:_MAX_ERROR_TEXT],
-                    checkout_request_id=conversation if subject is not None else named,
+                    checkout_request_id=conversation,
                     payment_id=None if subject is None else subject.id,
                 )
             )
