@@ -7,20 +7,27 @@ rule before anything is stored.
 
 from __future__ import annotations
 
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
 import anyio
 from fastapi import APIRouter, Header, Query, Response
 
-from pesa._exceptions import DarajaError, PesaError, TransportError, ValidationError
+from pesa._exceptions import (
+    DarajaError,
+    PesaError,
+    RateLimitError,
+    TransportError,
+    ValidationError,
+)
 from pesa._logging import get_logger
 from pesa.daraja import validate_remarks, validate_text
 from pesa.gateway._api import _ERRORS, ApiError, Authenticated, State, normalize_phone_filter
 from pesa.gateway._models import ApiErrorBody
 from pesa.gateway._payments import check_metadata, validate_idempotency_key
 from pesa.gateway._state import GatewayState
-from pesa.gateway._transfers import PayoutRequest, resolve_account
+from pesa.gateway._transfers import PayoutRequest, resolve_account, retry_after
 from pesa.gateway_client._transfer_models import (
     BalanceOut,
     BatchCreate,
@@ -325,11 +332,14 @@ async def list_refunds(
     tags=["balance"],
     responses={
         **_ERRORS,
-        504: {"model": ApiErrorBody, "description": "no balance known, Daraja has not answered"},
+        202: {"model": BalanceOut, "description": "pending: no balance known yet, retry"},
+        502: {"model": ApiErrorBody, "description": "Daraja refused, no balance known"},
+        503: {"model": ApiErrorBody, "description": "Daraja rate limiting, no balance known"},
     },
 )
 async def get_balance(
     state: State,
+    response: Response,
     account: Annotated[str | None, Query(description="the account (default: default)")] = None,
     max_age: Annotated[
         float,
@@ -343,7 +353,9 @@ async def get_balance(
     with ``max_age`` a balance read that recently is answered at once. If Daraja has not
     answered in time, the last balance known is returned with ``fresh: false`` and its
     ``age_seconds`` (the request goes on: a later call sees its answer); with no balance
-    known at all the answer is ``504``.
+    known at all the answer is ``202`` with ``status: pending``, the request's id and a
+    ``Retry-After``. When Daraja refuses the request and no balance is known: ``502``
+    (``503`` with ``Retry-After`` for its spike arrest).
     """
     target = resolve_account(state.settings, account)
     balances = state.ledger.balances
@@ -354,8 +366,9 @@ async def get_balance(
             return _balance(recent, fresh=False)
     wait = state.settings.balance_wait
     read = await balances.in_flight(target.name, since=now - timedelta(seconds=wait))
+    refused: Exception | None = None
     if read is None:
-        read = await _ask_balance(state, target.name, target.shortcode)
+        read, refused = await _ask_balance(state, target.name, target.shortcode)
     if read is not None:
         with anyio.move_on_after(wait):
             while True:
@@ -366,17 +379,36 @@ async def get_balance(
                     return _balance(current, fresh=True)
                 await anyio.sleep(_BALANCE_POLL)
     last = await balances.latest(target.name)
-    if last is None:
-        raise ApiError(
-            504,
-            "balance_unavailable",
-            "Daraja has not answered the balance request yet and no balance is known; "
-            "retry shortly",
+    if last is not None:
+        return _balance(last, fresh=False)
+    if read is not None:
+        # Not a server error: the request is on its way and Daraja has not answered yet.
+        response.status_code = 202
+        response.headers["Retry-After"] = str(max(1, math.ceil(wait / 2)))
+        return BalanceOut(
+            status="pending",
+            account=target.name,
+            shortcode=target.shortcode,
+            accounts=[],
+            fresh=False,
+            request_id=read.id,
         )
-    return _balance(last, fresh=False)
+    if isinstance(refused, RateLimitError):
+        wait_s = retry_after(state.reconciler.bucket)
+        raise ApiError(
+            503,
+            "daraja_rate_limited",
+            f"Daraja is rate limiting; no balance is known yet: retry after {wait_s} s",
+            headers={"Retry-After": str(wait_s)},
+        )
+    raise ApiError(
+        502, "daraja_error", f"Daraja refused the balance request: {refused}; no balance is known"
+    )
 
 
-async def _ask_balance(state: GatewayState, account: str, shortcode: str) -> BalanceRead | None:
+async def _ask_balance(
+    state: GatewayState, account: str, shortcode: str
+) -> tuple[BalanceRead | None, Exception | None]:
     balances = state.ledger.balances
     read = await balances.request(account, shortcode)
     try:
@@ -389,10 +421,12 @@ async def _ask_balance(state: GatewayState, account: str, shortcode: str) -> Bal
     except (DarajaError, TransportError, PesaError) as err:
         code = err.error_code if isinstance(err, DarajaError) else None
         log.warning("balance request refused: %s", err)
+        if isinstance(err, RateLimitError):
+            state.reconciler.bucket.pause(5.0)
         await balances.mark_failed(read.id, code, str(err))
-        return None
+        return None, err
     await balances.mark_sent(read.id, answer.conversation_id, answer.originator_conversation_id)
-    return read
+    return read, None
 
 
 def _balance(read: BalanceRead, *, fresh: bool) -> BalanceOut:

@@ -192,10 +192,15 @@ class AccountBalanceOut(BaseModel):
 class BalanceOut(BaseModel):
     """``GET /v1/balance``: the shortcode's balances and when M-Pesa read them."""
 
+    status: Literal["read", "pending"] = Field(
+        "read",
+        description="read: the balances below; pending (HTTP 202): Daraja has not answered "
+        "yet and no balance is known, ask again after Retry-After",
+    )
     account: str
     shortcode: str
     accounts: list[AccountBalanceOut]
-    read_at: str = Field(description="when M-Pesa read the balances (BOCompletedTime)")
-    age_seconds: float = Field(description="seconds since read_at, when answered")
+    read_at: str | None = Field(None, description="when M-Pesa read the balances (BOCompletedTime)")
+    age_seconds: float | None = Field(None, description="seconds since read_at, when answered")
     fresh: bool = Field(description="read for this request (false: the last balance known)")
-    request_id: str = Field(description="the balance request whose Result this is")
+    request_id: str = Field(description="the balance request whose Result this is (or awaited)")
