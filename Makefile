@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint types pytest bench soak screenshots clean install
+.PHONY: demo test test-fast lint types pytest test-django test-django6 test-djangos bench soak screenshots clean install
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,7 +19,12 @@ demo: $(STAMP)
 	$(BIN)/pesa demo
 
 ## Lint, type-check and run the whole test suite (what CI runs).
-test: lint types pytest
+test: lint types pytest test-djangos
+
+# Both Django sessions at once: they mostly wait on sockets and subprocesses, and the second
+# venv installs while the first session runs.
+test-djangos:
+	$(MAKE) -j2 --output-sync=target test-django test-django6
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests $(wildcard benchmarks)
@@ -45,6 +50,40 @@ test-fast: lint types
 screenshots: $(STAMP)
 	PESA_SCREENSHOTS=docs/screenshots $(BIN)/pytest tests/dashboard/test_browser.py -q $(PYTEST_ARGS)
 
+## The Django app's tests (pytest-django, loaded only for them) under Django 5.2 LTS, the
+## newest Django that runs on the main venv's Python 3.11.
+test-django: $(STAMP)
+	$(BIN)/pytest -p django tests/pesa_django $(DJANGO_PYTEST_ARGS)
+
+## The same tests under the current Django 6.x, which needs Python 3.12+: a small second
+## venv with only what they use (DJANGO6_PYTHON=/path/to/python3.12 to choose the Python).
+DJANGO6_VENV := .venv-django6
+DJANGO6_STAMP := $(DJANGO6_VENV)/.installed
+
+$(DJANGO6_STAMP): pyproject.toml
+	@py="$(DJANGO6_PYTHON)"; \
+	if [ -z "$$py" ]; then \
+	  for candidate in python3.13 python3.12 $$HOME/.pyenv/versions/3.1[2-9]*/bin/python3; do \
+	    if "$$candidate" -c 'import sys; assert sys.version_info >= (3, 12)' 2>/dev/null; then \
+	      py="$$candidate"; break; \
+	    fi; \
+	  done; \
+	fi; \
+	if [ -z "$$py" ]; then \
+	  echo "Django 6 needs Python 3.12 or newer and none was found: set DJANGO6_PYTHON"; exit 1; \
+	fi; \
+	test -x $(DJANGO6_VENV)/bin/python || "$$py" -m venv $(DJANGO6_VENV)
+	$(DJANGO6_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(DJANGO6_VENV)/bin/python -m pip install --quiet -e '.[server,django]' 'django>=6,<7' \
+	    pytest pytest-django pytest-asyncio pytest-timeout
+	@touch $@
+
+# The example shop and the two-process reconcile test do not depend on Django's version;
+# the walk-through (Django 6's own startproject template) does, and runs here too.
+test-django6: $(DJANGO6_STAMP)
+	$(DJANGO6_VENV)/bin/pytest -p django tests/pesa_django \
+	    -k "not example_shop and not reconcile_loops" $(DJANGO_PYTEST_ARGS)
+
 ## Benchmarks: figures written to BENCHMARKS.md.
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks
@@ -54,4 +93,4 @@ soak: $(STAMP)
 	PESA_SOAK=1 $(BIN)/pytest tests/reliability $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(DJANGO6_VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from pesa._logging import get_logger, mask_phone, redact
+from pesa.daraja._trust import callback_reply
 from pesa.gateway._state import gateway_state
 
 __all__ = ["CallbackPathFilter", "redact_access_line", "redact_callback_paths", "router"]
@@ -167,17 +168,12 @@ async def stk_callback(request: Request) -> JSONResponse:
         log.exception("callback could not be stored")
         return _reply(503, 1, "Temporarily unavailable")
     state.metrics.callbacks_received.inc(outcome=outcome.status)
-    if outcome.status in ("applied", "unverified", "duplicate", "ignored"):
-        # Stored and committed; "unverified" waits for the reconciler's query, "ignored" (a
-        # result for a payment that is already final in another way) changes nothing, but
-        # Daraja has delivered it correctly.
-        return _reply(200, 0, "Accepted")
-    log.warning(
-        "callback %s not applied (%s): %s", outcome.callback_id, outcome.status, outcome.detail
-    )
-    if outcome.status == "unknown_payment":
-        return _reply(404, 1, f"Rejected: {outcome.detail}")
-    return _reply(400, 1, f"Rejected: {outcome.detail}")
+    status_code, reply = callback_reply(outcome.status, outcome.detail)
+    if status_code != 200:
+        log.warning(
+            "callback %s not applied (%s): %s", outcome.callback_id, outcome.status, outcome.detail
+        )
+    return JSONResponse(reply, status_code=status_code)
 
 
 router.add_route("/callbacks/{token}/stk", stk_callback, methods=["POST"], include_in_schema=False)

@@ -63,7 +63,17 @@ from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._rounds import run_rounds
 from pesa.gateway._throttle import TokenBucket
-from pesa.ledger import InvalidTransitionError, PaymentStatus, StkQueryOutcome, StkResult
+from pesa.ledger import (
+    RECONCILABLE_STATUSES,
+    InvalidTransitionError,
+    PaymentStatus,
+    StillPending,
+    StkQueryOutcome,
+    query_input,
+    recheck_delay,
+    reconcile_deadline,
+    refuses_unverified_id,
+)
 
 if TYPE_CHECKING:
     from pesa.config import Settings
@@ -74,7 +84,7 @@ __all__ = ["ReconcileReport", "Reconciler", "ReconcilerOptions", "StkQueryClient
 
 log = get_logger("pesa.gateway.reconciler")
 
-_RECONCILABLE = (PaymentStatus.PENDING, PaymentStatus.UNKNOWN)
+_RECONCILABLE = RECONCILABLE_STATUSES
 
 
 class StkQueryClient(Protocol):
@@ -262,9 +272,6 @@ class Reconciler:
         self._rng: RandomSource = rng if rng is not None else random.Random()
         # Pauses after a failed round (database unreachable, ...): from one interval up.
         self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 300.0))
-        self._recheck = Backoff(
-            base=options.recheck_interval, cap=options.recheck_cap, factor=1.5, jitter=0.0
-        )
         self._rate_limited_in_a_row = 0
         self._lease_end = float("inf")
 
@@ -369,7 +376,7 @@ class Reconciler:
             self._rate_limited()
             raise
         except DarajaError as err:
-            if _refuses_the_id(current, err):
+            if refuses_unverified_id(current.checkout_request_id_verified, err):
                 await self._log_query(current, "refused", code=err.error_code, detail=str(err))
                 return await self._drop_id(current, err, None)
             await self._log_query(current, "error", code=err.error_code, detail=str(err))
@@ -378,11 +385,12 @@ class Reconciler:
             await self._log_query(current, "error", detail=str(err))
             raise
         self._rate_limited_in_a_row = 0
-        if response.pending or not _is_final(response):
+        result = query_input(response)
+        if isinstance(result, StillPending):
             self.metrics.reconciler_queries.inc(outcome="pending")
             await self._log_query(current, "pending", response=response)
             return current
-        outcome = await self.ledger.apply_stk_result(cid, _result(response), source="query")
+        outcome = await self.ledger.apply_stk_result(cid, result, source="query")
         success = _is_success(response)
         self.metrics.reconciler_queries.inc(outcome="succeeded" if success else "failed")
         await self._log_query(
@@ -397,11 +405,9 @@ class Reconciler:
 
     def _deadline(self, payment: Payment) -> datetime:
         """When to stop asking: the payment's deadline, or its verification's."""
-        if payment.status in _RECONCILABLE or payment.verify_since is None:
-            start = payment.created_at
-        else:
-            start = payment.verify_since
-        return start + timedelta(seconds=self.options.deadline)
+        return reconcile_deadline(
+            payment.status, payment.created_at, payment.verify_since, self.options.deadline
+        )
 
     def _past_deadline(self, payment: Payment, now: datetime) -> bool:
         return now >= self._deadline(payment)
@@ -461,7 +467,7 @@ class Reconciler:
             await self._release([payment], self._now() + timedelta(seconds=pause), report)
             raise _RoundAborted from err
         except DarajaError as err:
-            if _refuses_the_id(payment, err):
+            if refuses_unverified_id(payment.checkout_request_id_verified, err):
                 self.metrics.reconciler_queries.inc(outcome="refused")
                 await self._log_query(payment, "refused", code=err.error_code, detail=str(err))
                 await self._drop_id(payment, err, report)
@@ -489,7 +495,8 @@ class Reconciler:
             return
         self._rate_limited_in_a_row = 0
 
-        if response.pending or not _is_final(response):
+        result = query_input(response)
+        if isinstance(result, StillPending):
             self.metrics.reconciler_queries.inc(outcome="pending")
             await self._log_query(payment, "pending", response=response)
             if not response.pending:
@@ -502,7 +509,7 @@ class Reconciler:
             await self._no_answer(payment, report, pending=True)
             return
 
-        outcome = await self.ledger.apply_stk_result(cid, _result(response), source="query")
+        outcome = await self.ledger.apply_stk_result(cid, result, source="query")
         success = _is_success(response)
         self.metrics.reconciler_queries.inc(outcome="succeeded" if success else "failed")
         await self._log_query(
@@ -560,7 +567,8 @@ class Reconciler:
         if pending:
             report.still_pending += 1
         deadline_at = self._deadline(payment)
-        wait = self._recheck.ceiling(max(payment.check_count, 1))
+        options = self.options
+        wait = recheck_delay(payment.check_count, options.recheck_interval, options.recheck_cap)
         next_check = min(now + timedelta(seconds=wait), deadline_at)
         await self.ledger.record_still_pending(payment.id, next_check)
 
@@ -621,38 +629,5 @@ class Reconciler:
         return pause
 
 
-def _refuses_the_id(payment: Payment, err: DarajaError) -> bool:
-    """Daraja refused a query by an id a callback gave us: it does not know that id.
-
-    Only for unverified ids (a verified one came from Daraja itself), and only a request
-    error (4xx) that is not about tokens or rate limits. The emulator answers an id it never
-    issued with ``400.002.02 Bad Request - Invalid CheckoutRequestID``; REFERENCE.md has no
-    capture of Daraja's own answer, so any such request error counts. Dropping is safe: the
-    callback stays stored, and a wrong drop only delays settlement to the deadline's flag.
-    """
-    return (
-        not payment.checkout_request_id_verified
-        and 400 <= err.status_code < 500
-        and err.status_code not in (401, 429)
-        and not isinstance(err, RateLimitError)
-        and not (err.error_code or "").startswith(("401", "404.001.03"))
-    )
-
-
 def _is_success(response: StkQueryResponse) -> bool:
     return (response.result_code or "").strip() == "0"
-
-
-def _is_final(response: StkQueryResponse) -> bool:
-    if _is_success(response):
-        return True
-    code = response.code
-    return code is not None and code.final
-
-
-def _result(response: StkQueryResponse) -> StkResult:
-    return StkResult(
-        result_code=(response.result_code or "").strip(),
-        result_desc=response.result_desc,
-        source="query",
-    )

@@ -11,9 +11,29 @@
 See ``docs/ledger.md`` for the lifecycle, the tables and the guarantees.
 """
 
-from pesa.ledger._balances import BalanceBook
+from __future__ import annotations
+
+import importlib
+import typing as _typing
+
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
-from pesa.ledger._engine import async_url, create_engine
+from pesa.ledger._driving import (
+    RECONCILABLE_STATUSES,
+    PaymentRecord,
+    callback_status,
+    merchant_request_mismatch,
+    payment_state,
+    push_failure,
+    query_input,
+    recheck_delay,
+    reconcile_deadline,
+    refuses_unverified_id,
+    request_hash,
+    row_changes,
+    single_orphan,
+    storable_key,
+    storable_text,
+)
 from pesa.ledger._errors import (
     DeliveryNotFoundError,
     IdempotencyConflictError,
@@ -21,21 +41,11 @@ from pesa.ledger._errors import (
     LedgerConflictError,
     LedgerError,
     PaymentNotFoundError,
-)
-from pesa.ledger._ledger import Clock, Ledger
-from pesa.ledger._migrate import current_revision, head_revision
-from pesa.ledger._operators import (
-    AuditAction,
-    AuditEntry,
-    Operator,
-    OperatorExistsError,
-    OperatorSession,
-    OperatorStore,
-    Role,
-    hash_password,
-    verify_password,
+    RefundNotAllowedError,
+    TransferNotFoundError,
 )
 from pesa.ledger._payout_states import (
+    PAYOUT_COMMANDS,
     TERMINAL_TRANSFER_STATUSES,
     TransferAccepted,
     TransferDecision,
@@ -53,7 +63,7 @@ from pesa.ledger._payout_states import (
     decide_transfer,
     status_outcome,
 )
-from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
+from pesa.ledger._requests import PaymentRequest, validate_idempotency_key
 from pesa.ledger._results import (
     ParsedResult,
     initiator_code,
@@ -101,14 +111,6 @@ from pesa.ledger._transfer_types import (
     Transfer,
     TransferOutcome,
 )
-from pesa.ledger._transfers import (
-    PAYOUT_COMMANDS,
-    PayoutBook,
-    RefundBook,
-    RefundNotAllowedError,
-    StatusBook,
-    TransferNotFoundError,
-)
 from pesa.ledger._types import (
     CallbackOutcome,
     CallbackStatus,
@@ -126,8 +128,74 @@ from pesa.ledger._types import (
     StoredCallback,
 )
 
+if _typing.TYPE_CHECKING:
+    from pesa.ledger._balances import BalanceBook
+    from pesa.ledger._engine import async_url, create_engine
+    from pesa.ledger._ledger import Clock, Ledger
+    from pesa.ledger._migrate import current_revision, head_revision
+    from pesa.ledger._operators import (
+        AuditAction,
+        AuditEntry,
+        Operator,
+        OperatorExistsError,
+        OperatorSession,
+        OperatorStore,
+        Role,
+        hash_password,
+        verify_password,
+    )
+    from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
+    from pesa.ledger._transfers import PayoutBook, RefundBook, StatusBook
+
+# The storage (SQLAlchemy, Alembic) is imported on first use: the pure layer above (the state
+# machine and the rules every storage shares) imports without the ``server`` extra, so the
+# Django app (``pesa[django]``) drives the same rules without SQLAlchemy installed.
+_STORAGE = {
+    "Clock": "pesa.ledger._ledger",
+    "Ledger": "pesa.ledger._ledger",
+    "async_url": "pesa.ledger._engine",
+    "create_engine": "pesa.ledger._engine",
+    "current_revision": "pesa.ledger._migrate",
+    "head_revision": "pesa.ledger._migrate",
+    **dict.fromkeys(
+        (
+            "AuditAction",
+            "AuditEntry",
+            "Operator",
+            "OperatorExistsError",
+            "OperatorSession",
+            "OperatorStore",
+            "Role",
+            "hash_password",
+            "verify_password",
+        ),
+        "pesa.ledger._operators",
+    ),
+    **dict.fromkeys(("Backlog", "LedgerReports", "OutcomeCount"), "pesa.ledger._reports"),
+    **dict.fromkeys(("PayoutBook", "RefundBook", "StatusBook"), "pesa.ledger._transfers"),
+    "BalanceBook": "pesa.ledger._balances",
+}
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _STORAGE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pesa.ledger' has no attribute {name!r}")
+    try:
+        value = getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError as err:
+        raise ModuleNotFoundError(
+            f"pesa.ledger.{name} needs the server extra ({err.name} is missing): "
+            "pip install 'pesa[server]'",
+            name=err.name,
+        ) from err
+    globals()[name] = value
+    return value
+
+
 __all__ = [
     "PAYOUT_COMMANDS",
+    "RECONCILABLE_STATUSES",
     "TERMINAL_STATUSES",
     "TERMINAL_TRANSFER_STATUSES",
     "UNVERIFIED_EXPIRY",
@@ -176,6 +244,8 @@ __all__ = [
     "ParsedStkCallback",
     "Payment",
     "PaymentNotFoundError",
+    "PaymentRecord",
+    "PaymentRequest",
     "PaymentState",
     "PaymentStatus",
     "Payout",
@@ -213,6 +283,7 @@ __all__ = [
     "Unverifiable",
     "assess_success",
     "async_url",
+    "callback_status",
     "create_engine",
     "current_revision",
     "decide",
@@ -221,14 +292,27 @@ __all__ = [
     "hash_password",
     "head_revision",
     "initiator_code",
+    "merchant_request_mismatch",
     "mismatch_reasons",
     "orphan_matches",
     "parse_payout_result",
     "parse_reversal_result",
     "parse_status_result",
     "parse_stk_callback_body",
+    "payment_state",
     "phones_match",
+    "push_failure",
+    "query_input",
+    "recheck_delay",
+    "reconcile_deadline",
+    "refuses_unverified_id",
+    "request_hash",
+    "row_changes",
+    "single_orphan",
     "status_outcome",
     "stk_code",
+    "storable_key",
+    "storable_text",
+    "validate_idempotency_key",
     "verify_password",
 ]

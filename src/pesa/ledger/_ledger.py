@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -41,6 +40,16 @@ from pesa._logging import get_logger, mask_phone, redact
 from pesa.daraja import normalize_msisdn
 from pesa.ledger import _migrate
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
+from pesa.ledger._driving import (
+    callback_status,
+    merchant_request_mismatch,
+    payment_state,
+    request_hash,
+    row_changes,
+    single_orphan,
+)
+from pesa.ledger._driving import storable_key as _storable_key
+from pesa.ledger._driving import storable_text as _storable_text
 from pesa.ledger._engine import BEGIN_MODE, create_engine
 from pesa.ledger._errors import (
     DeliveryNotFoundError,
@@ -139,16 +148,6 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def _request_hash(phone: str, amount: int, reference: str, description: str, metadata: Any) -> str:
-    canonical = json.dumps(
-        [phone, amount, reference, description, metadata],
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-    return hashlib.sha256(canonical.encode()).hexdigest()
-
-
 def _row_to_payment(row: Row[Any] | Mapping[str, Any]) -> Payment:
     m: Mapping[str, Any] = row._mapping if isinstance(row, Row) else row  # type: ignore[assignment]  # RowMapping is a Mapping[str, Any] at runtime
     paid = m["paid_amount"]
@@ -215,21 +214,7 @@ def _row_to_callback(row: Row[Any]) -> StoredCallback:
 def _state(
     payment: Payment, evidence: StkResult | None = None, *, evidence_refused: bool = False
 ) -> PaymentState:
-    return PaymentState(
-        status=payment.status,
-        amount=payment.amount,
-        phone=payment.phone,
-        checkout_request_id=payment.checkout_request_id,
-        result_code=payment.result_code,
-        receipt=payment.receipt,
-        flagged=payment.flagged,
-        flag_reason=payment.flag_reason,
-        checkout_request_id_verified=payment.checkout_request_id_verified,
-        evidence=evidence,
-        evidence_id=payment.evidence_callback_id if evidence is not None else None,
-        evidence_refused=evidence_refused,
-        verifying=payment.verify_at is not None,
-    )
+    return payment_state(payment, evidence, evidence_refused=evidence_refused)
 
 
 def _required_text(field: str, value: object, maximum: int) -> str:
@@ -244,34 +229,12 @@ def _required_text(field: str, value: object, maximum: int) -> str:
     return text_value
 
 
-def _storable_key(value: Any, max_length: int) -> bool:
-    """Whether ``value`` can name a row: printable ASCII that fits its column.
-
-    Anything else (NUL, a lone surrogate, a 10,000-character string) names no row, and
-    PostgreSQL would refuse to even compare it; the caller answers "not found" or refuses
-    the filter instead of sending it to the database.
-    """
-    return (
-        isinstance(value, str)
-        and 0 < len(value) <= max_length
-        and value.isascii()
-        and value.isprintable()
-    )
-
-
 def _check_key(value: Any, field: str, max_length: int) -> str:
     if not _storable_key(value, max_length):
         raise ValidationError(
             field, f"must be printable ASCII of at most {max_length} characters", str(value)[:60]
         )
     return str(value)
-
-
-def _storable_text(text: str) -> str:
-    """``text`` bounded and without what PostgreSQL's text type refuses (NUL, lone
-    surrogates); the escapes keep it readable."""
-    text = text[:_MAX_ERROR_TEXT].replace("\x00", "\\x00")
-    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _check_time(value: datetime, field: str) -> datetime:
@@ -477,7 +440,7 @@ class Ledger:
                 json.dumps(metadata, allow_nan=False)
             except (TypeError, ValueError) as err:
                 raise ValidationError("metadata", "must be JSON-serialisable") from err
-        digest = _request_hash(number, amount, account_reference, description, metadata)
+        digest = request_hash(number, amount, account_reference, description, metadata)
 
         if idempotency_key is not None:
             existing = await self._by_key(idempotency_key)
@@ -788,35 +751,35 @@ class Ledger:
                 .limit(_MAX_ORPHAN_SCAN)
             )
         ).all()
-        found: dict[str, tuple[str, ParsedStkCallback]] = {}
+        parsed_by_id: dict[str, tuple[str, ParsedStkCallback]] = {}
         for callback_id, body, cid in rows:
             try:
                 parsed = self._parse(bytes(body))
             except (InvalidCallbackError, ValueError, TypeError, KeyError):
                 continue
             if orphan_matches(state, parsed.result):
-                found.setdefault(cid, (callback_id, parsed))
-        if not found:
+                parsed_by_id[callback_id] = (cid, parsed)
+        if not parsed_by_id:
             return payment
+        candidates = [(key, cid, p.result) for key, (cid, p) in parsed_by_id.items()]
+        ids = list({cid for cid, _ in parsed_by_id.values()})
         taken = (
             await conn.execute(
                 select(payments.c.checkout_request_id).where(
-                    payments.c.checkout_request_id.in_(list(found))
+                    payments.c.checkout_request_id.in_(ids)
                 )
             )
         ).all()
-        for (cid,) in taken:
-            found.pop(cid, None)
-        if len(found) != 1:
-            if found:
-                log.warning(
-                    "payment %s fits %d stored callbacks with different ids; none adopted",
-                    payment.id,
-                    len(found),
-                )
+        chosen = single_orphan(state, candidates, (cid for (cid,) in taken))
+        if chosen is None:
+            log.warning(
+                "payment %s fits stored callbacks with %d different ids; none adopted",
+                payment.id,
+                len(ids),
+            )
             return payment
-        ((cid, (callback_id, parsed)),) = found.items()
-        return await self._adopt(conn, payment, parsed, callback_id)
+        callback_id, _ = chosen
+        return await self._adopt(conn, payment, parsed_by_id[callback_id][1], callback_id)
 
     async def _adopt(
         self, conn: AsyncConnection, payment: Payment, parsed: ParsedStkCallback, callback_id: str
@@ -936,22 +899,9 @@ class Ledger:
         if not decision.writes:
             return decision, current, []
         now = self._now()
-        changes = dict(decision.changes)
-        if "status" in changes:
-            changes["status"] = PaymentStatus(changes["status"]).value
-            # A status change ends any reconciliation claim and schedule.
-            changes["claimed_until"] = None
-            changes["next_check_at"] = None
-        if decision.verify:
-            changes["verify_at"] = now
-            changes["verify_since"] = current.verify_since or now
-        if decision.keep_evidence:
-            if callback_id is None:  # pragma: no cover - only callbacks are kept as evidence
-                raise LedgerConflictError("evidence kept without a stored callback")
-            changes["evidence_callback_id"] = callback_id
-        if isinstance(changes.get("transaction_date"), datetime):
-            # Daraja's dates are Nairobi time; store and show every timestamp in UTC.
-            changes["transaction_date"] = changes["transaction_date"].astimezone(UTC)
+        changes = row_changes(
+            decision, now=now, verify_since=current.verify_since, callback_id=callback_id
+        )
         changes["version"] = current.version + 1
         changes["updated_at"] = now
         result = await conn.execute(
@@ -1185,17 +1135,15 @@ class Ledger:
         callback_id: str,
     ) -> tuple[CallbackStatus, Payment, str, list[Insert]]:
         """Check a parsed callback against its payment and apply it (the inserts still to run)."""
-        if (
-            parsed.merchant_request_id is not None
-            and current.merchant_request_id is not None
-            and parsed.merchant_request_id != current.merchant_request_id
-        ):
-            detail = "MerchantRequestID does not match the one Daraja gave for this payment"
-            return "invalid", current, detail, []
+        mismatch = merchant_request_mismatch(
+            parsed.merchant_request_id, current.merchant_request_id
+        )
+        if mismatch is not None:
+            return "invalid", current, mismatch, []
         decision, payment, inserts = await self._update(
             conn, current, parsed.result, callback_id=callback_id, on_mismatch=on_mismatch
         )
-        return _callback_status(decision), payment, decision.detail, inserts
+        return callback_status(decision), payment, decision.detail, inserts
 
     async def store_refused_callback(
         self, body: bytes, *, source_ip: str | None, detail: str, kind: str = "stk"
@@ -1278,7 +1226,7 @@ class Ledger:
             if current is None:
                 return CallbackOutcome(None, "unknown_payment", None, "no payment has this id")
             decision, payment = await self._apply(conn, current, result)
-            return CallbackOutcome(None, _callback_status(decision), payment, decision.detail)
+            return CallbackOutcome(None, callback_status(decision), payment, decision.detail)
 
         outcome: CallbackOutcome = await self._write(work)
         return outcome
@@ -1756,20 +1704,6 @@ _DEFAULTS: dict[str, Any] = {
 
 
 _PAYMENT_FIELDS = frozenset(f.name for f in dataclasses.fields(Payment))
-
-
-def _callback_status(decision: Decision) -> CallbackStatus:
-    kind = decision.kind
-    if kind is DecisionKind.APPLIED:
-        return "applied"
-    if kind is DecisionKind.UNVERIFIED:
-        return "unverified"
-    if kind is DecisionKind.REFUSED:
-        return "invalid"
-    if kind is DecisionKind.DUPLICATE:
-        return "duplicate"
-    # NOOP (a result code that is not final) and IGNORED: stored, nothing changed.
-    return "ignored"
 
 
 def _callback_bytes(body: bytes | str | Mapping[str, Any]) -> bytes:

@@ -45,6 +45,7 @@ from typing import Any, Literal, TypeAlias
 from pesa.ledger._states import CodeLookup, DecisionKind, phones_match
 
 __all__ = [
+    "PAYOUT_COMMANDS",
     "STATUS_FAILED_WORDS",
     "STATUS_SUCCEEDED_WORDS",
     "TERMINAL_TRANSFER_STATUSES",
@@ -65,6 +66,9 @@ __all__ = [
     "is_placeholder_receipt",
     "status_outcome",
 ]
+
+PAYOUT_COMMANDS = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
+"""B2C ``CommandID`` values (Daraja reference §8.1)."""
 
 TransferKind: TypeAlias = Literal["payout", "refund"]
 """A B2C payout, or a reversal of a customer's payment (a refund)."""

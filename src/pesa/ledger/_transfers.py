@@ -28,12 +28,14 @@ from pesa.daraja import normalize_msisdn
 from pesa.ledger._errors import (
     IdempotencyConflictError,
     LedgerConflictError,
-    LedgerError,
     PaymentNotFoundError,
+    RefundNotAllowedError,
+    TransferNotFoundError,
 )
 from pesa.ledger._ids import new_id
 from pesa.ledger._ledger import _VersionConflict
 from pesa.ledger._payout_states import (
+    PAYOUT_COMMANDS,
     TransferAccepted,
     TransferDecision,
     TransferExpired,
@@ -72,20 +74,15 @@ if TYPE_CHECKING:
     from pesa.ledger._ledger import Ledger
 
 __all__ = [
-    "PAYOUT_COMMANDS",
     "PayoutBook",
     "RefundBook",
-    "RefundNotAllowedError",
     "StatusBook",
-    "TransferNotFoundError",
 ]
 
 log = get_logger("pesa.ledger")
 
 T = TypeVar("T", Payout, Refund)
 
-PAYOUT_COMMANDS = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
-"""B2C ``CommandID`` values (REFERENCE §8.1)."""
 
 _MAX_ERROR_TEXT = 1000
 _MAX_PAGE = 1000
@@ -98,28 +95,6 @@ _HOLDING = (
     TransferStatus.UNKNOWN.value,
     TransferStatus.SUCCEEDED.value,
 )
-
-
-class TransferNotFoundError(LedgerError, LookupError):
-    """No payout or refund has the given id."""
-
-    def __init__(self, key: str) -> None:
-        self.key = key
-        super().__init__(f"no payout or refund {key!r}")
-
-
-class RefundNotAllowedError(LedgerError):
-    """A refund cannot be made (nothing paid, no receipt, more than remains, partial refused).
-
-    Attributes:
-        rule: the rule the request broke, in words.
-        remaining: what may still be refunded, in shillings.
-    """
-
-    def __init__(self, rule: str, remaining: int = 0) -> None:
-        self.rule = rule
-        self.remaining = remaining
-        super().__init__(rule)
 
 
 def _hash(*parts: Any) -> str:
