@@ -164,6 +164,7 @@ def _paid(api: httpx.Client, amount: int = 100) -> dict[str, Any]:
 
 def test_refunds_over_http(api: httpx.Client, emulator: Emulator) -> None:
     assert api.post("/v1/payments/pay_nobody/refund").status_code == 404
+    emulator.add_rule(phone="254711999999", delay=120, callback="drop")
     pending = api.post(
         "/v1/payments",
         json={"phone": "254711999999", "amount": 10, "account_reference": "R", "description": "d"},

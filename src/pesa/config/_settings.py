@@ -328,7 +328,7 @@ class Settings(BaseSettings):
         "Daraja allows it: REFERENCE 8.7)",
     )
     balance_wait: float = Field(
-        10.0,
+        5.0,
         gt=0,
         le=60,
         description="seconds GET /v1/balance waits for Daraja's balance Result before "
