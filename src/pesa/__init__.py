@@ -25,12 +25,14 @@ from pesa._exceptions import (
 from pesa._logging import mask_phone
 from pesa._version import __version__
 from pesa._webhooks import WebhookSignatureError, sign_webhook, verify_webhook
-from pesa.client import AsyncDaraja, Daraja
+from pesa.client import Account, Accounts, AsyncDaraja, Daraja
 from pesa.config import Settings
 from pesa.daraja import parse_stk_callback
 from pesa.gateway_client import AsyncGatewayClient, GatewayClient
 
 __all__ = [
+    "Account",
+    "Accounts",
     "AsyncDaraja",
     "AsyncGatewayClient",
     "AuthenticationError",

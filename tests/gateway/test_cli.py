@@ -74,6 +74,39 @@ def test_worker_refuses_sandbox_without_daraja_credentials(tmp_path: Path) -> No
     assert "PESA_CONSUMER_KEY" in _one_line_error(result.output)
 
 
+@pytest.mark.parametrize("command", ["serve", "worker"])
+def test_a_bad_accounts_file_is_every_problem_at_once_and_no_secret(
+    tmp_path: Path, command: str
+) -> None:
+    (tmp_path / "accounts.toml").write_text(
+        'default = "paybill"\n'
+        "[accounts.paybill]\n"
+        'shortcode = "60099"\n'
+        'passkey = "do-not-print-this-passkey"\n'
+        'consumer_key = "do-not-print-this-key"\n'
+        "[accounts.shop]\n"
+        'extends = "paybil"\n'
+        'shortcde = "5123456"\n',
+        encoding="utf-8",
+    )
+    env = {
+        "PESA_ACCOUNTS_FILE": str(tmp_path / "accounts.toml"),
+        "PESA_DATABASE_URL": f"sqlite:///{tmp_path / 'a.db'}",
+    }
+    args = [command, "--port", "0"] if command == "serve" else [command]
+    result = runner.invoke(app, args, env={**env, **WIDE})
+    assert result.exit_code == 1
+    assert "Traceback" not in result.output
+    assert "3 problems" in result.output
+    for expected in (
+        "accounts.paybill: consumer_key is set but consumer_secret is not",
+        "accounts.shop.extends: 'paybil' is not an account",
+        "accounts.shop.shortcde: unknown key",
+    ):
+        assert expected in result.output
+    assert "do-not-print" not in result.output
+
+
 def test_db_upgrade_then_again_is_a_no_op(tmp_path: Path) -> None:
     env = {"PESA_DATABASE_URL": f"sqlite:///{tmp_path / 'l.db'}"}
     assert runner.invoke(app, ["db", "upgrade"], env=env).exit_code == 0

@@ -341,7 +341,8 @@ def test_demo_passes_with_no_configuration(tmp_path: Path) -> None:
         code = process.popen.wait(90)
     output = process.output()
     assert code == 0, output
-    assert "all 8 payments ended as expected" in output
+    assert "all 11 payments ended as expected" in output
+    assert "customers pay PayBill 600997" in output and "partially_paid" in output
     assert "Traceback" not in output
     assert list(tmp_path.iterdir()) == [], "the demo left files behind"
 

@@ -195,7 +195,7 @@ def test_refunds_over_http(api: httpx.Client, emulator: Emulator) -> None:
     assert [r["id"] for r in listed] == [refund["id"]]
     assert len(emulator.requests("/mpesa/reversal/v1/request")) == 1
     types = [
-        e["type"] for e in api.get("/v1/events", params={"payment_id": refund["id"]}).json()["data"]
+        e["type"] for e in api.get("/v1/events", params={"subject_id": refund["id"]}).json()["data"]
     ]
     assert types == ["refund.pending", "refund.succeeded"]
 

@@ -196,7 +196,7 @@ class TestResults:
         replay = await ledger.payouts.ingest_result(body, source_ip="203.0.113.9")
         assert replay.status == "duplicate"
         assert await _stored(ledger, replay.callback_id) == ("b2c_result", "duplicate")
-        events = (await ledger.list_events(payment_id=payout.id)).items
+        events = (await ledger.list_events(subject_id=payout.id)).items
         assert [e.type for e in events] == ["payout.pending", "payout.succeeded"]
         assert events[-1].to_dict()["data"]["payout"]["receipt"] == "SG632NMUAB"
 

@@ -1,6 +1,7 @@
 """The ``pesa`` command line: ``pesa --help`` lists every subcommand."""
 
 from pesa.cli import (
+    _c2b,  # noqa: F401  (registers `pesa c2b`)
     _client,  # noqa: F401  (registers `pesa token`, `pesa stk`)
     _emulator,  # noqa: F401  (registers `pesa emulator`)
     _gateway,  # noqa: F401  (registers `pesa serve|worker|db|demo`)

@@ -23,6 +23,7 @@ import httpx
 
 from pesa._logging import get_logger
 from pesa.cli._demo_money_out import DemoSection, money_out
+from pesa.cli._demo_receipts import DEMO_ACCOUNTS, ReceiptScenarioResult, walk_receipts
 from pesa.config import Settings
 from pesa.emulator import Emulator, EmulatorConfig
 from pesa.testing._gateway import serve_gateway
@@ -73,11 +74,12 @@ class DemoResult:
         return not self.problems
 
 
-def demo_settings(database_url: str, api_key: str) -> Settings:
+def demo_settings(database_url: str, api_key: str, accounts_file: Path | None = None) -> Settings:
     """Settings for the demo: emulator only, short waits, nothing read from the environment."""
     return Settings(
         _env_file=None,
         env="emulator",
+        accounts_file=accounts_file,
         base_url=None,
         database_url=database_url,
         api_key=api_key,
@@ -106,24 +108,28 @@ async def run_demo(
     timeout: float = 40.0,
     stk_delay: float = 0.5,
     workdir: Path | None = None,
-) -> tuple[list[DemoResult], list[str], list[DemoSection]]:
+) -> tuple[list[DemoResult], list[str], list[ReceiptScenarioResult], list[DemoSection]]:
     """Run every scenario through a fresh gateway and report how each payment ended.
 
     Returns:
-        ``(results, notes, sections)``: one result per scenario, lines about the checks that
-        are not one payment (the idempotent retry), and the other flows' tables (money
-        out: payouts, a refund, the balance).
+        ``(results, notes, receipts, sections)``: one result per STK scenario, lines about
+        the checks that are not one payment (the idempotent retry, the C2B registration),
+        one result per receipts scenario (customers paying the PayBill), and the money-out
+        flows' tables (payouts, a refund, the balance).
     """
     with tempfile.TemporaryDirectory(prefix="pesa-demo-") as tmp:
         directory = workdir or Path(tmp)
         api_key = secrets.token_urlsafe(24)
-        settings = demo_settings(f"sqlite:///{directory / 'demo.db'}", api_key)
+        accounts = directory / "accounts.toml"
+        accounts.write_text(DEMO_ACCOUNTS, encoding="utf-8")
+        settings = demo_settings(f"sqlite:///{directory / 'demo.db'}", api_key, accounts)
         emulator = Emulator(EmulatorConfig(stk_delay=stk_delay))
         async with serve_gateway(settings, emulator=emulator) as gateway:
             headers = {"Authorization": f"Bearer {api_key}"}
             async with httpx.AsyncClient(base_url=gateway.url, headers=headers, timeout=30) as http:
                 emulator_url = f"{gateway.emulator_url}"
                 results, notes = await _walk(http, scenarios, timeout, emulator_url)
+                receipts, more = await walk_receipts(http, emulator_url, timeout=timeout)
                 paid = next((r for r in results if r.payment["status"] == "succeeded"), None)
                 sections = [
                     await money_out(
@@ -133,7 +139,7 @@ async def run_demo(
                         timeout=timeout,
                     )
                 ]
-                return results, notes, sections
+                return results, notes + more, receipts, sections
 
 
 async def _walk(

@@ -52,7 +52,7 @@ async def _wait(http: httpx.AsyncClient, path: str, timeout: float) -> dict[str,
 
 
 async def _lifecycle(http: httpx.AsyncClient, subject_id: str) -> list[str]:
-    reply = await http.get("/v1/events", params={"payment_id": subject_id, "limit": 100})
+    reply = await http.get("/v1/events", params={"subject_id": subject_id, "limit": 100})
     reply.raise_for_status()
     return ["created", *(str(e["type"]).split(".", 1)[1] for e in reply.json()["data"])]
 

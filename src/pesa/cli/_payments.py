@@ -71,7 +71,8 @@ def _payment_row(payment: PaymentOut) -> list[str]:
 
 
 def _show_event(event: EventOut, suffix: str = "") -> None:
-    payment = event.data.get("payment") or {}
+    # What the event is about: a payment, a receipt, an expected payment, ...
+    payment = next((v for v in event.data.values() if isinstance(v, dict) and "id" in v), {})
     console.print(
         f"{event.created_at}  {event.type:<18} {event.id}  {payment.get('id', '-')}"
         f"  {payment.get('status', '-')}{suffix}",

@@ -1,5 +1,7 @@
-"""The Daraja clients, :class:`Daraja` and :class:`AsyncDaraja`, and their token and retry parts."""
+"""The Daraja clients, :class:`Daraja` and :class:`AsyncDaraja`, their token and retry parts,
+and the named accounts (:class:`Accounts`) they act for."""
 
+from pesa.client._accounts import DEFAULT_ACCOUNT, Account, Accounts
 from pesa.client._client import AsyncDaraja, Daraja
 from pesa.client._options import DarajaOptionFields, DarajaOptions
 from pesa.client._pacing import RateLimiter
@@ -13,7 +15,10 @@ from pesa.client._token import (
 )
 
 __all__ = [
+    "DEFAULT_ACCOUNT",
     "AccessToken",
+    "Account",
+    "Accounts",
     "AsyncDaraja",
     "Daraja",
     "DarajaAuth",

@@ -65,6 +65,7 @@ from pesa.daraja._validation import (
     normalize_msisdn,
     validate_account_reference,
     validate_amount,
+    validate_c2b_url,
     validate_occasion,
     validate_remarks,
     validate_shortcode,
@@ -406,8 +407,8 @@ class BaseDaraja(ABC, Generic[HttpT, TransportT]):
         return C2BRegisterUrlRequest(
             short_code=validate_shortcode(shortcode or self._required(self.shortcode, "shortcode")),
             response_type=response_type,
-            confirmation_url=validate_url(confirmation_url, field="confirmation_url"),
-            validation_url=validate_url(validation_url, field="validation_url"),
+            confirmation_url=validate_c2b_url(confirmation_url, field="confirmation_url"),
+            validation_url=validate_c2b_url(validation_url, field="validation_url"),
         )
 
     def _build_c2b_simulate(

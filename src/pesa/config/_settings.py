@@ -114,6 +114,22 @@ class Settings(BaseSettings):
         None, description="JSON file sharing the access token between processes (mode 0600)"
     )
     log: str = Field("warning", description="log level of the pesa logger")
+    accounts_file: Path | None = Field(
+        None,
+        description="TOML file of named Daraja accounts (PayBills, Tills, B2C shortcodes); "
+        "the variables above are the account named default",
+    )
+    c2b_register: bool = Field(
+        False, description="register the default account's C2B URLs when the gateway starts"
+    )
+    c2b_version: Literal[1, 2] = Field(
+        2, description="C2B API version of the default account (1: hashed MSISDN, 2: masked)"
+    )
+    c2b_response_type: Literal["Completed", "Cancelled"] = Field(
+        "Completed",
+        description="what Daraja does with a C2B payment when validation does not answer in "
+        "time (default account)",
+    )
 
     # -- Gateway --------------------------------------------------------------------------
     database_url: str = Field(DEFAULT_DATABASE_URL, description="SQLAlchemy URL of the ledger")
@@ -149,6 +165,33 @@ class Settings(BaseSettings):
         description="a callback success whose amount or phone differs from the request: "
         "refuse (400, stored as invalid) or flag (200, its values recorded); either way "
         "only Daraja's STK query settles the payment, flagged if Daraja confirms it",
+    )
+    c2b_verify: Literal["auto", "always", "never"] = Field(
+        "auto",
+        description="C2B confirmations count once Daraja's Transaction Status confirms them: "
+        "auto (when the account has an initiator, else counted and flagged unverified), "
+        "always (every C2B account needs an initiator) or never (trusted as received)",
+    )
+    c2b_validation: Literal["off", "handler", "http", "expected"] = Field(
+        "off",
+        description="who answers C2B validation requests: off (accept all), handler (a "
+        "Python function given to create_app), http (PESA_C2B_VALIDATION_URL) or expected "
+        "(accept only account numbers of open expected payments)",
+    )
+    c2b_validation_url: str | None = Field(
+        None, description="the merchant URL asked to accept or reject each C2B payment (http)"
+    )
+    c2b_validation_timeout: float = Field(
+        3.0,
+        gt=0,
+        lt=8,
+        description="seconds the merchant's rule has to answer before the fallback applies "
+        "(Daraja waits about 8 s)",
+    )
+    c2b_validation_fallback: Literal["accept", "reject"] = Field(
+        "accept",
+        description="the answer to a C2B validation when the merchant's rule is slow, "
+        "unreachable or fails (reject uses C2B00016)",
     )
     api_max_body_bytes: int = Field(
         64 * 1024,
@@ -406,6 +449,12 @@ class Settings(BaseSettings):
             raise ValueError("webhook_lease must be longer than webhook_timeout")
         if self.reconcile_lease <= self.timeout:
             raise ValueError("reconcile_lease must be longer than timeout (one STK query)")
+        if self.c2b_validation == "http" and not self.c2b_validation_url:
+            raise ValueError("c2b_validation_url is required when c2b_validation is http")
+        if self.c2b_validation_url is not None:
+            parts = urlsplit(self.c2b_validation_url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise ValueError("c2b_validation_url must be an absolute http(s) URL")
         if self.webhook_urls and self.webhook_secret is None:
             raise ValueError("webhook_secret is required when webhook_urls is set")
         return self

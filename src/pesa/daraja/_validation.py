@@ -19,6 +19,7 @@ from pesa._logging import mask_phone
 __all__ = [
     "ACCOUNT_REFERENCE_MAX",
     "BILL_REF_MAX",
+    "C2B_URL_FORBIDDEN_WORDS",
     "OCCASION_MAX",
     "ORIGINATOR_CONVERSATION_ID_MAX",
     "REMARKS_MAX",
@@ -29,6 +30,7 @@ __all__ = [
     "normalize_msisdn",
     "validate_account_reference",
     "validate_amount",
+    "validate_c2b_url",
     "validate_occasion",
     "validate_remarks",
     "validate_shortcode",
@@ -225,6 +227,36 @@ def validate_shortcode(value: Any, *, field: str = "shortcode") -> str:
     if _SHORTCODE.fullmatch(text) is None:
         raise ValidationError(field, "must be a shortcode of 5 to 7 digits", text)
     return text
+
+
+C2B_URL_FORBIDDEN_WORDS: Final = (
+    "m-pesa",
+    "mpesa",
+    "safaricom",
+    "exe",
+    "exec",
+    "cmd",
+    "sql",
+    "query",
+)
+"""Words Daraja refuses anywhere in a C2B URL, host included, in any case (REFERENCE §11)."""
+
+
+def validate_c2b_url(value: Any, *, field: str = "confirmation_url") -> str:
+    """A C2B confirmation or validation URL: a callback URL without the words Daraja
+    refuses in C2B URLs (``mpesa``, ``safaricom``, ``exe``, ``cmd``, ``sql``, ``query``...).
+
+    Raises:
+        ValidationError: naming the word found (the URL itself may hold a secret: not shown).
+    """
+    url = validate_url(value, field=field)
+    lowered = url.lower()
+    for word in C2B_URL_FORBIDDEN_WORDS:
+        if word in lowered:
+            raise ValidationError(
+                field, f"must not contain the word {word!r} (Daraja refuses C2B URLs with it)"
+            )
+    return url
 
 
 def validate_url(value: Any, *, field: str = "callback_url") -> str:

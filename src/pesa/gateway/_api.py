@@ -2,8 +2,9 @@
 
 Every error answer has one shape, ``{"error": {"type", "message", "field", "rule"}}``:
 422 for invalid input (naming the field and the rule), 401 for a missing or wrong key,
-404 for an unknown payment, 409 for an idempotency key reused with other parameters, 503
-when the database does not answer.
+404 for an unknown payment (receipt, ...), 409 for an idempotency key reused with other
+parameters or a change the state forbids (cancelling a paid expected payment), 503 when the
+database does not answer.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from pesa._logging import get_logger
 from pesa.daraja import normalize_msisdn
 from pesa.gateway._metrics import PROMETHEUS_CONTENT_TYPE, render_prometheus
 from pesa.gateway._models import (
+    AccountList,
+    AccountOut,
     ApiErrorBody,
     EventOut,
     EventPage,
@@ -35,7 +38,15 @@ from pesa.gateway._models import (
 from pesa.gateway._payments import PaymentRequest, check_metadata, validate_idempotency_key
 from pesa.gateway._state import GatewayState, gateway_state
 from pesa.gateway._trust import tokens_match
-from pesa.ledger import Event, IdempotencyConflictError, Payment, PaymentStatus
+from pesa.ledger import (
+    Event,
+    ExpectedPaymentNotFoundError,
+    IdempotencyConflictError,
+    InvalidTransitionError,
+    Payment,
+    PaymentStatus,
+    ReceiptNotFoundError,
+)
 
 __all__ = ["ApiError", "install_error_handlers", "router"]
 
@@ -112,6 +123,16 @@ def install_error_handlers(app: FastAPI) -> None:
             ApiError(503, "service_unavailable", "the database is unavailable, retry later")
         )
 
+    async def on_invalid_transition(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, InvalidTransitionError)
+        return _error_response(ApiError(409, "invalid_transition", str(exc)))
+
+    async def on_not_found(_: Request, exc: Exception) -> Response:
+        return _error_response(ApiError(404, "not_found", str(exc), field="id"))
+
+    app.add_exception_handler(InvalidTransitionError, on_invalid_transition)
+    app.add_exception_handler(ExpectedPaymentNotFoundError, on_not_found)
+    app.add_exception_handler(ReceiptNotFoundError, on_not_found)
     app.add_exception_handler(DBAPIError, on_database_error)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(ValidationError, on_validation_error)
@@ -160,7 +181,7 @@ def _event_out(event: Event) -> EventOut:
         data["created_at"] = event.created_at.isoformat()
     payment = data.get("data", {}).get("payment")
     if isinstance(payment, dict):
-        payment["metadata"] = _readable_metadata(event.payment_id, payment.get("metadata"))
+        payment["metadata"] = _readable_metadata(str(payment.get("id")), payment.get("metadata"))
     return EventOut.model_validate(data)
 
 
@@ -223,6 +244,7 @@ async def create_payment(
         account_reference=body.account_reference,
         description=body.description,
         metadata=body.metadata,
+        account=stk_account(state, body.account),
     )
     payment, created = await state.creator.create(request, idempotency_key=key)
     if not created:
@@ -257,9 +279,12 @@ async def list_payments(
     created_to: Annotated[datetime | None, Query(description="created before")] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    account: Annotated[str | None, Query(description="only this account's payments")] = None,
 ) -> PaymentPage:
     """List payments, newest first, with filters and cursor pagination."""
     normalized_phone = normalize_phone_filter(phone)
+    if account is not None:
+        account = state.accounts.resolve(account).name
     page = await state.ledger.list_payments(
         status=status,
         phone=normalized_phone,
@@ -267,8 +292,25 @@ async def list_payments(
         created_to=created_to,
         cursor=cursor,
         limit=limit,
+        account=account,
     )
     return PaymentPage(data=[_out(p) for p in page.items], next_cursor=page.next_cursor)
+
+
+def stk_account(state: GatewayState, name: str | None) -> str:
+    """The account a payment is pushed on, by name (the default one for ``None``).
+
+    Raises:
+        ValidationError: no such account, or one that cannot take STK pushes.
+    """
+    account = state.accounts.resolve(name)
+    if not account.can_push:
+        raise ValidationError(
+            "account",
+            "must be an account that takes STK pushes (a shortcode and its passkey)",
+            account.name,
+        )
+    return account.name
 
 
 def normalize_phone_filter(phone: str | None) -> str | None:
@@ -347,14 +389,43 @@ async def list_events(
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     payment_id: Annotated[str | None, Query(description="only this payment's events")] = None,
+    subject_id: Annotated[
+        str | None,
+        Query(description="only the events about this payment, payout, refund or receipt"),
+    ] = None,
 ) -> EventPage:
     """Read the event log in order, oldest first (the same bodies webhooks deliver).
 
     ``next_cursor`` is where to resume: poll with ``after=<next_cursor>`` to follow the log.
     """
-    page = await state.ledger.list_events(after=after, limit=limit, payment_id=payment_id)
+    page = await state.ledger.list_events(
+        after=after, limit=limit, payment_id=payment_id, subject_id=subject_id
+    )
     events = [_event_out(e) for e in page.items]
     return EventPage(data=events, next_cursor=page.next_cursor)
+
+
+@router.get(
+    "/v1/accounts",
+    response_model=AccountList,
+    dependencies=[Authenticated],
+    tags=["accounts"],
+    responses=_ERRORS,
+)
+async def list_accounts(state: State) -> AccountList:
+    """The named Daraja accounts this gateway serves (never their secrets)."""
+    data = []
+    for described in state.accounts.describe():
+        registration = state.registrar.registrations.get(described["name"])
+        if registration is not None:
+            described["c2b_registration"] = {
+                "status": registration.status,
+                "detail": registration.detail,
+                "at": None if registration.at is None else registration.at.isoformat(),
+                "attempts": registration.attempts,
+            }
+        data.append(AccountOut.model_validate(described))
+    return AccountList(data=data)
 
 
 @router.get("/healthz", response_model=HealthOut, tags=["operations"])

@@ -17,26 +17,25 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import anyio
+import httpx
 from fastapi import FastAPI
 
 from pesa._constants import BASE_URLS, DEFAULT_GATEWAY_HOST
 from pesa._exceptions import ConfigurationError
 from pesa._logging import get_logger
 from pesa._version import __version__
-from pesa.client import AsyncDaraja
+from pesa.client import DEFAULT_ACCOUNT, Accounts, AsyncDaraja
 from pesa.config import Settings
-from pesa.daraja import (
-    SANDBOX_PASSKEY,
-    SANDBOX_STK_SHORTCODE,
-    bundled_certificate,
-    security_credential,
-)
-from pesa.gateway import _api, _callbacks, _payout_api, _results
+from pesa.daraja import C2B_URL_FORBIDDEN_WORDS
+from pesa.gateway import _api, _c2b, _callbacks, _payout_api, _receipt_api, _results
+from pesa.gateway._accounts import AccountClients, effective_accounts, emulator_passkeys
+from pesa.gateway._c2b import C2BValidator, C2BValidatorRule
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._payments import PaymentCreator
 from pesa.gateway._payout_api import PAYOUT_BATCHES_PATH
-from pesa.gateway._reconciler import Reconciler
+from pesa.gateway._receipts import C2BRegistrar, ReceiptVerifier
+from pesa.gateway._reconciler import Reconciler, ReconcilerOptions
 from pesa.gateway._server import RequestGuard
 from pesa.gateway._state import GatewayState
 from pesa.gateway._transfers import (
@@ -56,8 +55,9 @@ __all__ = [
     "EMULATOR_MOUNT",
     "GatewayUrls",
     "check_settings",
-    "create_app",
+    "check_worker_settings",
     "daraja_url",
+    "create_app",
     "gateway_urls",
     "run_workers",
 ]
@@ -65,11 +65,6 @@ __all__ = [
 log = get_logger("pesa.gateway")
 
 EMULATOR_MOUNT = "/emulator"
-EMULATOR_CONSUMER_KEY = "pesa-emulator"
-EMULATOR_CONSUMER_SECRET = "pesa-emulator"  # a public placeholder, not a secret
-# The public sandbox initiator (REFERENCE §2), which the emulator knows.
-SANDBOX_INITIATOR = "testapi"
-SANDBOX_INITIATOR_PASSWORD = "Safaricom999!*!"  # published test data, not a secret
 # Once asked to stop, workers get this long to finish their batch before being cancelled.
 _WORKER_GRACE_SECONDS = 5.0
 _WORKER_RESTART_DELAY = 1.0
@@ -85,18 +80,23 @@ def check_settings(settings: Settings) -> None:
     Raises:
         ConfigurationError: naming every missing ``PESA_*`` variable.
     """
+    accounts = Accounts.from_settings(settings)  # every account problem at once
+    if settings.c2b_verify == "always":
+        unverifiable = [
+            name for name, a in accounts.items() if a.c2b_register and not a.has_initiator
+        ]
+        if unverifiable:
+            raise ConfigurationError(
+                "c2b_verify is 'always' (PESA_C2B_VERIFY) but these accounts register C2B "
+                f"URLs without an initiator to ask Transaction Status: {', '.join(unverifiable)}"
+            )
     if settings.env == "emulator":
         return
     # Every missing one at once: a sandbox set up one restart per variable is no fun.
-    settings.require_all(
-        "api_key",
-        "callback_token",
-        "public_url",
-        "consumer_key",
-        "consumer_secret",
-        "shortcode",
-        "passkey",
-    )
+    gateway = ("api_key", "callback_token", "public_url")
+    client = ("consumer_key", "consumer_secret", "shortcode", "passkey")
+    settings.require_all(*(gateway if settings.accounts_file is not None else (*gateway, *client)))
+    _check_real_accounts(accounts)
     public_url = settings.require("public_url")
     scheme = urlsplit(public_url).scheme
     if scheme not in ("http", "https"):
@@ -113,6 +113,55 @@ def check_settings(settings: Settings) -> None:
         )
 
 
+def _random_token() -> str:
+    """A callback token Daraja accepts in C2B URLs too (no ``exe``, ``sql``, ``cmd``...)."""
+    while True:
+        token = secrets.token_urlsafe(24)
+        if not any(word in token.lower() for word in C2B_URL_FORBIDDEN_WORDS):
+            return token
+
+
+def check_worker_settings(settings: Settings) -> None:
+    """What ``pesa worker`` needs: valid accounts, and outside the emulator their
+    credentials (the reconciler's queries need them).
+
+    Raises:
+        ConfigurationError: every account problem at once, or the missing variable.
+    """
+    accounts = Accounts.from_settings(settings)
+    if settings.env == "emulator":
+        return
+    if settings.accounts_file is None:
+        settings.require_all("consumer_key", "consumer_secret", "shortcode", "passkey")
+    _check_real_accounts(accounts)
+
+
+def _check_real_accounts(accounts: Accounts) -> None:
+    """Outside the emulator every account needs its app's credentials and a shortcode."""
+    problems = []
+    for account in accounts.values():
+        missing = [
+            key
+            for key in ("consumer_key", "consumer_secret", "shortcode")
+            if getattr(account, key) is None
+        ]
+        if missing:
+            variables = (
+                " (" + ", ".join(f"PESA_{key.upper()}" for key in missing) + ")"
+                if account.name == DEFAULT_ACCOUNT
+                else ""
+            )
+            problems.append(
+                f"accounts.{account.name}: {', '.join(missing)} "
+                f"{'is' if len(missing) == 1 else 'are'} required outside the emulator{variables}"
+            )
+    if problems:
+        raise ConfigurationError(
+            f"{len(problems)} account problem{'s' if len(problems) > 1 else ''}:\n"
+            + "\n".join(f"  - {p}" for p in problems)
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class GatewayUrls:
     """Where a gateway can be reached.
@@ -121,19 +170,39 @@ class GatewayUrls:
         public: the base URL Daraja and users reach the gateway at.
         callback: the STK CallBackURL given to Daraja (contains the secret token).
         emulator: the base URL of the mounted emulator, if any.
-        results: where initiator Results go (``<results>/b2c/result``, ...; contains the
-            secret token).
     """
 
     public: str
     callback: str
     emulator: str | None
-    results: str = ""
+
+    @property
+    def callbacks(self) -> str:
+        """The base of every callback URL (``<public>/callbacks/<token>``)."""
+        return self.callback.rsplit("/", 1)[0]
+
+    @property
+    def c2b_confirmation(self) -> str:
+        """The C2B ConfirmationURL registered with Daraja."""
+        return f"{self.callbacks}/c2b/confirmation"
+
+    @property
+    def c2b_validation(self) -> str:
+        """The C2B ValidationURL registered with Daraja."""
+        return f"{self.callbacks}/c2b/validation"
+
+    def c2b_status(self, nonce: str) -> str:
+        """The ResultURL of one Transaction Status query (``nonce`` is its own secret)."""
+        return f"{self.callbacks}/c2b/status/{nonce}"
+
+    def c2b_status_timeout(self, nonce: str) -> str:
+        """The QueueTimeOutURL of one Transaction Status query."""
+        return f"{self.callbacks}/c2b/status/{nonce}/timeout"
 
     @property
     def initiator(self) -> InitiatorUrls:
-        """The ResultURL and QueueTimeOutURL of each initiator product."""
-        return InitiatorUrls(self.results)
+        """The ResultURL and QueueTimeOutURL of payouts, refunds, their status and balance."""
+        return InitiatorUrls(self.callbacks)
 
 
 def gateway_urls(settings: Settings, callback_token: str) -> GatewayUrls:
@@ -153,10 +222,7 @@ def gateway_urls(settings: Settings, callback_token: str) -> GatewayUrls:
         public = f"http://{host}:{settings.gateway_port}"
     emulator = f"{public}{EMULATOR_MOUNT}" if settings.env == "emulator" else None
     return GatewayUrls(
-        public=public,
-        callback=f"{public}/callbacks/{callback_token}/stk",
-        emulator=emulator,
-        results=f"{public}/callbacks/{callback_token}",
+        public=public, callback=f"{public}/callbacks/{callback_token}/stk", emulator=emulator
     )
 
 
@@ -193,12 +259,11 @@ async def run_workers(
     *,
     handlers: HandlerMap | None = None,
 ) -> None:
-    """Run the reconciler and webhook dispatcher until ``stop`` is set (``pesa worker``).
+    """Run the reconciler, the webhook dispatcher and the receipt verifier until ``stop`` is
+    set (``pesa worker``).
 
     Opens its own ledger (``PESA_DATABASE_URL``) and Daraja client (``PESA_BASE_URL``, or
-    the environment's default; in ``emulator``, the emulator that ``pesa serve`` with the
-    same settings mounts at ``/emulator``, so that a worker beside it needs no
-    ``PESA_BASE_URL``). Several
+    the environment's default: ``pesa emulator`` on port 8100 in ``emulator``). Several
     such processes can share one PostgreSQL ledger: work is claimed with
     ``FOR UPDATE SKIP LOCKED``.
     """
@@ -206,10 +271,12 @@ async def run_workers(
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
         ledger = await open_ledger(settings, endpoints)
         stack.push_async_callback(ledger.close)
-        client = build_client(settings, emulator_url=_served_emulator_url(settings))
-        stack.push_async_callback(client.aclose)
+        clients = AccountClients.build(
+            settings, effective_accounts(settings), emulator_url=_served_emulator_url(settings)
+        )
+        stack.push_async_callback(clients.aclose)
         metrics = Metrics()
-        reconciler = _build_reconciler(settings, ledger, client, metrics)
+        reconciler = _build_reconciler(settings, ledger, clients, metrics)
         dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
         stack.push_async_callback(dispatcher.aclose)
         workers: list[Worker] = [
@@ -217,15 +284,20 @@ async def run_workers(
             ("webhook dispatcher", dispatcher.run),
         ]
         if settings.callback_token is not None:
-            # Results of payouts and status queries must reach the gateway's callback path,
-            # which only a configured token makes known to this process.
-            urls = gateway_urls(settings, settings.require("callback_token"))
-            sender, checker = _build_transfers(settings, ledger, client, urls, reconciler)
-            workers += [("payout sender", sender.run), ("transfer checker", checker.run)]
+            # The Results of its Transaction Status queries go to the gateway's URLs, which
+            # this process knows only when the callback token is configured.
+            urls = gateway_urls(settings, settings.callback_token.get_secret_value())
+            verifier = _build_verifier(settings, ledger, clients, urls, metrics)
+            sender, checker = _build_transfers(settings, ledger, clients, urls, reconciler)
+            workers += [
+                ("receipt verifier", verifier.run),
+                ("payout sender", sender.run),
+                ("transfer checker", checker.run),
+            ]
         else:
             log.warning(
-                "PESA_CALLBACK_TOKEN is not set: this worker does not send payouts nor check "
-                "them (their Results could not reach the gateway)"
+                "PESA_CALLBACK_TOKEN is not set: this worker does not verify C2B receipts, "
+                "send payouts nor check them (the gateway process does)"
             )
         await _run_until_stopped(workers, stop)
 
@@ -248,6 +320,7 @@ async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> L
         settings.database_url,
         webhook_endpoints=webhook_endpoints,
         on_mismatch=settings.callback_on_mismatch,
+        c2b_verify=settings.c2b_verify,
     )
 
 
@@ -258,6 +331,7 @@ def create_app(
     client: AsyncDaraja | None = None,
     emulator: Emulator | None = None,
     handlers: HandlerMap | None = None,
+    c2b_validator: C2BValidator | None = None,
 ) -> FastAPI:
     """Build the gateway ASGI app.
 
@@ -270,6 +344,9 @@ def create_app(
             (one configured by the ``PESA_EMULATOR_*`` settings when omitted).
         handlers: Python event handlers: event type (``"payment.succeeded"``, or ``"*"``)
             → a callable or several, sync or async, called at least once per event.
+        c2b_validator: the Python rule that accepts or rejects C2B payments when
+            ``PESA_C2B_VALIDATION=handler``: it gets a :class:`pesa.gateway.C2BValidation`
+            and returns a :class:`pesa.gateway.ValidationVerdict` (or a bool), sync or async.
 
     Returns:
         The FastAPI app; ``app.state.urls`` is its :class:`GatewayUrls`.
@@ -284,17 +361,18 @@ def create_app(
     """
     settings = settings if settings is not None else Settings()
     check_settings(settings)
+    accounts = effective_accounts(settings)
     mounted: Emulator | None = None
     if settings.env == "emulator":
         if emulator is None:
             # Imported here: only the emulator environment mounts one.
             from pesa.emulator import Emulator, config_from_settings
 
-            emulator = Emulator(config_from_settings(settings))
+            emulator = Emulator(config_from_settings(settings, **_emulator_overrides(accounts)))
         mounted = emulator
     token_secret = settings.callback_token
     # In the emulator a fresh random token per start is as good as a configured one.
-    token = token_secret.get_secret_value() if token_secret else secrets.token_urlsafe(24)
+    token = token_secret.get_secret_value() if token_secret else _random_token()
     trust = CallbackTrust.build(
         token,
         allowlist_mode=settings.callback_allowlist,
@@ -306,12 +384,35 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with AsyncExitStack() as stack:
-            state = await _open(settings, urls, trust, stack, ledger, client, mounted, handlers)
+            state = await _open(
+                settings,
+                urls,
+                trust,
+                stack,
+                accounts,
+                ledger,
+                client,
+                mounted,
+                handlers,
+                c2b_validator,
+            )
             app.state.gateway = state
             stop = anyio.Event()
             async with anyio.create_task_group() as workers:
+                running: list[Worker] = []
+                if state.registrar.registrations:
+                    # Whatever run_workers says: each gateway registers its URLs at start.
+                    running.append(("C2B registration", state.registrar.run))
                 if settings.run_workers:
-                    workers.start_soon(_run_until_stopped, _workers(state), stop)
+                    running += [
+                        ("reconciler", state.reconciler.run),
+                        ("webhook dispatcher", state.dispatcher.run),
+                        ("receipt verifier", state.verifier.run),
+                        ("payout sender", state.sender.run),
+                        ("transfer checker", state.checker.run),
+                    ]
+                if running:
+                    workers.start_soon(_run_until_stopped, running, stop)
                 try:
                     yield
                 finally:
@@ -332,8 +433,10 @@ def create_app(
         larger={PAYOUT_BATCHES_PATH: settings.batch_max_body_bytes},
     )
     app.include_router(_api.router)
+    app.include_router(_receipt_api.router)
     app.include_router(_payout_api.router)
     app.include_router(_callbacks.router)
+    app.include_router(_c2b.router)
     app.include_router(_results.router)
     if settings.dashboard:
         install_dashboard(app, settings)
@@ -347,7 +450,7 @@ def create_app(
             _ServedAddress,
             settings=settings,
             token=token,
-            rebase_client=client is None and not settings.base_url,
+            rebase_clients=not settings.base_url,
         )
     return app
 
@@ -358,14 +461,15 @@ class _ServedAddress:
     Without ``PESA_PUBLIC_URL`` (emulator only) the callback URL and the mounted
     emulator's URL are derived from ``PESA_GATEWAY_PORT``. ``pesa serve`` keeps them
     true; ``uvicorn.run(create_app(...), port=9000)`` does not, and every payment would
-    fail to reach the emulator. The first HTTP request names the real address.
+    fail to reach the emulator. The first HTTP request names the real address. (C2B URLs
+    registered at start before it used the guess: ``pesa c2b register`` registers again.)
     """
 
-    def __init__(self, app: Any, *, settings: Settings, token: str, rebase_client: bool) -> None:
+    def __init__(self, app: Any, *, settings: Settings, token: str, rebase_clients: bool) -> None:
         self.app = app
         self.settings = settings
         self.token = token
-        self.rebase_client = rebase_client
+        self.rebase_clients = rebase_clients
         self.checked = False
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
@@ -387,9 +491,15 @@ class _ServedAddress:
         state.public_url = urls.public
         state.callback_url = urls.callback
         state.emulator_url = urls.emulator
-        state.creator = PaymentCreator(state.ledger, state.client, callback_url=urls.callback)
-        if self.rebase_client and urls.emulator is not None:
-            state.client._rebase(urls.emulator)
+        state.urls = urls
+        state.verifier.urls = urls
+        state.registrar.urls = urls
+        state.initiator_urls = state.sender.urls = state.checker.urls = urls.initiator
+        if self.rebase_clients and urls.emulator is not None:
+            state.clients.rebase(urls.emulator)
+        state.creator = PaymentCreator(
+            state.ledger, state.clients.default, callback_url=urls.callback, clients=state.clients
+        )
         log.warning(
             "served on port %d, not PESA_GATEWAY_PORT=%d: callbacks and the emulator now use "
             "%s (set PESA_GATEWAY_PORT or PESA_PUBLIC_URL to say so up front)",
@@ -399,15 +509,27 @@ class _ServedAddress:
         )
 
 
+def _emulator_overrides(accounts: Accounts) -> dict[str, Any]:
+    """What the mounted emulator must know of the accounts: STK passkeys, C2B shortcodes."""
+    from pesa.emulator._models import SANDBOX_SHORTCODES
+
+    shortcodes = dict.fromkeys(SANDBOX_SHORTCODES)
+    for account in accounts.values():
+        shortcodes.update(dict.fromkeys(account.c2b_shortcodes))
+    return {"passkeys": emulator_passkeys(accounts), "shortcodes": tuple(shortcodes)}
+
+
 async def _open(
     settings: Settings,
     urls: GatewayUrls,
     trust: CallbackTrust,
     stack: AsyncExitStack,
+    accounts: Accounts,
     ledger: Ledger | None,
     client: AsyncDaraja | None,
     emulator: Emulator | None,
     handlers: HandlerMap | None,
+    c2b_validator: C2BValidator | None = None,
 ) -> GatewayState:
     if ledger is None:
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
@@ -417,108 +539,91 @@ async def _open(
             await ledger.migrate()
     if emulator is not None:
         await stack.enter_async_context(emulator)
-    if client is None:
-        client = build_client(
-            settings, emulator_url=urls.emulator, callback_url=urls.callback, emulator=emulator
-        )
-        stack.push_async_callback(client.aclose)
+    clients = AccountClients.build(
+        settings,
+        accounts,
+        emulator_url=urls.emulator,
+        callback_url=urls.callback,
+        default_client=client,
+        emulator_certificate=None if emulator is None else emulator.certificate_pem,
+    )
+    stack.push_async_callback(clients.aclose)
     metrics = Metrics()
-    reconciler = _build_reconciler(settings, ledger, client, metrics)
+    reconciler = _build_reconciler(settings, ledger, clients, metrics)
     dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
     stack.push_async_callback(dispatcher.aclose)
-    sender, checker = _build_transfers(settings, ledger, client, urls, reconciler)
+    verifier = _build_verifier(settings, ledger, clients, urls, metrics)
+    sender, checker = _build_transfers(settings, ledger, clients, urls, reconciler)
+    http: httpx.AsyncClient | None = None
+    if settings.c2b_validation == "http":
+        # Its own pool: a slow merchant rule must not hold webhook connections.
+        http = httpx.AsyncClient(timeout=settings.c2b_validation_timeout)
+        stack.push_async_callback(http.aclose)
+    validator = C2BValidatorRule(settings, ledger, handler=c2b_validator, http=http)
     api_key = settings.api_key.get_secret_value() if settings.api_key else None
     if api_key is None:
         log.warning("PESA_API_KEY is not set: the REST API is open (emulator only)")
     return GatewayState(
         settings=settings,
         ledger=ledger,
-        client=client,
-        creator=PaymentCreator(ledger, client, callback_url=urls.callback),
+        client=clients.default,
+        creator=PaymentCreator(
+            ledger, clients.default, callback_url=urls.callback, clients=clients
+        ),
         reconciler=reconciler,
         dispatcher=dispatcher,
-        sender=sender,
-        checker=checker,
-        initiator_urls=urls.initiator,
         trust=trust,
         metrics=metrics,
+        accounts=accounts,
+        clients=clients,
         api_key=api_key,
         callback_url=urls.callback,
         public_url=urls.public,
         emulator_url=urls.emulator,
+        urls=urls,
+        verifier=verifier,
+        validator=validator,
+        registrar=C2BRegistrar(clients, urls),
+        sender=sender,
+        checker=checker,
+        initiator_urls=urls.initiator,
     )
 
 
-def build_client(
-    settings: Settings,
-    *,
-    emulator_url: str | None = None,
-    callback_url: str | None = None,
-    emulator: Emulator | None = None,
-) -> AsyncDaraja:
-    """The gateway's Daraja client, from the settings.
-
-    In ``emulator`` it talks to ``emulator_url`` (the mounted emulator) unless
-    ``PESA_BASE_URL`` points elsewhere (an emulator in its own process), and falls back on
-    the public sandbox shortcode and passkey, a placeholder consumer key, and the sandbox
-    initiator (``testapi``) with a SecurityCredential encrypted for the mounted emulator
-    (or, for an emulator in its own process, the bundled sandbox certificate, which a
-    lenient emulator accepts): a fresh checkout needs no credentials at all.
-    """
-    overrides: dict[str, Any] = {}
-    if callback_url is not None:
-        overrides["callback_url"] = callback_url
-    if settings.env == "emulator":
-        if settings.base_url is None and emulator_url is not None:
-            overrides["base_url"] = emulator_url
-        if settings.shortcode is None or settings.passkey is None:
-            overrides["shortcode"] = SANDBOX_STK_SHORTCODE
-            overrides["passkey"] = SANDBOX_PASSKEY
-        if settings.consumer_key is None or settings.consumer_secret is None:
-            overrides["consumer_key"] = EMULATOR_CONSUMER_KEY
-            overrides["consumer_secret"] = EMULATOR_CONSUMER_SECRET
-        if settings.initiator_name is None or settings.initiator_password is None:
-            overrides["initiator_name"] = SANDBOX_INITIATOR
-            overrides["initiator_password"] = SANDBOX_INITIATOR_PASSWORD
-        if settings.certificate_path is None:
-            password = overrides.get("initiator_password") or settings.require("initiator_password")
-            certificate = (
-                emulator.certificate_pem if emulator is not None else bundled_certificate("sandbox")
-            )
-            overrides["security_credential"] = security_credential(password, certificate)
-    return AsyncDaraja.from_settings(settings, **overrides)
-
-
 def _build_reconciler(
-    settings: Settings, ledger: Ledger, client: AsyncDaraja, metrics: Metrics
+    settings: Settings, ledger: Ledger, clients: AccountClients, metrics: Metrics
 ) -> Reconciler:
-    return Reconciler(ledger, client, settings=settings, metrics=metrics)
+    return Reconciler(ledger, clients, settings=settings, metrics=metrics)
+
+
+def _build_verifier(
+    settings: Settings,
+    ledger: Ledger,
+    clients: AccountClients,
+    urls: GatewayUrls,
+    metrics: Metrics,
+) -> ReceiptVerifier:
+    options = ReconcilerOptions.from_settings(settings)
+    return ReceiptVerifier(ledger, clients, urls, options=options, metrics=metrics)
 
 
 def _build_transfers(
     settings: Settings,
     ledger: Ledger,
-    client: AsyncDaraja,
+    clients: AccountClients,
     urls: GatewayUrls,
     reconciler: Reconciler,
 ) -> tuple[TransferSender, TransferChecker]:
     options = TransferOptions.from_settings(settings)
-    sender = TransferSender(ledger, client, settings=settings, urls=urls.initiator, options=options)
+    sender = TransferSender(
+        ledger, clients, settings=settings, urls=urls.initiator, options=options
+    )
     # One bucket for every query of this process: STK and Transaction Status together stay
     # within PESA_RECONCILE_QUERY_RATE.
     checker = TransferChecker(
-        ledger, client, bucket=reconciler.bucket, urls=urls.initiator, options=options
+        ledger, clients, bucket=reconciler.bucket, urls=urls.initiator, options=options
     )
     return sender, checker
-
-
-def _workers(state: GatewayState) -> list[Worker]:
-    return [
-        ("reconciler", state.reconciler.run),
-        ("webhook dispatcher", state.dispatcher.run),
-        ("payout sender", state.sender.run),
-        ("transfer checker", state.checker.run),
-    ]
 
 
 def _build_dispatcher(

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Callable
 from urllib.parse import unquote_plus
 
 from fastapi import APIRouter, Request
@@ -33,20 +34,31 @@ from starlette.requests import ClientDisconnect
 
 from pesa._logging import get_logger, mask_phone, redact
 from pesa.daraja._trust import callback_reply
-from pesa.gateway._state import gateway_state
+from pesa.gateway._state import GatewayState, gateway_state
 
-__all__ = ["CallbackPathFilter", "redact_access_line", "redact_callback_paths", "router"]
+__all__ = [
+    "CallbackPathFilter",
+    "admit",
+    "read_limited",
+    "redact_access_line",
+    "redact_callback_paths",
+    "reply",
+    "router",
+]
 
 log = get_logger("pesa.gateway.callbacks")
 
 router = APIRouter()
 
 _CALLBACK_PATH = re.compile(r"/callbacks/[^/\s?\"']+/")
+# A Transaction Status ResultURL carries a one-time secret of its own after /c2b/status/.
+_STATUS_NONCE = re.compile(r"(/c2b/status/)[^/\s?\"']+")
 
 
 def redact_callback_paths(text: str) -> str:
-    """Hide the token of callback URLs: ``/callbacks/<token>/stk`` → ``/callbacks/***/stk``."""
-    return _CALLBACK_PATH.sub("/callbacks/***/", text)
+    """Hide the secrets of callback URLs: ``/callbacks/<token>/stk`` →
+    ``/callbacks/***/stk``, ``.../c2b/status/<secret>`` → ``.../c2b/status/***``."""
+    return _STATUS_NONCE.sub(r"\1***", _CALLBACK_PATH.sub("/callbacks/***/", text))
 
 
 # Query parameters that carry a phone number, in any spelling (?phone=0712%20345%20678).
@@ -91,7 +103,7 @@ class CallbackPathFilter(logging.Filter):
         return True
 
 
-def _reply(status_code: int, result_code: int, desc: str, *, close: bool = False) -> JSONResponse:
+def reply(status_code: int, result_code: int, desc: str, *, close: bool = False) -> JSONResponse:
     # Daraja reads {"ResultCode", "ResultDesc"} (REFERENCE §6.3); 0 means accepted.
     # ``close``: the rest of the body was not read, so the connection cannot be reused.
     headers = {"Connection": "close"} if close else None
@@ -100,7 +112,7 @@ def _reply(status_code: int, result_code: int, desc: str, *, close: bool = False
     )
 
 
-async def _read_limited(request: Request, limit: int) -> tuple[bytes, bool]:
+async def read_limited(request: Request, limit: int) -> tuple[bytes, bool]:
     """``(body, complete)``: the body, or its first ``limit`` bytes and ``False`` when it is
     larger (nothing past the cap is read)."""
     chunks: list[bytes] = []
@@ -114,35 +126,56 @@ async def _read_limited(request: Request, limit: int) -> tuple[bytes, bool]:
     return b"".join(chunks), True
 
 
+def admit(
+    request: Request, state: GatewayState, refused: Callable[[str], None]
+) -> str | None | JSONResponse:
+    """Check a callback's path token and source address, before anything is read.
+
+    Returns:
+        The sender's address (``None`` when unknown) when it may be read, or the answer to
+        send instead: 404 for a wrong token (the route does not exist for a guesser), 403
+        for a source outside an enforced allowlist. ``refused`` is called with the reason
+        (``forbidden_token``, ``forbidden_source``), for the route's metrics.
+    """
+    token: str = request.path_params["token"]
+    if not state.trust.check_token(token):
+        refused("forbidden_token")
+        log.warning("callback with a wrong path token refused (404)")
+        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    peer = request.client.host if request.client else None
+    verdict = state.trust.check_source(peer, request.headers.getlist("x-forwarded-for"))
+    if not verdict.allowed:
+        refused("forbidden_source")
+        log.warning("callback from %s refused: %s", verdict.client_ip, verdict.reason)
+        return reply(403, 1, "Forbidden")
+    if state.trust.allowlist_mode == "log" and not verdict.listed:
+        log.warning("callback from %s accepted but %s", verdict.client_ip, verdict.reason)
+    return verdict.client_ip
+
+
 async def stk_callback(request: Request) -> JSONResponse:
     """Store and apply one STK push result from Daraja (see the module docstring).
 
     A plain Starlette route (registered below with ``add_route``): this is the hot path
     under load, and it needs none of FastAPI's dependency solving or validation.
     """
-    token: str = request.path_params["token"]
     state = gateway_state(request)
-    if not state.trust.check_token(token):
-        state.metrics.callbacks_received.inc(outcome="forbidden_token")
-        log.warning("callback with a wrong path token refused (404)")
-        return JSONResponse({"detail": "Not Found"}, status_code=404)
+    admitted = admit(
+        request, state, lambda outcome: state.metrics.callbacks_received.inc(outcome=outcome)
+    )
+    if isinstance(admitted, JSONResponse):
+        return admitted
+    client_ip = admitted
     peer = request.client.host if request.client else None
-    verdict = state.trust.check_source(peer, request.headers.getlist("x-forwarded-for"))
-    if not verdict.allowed:
-        state.metrics.callbacks_received.inc(outcome="forbidden_source")
-        log.warning("callback from %s refused: %s", verdict.client_ip, verdict.reason)
-        return _reply(403, 1, "Forbidden")
-    if state.trust.allowlist_mode == "log" and not verdict.listed:
-        log.warning("callback from %s accepted but %s", verdict.client_ip, verdict.reason)
     limit = state.settings.callback_max_body_bytes
     try:
-        body, complete = await _read_limited(request, limit)
+        body, complete = await read_limited(request, limit)
     except ClientDisconnect:
         # The sender left (or missed PESA_READ_TIMEOUT) before the body was complete:
         # there is nothing to store and nobody to answer.
         state.metrics.callbacks_received.inc(outcome="disconnected")
         log.warning("callback from %s: the sender left before the body was complete", peer)
-        return _reply(400, 1, "Incomplete body")
+        return reply(400, 1, "Incomplete body")
     if not complete:
         state.metrics.callbacks_received.inc(outcome="too_large")
         log.warning("callback from %s refused: larger than %d bytes", peer, limit)
@@ -150,30 +183,30 @@ async def stk_callback(request: Request) -> JSONResponse:
             # Evidence even so: the first `limit` bytes, kept raw like any refused callback.
             await state.ledger.store_refused_callback(
                 body,
-                source_ip=verdict.client_ip,
+                source_ip=client_ip,
                 detail=f"body larger than {limit} bytes: only its first {len(body)} are kept",
             )
         except Exception:
             log.exception("an oversized callback could not be stored")
-        return _reply(413, 1, "Payload too large", close=True)
+        return reply(413, 1, "Payload too large", close=True)
     try:
         # The mismatch check runs inside the ledger's transaction: no race with the update.
         outcome = await state.ledger.ingest_stk_callback(
-            body, source_ip=verdict.client_ip, on_mismatch=state.settings.callback_on_mismatch
+            body, source_ip=client_ip, on_mismatch=state.settings.callback_on_mismatch
         )
     except Exception:
         # Not the caller's fault (the database is down, ...): no 200, so nothing is
         # acknowledged that was not committed; the reconciler settles the payment anyway.
         state.metrics.callbacks_received.inc(outcome="error")
         log.exception("callback could not be stored")
-        return _reply(503, 1, "Temporarily unavailable")
+        return reply(503, 1, "Temporarily unavailable")
     state.metrics.callbacks_received.inc(outcome=outcome.status)
-    status_code, reply = callback_reply(outcome.status, outcome.detail)
+    status_code, answer = callback_reply(outcome.status, outcome.detail)
     if status_code != 200:
         log.warning(
             "callback %s not applied (%s): %s", outcome.callback_id, outcome.status, outcome.detail
         )
-    return JSONResponse(reply, status_code=status_code)
+    return JSONResponse(answer, status_code=status_code)
 
 
 router.add_route("/callbacks/{token}/stk", stk_callback, methods=["POST"], include_in_schema=False)

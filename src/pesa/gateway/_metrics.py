@@ -175,6 +175,11 @@ class Metrics:
         webhook_gave_up: deliveries abandoned after the last attempt.
         callbacks_received: callbacks received by the gateway, by outcome (the callback
             route counts these).
+        c2b_received: C2B confirmations and Transaction Status results, by kind and outcome.
+        c2b_validations: C2B validation answers, by answer and by whom (``rule``,
+            ``fallback``).
+        receipt_queries: Transaction Status queries about receipts, by purpose
+            (``verify``, ``lookup``) and outcome (``sent``, ``error``, ``rate_limited``).
     """
 
     def __init__(self) -> None:
@@ -212,6 +217,22 @@ class Metrics:
             "pesa_callbacks_received_total",
             "Daraja callbacks received by this process, by outcome.",
             ("outcome",),
+        )
+        self.c2b_received = Counter(
+            "pesa_c2b_received_total",
+            "C2B confirmations and Transaction Status results received, by kind and outcome.",
+            ("kind", "outcome"),
+        )
+        self.c2b_validations = Counter(
+            "pesa_c2b_validations_total",
+            "C2B validation requests answered, by answer (accepted, rejected) and by whom "
+            "(rule, fallback).",
+            ("answer", "by"),
+        )
+        self.receipt_queries = Counter(
+            "pesa_receipt_queries_total",
+            "Transaction Status queries about receipts, by purpose and outcome.",
+            ("purpose", "outcome"),
         )
 
     def counters(self) -> list[Counter]:

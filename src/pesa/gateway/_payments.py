@@ -18,6 +18,8 @@ If the process dies between 2 and 4 the row stays ``created``; the reconciler's
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import anyio
 
 from pesa._exceptions import PesaError
@@ -33,6 +35,9 @@ from pesa.ledger import (
     validate_idempotency_key,
 )
 from pesa.ledger._requests import MAX_METADATA_BYTES, MAX_METADATA_DEPTH, check_metadata
+
+if TYPE_CHECKING:
+    from pesa.gateway._accounts import AccountClients
 
 __all__ = [
     "MAX_METADATA_BYTES",
@@ -68,18 +73,33 @@ class PaymentCreator:
 
     Args:
         ledger: where intents and outcomes are recorded.
-        client: the Daraja client that sends the STK push.
+        client: the Daraja client that sends the STK push (of the default account).
         callback_url: the CallBackURL Daraja posts the result to.
+        clients: one client per named account: a request naming an account is pushed by
+            that account's client.
 
     Example:
         >>> creator = PaymentCreator(ledger, client, callback_url=url)  # doctest: +SKIP
         >>> payment, created = await creator.create(request, idempotency_key="order-42")
     """
 
-    def __init__(self, ledger: Ledger, client: AsyncDaraja, *, callback_url: str) -> None:
+    def __init__(
+        self,
+        ledger: Ledger,
+        client: AsyncDaraja,
+        *,
+        callback_url: str,
+        clients: AccountClients | None = None,
+    ) -> None:
         self._ledger = ledger
         self._client = client
         self._callback_url = callback_url
+        self._clients = clients
+
+    def _client_for(self, account: str | None) -> AsyncDaraja:
+        if self._clients is None:
+            return self._client
+        return self._clients.for_account(account)
 
     @property
     def callback_url(self) -> str:
@@ -105,6 +125,7 @@ class PaymentCreator:
             request.account_reference,
             request.description,
             request.metadata,
+            account=request.account,
         )
         if not created:
             log.info("payment %s: idempotent retry, no new STK push", payment.id)
@@ -144,7 +165,7 @@ class PaymentCreator:
 
     async def _push_and_record(self, payment: Payment) -> Payment:
         try:
-            response = await self._client.stk_push(
+            response = await self._client_for(payment.account).stk_push(
                 payment.phone,
                 payment.amount,
                 payment.account_reference,

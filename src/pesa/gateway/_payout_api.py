@@ -27,7 +27,7 @@ from pesa.gateway._api import _ERRORS, ApiError, Authenticated, State, normalize
 from pesa.gateway._models import ApiErrorBody
 from pesa.gateway._payments import check_metadata, validate_idempotency_key
 from pesa.gateway._state import GatewayState
-from pesa.gateway._transfers import PayoutRequest, resolve_account, retry_after
+from pesa.gateway._transfers import PayoutRequest, payout_account, retry_after
 from pesa.gateway_client._transfer_models import (
     BalanceOut,
     BatchCreate,
@@ -111,7 +111,7 @@ async def create_payout(
     """
     key = validate_idempotency_key(idempotency_key)
     request = PayoutRequest.validate(
-        state.settings,
+        state.accounts,
         phone=body.phone,
         amount=body.amount,
         command=body.command,
@@ -161,7 +161,7 @@ async def create_batch(
         raise ValidationError("payouts", f"at most {MAX_BATCH_ROWS} rows per batch")
     rows = [
         PayoutRequest.validate(
-            state.settings,
+            state.accounts,
             phone=row.phone,
             amount=row.amount,
             command=row.command,
@@ -357,7 +357,8 @@ async def get_balance(
     ``Retry-After``. When Daraja refuses the request and no balance is known: ``502``
     (``503`` with ``Retry-After`` for its spike arrest).
     """
-    target = resolve_account(state.settings, account)
+    target = payout_account(state.accounts, account)
+    shortcode = target.shortcode or ""
     balances = state.ledger.balances
     now = datetime.now(UTC)
     if max_age > 0:
@@ -368,7 +369,7 @@ async def get_balance(
     read = await balances.in_flight(target.name, since=now - timedelta(seconds=wait))
     refused: Exception | None = None
     if read is None:
-        read, refused = await _ask_balance(state, target.name, target.shortcode)
+        read, refused = await _ask_balance(state, target.name, shortcode)
     if read is not None:
         with anyio.move_on_after(wait):
             while True:
@@ -388,7 +389,7 @@ async def get_balance(
         return BalanceOut(
             status="pending",
             account=target.name,
-            shortcode=target.shortcode,
+            shortcode=shortcode,
             accounts=[],
             fresh=False,
             request_id=read.id,
@@ -413,7 +414,7 @@ async def _ask_balance(
     read = await balances.request(account, shortcode)
     try:
         await state.reconciler.bucket.acquire()
-        answer = await state.client.account_balance(
+        answer = await state.clients.for_account(account).account_balance(
             shortcode=shortcode,
             result_url=state.initiator_urls.result("balance"),
             timeout_url=state.initiator_urls.timeout("balance"),

@@ -46,7 +46,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 
@@ -92,6 +92,15 @@ class StkQueryClient(Protocol):
 
     async def stk_query(self, checkout_request_id: str) -> StkQueryResponse:
         """``POST /mpesa/stkpushquery/v1/query`` for one CheckoutRequestID."""
+        ...
+
+
+@runtime_checkable
+class StkQueryClients(Protocol):
+    """One client per named account (:class:`pesa.gateway.AccountClients` fits)."""
+
+    def for_account(self, name: str | None) -> StkQueryClient:
+        """The client of account ``name`` (the default account for ``None``)."""
         ...
 
 
@@ -228,7 +237,9 @@ class Reconciler:
 
     Args:
         ledger: the open :class:`~pesa.ledger.Ledger`.
-        client: the Daraja client (:class:`pesa.AsyncDaraja`), used for ``stk_query`` only.
+        client: the Daraja client (:class:`pesa.AsyncDaraja`), used for ``stk_query`` only;
+            or one client per account (:class:`pesa.gateway.AccountClients`): each payment
+            is queried by the client of the account it was asked on.
         options: pacing; from ``settings`` when omitted.
         settings: used for ``options`` when those are not given.
         metrics: counters to update (``reconciler_*``).
@@ -244,7 +255,7 @@ class Reconciler:
     def __init__(
         self,
         ledger: Ledger,
-        client: StkQueryClient,
+        client: StkQueryClient | StkQueryClients,
         *,
         options: ReconcilerOptions | None = None,
         settings: Settings | None = None,
@@ -261,7 +272,12 @@ class Reconciler:
                 else ReconcilerOptions()
             )
         self.ledger = ledger
-        self.client = client
+        self.clients: StkQueryClients | None = None
+        if isinstance(client, StkQueryClients):
+            self.clients = client
+            self.client: StkQueryClient = client.for_account(None)
+        else:
+            self.client = client
         self.options = options
         self.metrics = metrics if metrics is not None else Metrics()
         self._clock = clock or (lambda: datetime.now(UTC))
@@ -365,7 +381,7 @@ class Reconciler:
         await self.bucket.acquire()
         try:
             with anyio.fail_after(self.options.query_timeout):
-                response = await self.client.stk_query(cid)
+                response = await self._client(current).stk_query(cid)
         except TimeoutError as err:
             await self._log_query(current, "error", detail="no answer in time")
             raise TransportError(
@@ -399,6 +415,12 @@ class Reconciler:
         return outcome.payment or current
 
     # -- one payment -------------------------------------------------------------------
+
+    def _client(self, payment: Payment) -> StkQueryClient:
+        """The client of the account the payment was asked on."""
+        if self.clients is None:
+            return self.client
+        return self.clients.for_account(payment.account)
 
     def _now(self) -> datetime:
         return self._clock()
@@ -453,7 +475,7 @@ class Reconciler:
         report.queried += 1
         try:
             with anyio.fail_after(self.options.query_timeout):
-                response = await self.client.stk_query(cid)
+                response = await self._client(payment).stk_query(cid)
         except RateLimitError as err:
             report.rate_limited += 1
             self.metrics.reconciler_queries.inc(outcome="rate_limited")

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse
 from starlette.requests import ClientDisconnect
 
 from pesa._logging import get_logger
-from pesa.gateway._callbacks import _read_limited, _reply
+from pesa.gateway._callbacks import admit, read_limited, reply
 from pesa.gateway._state import GatewayState, gateway_state
 
 __all__ = ["PRODUCTS", "router"]
@@ -86,55 +86,51 @@ _INGEST: dict[tuple[str, str], Ingest] = {
 
 async def initiator_result(request: Request) -> JSONResponse:
     """Store and apply one Result (or queue timeout) of an initiator request."""
-    token: str = request.path_params["token"]
-    ingest = _INGEST.get((request.path_params["product"], request.path_params["what"]))
     state = gateway_state(request)
-    if ingest is None or not state.trust.check_token(token):
+    product, what = request.path_params["product"], request.path_params["what"]
+    ingest = _INGEST.get((product, what))
+    if ingest is None:
         state.metrics.callbacks_received.inc(outcome="forbidden_token")
-        log.warning("Result with a wrong path refused (404)")
         return JSONResponse({"detail": "Not Found"}, status_code=404)
-    peer = request.client.host if request.client else None
-    verdict = state.trust.check_source(peer, request.headers.getlist("x-forwarded-for"))
-    if not verdict.allowed:
-        state.metrics.callbacks_received.inc(outcome="forbidden_source")
-        log.warning("Result from %s refused: %s", verdict.client_ip, verdict.reason)
-        return _reply(403, 1, "Forbidden")
-    if state.trust.allowlist_mode == "log" and not verdict.listed:
-        log.warning("Result from %s accepted but %s", verdict.client_ip, verdict.reason)
+    admitted = admit(
+        request, state, lambda outcome: state.metrics.callbacks_received.inc(outcome=outcome)
+    )
+    if isinstance(admitted, JSONResponse):
+        return admitted
+    peer = admitted
     limit = state.settings.callback_max_body_bytes
     try:
-        body, complete = await _read_limited(request, limit)
+        body, complete = await read_limited(request, limit)
     except ClientDisconnect:
         state.metrics.callbacks_received.inc(outcome="disconnected")
         log.warning("Result from %s: the sender left before the body was complete", peer)
-        return _reply(400, 1, "Incomplete body")
+        return reply(400, 1, "Incomplete body")
     if not complete:
         state.metrics.callbacks_received.inc(outcome="too_large")
         log.warning("Result from %s refused: larger than %d bytes", peer, limit)
-        kind = f"{request.path_params['product']}_{request.path_params['what']}"
         try:
             await state.ledger.store_refused_callback(
                 body,
-                source_ip=verdict.client_ip,
+                source_ip=peer,
                 detail=f"body larger than {limit} bytes: only its first {len(body)} are kept",
-                kind=kind,
+                kind=f"{product}_{what}",
             )
         except Exception:
             log.exception("an oversized Result could not be stored")
-        return _reply(413, 1, "Payload too large", close=True)
+        return reply(413, 1, "Payload too large", close=True)
     try:
-        status = await ingest(state, body, verdict.client_ip)
+        status = await ingest(state, body, peer)
     except Exception:
         # Not the caller's fault: no 200, so nothing is acknowledged that was not committed.
         state.metrics.callbacks_received.inc(outcome="error")
         log.exception("Result could not be stored")
-        return _reply(503, 1, "Temporarily unavailable")
+        return reply(503, 1, "Temporarily unavailable")
     state.metrics.callbacks_received.inc(outcome=status)
     if status in _ACCEPTED:
-        return _reply(200, 0, "Accepted")
+        return reply(200, 0, "Accepted")
     if status == "unknown_payment":
-        return _reply(404, 1, "Rejected: no request has these ids")
-    return _reply(400, 1, "Rejected: not a valid Result")
+        return reply(404, 1, "Rejected: no request has these ids")
+    return reply(400, 1, "Rejected: not a valid Result")
 
 
 router.add_route(

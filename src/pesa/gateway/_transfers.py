@@ -44,7 +44,6 @@ from pesa._exceptions import (
 )
 from pesa._logging import get_logger, mask_phone
 from pesa.daraja import (
-    SANDBOX_STK_SHORTCODE,
     normalize_msisdn,
     validate_amount,
     validate_occasion,
@@ -56,6 +55,7 @@ from pesa.gateway._rounds import run_rounds
 from pesa.gateway._throttle import TokenBucket
 from pesa.ledger import (
     PAYOUT_COMMANDS,
+    PaymentNotFoundError,
     Payout,
     PayoutSpec,
     Refund,
@@ -64,19 +64,20 @@ from pesa.ledger import (
 
 if TYPE_CHECKING:
     from pesa.client import AsyncDaraja
+    from pesa.client._accounts import Account, Accounts
     from pesa.config import Settings
     from pesa.daraja import InitiatorResponse
+    from pesa.gateway._accounts import AccountClients
     from pesa.ledger import Ledger
 
 __all__ = [
-    "Account",
     "InitiatorUrls",
     "PayoutRequest",
     "TransferChecker",
     "TransferOptions",
     "TransferSender",
     "classify_send_error",
-    "resolve_account",
+    "payout_account",
 ]
 
 log = get_logger("pesa.gateway.payouts")
@@ -84,33 +85,21 @@ log = get_logger("pesa.gateway.payouts")
 _DUPLICATE_CODE = "500.002.1001"
 
 
-@dataclass(frozen=True, slots=True)
-class Account:
-    """A named Daraja account the gateway moves money with.
-
-    Until named accounts are configured, there is one: ``default``, with the gateway's
-    ``PESA_SHORTCODE`` (the public sandbox shortcode in the emulator).
-    """
-
-    name: str
-    shortcode: str
-
-
-def resolve_account(settings: Settings, name: str | None) -> Account:
-    """The account called ``name`` (``None``: the default one).
+def payout_account(accounts: Accounts, name: str | None) -> Account:
+    """The account called ``name`` (``None``: the default one), able to pay out.
 
     Raises:
-        ValidationError: no account has this name (field ``account``).
+        ValidationError: no account has this name, or it has no shortcode or no initiator
+            (field ``account``).
     """
-    wanted = (name or "default").strip()
-    if wanted != "default":
-        raise ValidationError("account", "must name a configured account: default", name)
-    shortcode = settings.shortcode
-    if not shortcode:
-        if settings.env != "emulator":
-            settings.require("shortcode")
-        shortcode = SANDBOX_STK_SHORTCODE
-    return Account("default", shortcode)
+    account = accounts.resolve(name)
+    if account.shortcode is None or not account.has_initiator:
+        raise ValidationError(
+            "account",
+            "must have a shortcode and an initiator (B2C, reversal and balance need both)",
+            account.name,
+        )
+    return account
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +135,7 @@ class PayoutRequest:
     @classmethod
     def validate(
         cls,
-        settings: Settings,
+        accounts: Accounts,
         *,
         phone: Any,
         amount: Any,
@@ -180,7 +169,7 @@ class PayoutRequest:
                 command=str(command),
                 remarks=validate_remarks(remarks),
                 occasion=None if occasion in (None, "") else validate_occasion(occasion),
-                account=resolve_account(settings, account),
+                account=payout_account(accounts, account),
                 metadata=metadata,
             )
         except ValidationError as err:
@@ -197,7 +186,7 @@ class PayoutRequest:
             remarks=self.remarks,
             occasion=self.occasion,
             account=self.account.name,
-            shortcode=self.account.shortcode,
+            shortcode=self.account.shortcode or "",
             metadata=self.metadata,
         )
 
@@ -288,7 +277,7 @@ class TransferSender:
     def __init__(
         self,
         ledger: Ledger,
-        client: AsyncDaraja,
+        clients: AccountClients,
         *,
         settings: Settings,
         urls: InitiatorUrls,
@@ -296,7 +285,7 @@ class TransferSender:
         rng: RandomSource | None = None,
     ) -> None:
         self.ledger = ledger
-        self.client = client
+        self.clients = clients
         self.settings = settings
         self.urls = urls
         self.options = options
@@ -339,7 +328,7 @@ class TransferSender:
         if paced:
             await self.bucket.acquire()
         try:
-            response = await self.client.b2c_payment(
+            response = await self.clients.for_account(payout.account).b2c_payment(
                 payout.phone,
                 payout.amount,
                 payout.remarks,
@@ -413,14 +402,20 @@ class TransferSender:
         idempotency_key: str | None,
         metadata: dict[str, Any] | None = None,
     ) -> tuple[Refund, bool]:
-        """Commit a refund of a payment (within what remains) and send its reversal now."""
-        account = resolve_account(self.settings, None)
+        """Commit a refund of a payment (within what remains) and send its reversal now.
+
+        The reversal goes to the shortcode of the account the payment was made on.
+        """
+        payment = await self.ledger.get_payment(payment_id)
+        if payment is None:
+            raise PaymentNotFoundError(payment_id)
+        account = payout_account(self.clients.accounts, payment.account)
         refund, created = await self.ledger.refunds.create(
             idempotency_key,
             payment_id,
             amount,
             remarks=remarks,
-            receiver_party=account.shortcode,
+            receiver_party=account.shortcode or "",
             partial=self.settings.refund_partial == "allow",
             claim=timedelta(seconds=self.options.lease),
             metadata=metadata,
@@ -436,7 +431,8 @@ class TransferSender:
         refunds = self.ledger.refunds
         await self.bucket.acquire()
         try:
-            response = await self.client.reversal(
+            client = self._refund_client(refund)
+            response = await client.reversal(
                 refund.original_receipt,
                 refund.amount,
                 receiver_party=refund.receiver_party,
@@ -459,6 +455,10 @@ class TransferSender:
         return await refunds.mark_accepted(
             refund.id, response.conversation_id, response.originator_conversation_id
         )
+
+    def _refund_client(self, refund: Refund) -> AsyncDaraja:
+        account = self.clients.accounts.for_shortcode(refund.receiver_party)
+        return self.clients.for_account(None if account is None else account.name)
 
     # -- the worker ------------------------------------------------------------------------
 
@@ -555,7 +555,7 @@ class TransferChecker:
     def __init__(
         self,
         ledger: Ledger,
-        client: AsyncDaraja,
+        clients: AccountClients,
         *,
         bucket: TokenBucket,
         urls: InitiatorUrls,
@@ -565,9 +565,7 @@ class TransferChecker:
         rng: RandomSource | None = None,
     ) -> None:
         self.ledger = ledger
-        # No retries inside the client: a spike arrest must reach the checker at once, which
-        # pauses the shared bucket and reschedules, rather than block a round in backoff.
-        self.client = client.with_options(max_retries=0)
+        self.clients = clients
         self.bucket = bucket
         self.urls = urls
         self.options = options
@@ -630,6 +628,16 @@ class TransferChecker:
             rng=self._rng,
         )
 
+    def _client(self, transfer: Payout | Refund) -> AsyncDaraja:
+        if isinstance(transfer, Payout):
+            client = self.clients.for_account(transfer.account)
+        else:
+            account = self.clients.accounts.for_shortcode(transfer.receiver_party)
+            client = self.clients.for_account(None if account is None else account.name)
+        # No retries inside the client: a spike arrest must reach the checker at once, which
+        # pauses the shared bucket and reschedules, rather than block a round in backoff.
+        return client.with_options(max_retries=0)
+
     def _book(self, transfer: Payout | Refund) -> Any:
         return self.ledger.payouts if isinstance(transfer, Payout) else self.ledger.refunds
 
@@ -686,7 +694,7 @@ class TransferChecker:
         await self.bucket.acquire()
         report.queried += 1
         try:
-            response = await self.client.transaction_status(
+            response = await self._client(transfer).transaction_status(
                 original_conversation_id=ocid,
                 shortcode=shortcode,
                 remarks="Status check",

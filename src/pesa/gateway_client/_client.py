@@ -152,6 +152,7 @@ class BaseGatewayClient(ABC, Generic[HttpT, TransportT]):
         description: str,
         metadata: dict[str, Any] | None,
         idempotency_key: str | None,
+        account: str | None = None,
     ) -> _Call:
         body: dict[str, Any] = {
             "phone": phone,
@@ -161,6 +162,8 @@ class BaseGatewayClient(ABC, Generic[HttpT, TransportT]):
         }
         if metadata is not None:
             body["metadata"] = metadata
+        if account is not None:
+            body["account"] = account
         # Generated once per call, reused by every retry of it: one push at most.
         key = idempotency_key or f"pesa-{secrets.token_urlsafe(18)}"
         return _Call("POST", "/v1/payments", json=body, headers={"Idempotency-Key": key})
@@ -333,13 +336,15 @@ class GatewayClient(BaseGatewayClient[httpx.Client, httpx.BaseTransport]):
         *,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        account: str | None = None,
         timeout: float | None = None,
     ) -> PaymentOut:
         """Ask a customer to pay by STK push (``POST /v1/payments``).
 
         Pass your own ``idempotency_key`` (an order id): a retry with it, from this process
         or another, returns the same payment and never a second prompt. Without one, a key
-        is generated per call so that this call's own retries stay safe.
+        is generated per call so that this call's own retries stay safe. ``account`` names
+        the gateway's Daraja account to push on (its default one when omitted).
 
         Returns:
             The payment: ``pending``, ``rejected`` or ``unknown``, not yet paid.
@@ -350,7 +355,7 @@ class GatewayClient(BaseGatewayClient[httpx.Client, httpx.BaseTransport]):
             TransportError: the gateway did not answer.
         """
         call = self._create_call(
-            phone, amount, account_reference, description, metadata, idempotency_key
+            phone, amount, account_reference, description, metadata, idempotency_key, account
         )
         return self._send(call, PaymentOut, timeout)
 
@@ -493,13 +498,15 @@ class AsyncGatewayClient(BaseGatewayClient[httpx.AsyncClient, httpx.AsyncBaseTra
         *,
         metadata: dict[str, Any] | None = None,
         idempotency_key: str | None = None,
+        account: str | None = None,
         timeout: float | None = None,
     ) -> PaymentOut:
         """Ask a customer to pay by STK push (``POST /v1/payments``).
 
         Pass your own ``idempotency_key`` (an order id): a retry with it, from this process
         or another, returns the same payment and never a second prompt. Without one, a key
-        is generated per call so that this call's own retries stay safe.
+        is generated per call so that this call's own retries stay safe. ``account`` names
+        the gateway's Daraja account to push on (its default one when omitted).
 
         Returns:
             The payment: ``pending``, ``rejected`` or ``unknown``, not yet paid.
@@ -510,7 +517,7 @@ class AsyncGatewayClient(BaseGatewayClient[httpx.AsyncClient, httpx.AsyncBaseTra
             TransportError: the gateway did not answer.
         """
         call = self._create_call(
-            phone, amount, account_reference, description, metadata, idempotency_key
+            phone, amount, account_reference, description, metadata, idempotency_key, account
         )
         return await self._send(call, PaymentOut, timeout)
 

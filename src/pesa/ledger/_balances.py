@@ -165,7 +165,7 @@ class BalanceBook:
                     outcome=status,
                     detail=detail[:_MAX_TEXT],
                     checkout_request_id=conversation,
-                    payment_id=read_id,
+                    subject_id=read_id,
                 )
             )
             if status != "applied":

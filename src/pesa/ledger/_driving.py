@@ -240,11 +240,26 @@ def single_orphan(
     return callback_id, cid
 
 
-def request_hash(phone: str, amount: int, reference: str, description: str, metadata: Any) -> str:
+def request_hash(
+    phone: str,
+    amount: int,
+    reference: str,
+    description: str,
+    metadata: Any,
+    account: str | None = None,
+) -> str:
     """The fingerprint of a payment request: an idempotency key repeated with the same
-    fingerprint returns the same payment, with another one it is a conflict."""
+    fingerprint returns the same payment, with another one it is a conflict.
+
+    ``account`` (the gateway's named Daraja account) is part of it when given; without one
+    the fingerprint is what it was before accounts existed, so that a key stored then still
+    recognises its retry.
+    """
+    fields: list[Any] = [phone, amount, reference, description, metadata]
+    if account is not None:
+        fields.append(account)
     canonical = json.dumps(
-        [phone, amount, reference, description, metadata],
+        fields,
         sort_keys=True,
         separators=(",", ":"),
         ensure_ascii=False,

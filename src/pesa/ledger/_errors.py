@@ -6,11 +6,13 @@ from pesa._exceptions import PesaError
 
 __all__ = [
     "DeliveryNotFoundError",
+    "ExpectedPaymentNotFoundError",
     "IdempotencyConflictError",
     "InvalidTransitionError",
     "LedgerConflictError",
     "LedgerError",
     "PaymentNotFoundError",
+    "ReceiptNotFoundError",
     "RefundNotAllowedError",
     "TransferNotFoundError",
 ]
@@ -43,6 +45,22 @@ class PaymentNotFoundError(LedgerError, LookupError):
     def __init__(self, key: str) -> None:
         self.key = key
         super().__init__(f"no payment {key!r}")
+
+
+class ReceiptNotFoundError(LedgerError, LookupError):
+    """No receipt has the given id."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no receipt {key!r}")
+
+
+class ExpectedPaymentNotFoundError(LedgerError, LookupError):
+    """No expected payment has the given id."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no expected payment {key!r}")
 
 
 class InvalidTransitionError(LedgerError):

@@ -15,7 +15,7 @@ import json
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 from sqlalchemy import (
     BigInteger,
@@ -28,6 +28,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     tuple_,
     update,
 )
@@ -60,6 +61,7 @@ from pesa.ledger._errors import (
     PaymentNotFoundError,
 )
 from pesa.ledger._ids import new_id
+from pesa.ledger._receipts import VerifyPolicy
 from pesa.ledger._schema import (
     callbacks,
     payment_events,
@@ -104,6 +106,9 @@ from pesa.ledger._types import (
     row_to_delivery_record,
 )
 
+if TYPE_CHECKING:
+    from pesa.ledger._receipt_book import ReceiptBook
+
 __all__ = ["Clock", "Ledger"]
 
 log = get_logger("pesa.ledger")
@@ -114,12 +119,12 @@ Clock = Callable[[], datetime]
 """Returns the current time as an aware datetime."""
 
 # The event feed's horizon on PostgreSQL: the oldest transaction still running that holds a
-# lock on this ledger's `payments`, `payouts` or `refunds` table (so it may be about to
-# write events), or, when there is none, the snapshot's xmax (everything committed is
-# visible). Every ledger write that inserts events locks its subject's row first, before
-# its transaction id exists, so such a transaction is always seen here; transactions
-# elsewhere in the cluster (other schemas, other databases) never hold the feed back.
-# pg_locks reports 32-bit xids, the snapshot 64-bit ones: compare the low 32 bits.
+# lock on this ledger's `payments` table (so it may be about to write events), or, when
+# there is none, the snapshot's xmax (everything committed is visible). Every ledger write
+# that inserts events locks its payment row first, before its transaction id exists, so
+# such a transaction is always seen here; transactions elsewhere in the cluster (other
+# schemas, other databases) never hold the feed back. pg_locks reports 32-bit xids, the
+# snapshot 64-bit ones: compare the low 32 bits.
 _PG_FEED_HORIZON: ColumnElement[int] = literal_column(
     """(SELECT coalesce(min(x::text::bigint),
                         pg_snapshot_xmax(pg_current_snapshot())::text::bigint)
@@ -128,8 +133,7 @@ _PG_FEED_HORIZON: ColumnElement[int] = literal_column(
             SELECT t.transactionid::text::bigint FROM pg_locks AS t
             WHERE t.locktype = 'transactionid' AND t.pid IN (
                 SELECT r.pid FROM pg_locks AS r
-                WHERE r.locktype = 'relation' AND r.relation IN (
-                    'payments'::regclass, 'payouts'::regclass, 'refunds'::regclass))))""",
+                WHERE r.locktype = 'relation' AND r.relation = 'payments'::regclass)))""",
     BigInteger,
 )
 
@@ -180,6 +184,7 @@ def _row_to_payment(row: Row[Any] | Mapping[str, Any]) -> Payment:
         evidence_callback_id=m["evidence_callback_id"],
         verify_at=m["verify_at"],
         verify_since=m["verify_since"],
+        account=m["account"],
     )
 
 
@@ -193,6 +198,7 @@ def _row_to_event(row: Row[Any]) -> Event:
         created_at=m["created_at"],
         payload=m["payload"].encode(),
         txid=int(m["txid"]),
+        subject_id=m["subject_id"],
     )
 
 
@@ -291,6 +297,8 @@ class Ledger:
         on_mismatch: ``"flag"`` (default) applies a success whose amount or phone differs
             from the request and flags the payment; ``"refuse"`` stores such a callback as
             ``invalid`` and changes nothing.
+        c2b_verify: when C2B confirmations count (:data:`pesa.ledger.VerifyPolicy`): see
+            :attr:`receipts`.
     """
 
     def __init__(
@@ -302,6 +310,7 @@ class Ledger:
         parse: StkCallbackParser = parse_stk_callback_body,
         lookup: CodeLookup = stk_code,
         on_mismatch: MismatchPolicy = "flag",
+        c2b_verify: VerifyPolicy = "auto",
     ) -> None:
         self._engine = engine
         self._endpoints = tuple(dict.fromkeys(webhook_endpoints))
@@ -312,7 +321,11 @@ class Ledger:
             raise ValidationError("on_mismatch", 'must be "flag" or "refuse"', on_mismatch)
         self._on_mismatch: MismatchPolicy = on_mismatch
         self._postgres = engine.dialect.name == "postgresql"
-        # Imported here: the transfer books use this module's storage primitives.
+        # Imported here: the receipts half uses this module's checks.
+        from pesa.ledger._receipt_book import ReceiptBook
+
+        self._receipts = ReceiptBook(self, policy=c2b_verify)
+        # Imported here too: the transfer books use this module's storage primitives.
         from pesa.ledger._balances import BalanceBook
         from pesa.ledger._transfers import PayoutBook, RefundBook, StatusBook
 
@@ -336,6 +349,7 @@ class Ledger:
         lookup: CodeLookup = stk_code,
         on_mismatch: MismatchPolicy = "flag",
         engine_options: Mapping[str, Any] | None = None,
+        c2b_verify: VerifyPolicy = "auto",
     ) -> Ledger:
         """Open the ledger at ``url`` (``sqlite:///pesa.db``, ``postgresql://...``).
 
@@ -353,12 +367,18 @@ class Ledger:
             parse=parse,
             lookup=lookup,
             on_mismatch=on_mismatch,
+            c2b_verify=c2b_verify,
         )
 
     @property
     def engine(self) -> AsyncEngine:
         """The underlying async engine."""
         return self._engine
+
+    @property
+    def receipts(self) -> ReceiptBook:
+        """C2B receipts, expected payments and their Transaction Status queries."""
+        return self._receipts
 
     @property
     def webhook_endpoints(self) -> tuple[str, ...]:
@@ -395,6 +415,8 @@ class Ledger:
         account_reference: str,
         description: str,
         metadata: dict[str, Any] | None = None,
+        *,
+        account: str | None = None,
     ) -> tuple[Payment, bool]:
         """Commit a payment intent (status ``created``) before anything is sent to Daraja.
 
@@ -406,6 +428,8 @@ class Ledger:
             account_reference: ``AccountReference`` shown to the customer.
             description: ``TransactionDesc``.
             metadata: free JSON for the caller, returned in the API and webhooks.
+            account: the named Daraja account the payment is asked on (part of what an
+                idempotent repeat must match).
 
         Returns:
             ``(payment, created)``: ``created`` is ``False`` for an idempotent repeat.
@@ -440,12 +464,15 @@ class Ledger:
                 json.dumps(metadata, allow_nan=False)
             except (TypeError, ValueError) as err:
                 raise ValidationError("metadata", "must be JSON-serialisable") from err
-        digest = request_hash(number, amount, account_reference, description, metadata)
+        if account is not None and (not isinstance(account, str) or not 1 <= len(account) <= 32):
+            raise ValidationError("account", "must be an account name of 1 to 32 characters")
+        digest = request_hash(number, amount, account_reference, description, metadata, account)
+        legacy = request_hash(number, amount, account_reference, description, metadata)
 
         if idempotency_key is not None:
             existing = await self._by_key(idempotency_key)
             if existing is not None:
-                return self._repeat(existing, idempotency_key, digest), False
+                return self._repeat(existing, idempotency_key, digest, legacy), False
         now = self._now()
         values = {
             "id": new_id("pay", now_ms=int(now.timestamp() * 1000)),
@@ -462,6 +489,7 @@ class Ledger:
             "created_at": now,
             "updated_at": now,
             "check_count": 0,
+            "account": account,
         }
         try:
             async with self._engine.begin() as conn:
@@ -473,14 +501,16 @@ class Ledger:
             existing = await self._by_key(idempotency_key)
             if existing is None:
                 raise
-            return self._repeat(existing, idempotency_key, digest), False
+            return self._repeat(existing, idempotency_key, digest, legacy), False
         payment = _row_to_payment({**values, **_DEFAULTS})
         log.info("payment %s created for %s (%d KES)", payment.id, mask_phone(number), amount)
         return payment, True
 
-    def _repeat(self, existing: tuple[Payment, str], key: str, digest: str) -> Payment:
+    def _repeat(self, existing: tuple[Payment, str], key: str, digest: str, legacy: str) -> Payment:
         payment, stored_digest = existing
-        if stored_digest != digest:
+        # A payment stored before accounts existed was hashed without one.
+        expected = legacy if payment.account is None else digest
+        if stored_digest != expected:
             raise IdempotencyConflictError(key, payment.id)
         return payment
 
@@ -922,33 +952,36 @@ class Ledger:
 
     def _event_inserts(self, payment: Payment, decision: Decision, now: datetime) -> list[Insert]:
         """The event rows of a transition and one delivery row per event per endpoint."""
-        if not decision.events:
-            return []
         data = {"payment": payment.to_dict(), "detail": decision.detail}
-        return self._outbox_inserts(payment.id, [str(e) for e in decision.events], data, now)
+        return self._outbox_inserts(
+            payment.id, [(str(t), data) for t in decision.events], now, payment_id=payment.id
+        )
 
     def _outbox_inserts(
-        self, subject_id: str, event_types: Sequence[str], data: dict[str, Any], now: datetime
+        self,
+        subject_id: str,
+        events: Sequence[tuple[str, Mapping[str, Any]]],
+        now: datetime,
+        *,
+        payment_id: str | None = None,
     ) -> list[Insert]:
-        """Event rows about ``subject_id`` (a payment, payout or refund) and their deliveries.
+        """Outbox rows for ``events`` (type, data) about ``subject_id``, and their deliveries.
 
-        ``data`` is each event's ``data`` object (``{"payment": {...}, "detail": ...}``).
+        Every kind (payments, receipts, ...) writes its events here, in the transaction of
+        its transition. On PostgreSQL a transaction that writes events without locking a
+        payment row must call :meth:`_hold_feed` first (the event feed's horizon).
         """
-        if not event_types:
+        if not events:
             return []
         rows = []
-        for event_type in event_types:
+        for event_type, data in events:
             event_id = new_id("evt", now_ms=int(now.timestamp() * 1000))
-            body = {
-                "id": event_id,
-                "type": event_type,
-                "created_at": now.isoformat(),
-                "data": data,
-            }
+            body = {"id": event_id, "type": event_type, "created_at": now.isoformat(), "data": data}
             rows.append(
                 {
                     "id": event_id,
-                    "payment_id": subject_id,
+                    "payment_id": payment_id,
+                    "subject_id": subject_id,
                     "type": event_type,
                     "payload": json.dumps(body, separators=(",", ":"), ensure_ascii=False),
                     "created_at": now,
@@ -977,6 +1010,17 @@ class Ledger:
             # Single-row inserts (cacheable, see above); deliveries have no order among them.
             statements.extend(insert(webhook_deliveries).values(row) for row in deliveries)
         return statements
+
+    async def _hold_feed(self, conn: AsyncConnection) -> None:
+        """Make this write transaction visible to the event feed's horizon (PostgreSQL).
+
+        The feed shows an event once every older transaction that may write events has
+        ended; it finds those by their lock on ``payments`` (see ``_PG_FEED_HORIZON``). A
+        transition of another kind (a receipt, ...) takes that lock here, first, before its
+        transaction id exists. ``ACCESS SHARE`` conflicts with nothing but DDL.
+        """
+        if self._postgres:
+            await conn.execute(text("LOCK TABLE payments IN ACCESS SHARE MODE"))
 
     # -- callbacks and query results ------------------------------------------------------
 
@@ -1437,6 +1481,7 @@ class Ledger:
         created_to: datetime | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        account: str | None = None,
     ) -> Page[Payment]:
         """Payments, newest first, filtered; pass ``page.next_cursor`` back for the next page.
 
@@ -1455,6 +1500,8 @@ class Ledger:
                 raise ValidationError("status", f"must be one of {allowed}", status) from err
         if phone is not None:
             query = query.where(payments.c.phone == normalize_msisdn(phone))
+        if account is not None:
+            query = query.where(payments.c.account == _check_key(account, "account", 32))
         if created_from is not None:
             query = query.where(payments.c.created_at >= _check_time(created_from, "created_from"))
         if created_to is not None:
@@ -1467,7 +1514,12 @@ class Ledger:
         return Page(items, items[-1].id if more else None, more)
 
     async def list_events(
-        self, *, after: int | str | None = None, limit: int = 100, payment_id: str | None = None
+        self,
+        *,
+        after: int | str | None = None,
+        limit: int = 100,
+        payment_id: str | None = None,
+        subject_id: str | None = None,
     ) -> Page[Event]:
         """Events in outbox order, after the cursor ``after``.
 
@@ -1493,6 +1545,9 @@ class Ledger:
         if payment_id is not None:
             _check_key(payment_id, "payment_id", _ID_LENGTH)
             query = query.where(payment_events.c.payment_id == payment_id)
+        if subject_id is not None:
+            _check_key(subject_id, "subject_id", _ID_LENGTH)
+            query = query.where(payment_events.c.subject_id == subject_id)
         order = (payment_events.c.txid, payment_events.c.seq)
         rows = await self._select(query.order_by(*order).limit(limit + 1))
         items = [_row_to_event(row) for row in rows[:limit]]

@@ -45,6 +45,8 @@ class PaymentRequest:
     account_reference: str
     description: str
     metadata: dict[str, Any] | None = None
+    account: str | None = None
+    """The gateway's named Daraja account to push on (``None``: the default one)."""
 
     @classmethod
     def validate(
@@ -57,6 +59,7 @@ class PaymentRequest:
         metadata: dict[str, Any] | None = None,
         min_amount: int = DEFAULT_STK_MIN_AMOUNT,
         max_amount: int = DEFAULT_STK_MAX_AMOUNT,
+        account: str | None = None,
     ) -> PaymentRequest:
         """Check every field with Daraja's rules before anything is stored or sent.
 
@@ -74,6 +77,7 @@ class PaymentRequest:
             account_reference=validate_account_reference(account_reference),
             description=validate_transaction_desc(description, field="description"),
             metadata=metadata,
+            account=account,
         )
 
 

@@ -37,12 +37,15 @@ __all__ = [
     "audit_log",
     "balance_queries",
     "callbacks",
+    "expected_payments",
     "metadata",
     "operator_sessions",
     "operators",
     "payment_events",
     "payments",
     "payouts",
+    "receipt_queries",
+    "receipts",
     "refunds",
     "status_queries",
     "stk_queries",
@@ -128,6 +131,9 @@ payments = Table(
     Column("evidence_callback_id", String(40), nullable=True),
     Column("verify_at", UTCDateTime, nullable=True),
     Column("verify_since", UTCDateTime, nullable=True),
+    # Accounts (migration 0005): the named Daraja account the payment was asked on; NULL
+    # for payments made before accounts existed (the default account then).
+    Column("account", String(32), nullable=True),
     Index("ix_payments_status_next_check_at", "status", "next_check_at"),
     Index("ix_payments_verify_at", "verify_at"),
     Index("ix_payments_created_at", "created_at"),
@@ -135,6 +141,7 @@ payments = Table(
     # The dashboard's search and its "needs attention" list (migration 0004).
     Index("ix_payments_account_reference", "account_reference"),
     Index("ix_payments_flagged", "flagged"),
+    Index("ix_payments_account", "account"),
 )
 
 payment_events = Table(
@@ -142,9 +149,10 @@ payment_events = Table(
     metadata,
     Column("seq", _Seq, primary_key=True, autoincrement=True),
     Column("id", String(40), nullable=False, unique=True),
-    # The event's subject: a payment (pay_...), a payout (po_...) or a refund (rf_...);
-    # no foreign key since migration 0006, the prefix says which table.
-    Column("payment_id", String(40), nullable=False, index=True),
+    # The outbox serves every kind (migration 0005): payment_id is set for payment events,
+    # subject_id is the id of what any event is about (pay_..., rcp_..., ...).
+    Column("payment_id", String(40), ForeignKey("payments.id"), nullable=True, index=True),
+    Column("subject_id", String(40), nullable=True, index=True),
     Column("type", String(32), nullable=False),
     Column("payload", Text, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -166,8 +174,11 @@ callbacks = Table(
     Column("detail", Text, nullable=True),
     Column("checkout_request_id", String(128), nullable=True, index=True),
     Column("payment_id", String(40), nullable=True),
+    # What a callback of another kind is about (a receipt: migration 0005).
+    Column("subject_id", String(40), nullable=True),
     Index("ix_callbacks_outcome", "outcome"),
     Index("ix_callbacks_payment_id", "payment_id"),
+    Index("ix_callbacks_subject_id", "subject_id"),
 )
 
 stk_queries = Table(
@@ -184,6 +195,108 @@ stk_queries = Table(
     Column("result_code", String(32), nullable=True),
     Column("result_desc", Text, nullable=True),
     Column("detail", Text, nullable=True),
+)
+
+receipts = Table(
+    "receipts",
+    metadata,
+    # A C2B payment (money in from the phone menu), keyed by its M-Pesa receipt (TransID).
+    Column("id", String(40), primary_key=True),
+    Column("trans_id", String(32), nullable=False, unique=True),
+    # received, confirmed, unverified or refuted (pesa.ledger._receipts.ReceiptStatus)
+    Column("status", String(16), nullable=False),
+    # confirmation (from Daraja's C2B confirmation) or lookup (found by Transaction Status)
+    Column("source", String(16), nullable=False),
+    Column("account", String(32), nullable=True),
+    Column("shortcode", String(16), nullable=False),
+    Column("amount", Numeric(14, 2), nullable=False),
+    Column("account_reference", String(64), nullable=True),
+    Column("reference_key", String(64), nullable=True),
+    Column("transaction_type", String(32), nullable=True),
+    Column("invoice_number", String(64), nullable=True),
+    Column("third_party_trans_id", String(64), nullable=True),
+    # The payer: MSISDN as Daraja sent it (masked, v2, or a SHA-256 hash, v1), the full
+    # number when a lookup learnt it, and what phone filters match on.
+    Column("msisdn", String(80), nullable=True),
+    Column("phone", String(16), nullable=True),
+    Column("phone_hash", String(64), nullable=True),
+    Column("msisdn_prefix", String(16), nullable=True),
+    Column("msisdn_suffix", String(16), nullable=True),
+    Column("payer_name", String(255), nullable=True),
+    Column("trans_time", UTCDateTime, nullable=True),
+    Column("org_account_balance", Numeric(16, 2), nullable=True),
+    Column("expected_payment_id", String(40), nullable=True),
+    Column("flagged", Boolean, nullable=False, default=False),
+    Column("flag_reason", Text, nullable=True),
+    # Verification by Transaction Status: when to ask next, since when, who holds the claim.
+    Column("verify_at", UTCDateTime, nullable=True),
+    Column("verify_since", UTCDateTime, nullable=True),
+    Column("claimed_until", UTCDateTime, nullable=True),
+    Column("check_count", Integer, nullable=False, default=0),
+    Column("version", Integer, nullable=False, default=1),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_receipts_account_reference_key", "account", "reference_key"),
+    Index("ix_receipts_status", "status"),
+    Index("ix_receipts_verify_at", "verify_at"),
+    Index("ix_receipts_phone_hash", "phone_hash"),
+    Index("ix_receipts_phone", "phone"),
+    Index("ix_receipts_trans_time", "trans_time"),
+    Index("ix_receipts_expected_payment_id", "expected_payment_id"),
+)
+
+expected_payments = Table(
+    "expected_payments",
+    metadata,
+    # "I expect KES <amount> for account reference <R>" (an invoice, an order), settled by
+    # the C2B receipts whose account number matches.
+    Column("id", String(40), primary_key=True),
+    Column("idempotency_key", String(255), nullable=True, unique=True),
+    Column("request_hash", String(64), nullable=False),
+    Column("account", String(32), nullable=False),
+    Column("account_reference", String(64), nullable=False),
+    Column("reference_key", String(64), nullable=False),
+    Column("amount", BigInteger, nullable=False),
+    Column("description", String(255), nullable=True),
+    Column("metadata", JSON, nullable=True),
+    # open, partially_paid, paid, overpaid or cancelled
+    Column("status", String(16), nullable=False),
+    Column("paid_amount", Numeric(14, 2), nullable=False),
+    Column("pending_amount", Numeric(14, 2), nullable=False),
+    Column("flagged", Boolean, nullable=False, default=False),
+    Column("flag_reason", Text, nullable=True),
+    Column("version", Integer, nullable=False, default=1),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+    Index("ix_expected_payments_account_reference_key", "account", "reference_key"),
+    Index("ix_expected_payments_status", "status"),
+)
+
+receipt_queries = Table(
+    "receipt_queries",
+    metadata,
+    # Every Transaction Status query about a receipt (verification or lookup), and its answer.
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    # SHA-256 of the secret path segment of this query's ResultURL (one per query).
+    Column("nonce_hash", String(64), nullable=False, unique=True),
+    Column("purpose", String(16), nullable=False),  # verify or lookup
+    Column("trans_id", String(32), nullable=False),
+    Column("account", String(32), nullable=False),
+    Column("shortcode", String(16), nullable=False),  # PartyA: the shortcode asked about
+    Column("receipt_id", String(40), nullable=True),
+    Column("account_reference", String(64), nullable=True),
+    # sent, error, rate_limited, confirmed, refuted, not_found, failed or timeout
+    Column("outcome", String(16), nullable=False),
+    Column("conversation_id", String(128), nullable=True),
+    Column("originator_conversation_id", String(128), nullable=True),
+    Column("result_code", String(32), nullable=True),
+    Column("result_desc", Text, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("asked_at", UTCDateTime, nullable=False),
+    Column("answered_at", UTCDateTime, nullable=True),
+    Index("ix_receipt_queries_trans_id", "trans_id"),
+    Index("ix_receipt_queries_receipt_id", "receipt_id"),
 )
 
 webhook_deliveries = Table(

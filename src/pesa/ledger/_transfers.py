@@ -183,6 +183,8 @@ class _Book(Generic[T]):
         return parsed.originator_conversation_id or parsed.conversation_id
 
     async def _lock(self, conn: AsyncConnection, where: Any) -> T | None:
+        # First in the transaction: the event feed must see it before it may write events.
+        await self._ledger._hold_feed(conn)
         query = select(self.table).where(where)
         if self._ledger._postgres:
             query = query.with_for_update()
@@ -285,7 +287,8 @@ class _Book(Generic[T]):
         if decision.writes and decision.events:
             data = {self.kind: updated.to_dict(), "detail": decision.detail}
             types = [f"{self.kind}.{e}" for e in decision.events]
-            await ledger._flush(conn, ledger._outbox_inserts(updated.id, types, data, now))
+            events = [(event_type, data) for event_type in types]
+            await ledger._flush(conn, ledger._outbox_inserts(updated.id, events, now))
         if decision.writes:
             log.info(
                 "%s %s: %s -> %s (%s)",
@@ -370,7 +373,7 @@ class _Book(Generic[T]):
                 .values(
                     outcome=_outcome_status(decision),
                     detail=f"{decision.detail} (arrived before Daraja's answer was recorded)",
-                    payment_id=transfer.id,
+                    subject_id=transfer.id,
                 )
             )
         return transfer
@@ -481,7 +484,7 @@ class _Book(Generic[T]):
                     outcome=status,
                     detail=detail[:_MAX_ERROR_TEXT],
                     checkout_request_id=named,
-                    payment_id=None if subject is None else subject.id,
+                    subject_id=None if subject is None else subject.id,
                 )
             )
             return TransferOutcome(record["id"], status, subject, detail)
@@ -1311,6 +1314,7 @@ class RefundBook(_Book[Refund]):
             return []
 
         async def work(conn: AsyncConnection) -> list[Refund]:
+            await self._ledger._hold_feed(conn)
             query = select(refunds).where(*stale)
             if self._ledger._postgres:
                 query = query.with_for_update(skip_locked=True)
@@ -1400,6 +1404,7 @@ class StatusBook:
         }
 
         async def work(conn: AsyncConnection) -> None:
+            await self._ledger._hold_feed(conn)
             await conn.execute(insert(status_queries).values(values))
             if conversation_id is not None and outcome == "sent":
                 await self._apply_early_answers(conn, conversation_id, resend)
@@ -1444,7 +1449,7 @@ class StatusBook:
                     detail=f"{detail} (arrived before the query's answer was recorded)"[
                         :_MAX_ERROR_TEXT
                     ],
-                    payment_id=None if subject is None else subject.id,
+                    subject_id=None if subject is None else subject.id,
                 )
             )
 
@@ -1501,6 +1506,7 @@ class StatusBook:
         }
 
         async def work(conn: AsyncConnection) -> TransferOutcome:
+            await ledger._hold_feed(conn)
             subject: Any = None
             named: str | None = None
             conversation: str | None = None
@@ -1525,7 +1531,7 @@ class StatusBook:
                     outcome=status,
                     detail=detail[:_MAX_ERROR_TEXT],
                     checkout_request_id=conversation,
-                    payment_id=None if subject is None else subject.id,
+                    subject_id=None if subject is None else subject.id,
                 )
             )
             return TransferOutcome(record["id"], status, subject, detail)

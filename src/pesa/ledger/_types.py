@@ -60,6 +60,9 @@ class Payment:
     are what Daraja reported on success; when they differ from the request the payment is
     ``flagged`` with a ``flag_reason``.
 
+    ``account`` is the named Daraja account the payment was asked on (``None`` for payments
+    made before accounts existed: the default account then).
+
     ``checkout_request_id_verified`` is ``False`` while the id was learnt from a callback (the
     push's answer was lost) and no STK query by it has confirmed it. ``evidence_callback_id``
     names a stored success callback that could not be cross-checked and waits for Daraja's
@@ -94,6 +97,7 @@ class Payment:
     evidence_callback_id: str | None = None
     verify_at: datetime | None = None
     verify_since: datetime | None = None
+    account: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -109,6 +113,7 @@ class Payment:
         return {
             "id": self.id,
             "status": str(self.status),
+            "account": self.account,
             "phone": self.phone,
             "amount": self.amount,
             "account_reference": self.account_reference,
@@ -134,22 +139,26 @@ class Payment:
 
 @dataclass(frozen=True, slots=True)
 class Event:
-    """One outbox event (``payment.succeeded``, ...), written with its transition.
+    """One outbox event (``payment.succeeded``, ``receipt.received``, ...), written with its
+    transition.
 
     Attributes:
         seq: the integer position in the outbox (unique, increasing per insert).
         id: the stable public id (``evt_...``), the same on every redelivery.
+        payment_id: the payment of a payment event (``None`` for other kinds).
         payload: the exact JSON bytes to deliver (and to sign): ``{"id", "type",
-            "created_at", "data": {"payment": {...}}}``.
+            "created_at", "data": {"payment": {...}}}`` (``"receipt"``, ... for other kinds).
+        subject_id: the id of what the event is about (``pay_...``, ``rcp_...``, ...).
     """
 
     seq: int
     id: str
     type: str
-    payment_id: str
+    payment_id: str | None
     created_at: datetime
     payload: bytes
     txid: int = 0
+    subject_id: str | None = None
 
     @property
     def cursor(self) -> str:

@@ -16,6 +16,7 @@ from pesa.testing._client import (
     result_payload,
     stk_callback_payload,
     stk_failure_payload,
+    transaction_status_payload,
 )
 from pesa.testing._errors import StartupError
 from pesa.testing._webhooks import signed_webhook, webhook_event
@@ -38,6 +39,7 @@ __all__ = [
     "signed_webhook",
     "stk_callback_payload",
     "stk_failure_payload",
+    "transaction_status_payload",
     "webhook_event",
 ]
 

@@ -180,3 +180,53 @@ def c2b_payment_payload(
         "MiddleName": "",
         "LastName": "",
     }
+
+
+def transaction_status_payload(
+    *,
+    trans_id: str = "RKL51ZDR4F",
+    amount: float | int | str = 5.0,
+    result_code: int | str = 0,
+    transaction_status: str = "Completed",
+    credit_party: str = "600966 - Safaricom Test Org",
+    debit_party: str = "254708374149 - John Doe",
+    conversation_id: str = "AG_20240706_2010364430d9bbdaf872",
+    finalised_time: int = 20231121121325,
+) -> dict[str, Any]:
+    """A Transaction Status ``{"Result": ...}`` about one receipt (REFERENCE §8.5).
+
+    ``result_code`` 2032 gives Daraja's "The transaction receipt number does not exist."
+    with no parameters.
+    """
+    code = str(result_code)
+    if code != "0":
+        desc = (
+            "The transaction receipt number does not exist."
+            if code == "2032"
+            else "The service request failed."
+        )
+        return result_payload(
+            result_code=result_code,
+            result_desc=desc,
+            conversation_id=conversation_id,
+            transaction_id="",
+        )
+    return result_payload(
+        conversation_id=conversation_id,
+        transaction_id=trans_id,
+        parameters={
+            "DebitPartyName": debit_party,
+            "CreditPartyName": credit_party,
+            "OriginatorConversationID": "",
+            "InitiatedTime": finalised_time,
+            "DebitAccountType": "MMF Account",
+            "DebitPartyCharges": "",
+            "TransactionReason": "",
+            "ReasonType": "Pay Bill Online",
+            "TransactionStatus": transaction_status,
+            "FinalisedTime": finalised_time,
+            "Amount": amount,
+            "ConversationID": conversation_id,
+            "ReceiptNo": trans_id,
+        },
+    )

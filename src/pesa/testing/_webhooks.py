@@ -73,6 +73,7 @@ def webhook_event(
     data: dict[str, Any] = {
         "id": f"pay_{secrets.token_hex(13).upper()}",
         "status": "pending",
+        "account": "default",
         "phone": phone,
         "amount": amount,
         "account_reference": "INV0042",

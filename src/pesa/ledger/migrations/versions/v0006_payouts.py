@@ -6,11 +6,12 @@
 - ``status_queries``: every Transaction Status query sent for a payout or refund; its
   ``Result`` is matched by the ConversationID Daraja gave the query.
 - ``balance_queries``: Account Balance requests and the balances their results reported.
-- ``payment_events.payment_id`` loses its foreign key: it names the event's subject, a
-  payment, a payout or a refund (one outbox for every event).
+
+Their events go to the one outbox (``payment_events.subject_id``, migration 0005) and their
+raw Results to ``callbacks`` (``subject_id``).
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-12-05
 """
 
@@ -24,7 +25,7 @@ from alembic import op
 from pesa.ledger._schema import UTCDateTime
 
 revision: str = "0006"
-down_revision: str | None = "0004"
+down_revision: str | None = "0005"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
@@ -80,8 +81,6 @@ def _transfer_constraints(table: str) -> list[sa.Constraint]:
 
 def upgrade() -> None:
     """Create the payout, refund, status and balance tables; events name any subject."""
-    with op.batch_alter_table("payment_events") as batch:
-        batch.drop_constraint("fk_payment_events_payment_id_payments", type_="foreignkey")
     op.create_table(
         "payouts",
         *_transfer_columns(),
@@ -159,7 +158,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    """Drop the tables; events of payouts and refunds go with them (the key comes back)."""
+    """Drop the tables (their events stay in the outbox, naming subjects now gone)."""
     op.drop_index("ix_balance_queries_account_asked_at", table_name="balance_queries")
     op.drop_table("balance_queries")
     op.drop_index("ix_status_queries_subject_id", table_name="status_queries")
@@ -171,13 +170,3 @@ def downgrade() -> None:
         op.drop_index(f"ix_payouts_{name}", table_name="payouts")
     op.drop_index("ix_payouts_receipt", table_name="payouts")
     op.drop_table("payouts")
-    # Events and deliveries that name a payout or a refund cannot keep a payments key.
-    op.execute(
-        "DELETE FROM webhook_deliveries WHERE event_id IN "
-        "(SELECT id FROM payment_events WHERE payment_id NOT LIKE 'pay\\_%' ESCAPE '\\')"
-    )
-    op.execute("DELETE FROM payment_events WHERE payment_id NOT LIKE 'pay\\_%' ESCAPE '\\'")
-    with op.batch_alter_table("payment_events") as batch:
-        batch.create_foreign_key(
-            "fk_payment_events_payment_id_payments", "payments", ["payment_id"], ["id"]
-        )
