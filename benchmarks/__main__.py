@@ -38,7 +38,11 @@ BENCHMARKS: dict[str, Benchmark] = {
 def _gateway_benchmarks() -> dict[str, Benchmark]:
     from benchmarks import _gateway_bench
 
-    return {"ingest": _gateway_bench.run_ingest, "e2e": _gateway_bench.run_e2e}
+    return {
+        "ingest": _gateway_bench.run_ingest,
+        "e2e": _gateway_bench.run_e2e,
+        "payouts_gateway": _payouts_bench.run_gateway,
+    }
 
 
 def _parser(names: list[str]) -> argparse.ArgumentParser:
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chosen benchmarks; return the exit status (1 if one crashed)."""
     argv = sys.argv[1:] if argv is None else argv
     benchmarks = {**BENCHMARKS, **_gateway_benchmarks()}
-    order = ["client", "emulator", "ingest", "e2e", "reconciler", "payouts"]
+    order = ["client", "emulator", "ingest", "e2e", "reconciler", "payouts", "payouts_gateway"]
     args = _parser(order).parse_args(argv)
     sizes = SIZES[args.size_flag or args.size]
     overrides = {

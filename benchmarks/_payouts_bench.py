@@ -9,11 +9,14 @@ afterwards to count spike-arrest answers independently of the client.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 
@@ -136,4 +139,136 @@ def run(sizes: Sizes, log: Callable[[str], None]) -> Section:
         "client spaces requests evenly 1/rate apart, OAuth included."
     )
     section.data = {"wall_s": wall, "throughput": throughput, "spike_arrests": spike}
+    return section
+
+
+_GATEWAY_API_KEY = "bench-payouts-api-key-0123456789"
+
+
+def run_gateway(sizes: Sizes, log: Callable[[str], None]) -> Section:
+    """One batch of ``sizes.gateway_payouts`` through ``pesa serve`` at its configured rate."""
+    import httpx
+
+    from benchmarks._gateway_bench import gateway, gateway_env, sqlite_database
+
+    n, rate = sizes.gateway_payouts, sizes.gateway_payout_rate
+    section = Section(
+        key="payouts_gateway",
+        title="5b. Bulk payouts through the gateway: the configured rate, no spike arrest",
+        what=(
+            f"One batch of {n} payouts (`POST /v1/payouts/batches`) to `pesa serve` (SQLite, "
+            f"workers on, `PESA_PAYOUT_RATE={rate:g}`), which sends them to `pesa emulator "
+            f"--rate-limit {rate:g}` (its own process; spike arrest beyond) and records each "
+            "answer and each Result. The rate is measured from the emulator's own request "
+            "log: B2C requests received, first to last."
+        ),
+        baseline=f"the configured rate itself, {rate:g} payouts per second",
+    )
+    with contextlib.ExitStack() as stack:
+        emu = stack.enter_context(emulator(rate_limit=rate, extra=["--result-delay", "0.05"]))
+        db = stack.enter_context(sqlite_database())
+        token = uuid.uuid4().hex
+        env = gateway_env(
+            db.url,
+            token,
+            PESA_BASE_URL=emu.url,
+            PESA_API_KEY=_GATEWAY_API_KEY,
+            PESA_PAYOUT_RATE=f"{rate:g}",
+        )
+        gw = stack.enter_context(gateway(env))
+        rows = [
+            {"phone": phone(70, i), "amount": 10 + i % 5, "remarks": "Bench payout"}
+            for i in range(n)
+        ]
+        headers = {"Authorization": f"Bearer {_GATEWAY_API_KEY}"}
+        with httpx.Client(base_url=gw.url, headers=headers, timeout=60) as api:
+            t0 = time.monotonic()
+            response = api.post("/v1/payouts/batches", json={"batch_id": "bench", "payouts": rows})
+            response.raise_for_status()
+            committed = time.monotonic() - t0
+            deadline = time.monotonic() + max(120.0, 4 * n / rate)
+            summary: dict[str, Any] = response.json()
+            while time.monotonic() < deadline and summary["settled"] < n:
+                time.sleep(0.2)
+                summary = api.get("/v1/payouts/batches/bench").json()
+            settled_s = time.monotonic() - t0
+        with control(emu) as client:
+            records = client.get("/requests").json()
+    b2c = [r for r in records if str(r.get("path", "")).startswith("/mpesa/b2c")]
+    spike = sum(
+        1
+        for r in records
+        if isinstance(r.get("response"), dict) and r["response"].get("errorCode") == "500.003.02"
+    )
+    accepted = [r for r in b2c if r.get("status_code") == 200]
+    times = sorted(datetime.fromisoformat(r["received_at"]).timestamp() for r in b2c)
+    span = times[-1] - times[0] if len(times) > 1 else float("nan")
+    measured = (len(times) - 1) / span if span and span == span else float("nan")
+    reach = measured / rate
+    succeeded = int(summary["by_status"].get("succeeded", 0))
+    log(f"  {measured:.1f} payouts/s of {rate:g} configured, {spike} spike arrests")
+    section.columns = [
+        "payouts",
+        "configured /s",
+        "sent /s (emulator log)",
+        "vs configured",
+        "spike arrests (emulator log)",
+        "accepted B2C",
+        "succeeded",
+        "batch committed, s",
+        "all settled, s",
+    ]
+    section.rows = [
+        [
+            n,
+            rate,
+            round(measured, 1),
+            round(reach, 3),
+            spike,
+            len(accepted),
+            succeeded,
+            round(committed, 2),
+            round(settled_s, 1),
+        ]
+    ]
+    section.targets.append(
+        Target(
+            name="bulk payouts through the gateway vs the configured rate",
+            target="within 10% of the configured rate",
+            measured=f"{reach:.3f}x ({measured:.1f}/s of {rate:g}/s)",
+            met=0.9 <= reach <= 1.1,
+            note="" if reach >= 0.9 else f"{(1 - reach) * 100:.0f}% below the rate",
+        )
+    )
+    section.targets.append(
+        Target(
+            name="payouts refused for spike arrest",
+            target="0",
+            measured=f"{spike} (emulator log)",
+            met=spike == 0,
+        )
+    )
+    section.targets.append(
+        Target(
+            name="payouts paid, once each",
+            target=f"{n} accepted B2C, {n} succeeded",
+            measured=f"{len(accepted)} accepted, {succeeded} succeeded",
+            met=len(accepted) == n == succeeded
+            and len({r["body"]["OriginatorConversationID"] for r in accepted}) == n,
+        )
+    )
+    section.notes.append(
+        "Every B2C request of the gateway takes a token of one bucket (`PESA_PAYOUT_RATE` "
+        "per second, burst 1), so the requests leave evenly spaced; the emulator's limiter "
+        "holds one second of requests. Each payout is three ledger transactions (the "
+        "claim, shared by a batch of rows; Daraja's answer; the Result), so the rate a "
+        "gateway can sustain is bounded by its database as well."
+    )
+    section.data = {
+        "rate": measured,
+        "configured": rate,
+        "spike_arrests": spike,
+        "accepted": len(accepted),
+        "settled_s": settled_s,
+    }
     return section

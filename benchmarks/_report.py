@@ -107,6 +107,7 @@ def _size_note(sizes: Sizes, issue: Sizes) -> str:
             "e2e_payments",
             "reconcile_payments",
             "payouts",
+            "gateway_payouts",
         )
         if getattr(sizes, name) != getattr(issue, name)
     ]

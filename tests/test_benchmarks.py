@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("client", "emulator", "ingest", "e2e", "reconciler", "payouts")
+BENCHMARKS = ("client", "emulator", "ingest", "e2e", "reconciler", "payouts", "payouts_gateway")
 
 
 @pytest.fixture(scope="module")

@@ -7,6 +7,7 @@ from pesa.cli import (
     _gateway,  # noqa: F401  (registers `pesa serve|worker|db|demo`)
     _operators,  # noqa: F401  (registers `pesa operator`)
     _payments,  # noqa: F401  (registers `pesa payments|events|listen|trigger`)
+    _payouts,  # noqa: F401  (registers `pesa payouts send`)
 )
 from pesa.cli._app import app
 from pesa.cli._main import main

@@ -22,6 +22,7 @@ import anyio
 import httpx
 
 from pesa._logging import get_logger
+from pesa.cli._demo_money_out import DemoSection, money_out
 from pesa.cli._demo_receipts import DEMO_ACCOUNTS, ReceiptScenarioResult, walk_receipts
 from pesa.config import Settings
 from pesa.emulator import Emulator, EmulatorConfig
@@ -96,6 +97,7 @@ def demo_settings(database_url: str, api_key: str, accounts_file: Path | None = 
         reconcile_deadline=60.0,
         reconcile_query_rate=50.0,
         reconcile_query_burst=10,
+        payout_status_after=1.0,
         log="warning",
     )
 
@@ -106,13 +108,14 @@ async def run_demo(
     timeout: float = 40.0,
     stk_delay: float = 0.5,
     workdir: Path | None = None,
-) -> tuple[list[DemoResult], list[str], list[ReceiptScenarioResult]]:
+) -> tuple[list[DemoResult], list[str], list[ReceiptScenarioResult], list[DemoSection]]:
     """Run every scenario through a fresh gateway and report how each payment ended.
 
     Returns:
-        ``(results, notes, receipts)``: one result per STK scenario, lines about the checks
-        that are not one payment (the idempotent retry, the C2B registration), and one
-        result per receipts scenario (customers paying the PayBill).
+        ``(results, notes, receipts, sections)``: one result per STK scenario, lines about
+        the checks that are not one payment (the idempotent retry, the C2B registration),
+        one result per receipts scenario (customers paying the PayBill), and the money-out
+        flows' tables (payouts, a refund, the balance).
     """
     with tempfile.TemporaryDirectory(prefix="pesa-demo-") as tmp:
         directory = workdir or Path(tmp)
@@ -127,7 +130,16 @@ async def run_demo(
                 emulator_url = f"{gateway.emulator_url}"
                 results, notes = await _walk(http, scenarios, timeout, emulator_url)
                 receipts, more = await walk_receipts(http, emulator_url, timeout=timeout)
-                return results, notes + more, receipts
+                paid = next((r for r in results if r.payment["status"] == "succeeded"), None)
+                sections = [
+                    await money_out(
+                        http,
+                        emulator_url,
+                        refundable=None if paid is None else paid.payment["id"],
+                        timeout=timeout,
+                    )
+                ]
+                return results, notes + more, receipts, sections
 
 
 async def _walk(

@@ -299,7 +299,7 @@ def demo(
     from pesa.cli._demo import run_demo
 
     console.print("pesa demo: gateway + emulator + SQLite on a free loopback port ...")
-    results, notes, receipts = anyio.run(lambda: run_demo(timeout=timeout))
+    results, notes, receipts, sections = anyio.run(lambda: run_demo(timeout=timeout))
     table = Table(title="pesa demo: one payment per emulator scenario", title_justify="left")
     for column in ("scenario", "phone", "lifecycle", "code", "callbacks", "receipt", "check"):
         # Ids and codes are copied by people: never split them across lines.
@@ -321,12 +321,24 @@ def demo(
     wide.print(_receipts_table(receipts))
     for note in notes:
         console.print(note, highlight=False)
+    for section in sections:
+        extra = Table(title=section.title, title_justify="left")
+        for column in section.columns:
+            extra.add_column(column, overflow="fold", no_wrap=column in ("id", "receipt", "KES"))
+        for row in section.rows:
+            extra.add_row(*row)
+        wide.print(extra)
     failed = [r for r in results if not r.ok] + [r for r in receipts if not r.ok]
     bad_notes = [n for n in notes if "FAILED" in n]
+    bad_flows = [p for section in sections for p in section.problems]
     total = len(results) + len(receipts)
     if failed or bad_notes:
         fail(f"{len(failed)} of {total} payments did not end as expected")
+    if bad_flows:
+        fail(f"{len(bad_flows)} other flow(s) did not end as expected: {'; '.join(bad_flows)}")
     console.print(f"[bold green]all {total} payments ended as expected[/]")
+    flows = sum(len(section.rows) for section in sections)
+    console.print(f"[bold green]all {flows} money-out flows ended as expected[/]")
 
 
 def _receipts_table(receipts: list[Any]) -> Any:

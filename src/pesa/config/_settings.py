@@ -218,6 +218,12 @@ class Settings(BaseSettings):
         description="largest request body of the REST API, in bytes (413 beyond; checked "
         "after the API key, before the body is read)",
     )
+    batch_max_body_bytes: int = Field(
+        4 * 1024 * 1024,
+        ge=1024,
+        description="largest body of POST /v1/payouts/batches, in bytes (a batch of "
+        "10,000 rows needs about 2 MiB)",
+    )
     callback_max_body_bytes: int = Field(
         32 * 1024,
         ge=1024,
@@ -353,6 +359,42 @@ class Settings(BaseSettings):
     )
     reconcile_backoff_cap: float = Field(
         300.0, gt=0, description="longest pause, in seconds, after repeated spike arrests"
+    )
+    # -- Payouts, refunds and balances ---------------------------------------------------------
+    payout_rate: float = Field(
+        5.0,
+        gt=0,
+        description="B2C requests per second this process sends, at most (keep it under "
+        "Daraja's spike-arrest limit); batches are paced at this rate",
+    )
+    payout_status_after: float = Field(
+        30.0,
+        ge=0,
+        description="seconds a pending payout or refund waits for its Result before "
+        "Transaction Status is asked",
+    )
+    payout_deadline: float = Field(
+        3600.0,
+        gt=0,
+        description="seconds after which a payout or refund with no final answer is flagged "
+        "(it stays unknown: verify it by hand) and no longer checked",
+    )
+    payout_resend: bool = Field(
+        True,
+        description="send again, with the same OriginatorConversationID, a payout Daraja "
+        "has no record of (a duplicate to Daraja if the first send arrived)",
+    )
+    refund_partial: Literal["allow", "deny"] = Field(
+        "deny",
+        description="whether a refund may reverse part of a payment (undocumented whether "
+        "Daraja allows it: REFERENCE 8.7)",
+    )
+    balance_wait: float = Field(
+        5.0,
+        gt=0,
+        le=60,
+        description="seconds GET /v1/balance waits for Daraja's balance Result before "
+        "answering with the last balance known",
     )
     webhook_urls: Annotated[list[str], NoDecode] = Field(
         default_factory=list,

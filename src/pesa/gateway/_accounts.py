@@ -23,7 +23,12 @@ from pesa._logging import get_logger
 from pesa.client import AsyncDaraja, FileTokenStore, InMemoryTokenStore, TokenStore
 from pesa.client._accounts import Account, Accounts
 from pesa.config import Settings
-from pesa.daraja import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE, security_credential
+from pesa.daraja import (
+    SANDBOX_PASSKEY,
+    SANDBOX_STK_SHORTCODE,
+    bundled_certificate,
+    security_credential,
+)
 
 __all__ = [
     "EMULATOR_CONSUMER_KEY",
@@ -37,6 +42,8 @@ log = get_logger("pesa.gateway")
 
 EMULATOR_CONSUMER_KEY = "pesa-emulator"
 EMULATOR_CONSUMER_SECRET = "pesa-emulator"  # a public placeholder, not a secret
+SANDBOX_INITIATOR = "testapi"
+SANDBOX_INITIATOR_PASSWORD = "Safaricom999!*!"  # published test data, not a secret
 
 
 def effective_accounts(settings: Settings) -> Accounts:
@@ -64,6 +71,11 @@ def _emulator_fallbacks(account: Account, is_default: bool) -> Account:
         # The mounted emulator is told this pair (emulator_passkeys). Other accounts keep
         # what they are configured with: a B2C shortcode does not take STK pushes.
         updates["passkey"] = SecretStr(SANDBOX_PASSKEY)
+    if is_default and account.initiator_name is None and account.initiator_password is None:
+        # The public sandbox initiator (REFERENCE §2), which the emulator knows: payouts,
+        # refunds and balances work on a fresh checkout too.
+        updates["initiator_name"] = SANDBOX_INITIATOR
+        updates["initiator_password"] = SecretStr(SANDBOX_INITIATOR_PASSWORD)
     return account.model_copy(update=updates) if updates else account
 
 
@@ -140,13 +152,17 @@ class AccountClients:
             options = {**overrides, **account.client_options()}
             if (
                 settings.env == "emulator"
-                and emulator_certificate is not None
                 and account.initiator_password is not None
                 and account.certificate_path is None
-                and settings.base_url is None  # the mounted emulator, not another one
             ):
+                # The mounted emulator's certificate; for an emulator in its own process,
+                # the bundled sandbox one, which a lenient emulator accepts (a strict one
+                # needs PESA_CERTIFICATE_PATH).
+                certificate: Any = bundled_certificate("sandbox")
+                if emulator_certificate is not None and settings.base_url is None:
+                    certificate = emulator_certificate
                 options["security_credential"] = security_credential(
-                    account.initiator_password.get_secret_value(), emulator_certificate
+                    account.initiator_password.get_secret_value(), certificate
                 )
             client = AsyncDaraja.from_settings(settings, **options)
             clients[name] = client

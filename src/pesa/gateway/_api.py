@@ -389,12 +389,18 @@ async def list_events(
     after: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     payment_id: Annotated[str | None, Query(description="only this payment's events")] = None,
+    subject_id: Annotated[
+        str | None,
+        Query(description="only the events about this payment, payout, refund or receipt"),
+    ] = None,
 ) -> EventPage:
     """Read the event log in order, oldest first (the same bodies webhooks deliver).
 
     ``next_cursor`` is where to resume: poll with ``after=<next_cursor>`` to follow the log.
     """
-    page = await state.ledger.list_events(after=after, limit=limit, payment_id=payment_id)
+    page = await state.ledger.list_events(
+        after=after, limit=limit, payment_id=payment_id, subject_id=subject_id
+    )
     events = [_event_out(e) for e in page.items]
     return EventPage(data=events, next_cursor=page.next_cursor)
 

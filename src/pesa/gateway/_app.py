@@ -28,17 +28,24 @@ from pesa._version import __version__
 from pesa.client import DEFAULT_ACCOUNT, Accounts, AsyncDaraja
 from pesa.config import Settings
 from pesa.daraja import C2B_URL_FORBIDDEN_WORDS
-from pesa.gateway import _api, _c2b, _callbacks, _receipt_api
+from pesa.gateway import _api, _c2b, _callbacks, _payout_api, _receipt_api, _results
 from pesa.gateway._accounts import AccountClients, effective_accounts, emulator_passkeys
 from pesa.gateway._c2b import C2BValidator, C2BValidatorRule
 from pesa.gateway._dispatcher import HandlerMap, WebhookDispatcher, delivery_endpoints
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._payments import PaymentCreator
+from pesa.gateway._payout_api import PAYOUT_BATCHES_PATH
 from pesa.gateway._pull import PullRecovery
 from pesa.gateway._receipts import C2BRegistrar, ReceiptVerifier
 from pesa.gateway._reconciler import Reconciler, ReconcilerOptions
 from pesa.gateway._server import RequestGuard
 from pesa.gateway._state import GatewayState
+from pesa.gateway._transfers import (
+    InitiatorUrls,
+    TransferChecker,
+    TransferOptions,
+    TransferSender,
+)
 from pesa.gateway._trust import CallbackTrust
 from pesa.gateway.dashboard import install_dashboard
 from pesa.ledger import Ledger
@@ -194,6 +201,11 @@ class GatewayUrls:
         """The QueueTimeOutURL of one Transaction Status query."""
         return f"{self.callbacks}/c2b/status/{nonce}/timeout"
 
+    @property
+    def initiator(self) -> InitiatorUrls:
+        """The ResultURL and QueueTimeOutURL of payouts, refunds, their status and balance."""
+        return InitiatorUrls(self.callbacks)
+
 
 def gateway_urls(settings: Settings, callback_token: str) -> GatewayUrls:
     """Work out the public, callback and emulator URLs of a gateway from its settings.
@@ -283,11 +295,16 @@ async def run_workers(
             # this process knows only when the callback token is configured.
             urls = gateway_urls(settings, settings.callback_token.get_secret_value())
             verifier = _build_verifier(settings, ledger, clients, urls, metrics)
-            workers.append(("receipt verifier", verifier.run))
+            sender, checker = _build_transfers(settings, ledger, clients, urls, reconciler)
+            workers += [
+                ("receipt verifier", verifier.run),
+                ("payout sender", sender.run),
+                ("transfer checker", checker.run),
+            ]
         else:
             log.warning(
-                "PESA_CALLBACK_TOKEN is not set: this worker does not verify C2B receipts "
-                "(the gateway process does)"
+                "PESA_CALLBACK_TOKEN is not set: this worker does not verify C2B receipts, "
+                "send payouts nor check them (the gateway process does)"
             )
         await _run_until_stopped(workers, stop)
 
@@ -398,6 +415,8 @@ def create_app(
                         ("reconciler", state.reconciler.run),
                         ("webhook dispatcher", state.dispatcher.run),
                         ("receipt verifier", state.verifier.run),
+                        ("payout sender", state.sender.run),
+                        ("transfer checker", state.checker.run),
                     ]
                     if settings.c2b_pull_interval > 0:
                         pull = build_pull_recovery(settings, state.ledger, state.clients)
@@ -421,11 +440,14 @@ def create_app(
         RequestGuard,
         api_key=settings.api_key.get_secret_value() if settings.api_key else None,
         max_body=settings.api_max_body_bytes,
+        larger={PAYOUT_BATCHES_PATH: settings.batch_max_body_bytes},
     )
     app.include_router(_api.router)
     app.include_router(_receipt_api.router)
+    app.include_router(_payout_api.router)
     app.include_router(_callbacks.router)
     app.include_router(_c2b.router)
+    app.include_router(_results.router)
     if settings.dashboard:
         install_dashboard(app, settings)
     app.state.urls = urls
@@ -482,6 +504,7 @@ class _ServedAddress:
         state.urls = urls
         state.verifier.urls = urls
         state.registrar.urls = urls
+        state.initiator_urls = state.sender.urls = state.checker.urls = urls.initiator
         if self.rebase_clients and urls.emulator is not None:
             state.clients.rebase(urls.emulator)
         state.creator = PaymentCreator(
@@ -540,6 +563,7 @@ async def _open(
     dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
     stack.push_async_callback(dispatcher.aclose)
     verifier = _build_verifier(settings, ledger, clients, urls, metrics)
+    sender, checker = _build_transfers(settings, ledger, clients, urls, reconciler)
     http: httpx.AsyncClient | None = None
     if settings.c2b_validation == "http":
         # Its own pool: a slow merchant rule must not hold webhook connections.
@@ -570,6 +594,9 @@ async def _open(
         verifier=verifier,
         validator=validator,
         registrar=C2BRegistrar(clients, urls),
+        sender=sender,
+        checker=checker,
+        initiator_urls=urls.initiator,
     )
 
 
@@ -601,6 +628,25 @@ def build_pull_recovery(
         interval=settings.c2b_pull_interval,
         policy=settings.c2b_verify,
     )
+
+
+def _build_transfers(
+    settings: Settings,
+    ledger: Ledger,
+    clients: AccountClients,
+    urls: GatewayUrls,
+    reconciler: Reconciler,
+) -> tuple[TransferSender, TransferChecker]:
+    options = TransferOptions.from_settings(settings)
+    sender = TransferSender(
+        ledger, clients, settings=settings, urls=urls.initiator, options=options
+    )
+    # One bucket for every query of this process: STK and Transaction Status together stay
+    # within PESA_RECONCILE_QUERY_RATE.
+    checker = TransferChecker(
+        ledger, clients, bucket=reconciler.bucket, urls=urls.initiator, options=options
+    )
+    return sender, checker
 
 
 def _build_dispatcher(

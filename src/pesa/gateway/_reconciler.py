@@ -59,8 +59,9 @@ from pesa._exceptions import (
     ValidationError,
 )
 from pesa._logging import get_logger
-from pesa.gateway._backoff import Backoff, RandomSource, describe_outage
+from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
+from pesa.gateway._rounds import run_rounds
 from pesa.gateway._throttle import TokenBucket
 from pesa.ledger import (
     RECONCILABLE_STATUSES,
@@ -346,28 +347,19 @@ class Reconciler:
     async def run(self, stop: anyio.Event) -> None:
         """Reconcile until ``stop`` is set: rounds back to back while a backlog remains,
         otherwise one every ``interval`` seconds. Errors are logged, never raised."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                report = await self.run_once()
-            except Exception as err:  # the loop must survive a database hiccup
-                failures += 1
-                pause = self._failure_backoff.delay(failures, self._rng)
-                outage = describe_outage(err)
-                if outage is None:
-                    log.exception("reconciliation round failed; retrying in %.1f s", pause)
-                else:  # one line per backoff interval, not a traceback per round
-                    log.warning(
-                        "reconciliation round failed (%s); retrying in %.1f s", outage, pause
-                    )
-                with anyio.move_on_after(pause):
-                    await stop.wait()
-                continue
-            failures = 0
-            backlog = report.claimed >= self.options.batch_size and not report.released
-            if not backlog:
-                with anyio.move_on_after(self.options.interval):
-                    await stop.wait()
+
+        async def round_() -> bool:
+            report = await self.run_once()
+            return report.claimed >= self.options.batch_size and not report.released
+
+        await run_rounds(
+            "reconciliation",
+            round_,
+            stop,
+            interval=self.options.interval,
+            failure_backoff=self._failure_backoff,
+            rng=self._rng,
+        )
 
     async def settle(self, payment: Payment) -> Payment:
         """Query Daraja about ``payment`` now and apply a final answer (``/refresh``).

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
 import h11
@@ -91,6 +91,8 @@ class RequestGuard:
             open, as in the emulator without ``PESA_API_KEY``).
         max_body: the largest request body, in bytes, outside the callback route.
         protected: path prefixes that need the key.
+        larger: exact paths allowed a larger body than ``max_body`` (a payout batch),
+            still behind the key.
     """
 
     def __init__(
@@ -100,11 +102,13 @@ class RequestGuard:
         api_key: str | None,
         max_body: int,
         protected: Sequence[str] = PROTECTED_PREFIXES,
+        larger: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.api_key = api_key
         self.max_body = max_body
         self.protected = tuple(protected)
+        self.larger = dict(larger or {})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(CALLBACK_PREFIX):
@@ -121,11 +125,12 @@ class RequestGuard:
                     **{"WWW-Authenticate": "Bearer"},
                 )
                 return
+        cap = self.larger.get(scope["path"], self.max_body)
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body):
-            await self._too_large(send)
+        if declared is not None and (not declared.isdigit() or int(declared) > cap):
+            await self._too_large(send, cap)
             return
-        await self._call_capped(scope, receive, send)
+        await self._call_capped(scope, receive, send, cap)
 
     def _key_problem(self, header: bytes | None) -> str | None:
         assert self.api_key is not None
@@ -136,11 +141,11 @@ class RequestGuard:
             return "invalid API key"
         return None
 
-    async def _too_large(self, send: Send) -> None:
-        rule = f"the body must be at most {self.max_body} bytes"
+    async def _too_large(self, send: Send, cap: int) -> None:
+        rule = f"the body must be at most {cap} bytes"
         await _answer(send, 413, _error("payload_too_large", rule, rule))
 
-    async def _call_capped(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _call_capped(self, scope: Scope, receive: Receive, send: Send, cap: int) -> None:
         # A body without Content-Length (chunked) is counted as it arrives; past the cap the
         # client gets 413 and the route sees a disconnect, so it stops reading.
         received = 0
@@ -154,10 +159,10 @@ class RequestGuard:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
+                if received > cap:
                     refused = True
                     if not started:
-                        await self._too_large(send)
+                        await self._too_large(send, cap)
                     return {"type": "http.disconnect"}
             return message
 

@@ -15,6 +15,7 @@ from pesa.gateway._dispatcher import WebhookDispatcher
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._payments import PaymentCreator
 from pesa.gateway._reconciler import Reconciler
+from pesa.gateway._transfers import InitiatorUrls, TransferChecker, TransferSender
 from pesa.gateway._trust import CallbackTrust
 from pesa.ledger import Ledger
 
@@ -37,6 +38,9 @@ class GatewayState:
         creator: the payment create flow.
         reconciler: settles payments by query (``POST /v1/payments/{id}/refresh``).
         dispatcher: delivers events to webhook URLs and Python handlers.
+        sender: sends payouts and refunds (paced by ``PESA_PAYOUT_RATE``).
+        checker: settles payouts and refunds by Transaction Status.
+        initiator_urls: where Results of B2C, reversal, status and balance requests go.
         trust: the callback trust policy.
         metrics: counters rendered by ``/metrics``.
         accounts: the named Daraja accounts (with the emulator's fallbacks in ``emulator``).
@@ -57,6 +61,9 @@ class GatewayState:
     creator: PaymentCreator
     reconciler: Reconciler
     dispatcher: WebhookDispatcher
+    sender: TransferSender
+    checker: TransferChecker
+    initiator_urls: InitiatorUrls
     trust: CallbackTrust
     metrics: Metrics
     accounts: Accounts

@@ -25,14 +25,30 @@ from pesa.gateway_client._models import (
     ReceiptOut,
     ReceiptPage,
 )
+from pesa.gateway_client._transfer_models import (
+    AccountBalanceOut,
+    BalanceOut,
+    BatchCreate,
+    BatchOut,
+    PayoutCreate,
+    PayoutOut,
+    PayoutPage,
+    RefundCreate,
+    RefundOut,
+    RefundPage,
+)
 
 __all__ = [
+    "AccountBalanceOut",
     "AccountList",
     "AccountOut",
     "ApiErrorBody",
     "ApiErrorDetail",
     "AsyncGatewayClient",
+    "BalanceOut",
     "BaseGatewayClient",
+    "BatchCreate",
+    "BatchOut",
     "EventOut",
     "EventPage",
     "ExpectedPaymentCreate",
@@ -45,6 +61,12 @@ __all__ = [
     "PaymentCreate",
     "PaymentOut",
     "PaymentPage",
+    "PayoutCreate",
+    "PayoutOut",
+    "PayoutPage",
     "ReceiptOut",
     "ReceiptPage",
+    "RefundCreate",
+    "RefundOut",
+    "RefundPage",
 ]

@@ -43,6 +43,27 @@ from pesa.ledger._errors import (
     LedgerError,
     PaymentNotFoundError,
     ReceiptNotFoundError,
+    RefundNotAllowedError,
+    TransferNotFoundError,
+)
+from pesa.ledger._payout_states import (
+    PAYOUT_COMMANDS,
+    TERMINAL_TRANSFER_STATUSES,
+    TransferAccepted,
+    TransferDecision,
+    TransferEvent,
+    TransferExpired,
+    TransferInput,
+    TransferKind,
+    TransferNotFound,
+    TransferOutcomeUnknown,
+    TransferRefused,
+    TransferResult,
+    TransferState,
+    TransferStatus,
+    TransferTimedOut,
+    decide_transfer,
+    status_outcome,
 )
 from pesa.ledger._receipt_types import (
     ExpectedPayment,
@@ -81,6 +102,13 @@ from pesa.ledger._receipts import (
     tally_status,
 )
 from pesa.ledger._requests import PaymentRequest, validate_idempotency_key
+from pesa.ledger._results import (
+    ParsedResult,
+    initiator_code,
+    parse_payout_result,
+    parse_reversal_result,
+    parse_status_result,
+)
 from pesa.ledger._states import (
     TERMINAL_STATUSES,
     UNVERIFIED_EXPIRY,
@@ -111,6 +139,16 @@ from pesa.ledger._states import (
     orphan_matches,
     phones_match,
 )
+from pesa.ledger._transfer_types import (
+    BalanceRead,
+    BatchSummary,
+    Payout,
+    PayoutSpec,
+    Refund,
+    StatusQuery,
+    Transfer,
+    TransferOutcome,
+)
 from pesa.ledger._types import (
     CallbackOutcome,
     CallbackStatus,
@@ -129,6 +167,7 @@ from pesa.ledger._types import (
 )
 
 if _typing.TYPE_CHECKING:
+    from pesa.ledger._balances import BalanceBook
     from pesa.ledger._engine import async_url, create_engine
     from pesa.ledger._ledger import Clock, Ledger
     from pesa.ledger._migrate import current_revision, head_revision
@@ -150,6 +189,7 @@ if _typing.TYPE_CHECKING:
         phone_hashes,
     )
     from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
+    from pesa.ledger._transfers import PayoutBook, RefundBook, StatusBook
 
 # The storage (SQLAlchemy, Alembic) is imported on first use: the pure layer above (the state
 # machine and the rules every storage shares) imports without the ``server`` extra, so the
@@ -180,6 +220,8 @@ _STORAGE = {
         ("ReceiptBook", "parse_confirmation", "payer_facts", "phone_hashes"),
         "pesa.ledger._receipt_book",
     ),
+    **dict.fromkeys(("PayoutBook", "RefundBook", "StatusBook"), "pesa.ledger._transfers"),
+    "BalanceBook": "pesa.ledger._balances",
 }
 
 
@@ -200,14 +242,19 @@ def __getattr__(name: str) -> _typing.Any:
 
 
 __all__ = [
+    "PAYOUT_COMMANDS",
     "RECONCILABLE_STATUSES",
     "TERMINAL_STATUSES",
+    "TERMINAL_TRANSFER_STATUSES",
     "UNVERIFIED_EXPIRY",
     "Accepted",
     "Assessment",
     "AuditAction",
     "AuditEntry",
     "Backlog",
+    "BalanceBook",
+    "BalanceRead",
+    "BatchSummary",
     "CallbackOutcome",
     "CallbackStatus",
     "Cancel",
@@ -251,6 +298,7 @@ __all__ = [
     "OutcomeCount",
     "OutcomeUnknown",
     "Page",
+    "ParsedResult",
     "ParsedStkCallback",
     "Payment",
     "PaymentNotFoundError",
@@ -258,6 +306,9 @@ __all__ = [
     "PaymentRequest",
     "PaymentState",
     "PaymentStatus",
+    "Payout",
+    "PayoutBook",
+    "PayoutSpec",
     "Pulled",
     "Receipt",
     "ReceiptAccount",
@@ -272,9 +323,14 @@ __all__ = [
     "ReceiptQueryOutcome",
     "ReceiptState",
     "ReceiptStatus",
+    "Refund",
+    "RefundBook",
+    "RefundNotAllowedError",
     "Rejected",
     "Role",
     "StatusAnswer",
+    "StatusBook",
+    "StatusQuery",
     "StillPending",
     "StkCallbackParser",
     "StkQueryOutcome",
@@ -282,6 +338,22 @@ __all__ = [
     "StkResult",
     "StoredCallback",
     "Tally",
+    "Transfer",
+    "TransferAccepted",
+    "TransferDecision",
+    "TransferEvent",
+    "TransferExpired",
+    "TransferInput",
+    "TransferKind",
+    "TransferNotFound",
+    "TransferNotFoundError",
+    "TransferOutcome",
+    "TransferOutcomeUnknown",
+    "TransferRefused",
+    "TransferResult",
+    "TransferState",
+    "TransferStatus",
+    "TransferTimedOut",
     "Unverifiable",
     "VerificationAbandoned",
     "VerifyPolicy",
@@ -295,14 +367,19 @@ __all__ = [
     "decide",
     "decide_expected",
     "decide_receipt",
+    "decide_transfer",
     "evolve",
     "hash_password",
     "head_revision",
+    "initiator_code",
     "merchant_request_mismatch",
     "mismatch_reasons",
     "new_receipt",
     "orphan_matches",
     "parse_confirmation",
+    "parse_payout_result",
+    "parse_reversal_result",
+    "parse_status_result",
     "parse_stk_callback_body",
     "payer_facts",
     "payment_state",
@@ -317,6 +394,7 @@ __all__ = [
     "request_hash",
     "row_changes",
     "single_orphan",
+    "status_outcome",
     "stk_code",
     "storable_key",
     "storable_text",

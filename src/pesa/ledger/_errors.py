@@ -13,6 +13,8 @@ __all__ = [
     "LedgerError",
     "PaymentNotFoundError",
     "ReceiptNotFoundError",
+    "RefundNotAllowedError",
+    "TransferNotFoundError",
 ]
 
 
@@ -90,3 +92,25 @@ class LedgerConflictError(LedgerError):
 
     Nothing was written; the caller may retry later.
     """
+
+
+class TransferNotFoundError(LedgerError, LookupError):
+    """No payout or refund has the given id."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        super().__init__(f"no payout or refund {key!r}")
+
+
+class RefundNotAllowedError(LedgerError):
+    """A refund cannot be made (nothing paid, no receipt, more than remains, partial refused).
+
+    Attributes:
+        rule: the rule the request broke, in words.
+        remaining: what may still be refunded, in shillings.
+    """
+
+    def __init__(self, rule: str, remaining: int = 0) -> None:
+        self.rule = rule
+        self.remaining = remaining
+        super().__init__(rule)

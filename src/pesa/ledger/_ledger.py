@@ -325,6 +325,18 @@ class Ledger:
         from pesa.ledger._receipt_book import ReceiptBook
 
         self._receipts = ReceiptBook(self, policy=c2b_verify)
+        # Imported here too: the transfer books use this module's storage primitives.
+        from pesa.ledger._balances import BalanceBook
+        from pesa.ledger._transfers import PayoutBook, RefundBook, StatusBook
+
+        self.payouts = PayoutBook(self)
+        """B2C payouts: intents, sends, Results, batches (:class:`PayoutBook`)."""
+        self.refunds = RefundBook(self)
+        """Refunds (reversals), never more than was paid (:class:`RefundBook`)."""
+        self.status_queries = StatusBook(self, self.payouts, self.refunds)
+        """Transaction Status queries about payouts and refunds, and their answers."""
+        self.balances = BalanceBook(self)
+        """Account Balance requests and the balances they reported."""
 
     @classmethod
     async def open(
@@ -1178,10 +1190,11 @@ class Ledger:
         return callback_status(decision), payment, decision.detail, inserts
 
     async def store_refused_callback(
-        self, body: bytes, *, source_ip: str | None, detail: str
+        self, body: bytes, *, source_ip: str | None, detail: str, kind: str = "stk"
     ) -> str:
         """Keep raw a callback refused before it could be parsed (a body over the size
         cap, of which ``body`` is the start), as ``invalid`` evidence; nothing else changes.
+        ``kind`` is the route's (``stk``, ``b2c_result``, ...).
 
         Returns:
             The stored callback's id.
@@ -1190,7 +1203,7 @@ class Ledger:
         callback_id = new_id("cb", now_ms=int(received.timestamp() * 1000))
         record = {
             "id": callback_id,
-            "kind": "stk",
+            "kind": kind,
             "body": bytes(body),
             "source_ip": source_ip,
             "received_at": received,

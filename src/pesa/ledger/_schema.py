@@ -35,6 +35,7 @@ from pesa._exceptions import ValidationError
 __all__ = [
     "UTCDateTime",
     "audit_log",
+    "balance_queries",
     "callbacks",
     "expected_payments",
     "metadata",
@@ -42,8 +43,11 @@ __all__ = [
     "operators",
     "payment_events",
     "payments",
+    "payouts",
     "receipt_queries",
     "receipts",
+    "refunds",
+    "status_queries",
     "stk_queries",
     "webhook_deliveries",
 ]
@@ -310,6 +314,129 @@ webhook_deliveries = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Index("ix_webhook_deliveries_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+
+def _transfer_columns() -> list[Column[Any]]:
+    """The columns a payout and a refund share: money the business sends by an initiator API.
+
+    Both are committed before their request leaves, settled by a ``Result`` callback or by
+    Transaction Status, and reconciled by the same worker (see ``pesa.ledger._transfers``).
+    """
+    return [
+        Column("id", String(40), primary_key=True),
+        Column("idempotency_key", String(255), nullable=True, unique=True),
+        Column("request_hash", String(64), nullable=False),
+        Column("status", String(16), nullable=False),
+        Column("amount", BigInteger, nullable=False),
+        Column("metadata", JSON, nullable=True),
+        # Daraja's ids: OriginatorConversationID (ours for B2C v3, Daraja's for reversals)
+        # and ConversationID; ids_verified is false while they were learnt from a callback.
+        Column("originator_conversation_id", String(128), nullable=True, unique=True),
+        Column("conversation_id", String(128), nullable=True, unique=True),
+        Column("ids_verified", Boolean, nullable=False, default=True, server_default=true()),
+        Column("result_code", String(32), nullable=True),
+        Column("result_desc", Text, nullable=True),
+        Column("receipt", String(64), nullable=True, index=True),
+        Column("paid_amount", Numeric(14, 2), nullable=True),
+        Column("counterparty", String(255), nullable=True),
+        Column("completed_at", UTCDateTime, nullable=True),
+        Column("failure_reason", Text, nullable=True),
+        Column("flagged", Boolean, nullable=False, default=False),
+        Column("flag_reason", Text, nullable=True),
+        # Requests sent (committed before each send): a refusal proves nothing about an
+        # earlier send, so only the first one's refusal rejects.
+        Column("attempts", Integer, nullable=False, default=0),
+        Column("version", Integer, nullable=False, default=1),
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+        # Worker bookkeeping: a send due (send_at), a status check due (next_check_at), who
+        # holds the claim until when, evidence awaiting Transaction Status, the deadline.
+        Column("send_at", UTCDateTime, nullable=True),
+        Column("next_check_at", UTCDateTime, nullable=True),
+        Column("claimed_until", UTCDateTime, nullable=True),
+        Column("check_count", Integer, nullable=False, default=0),
+        Column("evidence_callback_id", String(40), nullable=True),
+        Column("verify_at", UTCDateTime, nullable=True),
+        Column("verify_since", UTCDateTime, nullable=True),
+        Column("expired_at", UTCDateTime, nullable=True),
+    ]
+
+
+payouts = Table(
+    "payouts",
+    metadata,
+    *_transfer_columns(),
+    Column("phone", String(16), nullable=False),
+    Column("command_id", String(32), nullable=False),
+    Column("remarks", String(100), nullable=False),
+    Column("occasion", String(100), nullable=True),
+    Column("account", String(64), nullable=False),
+    Column("shortcode", String(16), nullable=False),
+    Column("batch_id", String(128), nullable=True),
+    Column("batch_row", Integer, nullable=True),
+    Index("ix_payouts_status_next_check_at", "status", "next_check_at"),
+    Index("ix_payouts_send_at", "send_at"),
+    Index("ix_payouts_verify_at", "verify_at"),
+    Index("ix_payouts_batch_id_batch_row", "batch_id", "batch_row"),
+    Index("ix_payouts_phone", "phone"),
+)
+
+refunds = Table(
+    "refunds",
+    metadata,
+    *_transfer_columns(),
+    # What is refunded: a payment (pay_...) or a C2B receipt; its M-Pesa receipt and the
+    # shortcode it was paid to (the reversal's TransactionID and ReceiverParty).
+    Column("source_id", String(40), nullable=False),
+    Column("original_receipt", String(64), nullable=False),
+    Column("receiver_party", String(16), nullable=False),
+    Column("phone", String(16), nullable=True),
+    Column("remarks", String(100), nullable=False),
+    Index("ix_refunds_source_id", "source_id"),
+    Index("ix_refunds_status_next_check_at", "status", "next_check_at"),
+    Index("ix_refunds_verify_at", "verify_at"),
+    Index("ix_refunds_original_receipt", "original_receipt"),
+)
+
+status_queries = Table(
+    "status_queries",
+    metadata,
+    Column("seq", _Seq, primary_key=True, autoincrement=True),
+    Column("id", String(40), nullable=False, unique=True),
+    # The payout (po_...) or refund (rf_...) asked about, and by which id.
+    Column("subject_id", String(40), nullable=False, index=True),
+    Column("by_originator_id", String(128), nullable=True),
+    Column("by_receipt", String(64), nullable=True),
+    # Daraja's ids for the query itself, from its answer: its Result is matched by them.
+    Column("conversation_id", String(128), nullable=True, unique=True),
+    Column("originator_conversation_id", String(128), nullable=True),
+    Column("asked_at", UTCDateTime, nullable=False),
+    # sent (answer pending), answered, timed_out, error or rate_limited
+    Column("outcome", String(16), nullable=False),
+    Column("result_code", String(32), nullable=True),
+    Column("result_desc", Text, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("answered_at", UTCDateTime, nullable=True),
+)
+
+balance_queries = Table(
+    "balance_queries",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("account", String(64), nullable=False),
+    Column("shortcode", String(16), nullable=False),
+    Column("conversation_id", String(128), nullable=True, unique=True),
+    Column("originator_conversation_id", String(128), nullable=True),
+    Column("asked_at", UTCDateTime, nullable=False),
+    # sent, succeeded, failed
+    Column("status", String(16), nullable=False),
+    Column("result_code", String(32), nullable=True),
+    Column("result_desc", Text, nullable=True),
+    Column("accounts", JSON, nullable=True),
+    Column("read_at", UTCDateTime, nullable=True),
+    Column("answered_at", UTCDateTime, nullable=True),
+    Index("ix_balance_queries_account_asked_at", "account", "asked_at"),
 )
 
 # -- the operator dashboard (migration 0004) ---------------------------------------------
