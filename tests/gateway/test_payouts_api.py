@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-from pesa.emulator import Emulator, EmulatorConfig
+from pesa.emulator import Emulator, EmulatorConfig, EmulatorControl
 from pesa.testing import RunningGateway, run_gateway
 
 from .conftest import API_KEY, CALLBACK_TOKEN, gateway_settings
@@ -261,3 +263,95 @@ def test_results_routes_check_the_token_and_keep_what_they_refuse(
     assert current["evidence_callback_id"] is not None
     oversized = httpx.post(f"{base}/{CALLBACK_TOKEN}/b2c/result", content=b"x" * (40 * 1024))
     assert oversized.status_code == 413
+
+
+RECEIPT_ACCOUNTS = """
+default = "paybill"
+
+[accounts.paybill]
+shortcode = "600997"
+passkey = "paybill-passkey"
+initiator_name = "testapi"
+initiator_password = "Safaricom999!*!"
+c2b_register = true
+"""
+
+
+@pytest.mark.slow
+def test_a_confirmed_receipt_is_refunded_never_more_than_was_paid(
+    database_url: str, tmp_path: Path
+) -> None:
+    """POST /v1/receipts/{id}/refund: a C2B payment given back by reversal of its TransID."""
+    accounts = tmp_path / "accounts.toml"
+    accounts.write_text(RECEIPT_ACCOUNTS, encoding="utf-8")
+    settings = gateway_settings(database_url, accounts_file=accounts, refund_partial="allow")
+    emulator = Emulator(EmulatorConfig(result_delay=0.05, seed=19))
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    with (
+        run_gateway(settings, emulator=emulator) as gateway,
+        httpx.Client(base_url=gateway.url, headers=headers, timeout=20) as api,
+        EmulatorControl(f"{gateway.url}/emulator", api_key=API_KEY) as control,
+    ):
+        deadline = time.monotonic() + 20
+        while (api.get("/v1/accounts").json()["data"][0]["c2b_registration"] or {}).get(
+            "status"
+        ) != "registered":
+            assert time.monotonic() < deadline, "C2B URLs not registered"
+            time.sleep(0.05)
+        paid = control.customer_pays(
+            shortcode="600997", amount=300, account_reference="INV-9", wait=10
+        )
+        assert api.post("/v1/receipts/rcp_nobody/refund").status_code == 404
+        receipt: dict[str, Any] = {}
+        deadline = time.monotonic() + 20
+        while receipt.get("status") != "confirmed":
+            assert time.monotonic() < deadline, receipt
+            page = api.get("/v1/receipts", params={"account_reference": "INV-9"}).json()
+            receipt = page["data"][0] if page["data"] else {}
+            time.sleep(0.05)
+        assert receipt["trans_id"] == paid.trans_id
+        path = f"/v1/receipts/{receipt['id']}/refund"
+        too_much = api.post(path, json={"amount": 301})
+        assert too_much.status_code == 409 and "more than remains" in too_much.text
+        first = api.post(path, json={"amount": 100, "remarks": "Part back"})
+        assert first.status_code == 201, first.text
+        assert first.json()["original_receipt"] == paid.trans_id
+        rest = api.post(path, json={"remarks": "The rest"})
+        assert rest.status_code == 201 and rest.json()["amount"] == 200
+        assert api.post(path).status_code == 409, "already refunded in full"
+        finals = [wait(api, f"/v1/refunds/{r.json()['id']}") for r in (first, rest)]
+        assert [f["status"] for f in finals] == ["succeeded", "succeeded"]
+        listed = api.get("/v1/refunds", params={"receipt_id": receipt["id"]}).json()["data"]
+        assert sorted(r["amount"] for r in listed) == [100, 200]
+        reversals = emulator.requests("/mpesa/reversal/v1/request")
+        assert [r.body["TransactionID"] for r in reversals] == [paid.trans_id] * 2
+
+
+def test_a_receipt_waiting_for_daraja_cannot_be_refunded(database_url: str) -> None:
+    """A confirmation not yet confirmed by Transaction Status never becomes a reversal."""
+    import asyncio
+
+    from pesa.ledger import Ledger, ReceiptAccount, RefundNotAllowedError
+    from pesa.testing import c2b_payment_payload
+
+    async def run() -> None:
+        async with await Ledger.open(database_url) as ledger:
+            await ledger.migrate()
+            body = json.dumps(c2b_payment_payload(trans_id="RKL51ZDR4F")).encode()
+            outcome = await ledger.receipts.ingest_confirmation(
+                body, source_ip=None, account_for=lambda _: ReceiptAccount("paybill", True)
+            )
+            assert outcome.receipt is not None and outcome.receipt.status == "received"
+            with pytest.raises(RefundNotAllowedError, match="received"):
+                await ledger.refunds.create(
+                    None,
+                    outcome.receipt.id,
+                    None,
+                    remarks="Forged?",
+                    receiver_party="600997",
+                    partial=True,
+                    claim=timedelta(seconds=30),
+                    source="receipt",
+                )
+
+    asyncio.run(run())

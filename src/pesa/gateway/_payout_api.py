@@ -44,6 +44,7 @@ from pesa.ledger import (
     BatchSummary,
     PaymentNotFoundError,
     Payout,
+    ReceiptNotFoundError,
     Refund,
     RefundNotAllowedError,
     TransferStatus,
@@ -288,6 +289,57 @@ async def refund_payment(
     return _refund(refund)
 
 
+@router.post(
+    "/v1/receipts/{receipt_id}/refund",
+    status_code=201,
+    response_model=RefundOut,
+    dependencies=[Authenticated],
+    tags=["refunds"],
+    responses={
+        **_ERRORS,
+        **_404,
+        409: {"model": ApiErrorBody, "description": "not refundable, or more than remains"},
+    },
+)
+async def refund_receipt(
+    receipt_id: str,
+    response: Response,
+    state: State,
+    body: RefundCreate | None = None,
+    idempotency_key: Annotated[str | None, _KEY] = None,
+) -> RefundOut:
+    """Give a C2B receipt's money back (reversal of its TransID), as for payments.
+
+    Only a receipt that counts may be refunded: one Daraja's Transaction Status confirmed,
+    or one that counts unverified (its account has no initiator to ask; then it also has
+    none to send a reversal, so in practice: confirmed). A receipt still waiting for
+    Daraja, or refuted, is a 409: a forged confirmation never becomes a reversal. Never
+    more than was paid, under concurrency; parts only with ``PESA_REFUND_PARTIAL=allow``.
+    The account paid (by the receipt's ``BusinessShortCode``) must have an initiator.
+    """
+    body = body or RefundCreate()
+    key = validate_idempotency_key(idempotency_key)
+    remarks = validate_remarks(body.remarks)
+    if body.metadata is not None:
+        check_metadata(body.metadata)
+    try:
+        refund, created = await state.sender.create_refund(
+            receipt_id,
+            body.amount,
+            remarks=remarks,
+            idempotency_key=key,
+            metadata=body.metadata,
+            source="receipt",
+        )
+    except ReceiptNotFoundError as err:
+        raise ApiError(404, "not_found", f"no receipt {receipt_id!r}", field="id") from err
+    except RefundNotAllowedError as err:
+        raise ApiError(409, "refund_not_allowed", err.rule, field="amount", rule=err.rule) from err
+    if not created:
+        response.headers["Idempotent-Replayed"] = "true"
+    return _refund(refund)
+
+
 @router.get(
     "/v1/refunds/{refund_id}",
     response_model=RefundOut,
@@ -315,12 +367,19 @@ async def list_refunds(
     payment_id: Annotated[
         str | None, Query(description="only this payment's refunds", max_length=40)
     ] = None,
+    receipt_id: Annotated[
+        str | None, Query(description="only this receipt's refunds", max_length=40)
+    ] = None,
     cursor: Annotated[str | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> RefundPage:
-    """List refunds, newest first."""
+    """List refunds, newest first (of one payment or one receipt, when given)."""
+    if payment_id is not None and receipt_id is not None:
+        raise ApiError(
+            422, "validation_error", "give payment_id or receipt_id, not both", field="receipt_id"
+        )
     items, next_cursor = await state.ledger.refunds.page(
-        source_id=payment_id, cursor=cursor, limit=limit
+        source_id=payment_id or receipt_id, cursor=cursor, limit=limit
     )
     return RefundPage(data=[_refund(r) for r in items], next_cursor=next_cursor)
 

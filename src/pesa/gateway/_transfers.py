@@ -28,7 +28,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
@@ -58,6 +58,7 @@ from pesa.ledger import (
     PaymentNotFoundError,
     Payout,
     PayoutSpec,
+    ReceiptNotFoundError,
     Refund,
     TransferNotFoundError,
 )
@@ -401,24 +402,43 @@ class TransferSender:
         remarks: str,
         idempotency_key: str | None,
         metadata: dict[str, Any] | None = None,
+        source: Literal["payment", "receipt"] = "payment",
     ) -> tuple[Refund, bool]:
-        """Commit a refund of a payment (within what remains) and send its reversal now.
+        """Commit a refund of a payment or a C2B receipt (within what remains) and send its
+        reversal now.
 
-        The reversal goes to the shortcode of the account the payment was made on.
+        The reversal goes to the shortcode the money was paid to: the payment's account's,
+        or the receipt's ``BusinessShortCode`` (whose account must have an initiator).
+
+        Raises:
+            PaymentNotFoundError / ReceiptNotFoundError: no such payment or receipt.
+            ValidationError: the account cannot send reversals (field ``account``).
+            RefundNotAllowedError: see :meth:`pesa.ledger.RefundBook.create`.
         """
-        payment = await self.ledger.get_payment(payment_id)
-        if payment is None:
-            raise PaymentNotFoundError(payment_id)
-        account = payout_account(self.clients.accounts, payment.account)
+        if source == "payment":
+            payment = await self.ledger.get_payment(payment_id)
+            if payment is None:
+                raise PaymentNotFoundError(payment_id)
+            account = payout_account(self.clients.accounts, payment.account)
+            receiver = account.shortcode or ""
+        else:
+            receipt = await self.ledger.receipts.get_receipt(payment_id)
+            if receipt is None:
+                raise ReceiptNotFoundError(payment_id)
+            owner = self.clients.accounts.for_shortcode(receipt.shortcode)
+            name = receipt.account if owner is None else owner.name
+            payout_account(self.clients.accounts, name)
+            receiver = receipt.shortcode
         refund, created = await self.ledger.refunds.create(
             idempotency_key,
             payment_id,
             amount,
             remarks=remarks,
-            receiver_party=account.shortcode or "",
+            receiver_party=receiver,
             partial=self.settings.refund_partial == "allow",
             claim=timedelta(seconds=self.options.lease),
             metadata=metadata,
+            source=source,
         )
         if not created:
             log.info("refund %s: idempotent retry, nothing sent", refund.id)

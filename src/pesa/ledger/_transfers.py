@@ -16,7 +16,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
 from sqlalchemy import Row, Table, and_, case, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
@@ -29,6 +29,7 @@ from pesa.ledger._errors import (
     IdempotencyConflictError,
     LedgerConflictError,
     PaymentNotFoundError,
+    ReceiptNotFoundError,
     RefundNotAllowedError,
     TransferNotFoundError,
 )
@@ -50,6 +51,7 @@ from pesa.ledger._payout_states import (
     TransferTimedOut,
     decide_transfer,
 )
+from pesa.ledger._receipts import ReceiptStatus
 from pesa.ledger._results import (
     ParsedResult,
     initiator_code,
@@ -58,7 +60,7 @@ from pesa.ledger._results import (
     parse_status_result,
     parse_timeout,
 )
-from pesa.ledger._schema import callbacks, payments, payouts, refunds, status_queries
+from pesa.ledger._schema import callbacks, payments, payouts, receipts, refunds, status_queries
 from pesa.ledger._states import DecisionKind, PaymentStatus
 from pesa.ledger._transfer_types import (
     BatchSummary,
@@ -1165,13 +1167,17 @@ class RefundBook(_Book[Refund]):
         partial: bool,
         claim: timedelta,
         metadata: dict[str, Any] | None = None,
+        source: Literal["payment", "receipt"] = "payment",
     ) -> tuple[Refund, bool]:
-        """Commit a refund of a succeeded payment, within what remains unrefunded.
+        """Commit a refund of a succeeded payment (or a C2B receipt), within what remains
+        unrefunded.
 
         Args:
             idempotency_key: the caller's key; a repeat with the same parameters returns the
                 existing refund.
-            payment_id: the payment refunded (it needs an M-Pesa receipt).
+            payment_id: the payment refunded (it needs an M-Pesa receipt), or with
+                ``source="receipt"`` the receipt (``rcp_...``) refunded: one Daraja confirmed
+                (or that counts unverified), never one still waiting or refuted.
             amount: shillings to give back; ``None`` for everything that remains.
             remarks: the reversal's ``Remarks`` (2 to 100 characters).
             receiver_party: the shortcode the payment was made to (``ReceiverParty``).
@@ -1181,8 +1187,9 @@ class RefundBook(_Book[Refund]):
 
         Raises:
             PaymentNotFoundError: no such payment.
-            RefundNotAllowedError: not succeeded, no receipt, more than remains, or a part
-                when parts are not allowed (HTTP 409).
+            ReceiptNotFoundError: no such receipt.
+            RefundNotAllowedError: not succeeded (not counted), no receipt, more than
+                remains, or a part when parts are not allowed (HTTP 409).
             IdempotencyConflictError: the key was used with other parameters.
             ValidationError: a bad amount or remarks.
         """
@@ -1198,32 +1205,14 @@ class RefundBook(_Book[Refund]):
             raise ValidationError("remarks", "must be 2 to 100 characters")
         digest = _hash(payment_id, amount, remarks, metadata)
         ledger = self._ledger
+        load = self._paid_payment if source == "payment" else self._paid_receipt
         if idempotency_key is not None:
             existing = await self._by_key_hash(idempotency_key)
             if existing is not None:
                 return self._repeat(existing, idempotency_key, digest), False
 
         async def work(conn: AsyncConnection) -> Refund:
-            query = select(payments).where(payments.c.id == payment_id)
-            if ledger._postgres:
-                query = query.with_for_update()
-            row = (await conn.execute(query)).first()
-            if row is None:
-                raise PaymentNotFoundError(payment_id)
-            payment = row._mapping
-            if payment["status"] != PaymentStatus.SUCCEEDED.value:
-                raise RefundNotAllowedError(
-                    f"payment {payment_id} is {payment['status']}: only a succeeded payment "
-                    "can be refunded"
-                )
-            receipt = payment["receipt"]
-            if not receipt:
-                raise RefundNotAllowedError(
-                    f"payment {payment_id} has no M-Pesa receipt (it was settled by STK query, "
-                    "which carries none): a reversal needs the receipt"
-                )
-            paid_value = payment["paid_amount"]
-            paid = int(Decimal(paid_value)) if paid_value is not None else int(payment["amount"])
+            receipt, paid, phone = await load(conn, payment_id)
             held = (
                 await conn.execute(
                     select(func.coalesce(func.sum(refunds.c.amount), 0)).where(
@@ -1235,16 +1224,16 @@ class RefundBook(_Book[Refund]):
             remaining = paid - int(held)
             wanted = remaining if amount is None else amount
             if remaining <= 0:
-                raise RefundNotAllowedError(f"payment {payment_id} is already refunded in full")
+                raise RefundNotAllowedError(f"{source} {payment_id} is already refunded in full")
             if wanted > remaining:
                 raise RefundNotAllowedError(
-                    f"refund of {wanted} is more than remains of payment {payment_id}: "
+                    f"refund of {wanted} is more than remains of {source} {payment_id}: "
                     f"{remaining} of {paid}",
                     remaining,
                 )
             if not partial and (wanted != paid or int(held) != 0):
                 raise RefundNotAllowedError(
-                    f"only the whole payment ({paid}) can be refunded: partial reversals are "
+                    f"only the whole {source} ({paid}) can be refunded: partial reversals are "
                     "not allowed (PESA_REFUND_PARTIAL=deny)",
                     remaining,
                 )
@@ -1270,7 +1259,7 @@ class RefundBook(_Book[Refund]):
                 "source_id": payment_id,
                 "original_receipt": receipt,
                 "receiver_party": receiver_party,
-                "phone": payment["phone"],
+                "phone": phone,
                 "remarks": remarks,
             }
             await conn.execute(insert(refunds).values(values))
@@ -1285,8 +1274,62 @@ class RefundBook(_Book[Refund]):
             if existing is None:
                 raise
             return self._repeat(existing, idempotency_key, digest), False
-        log.info("refund %s of payment %s created (%d KES)", refund.id, payment_id, refund.amount)
+        log.info(
+            "refund %s of %s %s created (%d KES)", refund.id, source, payment_id, refund.amount
+        )
         return refund, True
+
+    async def _paid_payment(self, conn: AsyncConnection, payment_id: str) -> tuple[str, int, str]:
+        """The M-Pesa receipt, amount paid and phone of a payment that may be refunded."""
+        query = select(payments).where(payments.c.id == payment_id)
+        if self._ledger._postgres:
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        if row is None:
+            raise PaymentNotFoundError(payment_id)
+        payment = row._mapping
+        if payment["status"] != PaymentStatus.SUCCEEDED.value:
+            raise RefundNotAllowedError(
+                f"payment {payment_id} is {payment['status']}: only a succeeded payment "
+                "can be refunded"
+            )
+        receipt = payment["receipt"]
+        if not receipt:
+            raise RefundNotAllowedError(
+                f"payment {payment_id} has no M-Pesa receipt (it was settled by STK query, "
+                "which carries none): a reversal needs the receipt"
+            )
+        paid_value = payment["paid_amount"]
+        paid = int(Decimal(paid_value)) if paid_value is not None else int(payment["amount"])
+        return str(receipt), paid, str(payment["phone"])
+
+    async def _paid_receipt(
+        self, conn: AsyncConnection, receipt_id: str
+    ) -> tuple[str, int, str | None]:
+        """The TransID, amount and (full, when known) phone of a receipt that may be refunded.
+
+        Only money that counts may go back: a receipt Daraja confirmed, or one that counts
+        unverified (no initiator to ask). One still waiting for Daraja's Transaction Status,
+        or refuted, may not: a forged confirmation must not become a reversal request.
+        """
+        query = select(receipts).where(receipts.c.id == receipt_id)
+        if self._ledger._postgres:
+            query = query.with_for_update()
+        row = (await conn.execute(query)).first()
+        if row is None:
+            raise ReceiptNotFoundError(receipt_id)
+        receipt = row._mapping
+        if receipt["status"] not in (ReceiptStatus.CONFIRMED.value, ReceiptStatus.UNVERIFIED.value):
+            raise RefundNotAllowedError(
+                f"receipt {receipt_id} is {receipt['status']}: only a receipt that counts "
+                "(confirmed by Daraja, or unverified) can be refunded"
+            )
+        amount = Decimal(receipt["amount"])
+        if amount != amount.to_integral_value():
+            raise RefundNotAllowedError(
+                f"receipt {receipt_id} is for {amount}: reversals are in whole shillings"
+            )
+        return str(receipt["trans_id"]), int(amount), receipt["phone"]
 
     def _repeat(self, existing: tuple[Refund, str], key: str, digest: str) -> Refund:
         refund, stored = existing
