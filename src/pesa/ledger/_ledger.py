@@ -105,6 +105,7 @@ from pesa.ledger._types import (
     StoredCallback,
     row_to_delivery_record,
 )
+from pesa.ledger._wake import OutboxSignal, install_outbox_hooks, mark_outbox_written
 
 if TYPE_CHECKING:
     from pesa.ledger._receipt_book import ReceiptBook
@@ -299,6 +300,9 @@ class Ledger:
             ``invalid`` and changes nothing.
         c2b_verify: when C2B confirmations count (:data:`pesa.ledger.VerifyPolicy`): see
             :attr:`receipts`.
+        notify: on PostgreSQL, a commit that makes webhook deliveries due also sends
+            ``NOTIFY pesa_outbox`` (dispatchers in other processes LISTEN for it). Commits
+            always fire :attr:`outbox_signal` in this process.
     """
 
     def __init__(
@@ -311,9 +315,15 @@ class Ledger:
         lookup: CodeLookup = stk_code,
         on_mismatch: MismatchPolicy = "flag",
         c2b_verify: VerifyPolicy = "auto",
+        notify: bool = True,
     ) -> None:
         self._engine = engine
         self._endpoints = tuple(dict.fromkeys(webhook_endpoints))
+        self.outbox_signal = OutboxSignal()
+        """Fires after each commit of this ledger that made webhook deliveries due."""
+        self.notify = notify and engine.dialect.name == "postgresql"
+        """Whether commits also send ``NOTIFY pesa_outbox`` (PostgreSQL only)."""
+        install_outbox_hooks(engine, self.outbox_signal, notify=self.notify)
         self._clock = clock
         self._parse = parse
         self._lookup = lookup
@@ -350,6 +360,7 @@ class Ledger:
         on_mismatch: MismatchPolicy = "flag",
         engine_options: Mapping[str, Any] | None = None,
         c2b_verify: VerifyPolicy = "auto",
+        notify: bool = True,
     ) -> Ledger:
         """Open the ledger at ``url`` (``sqlite:///pesa.db``, ``postgresql://...``).
 
@@ -368,6 +379,7 @@ class Ledger:
             lookup=lookup,
             on_mismatch=on_mismatch,
             c2b_verify=c2b_verify,
+            notify=notify,
         )
 
     @property
@@ -687,6 +699,8 @@ class Ledger:
                     .returning(*webhook_deliveries.c)
                 )
             ).first()
+            if row is not None:
+                mark_outbox_written(conn)
             if row is None:
                 current = (
                     await conn.execute(
