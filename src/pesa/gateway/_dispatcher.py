@@ -372,11 +372,17 @@ class WebhookDispatcher:
             if self.options.listen and self.ledger.notify:
                 tg.start_soon(listen_for_outbox, self.ledger, stop)
             for endpoint in endpoints:
-                tg.start_soon(self._run_lane, stop, endpoint, ())
-            tg.start_soon(self._run_lane, stop, None, endpoints)
+                tg.start_soon(self._run_lane, stop, endpoint, (), True)
+            # New deliveries go to the configured endpoints: the lane of leftovers only
+            # polls, so that a wake-up costs one claim per endpoint, not one more.
+            tg.start_soon(self._run_lane, stop, None, endpoints, False)
 
     async def _run_lane(
-        self, stop: anyio.Event, endpoint: str | None, exclude_endpoints: Sequence[str]
+        self,
+        stop: anyio.Event,
+        endpoint: str | None,
+        exclude_endpoints: Sequence[str],
+        woken: bool,
     ) -> None:
         async def round_() -> bool:
             report = await self.run_once(endpoint=endpoint, exclude_endpoints=exclude_endpoints)
@@ -389,7 +395,7 @@ class WebhookDispatcher:
             interval=self.options.interval,
             failure_backoff=self._failure_backoff,
             rng=self._rng,
-            wake=self.ledger.outbox_signal,
+            wake=self.ledger.outbox_signal if woken else None,
         )
 
     # -- one delivery ------------------------------------------------------------------

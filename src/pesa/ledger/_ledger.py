@@ -1665,16 +1665,58 @@ class Ledger:
         if exclude_endpoints:
             filters.append(webhook_deliveries.c.endpoint.not_in(list(exclude_endpoints)))
 
-        async def work(conn: AsyncConnection) -> list[Delivery]:
-            query = (
-                select(webhook_deliveries.c.id)
-                .where(*filters)
-                .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
-                .limit(limit)
+        def delivery(row: Row[Any]) -> Delivery:
+            return Delivery(
+                id=row._mapping["delivery_id"],
+                endpoint=row._mapping["endpoint"],
+                attempts=int(row._mapping["attempts"]),
+                event=_row_to_event(row),
             )
-            if self._postgres:
-                query = query.with_for_update(skip_locked=True)
-            ids = [row[0] for row in (await conn.execute(query)).all()]
+
+        due = (
+            select(webhook_deliveries.c.id)
+            .where(*filters)
+            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
+            .limit(limit)
+        )
+        if self._postgres:
+            # One statement (one round trip): pick, lease and read. The claim is on the
+            # path of every webhook, from the commit that woke the dispatcher to the POST.
+            leased = (
+                update(webhook_deliveries)
+                .where(
+                    webhook_deliveries.c.id.in_(
+                        due.with_for_update(skip_locked=True).scalar_subquery()
+                    )
+                )
+                .values(
+                    next_attempt_at=now + lease,
+                    attempts=webhook_deliveries.c.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(
+                    webhook_deliveries.c.id,
+                    webhook_deliveries.c.endpoint,
+                    webhook_deliveries.c.attempts,
+                    webhook_deliveries.c.event_id,
+                )
+                .cte("pesa_claimed")
+            )
+            query = (
+                select(
+                    leased.c.id.label("delivery_id"),
+                    leased.c.endpoint,
+                    leased.c.attempts,
+                    *payment_events.c,
+                )
+                .join(payment_events, payment_events.c.id == leased.c.event_id)
+                .order_by(payment_events.c.seq)
+            )
+            async with self._engine.begin() as conn:
+                return [delivery(row) for row in (await conn.execute(query)).all()]
+
+        async def work(conn: AsyncConnection) -> list[Delivery]:
+            ids = [row[0] for row in (await conn.execute(due)).all()]
             if not ids:
                 return []
             await conn.execute(
@@ -1697,18 +1739,10 @@ class Ledger:
                 .where(webhook_deliveries.c.id.in_(ids))
                 .order_by(payment_events.c.seq)
             )
-            return [
-                Delivery(
-                    id=row._mapping["delivery_id"],
-                    endpoint=row._mapping["endpoint"],
-                    attempts=int(row._mapping["attempts"]),
-                    event=_row_to_event(row),
-                )
-                for row in rows.all()
-            ]
+            return [delivery(row) for row in rows.all()]
 
-        claimed: list[Delivery] = await self._write(work)
-        return claimed
+        found: list[Delivery] = await self._write(work)
+        return found
 
     async def mark_delivered(self, delivery_id: str, status_code: int) -> None:
         """The endpoint acknowledged the delivery (a 2xx ``status_code``)."""
