@@ -344,16 +344,25 @@ class WebhookDispatcher:
         deadline = claimed_at + options.lease - options.timeout - 1.0
         limiter = anyio.Semaphore(options.concurrency)
 
-        async def one(delivery: Delivery) -> None:
+        async def one(delivery: Delivery, acknowledged: dict[str, int]) -> None:
             async with limiter:
                 if self._monotonic() >= deadline:
                     report.skipped += 1
                     return
-                await self._deliver(delivery, report)
+                await self._deliver(delivery, report, acknowledged)
 
-        async with anyio.create_task_group() as tg:
-            for delivery in batch:
-                tg.start_soon(one, delivery)
+        acknowledged: dict[str, int] = {}
+        try:
+            async with anyio.create_task_group() as tg:
+                for delivery in batch:
+                    tg.start_soon(one, delivery, acknowledged)
+        finally:
+            # One write for the round's successes, even when the round is being cancelled
+            # (a shutdown). Should it fail (or the process die first), those deliveries are
+            # sent again when their lease ends: at least once.
+            if acknowledged:
+                with anyio.move_on_after(self.options.timeout, shield=True):
+                    await self.ledger.mark_delivered_many(acknowledged)
         return report
 
     async def run(self, stop: anyio.Event) -> None:
@@ -400,7 +409,9 @@ class WebhookDispatcher:
 
     # -- one delivery ------------------------------------------------------------------
 
-    async def _deliver(self, delivery: Delivery, report: DispatchReport) -> None:
+    async def _deliver(
+        self, delivery: Delivery, report: DispatchReport, acknowledged: dict[str, int]
+    ) -> None:
         # The ledger counts an attempt when it hands the delivery out (so an attempt cut
         # short by a crash still counts): ``attempts`` already includes this one.
         attempt = max(delivery.attempts, 1)
@@ -421,7 +432,7 @@ class WebhookDispatcher:
                 delivery, kind, attempt, f"no answer within {self.options.timeout:g} s", report
             )
             return
-        await self.ledger.mark_delivered(delivery.id, status_code)
+        acknowledged[delivery.id] = status_code  # recorded with the round's others
         self.metrics.webhook_attempts.inc(kind=kind, outcome="delivered")
         report.delivered += 1
         log.info(
