@@ -40,7 +40,7 @@ from pesa._version import __version__
 from pesa._webhooks import SIGNATURE_HEADER, sign_webhook
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
-from pesa.gateway._rounds import run_rounds
+from pesa.gateway._rounds import failure_backoff, run_rounds
 from pesa.gateway._wake import listen_for_outbox
 from pesa.ledger import EventType
 
@@ -289,7 +289,7 @@ class WebhookDispatcher:
         # Pauses after a failed round (database unreachable, ...): from one interval (at
         # most 5 s: a long poll interval is no reason to wait long after an outage) up.
         base = min(options.interval, 5.0)
-        self._failure_backoff = Backoff(base=base, cap=max(base, 60.0))
+        self._failure_backoff = failure_backoff(base, cap=60.0)
 
     @property
     def handler_endpoints(self) -> list[str]:

@@ -19,9 +19,14 @@ import anyio
 from pesa._logging import get_logger
 from pesa.gateway._backoff import Backoff, RandomSource, describe_outage
 
-__all__ = ["Wake", "pause", "run_rounds"]
+__all__ = ["Wake", "failure_backoff", "pause", "run_rounds"]
 
 log = get_logger("pesa.gateway")
+
+
+def failure_backoff(interval: float, cap: float = 300.0) -> Backoff:
+    """The pause after consecutive failed rounds: from one ``interval`` up to ``cap``."""
+    return Backoff(base=interval, cap=max(interval, cap))
 
 
 class Wake(Protocol):
