@@ -98,6 +98,11 @@ async def listen_for_outbox(
         except Exception as err:  # the dispatcher falls back on polling meanwhile
             if stop.is_set():
                 return
+            while isinstance(err, BaseExceptionGroup) and len(err.exceptions) == 1:
+                inner = err.exceptions[0]
+                if not isinstance(inner, Exception):
+                    break
+                err = inner  # the task group's wrapping says nothing
             failures += 1
             pause = backoff.delay(failures, rng)
             outage = describe_outage(err) or f"{type(err).__name__}: {err}"

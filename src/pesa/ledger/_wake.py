@@ -122,8 +122,12 @@ def install_outbox_hooks(engine: AsyncEngine, signal: OutboxSignal, *, notify: b
 
     @event.listens_for(sync_engine, "rollback")
     def _rollback(conn: Any) -> None:
-        conn.info.pop(_WRITTEN, None)
-        conn.info.pop(_COMMITTED, None)
+        try:
+            info = conn.info
+        except Exception:  # an invalidated connection (the database went away): its
+            return  # flags go with it, and a stale one costs at most one spurious wake-up
+        info.pop(_WRITTEN, None)
+        info.pop(_COMMITTED, None)
 
     @event.listens_for(sync_engine, "checkin")
     def _checkin(_dbapi_connection: Any, record: Any) -> None:
