@@ -22,8 +22,17 @@ from pesa._exceptions import ValidationError
 from pesa.daraja import normalize_msisdn
 from pesa.ledger._engine import BEGIN_MODE
 from pesa.ledger._ledger import Ledger, _row_to_callback, _row_to_event, _row_to_payment
-from pesa.ledger._schema import callbacks, payment_events, payments, webhook_deliveries
+from pesa.ledger._payout_states import TransferStatus
+from pesa.ledger._schema import (
+    callbacks,
+    payment_events,
+    payments,
+    payouts,
+    refunds,
+    webhook_deliveries,
+)
 from pesa.ledger._states import PaymentStatus
+from pesa.ledger._transfer_types import Payout, Refund
 from pesa.ledger._types import (
     DeliveryRecord,
     Event,
@@ -112,6 +121,7 @@ class LedgerReports:
     """
 
     def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
         self._engine = ledger.engine
         self._postgres = self._engine.dialect.name == "postgresql"
 
@@ -231,6 +241,130 @@ class LedgerReports:
         )
         return [row_to_delivery_record(row) for row in rows]
 
+    # -- payouts and refunds ---------------------------------------------------------------
+
+    async def search_payouts(
+        self,
+        q: str | None = None,
+        *,
+        status: TransferStatus | str | None = None,
+        batch_id: str | None = None,
+        attention: bool = False,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page[Payout]:
+        """Payouts matching a free-text search and filters, newest first.
+
+        Args:
+            q: a phone number in any format, a payout id, its M-Pesa receipt, a
+                ConversationID, a batch id or the occasion.
+            status: only this status.
+            batch_id: only this batch's rows.
+            attention: only payouts a person should look at (unknown or flagged).
+            cursor: ``next_cursor`` of the previous page.
+            limit: 1 to 500.
+
+        Raises:
+            ValidationError: an unknown status or a bad limit.
+        """
+        _check_limit(limit)
+        query = select(payouts)
+        if q is not None and q.strip():
+            text = q.strip()
+            found: list[ColumnElement[bool]] = [
+                payouts.c.id == text,
+                payouts.c.receipt == text.upper(),
+                payouts.c.conversation_id == text,
+                payouts.c.originator_conversation_id == text,
+                payouts.c.batch_id == text,
+                payouts.c.occasion == text,
+            ]
+            with contextlib.suppress(ValidationError):  # not a phone number: the other keys
+                found.append(payouts.c.phone == normalize_msisdn(text, field="q"))
+            query = query.where(or_(*found))
+        query = _transfer_filters(query, payouts, status, attention)
+        if batch_id is not None:
+            query = query.where(payouts.c.batch_id == batch_id)
+        if cursor:
+            query = query.where(payouts.c.id < cursor)
+        rows = await self._rows(query.order_by(payouts.c.id.desc()).limit(limit + 1))
+        items = [self._ledger.payouts._row(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, items[-1].id if more else None, more)
+
+    async def search_refunds(
+        self,
+        q: str | None = None,
+        *,
+        status: TransferStatus | str | None = None,
+        source_id: str | None = None,
+        attention: bool = False,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page[Refund]:
+        """Refunds matching a free-text search and filters, newest first.
+
+        Args:
+            q: a refund id, the payment or receipt refunded, an M-Pesa receipt (the one
+                reversed or the reversal's own) or a phone number in any format.
+            status: only this status.
+            source_id: only the refunds of this payment or receipt.
+            attention: only refunds a person should look at (unknown or flagged).
+
+        Raises:
+            ValidationError: an unknown status or a bad limit.
+        """
+        _check_limit(limit)
+        query = select(refunds)
+        if q is not None and q.strip():
+            text = q.strip()
+            found: list[ColumnElement[bool]] = [
+                refunds.c.id == text,
+                refunds.c.source_id == text,
+                refunds.c.original_receipt == text.upper(),
+                refunds.c.receipt == text.upper(),
+            ]
+            with contextlib.suppress(ValidationError):
+                found.append(refunds.c.phone == normalize_msisdn(text, field="q"))
+            query = query.where(or_(*found))
+        query = _transfer_filters(query, refunds, status, attention)
+        if source_id is not None:
+            query = query.where(refunds.c.source_id == source_id)
+        if cursor:
+            query = query.where(refunds.c.id < cursor)
+        rows = await self._rows(query.order_by(refunds.c.id.desc()).limit(limit + 1))
+        items = [self._ledger.refunds._row(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, items[-1].id if more else None, more)
+
+    async def subject_events(self, subject_id: str) -> list[Event]:
+        """Every event about a receipt, payout or refund, in the order written."""
+        rows = await self._rows(
+            select(payment_events)
+            .where(payment_events.c.subject_id == subject_id)
+            .order_by(payment_events.c.seq)
+        )
+        return [_row_to_event(row) for row in rows]
+
+    async def subject_callbacks(self, subject_id: str) -> list[StoredCallback]:
+        """Every raw callback (Result, queue timeout, confirmation) matched to a receipt,
+        payout or refund, as received."""
+        rows = await self._rows(
+            select(callbacks)
+            .where(callbacks.c.subject_id == subject_id)
+            .order_by(callbacks.c.received_at, callbacks.c.id)
+        )
+        return [_row_to_callback(row) for row in rows]
+
+    async def subject_deliveries(self, subject_id: str) -> list[DeliveryRecord]:
+        """Every webhook delivery of the events about a receipt, payout or refund."""
+        rows = await self._rows(
+            self._deliveries()
+            .where(payment_events.c.subject_id == subject_id)
+            .order_by(payment_events.c.seq, webhook_deliveries.c.endpoint)
+        )
+        return [row_to_delivery_record(row) for row in rows]
+
     async def outcomes(self, boundaries: Sequence[datetime]) -> list[OutcomeCount]:
         """Count payments by creation range, status and result code, in one query.
 
@@ -327,6 +461,20 @@ class LedgerReports:
             deliveries_retrying=retrying,
             deliveries_failed=deliveries["failed"],
         )
+
+
+def _transfer_filters(query: Any, table: Any, status: Any, attention: bool) -> Any:
+    if status is not None:
+        try:
+            query = query.where(table.c.status == TransferStatus(status).value)
+        except ValueError as err:
+            allowed = ", ".join(s.value for s in TransferStatus)
+            raise ValidationError("status", f"must be one of {allowed}", status) from err
+    if attention:
+        query = query.where(
+            or_(table.c.status == TransferStatus.UNKNOWN.value, table.c.flagged.is_(true()))
+        )
+    return query
 
 
 def _aware(value: Any) -> datetime | None:
