@@ -11,7 +11,7 @@ numbers are matched after :func:`pesa.daraja.normalize_msisdn`, so ``0708 374 14
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,8 +23,11 @@ from pesa.daraja import normalize_msisdn
 from pesa.ledger._engine import BEGIN_MODE
 from pesa.ledger._ledger import Ledger, _row_to_callback, _row_to_event, _row_to_payment
 from pesa.ledger._payout_states import TransferStatus
+from pesa.ledger._receipt_book import _row_to_expected
+from pesa.ledger._receipt_types import ExpectedPayment
 from pesa.ledger._schema import (
     callbacks,
+    expected_payments,
     payment_events,
     payments,
     payouts,
@@ -336,6 +339,15 @@ class LedgerReports:
         items = [self._ledger.refunds._row(row) for row in rows[:limit]]
         more = len(rows) > limit
         return Page(items, items[-1].id if more else None, more)
+
+    async def expected_payments(self, ids: Iterable[str | None]) -> dict[str, ExpectedPayment]:
+        """The expected payments with these ids (``None`` skipped), by id, in one query."""
+        wanted = sorted({i for i in ids if i})
+        if not wanted:
+            return {}
+        rows = await self._rows(select(expected_payments).where(expected_payments.c.id.in_(wanted)))
+        found = [_row_to_expected(row) for row in rows]
+        return {e.id: e for e in found}
 
     async def subject_events(self, subject_id: str) -> list[Event]:
         """Every event about a receipt, payout or refund, in the order written."""
