@@ -17,7 +17,7 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import httpx
 import pytest
 
 from pesa import Settings
+from pesa.daraja import NAIROBI
 from pesa.emulator import Emulator, EmulatorConfig
 from pesa.ledger import Ledger, OperatorStore, PayoutSpec, ReceiptAccount, StatusAnswer
 from pesa.testing import (
@@ -127,13 +128,16 @@ async def seed_money(database_url: str) -> dict[str, str]:
                 key, "default", reference, amount, f"Invoice {reference}", None
             )
             ids[key] = expected.id
+        paid_at = datetime.now(NAIROBI) - timedelta(minutes=len(RECEIPTS))
         for name, (trans_id, amount, reference, msisdn) in RECEIPTS.items():
+            paid_at += timedelta(minutes=1)
             body = c2b_payment_payload(
                 trans_id=trans_id,
                 amount=amount,
                 shortcode=SHORTCODE,
                 bill_ref_number=reference,
                 msisdn=msisdn,
+                trans_time=paid_at.strftime("%Y%m%d%H%M%S"),
             )
             outcome = await book.ingest_confirmation(
                 json.dumps(body).encode(),
