@@ -143,6 +143,12 @@ def test_needs_attention_lists_unknown_payouts_and_flagged_receipts(
     page = operator.get("/dashboard/attention").text
     assert "Payouts to look at" in page and world.money["unknown_payout"] in page
     assert "Flagged receipts" in page and "RCP5000005" in page
+    # A failing webhook of a payout's event links to the payout.
+    deadline = time.monotonic() + 20
+    while not re.search(r'<a href="/dashboard/payouts/po_\w+">payout\.', page):
+        assert time.monotonic() < deadline, "no failing payout webhook linked"
+        time.sleep(0.2)
+        page = operator.get("/dashboard/attention").text
 
 
 def test_an_operator_refunds_part_of_a_payment_with_a_note(

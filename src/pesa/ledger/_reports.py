@@ -210,6 +210,7 @@ class LedgerReports:
             webhook_deliveries,
             payment_events.c.type.label("event_type"),
             payment_events.c.payment_id.label("payment_id"),
+            payment_events.c.subject_id.label("subject_id"),
         ).join(payment_events, payment_events.c.id == webhook_deliveries.c.event_id)
 
     async def payment_deliveries(self, payment_id: str) -> list[DeliveryRecord]:
