@@ -375,10 +375,12 @@ def add_money_routes(router: APIRouter, guard: Guard) -> None:
             **statuses(),
         )
 
-    async def _transfer(request: Request, transfer: Payout | Refund | None, kind: str) -> Response:
+    async def _transfer(
+        request: Request, transfer_id: str, transfer: Payout | Refund | None, kind: str
+    ) -> Response:
         session = await guard.session(request)
         if transfer is None:
-            raise guard.refuse(request, session, 404, f"No {kind} {request.url.path[-40:]!r}.")
+            raise guard.refuse(request, session, 404, f"No {kind} {transfer_id[:64]!r}.")
         state = guard.state(request)
         reports = LedgerReports(state.ledger)
         timeline = build_transfer_timeline(
@@ -404,13 +406,13 @@ def add_money_routes(router: APIRouter, guard: Guard) -> None:
     async def payout_page(request: Request, payout_id: str) -> Response:
         await guard.session(request)  # before any lookup: no session, no data
         payout = await guard.state(request).ledger.payouts.get(payout_id[:40])
-        return await _transfer(request, payout, "payout")
+        return await _transfer(request, payout_id, payout, "payout")
 
     @router.get("/refunds/{refund_id}")
     async def refund_page(request: Request, refund_id: str) -> Response:
         await guard.session(request)
         refund = await guard.state(request).ledger.refunds.get(refund_id[:40])
-        return await _transfer(request, refund, "refund")
+        return await _transfer(request, refund_id, refund, "refund")
 
     # -- the refund action ---------------------------------------------------------------------
 
