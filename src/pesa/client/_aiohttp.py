@@ -25,6 +25,7 @@ import ssl
 from typing import Any, Final
 
 import httpx
+import yarl
 
 try:
     import aiohttp
@@ -93,6 +94,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._limits = limits
         self._session: aiohttp.ClientSession | None = None
         self._timeouts: dict[tuple[Any, ...], aiohttp.ClientTimeout] = {}
+        self._urls: dict[str, yarl.URL] = {}
 
     def make_connector(self) -> aiohttp.BaseConnector:
         """The session's connection pool: ``aiohttp.TCPConnector`` with our TLS and limits.
@@ -130,14 +132,26 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 self._timeouts[key] = timeout
         return timeout
 
+    def _url(self, url: httpx.URL) -> yarl.URL:
+        # httpx's URL is already percent-encoded: aiohttp need not parse and quote it again.
+        text = str(url)
+        parsed = self._urls.get(text)
+        if parsed is None:
+            parsed = yarl.URL(text, encoded=True)
+            if len(self._urls) < 256:  # a handful of Daraja paths; never unbounded
+                self._urls[text] = parsed
+        return parsed
+
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         session = self._session or self._open()
         body = await request.aread()
+        # Header bytes as sent (httpx's own lookups decode every header on every call).
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers.raw]
         try:
             async with session.request(
                 request.method,
-                str(request.url),
-                headers=request.headers.multi_items(),
+                self._url(request.url),
+                headers=headers,
                 data=body or None,
                 allow_redirects=False,
                 compress=False,
@@ -145,14 +159,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 server_hostname=request.extensions.get("sni_hostname"),
             ) as answer:
                 content = await answer.read()
-                status, headers, reason = answer.status, answer.raw_headers, answer.reason
+                status, raw_headers, reason = answer.status, answer.raw_headers, answer.reason
         except (aiohttp.ClientError, TimeoutError) as err:
             raise map_aiohttp_error(err, request) from err
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if reason:
             extensions["reason_phrase"] = reason.encode("ascii", "replace")
         return httpx.Response(
-            status, headers=headers, content=content, request=request, extensions=extensions
+            status, headers=raw_headers, content=content, request=request, extensions=extensions
         )
 
     async def aclose(self) -> None:
