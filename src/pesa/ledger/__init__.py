@@ -64,6 +64,7 @@ from pesa.ledger._payout_states import (
     TransferTimedOut,
     decide_transfer,
     status_outcome,
+    transfer_outcome,
 )
 from pesa.ledger._receipt_types import (
     ExpectedPayment,
@@ -98,6 +99,7 @@ from pesa.ledger._receipts import (
     decide_expected,
     decide_receipt,
     new_receipt,
+    receipt_outcome,
     reference_key,
     tally_status,
 )
@@ -389,12 +391,14 @@ __all__ = [
     "query_input",
     "recheck_delay",
     "reconcile_deadline",
+    "receipt_outcome",
     "reference_key",
     "refuses_unverified_id",
     "request_hash",
     "row_changes",
     "single_orphan",
     "status_outcome",
+    "transfer_outcome",
     "stk_code",
     "storable_key",
     "storable_text",

@@ -78,6 +78,7 @@ from pesa.ledger._receipts import (
     decide_expected,
     decide_receipt,
     new_receipt,
+    receipt_outcome,
     reference_key,
 )
 from pesa.ledger._schema import callbacks, expected_payments, receipt_queries, receipts
@@ -1671,13 +1672,7 @@ def _utc(value: Any) -> datetime | None:
 
 
 def _outcome_status(decision: ReceiptDecision) -> ReceiptOutcomeStatus:
-    if decision.kind is DecisionKind.APPLIED:
-        if decision.events == (ReceiptEvent.FLAGGED,):
-            return "flagged"
-        return "applied"
-    if decision.kind is DecisionKind.DUPLICATE:
-        return "duplicate"
-    return "ignored"
+    return receipt_outcome(decision)
 
 
 def _query_outcome(answer: StatusAnswer, decision: ReceiptDecision) -> ReceiptQueryOutcome:

@@ -50,6 +50,7 @@ from pesa.ledger._payout_states import (
     TransferStatus,
     TransferTimedOut,
     decide_transfer,
+    transfer_outcome,
 )
 from pesa.ledger._receipts import ReceiptStatus
 from pesa.ledger._results import (
@@ -105,16 +106,7 @@ def _hash(*parts: Any) -> str:
 
 
 def _outcome_status(decision: TransferDecision) -> OutcomeStatus:
-    kind = decision.kind
-    if kind is DecisionKind.APPLIED:
-        return "applied"
-    if kind is DecisionKind.UNVERIFIED:
-        return "unverified"
-    if kind is DecisionKind.REFUSED:
-        return "invalid"
-    if kind is DecisionKind.DUPLICATE:
-        return "duplicate"
-    return "ignored"
+    return transfer_outcome(decision)
 
 
 _TRANSFER_FIELDS = (
