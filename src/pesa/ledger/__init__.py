@@ -17,6 +17,7 @@ import importlib
 import typing as _typing
 
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
+from pesa.ledger._confirmations import parse_confirmation, payer_facts, phone_hashes
 from pesa.ledger._driving import (
     RECONCILABLE_STATUSES,
     PaymentRecord,
@@ -184,12 +185,7 @@ if _typing.TYPE_CHECKING:
         hash_password,
         verify_password,
     )
-    from pesa.ledger._receipt_book import (
-        ReceiptBook,
-        parse_confirmation,
-        payer_facts,
-        phone_hashes,
-    )
+    from pesa.ledger._receipt_book import ReceiptBook
     from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
     from pesa.ledger._transfers import PayoutBook, RefundBook, StatusBook
 
@@ -218,10 +214,7 @@ _STORAGE = {
         "pesa.ledger._operators",
     ),
     **dict.fromkeys(("Backlog", "LedgerReports", "OutcomeCount"), "pesa.ledger._reports"),
-    **dict.fromkeys(
-        ("ReceiptBook", "parse_confirmation", "payer_facts", "phone_hashes"),
-        "pesa.ledger._receipt_book",
-    ),
+    "ReceiptBook": "pesa.ledger._receipt_book",
     **dict.fromkeys(("PayoutBook", "RefundBook", "StatusBook"), "pesa.ledger._transfers"),
     "BalanceBook": "pesa.ledger._balances",
 }
@@ -389,20 +382,20 @@ __all__ = [
     "phones_match",
     "push_failure",
     "query_input",
+    "receipt_outcome",
     "recheck_delay",
     "reconcile_deadline",
-    "receipt_outcome",
     "reference_key",
     "refuses_unverified_id",
     "request_hash",
     "row_changes",
     "single_orphan",
     "status_outcome",
-    "transfer_outcome",
     "stk_code",
     "storable_key",
     "storable_text",
     "tally_status",
+    "transfer_outcome",
     "validate_idempotency_key",
     "verify_password",
 ]
