@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pydantic
@@ -33,6 +33,7 @@ from django.core.signals import setting_changed
 from django.db import connections, router
 from django.dispatch import receiver
 from django.urls import NoReverseMatch, reverse
+from django.utils.module_loading import import_string
 
 from pesa._exceptions import ConfigurationError
 from pesa.client import Daraja
@@ -45,16 +46,20 @@ __all__ = [
     "EMULATOR_PUBLIC_URL",
     "callback_token",
     "callback_trust",
+    "c2b_validator",
     "callback_url",
     "daraja",
     "pesa_settings",
     "reset",
+    "site_url",
 ]
 
 # In the emulator the site is runserver's default address unless PESA_PUBLIC_URL says more.
 EMULATOR_PUBLIC_URL = "http://127.0.0.1:8000"
 # A public placeholder the emulator accepts (it checks credentials only in strict mode).
 EMULATOR_CONSUMER_KEY = "pesa-emulator"
+SANDBOX_INITIATOR = "testapi"
+SANDBOX_INITIATOR_PASSWORD = "Safaricom999!*!"  # published test data, not a secret
 _MIN_TOKEN = 16
 _REQUIRED_OUTSIDE_EMULATOR = (
     "callback_token",
@@ -207,6 +212,53 @@ def callback_url() -> str:
     return base.rstrip("/") + path
 
 
+def site_url(name: str) -> str:
+    """The public URL of one of the app's callback routes (``pesa:<name>``).
+
+    ``name`` is ``stk-callback``, ``c2b-confirmation``, ``c2b-validation``, ``b2c-result``,
+    ``b2c-timeout``, ``status-result`` or ``status-timeout``.
+
+    Raises:
+        ImproperlyConfigured: as :func:`callback_url`.
+    """
+    settings = pesa_settings()
+    base = settings.public_url
+    if base is None:
+        if settings.env != "emulator":
+            raise ImproperlyConfigured(
+                "PESA_PUBLIC_URL is required outside the emulator: the https:// address "
+                "where Daraja reaches this site"
+            )
+        base = EMULATOR_PUBLIC_URL
+    try:
+        path = reverse(f"pesa:{name}", kwargs={"token": callback_token()})
+    except NoReverseMatch as err:
+        raise ImproperlyConfigured(
+            'the callback views are not routed: add path("mpesa/", include("pesa.django.urls")) '
+            "to your urlpatterns"
+        ) from err
+    return base.rstrip("/") + path
+
+
+def c2b_validator() -> Callable[[Any], Any] | None:
+    """The merchant's C2B validation rule: the Django setting ``PESA_C2B_VALIDATOR``, a
+    callable or its dotted path (used when ``PESA_C2B_VALIDATION=handler``).
+
+    Raises:
+        ImproperlyConfigured: the path does not import, or names no callable.
+    """
+    value = getattr(django_settings, "PESA_C2B_VALIDATOR", None)
+    if value is None or callable(value):
+        return value
+    try:
+        rule = import_string(str(value))
+    except ImportError as err:
+        raise ImproperlyConfigured(f"PESA_C2B_VALIDATOR {value!r} does not import: {err}") from err
+    if not callable(rule):
+        raise ImproperlyConfigured(f"PESA_C2B_VALIDATOR {value!r} is not callable")
+    return rule  # type: ignore[no-any-return]  # import_string is untyped
+
+
 def daraja() -> Daraja:
     """The site's sync Daraja client (one pooled client per process, thread-safe).
 
@@ -229,6 +281,12 @@ def daraja() -> Daraja:
             if settings.consumer_key is None or settings.consumer_secret is None:
                 overrides.update(
                     consumer_key=EMULATOR_CONSUMER_KEY, consumer_secret=EMULATOR_CONSUMER_KEY
+                )
+            if settings.initiator_name is None and settings.initiator_password is None:
+                # The public sandbox initiator (REFERENCE §2), which the emulator knows.
+                overrides.update(
+                    initiator_name=SANDBOX_INITIATOR,
+                    initiator_password=SANDBOX_INITIATOR_PASSWORD,
                 )
         client = Daraja.from_settings(settings, **overrides)
         _cache["daraja"] = client

@@ -574,6 +574,7 @@ class TransactionStatusQuery(models.Model):
     payout: models.ForeignKey[Payout, Payout] = models.ForeignKey(
         Payout, on_delete=models.PROTECT, related_name="status_queries"
     )
+    payout_id: str
     by_originator_id: models.CharField[str | None, str | None] = models.CharField(
         max_length=128, null=True, blank=True
     )

@@ -22,6 +22,7 @@ from pesa.ledger._driving import (
     RECONCILABLE_STATUSES,
     PaymentRecord,
     callback_status,
+    classify_send_error,
     merchant_request_mismatch,
     payment_state,
     push_failure,
@@ -104,7 +105,11 @@ from pesa.ledger._receipts import (
     reference_key,
     tally_status,
 )
-from pesa.ledger._requests import PaymentRequest, validate_idempotency_key
+from pesa.ledger._requests import (
+    PaymentRequest,
+    PayoutRequest,
+    validate_idempotency_key,
+)
 from pesa.ledger._results import (
     ParsedResult,
     initiator_code,
@@ -303,6 +308,7 @@ __all__ = [
     "PaymentStatus",
     "Payout",
     "PayoutBook",
+    "PayoutRequest",
     "PayoutSpec",
     "Pulled",
     "Receipt",
@@ -356,6 +362,7 @@ __all__ = [
     "async_url",
     "callback_status",
     "choose_expected",
+    "classify_send_error",
     "counts",
     "create_engine",
     "current_revision",

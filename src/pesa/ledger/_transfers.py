@@ -71,6 +71,7 @@ from pesa.ledger._transfer_types import (
     Refund,
     StatusQuery,
     TransferOutcome,
+    payout_hash,
 )
 
 if TYPE_CHECKING:
@@ -731,15 +732,7 @@ class PayoutBook(_Book[Payout]):
 
     @staticmethod
     def _digest(spec: PayoutSpec) -> str:
-        return _hash(
-            spec.phone,
-            spec.amount,
-            spec.command_id,
-            spec.remarks,
-            spec.occasion,
-            spec.account,
-            spec.metadata,
-        )
+        return payout_hash(spec)
 
     def _values(
         self,
