@@ -25,6 +25,7 @@ import threading
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx
 import pydantic
 from django.conf import settings as django_settings
 from django.core import checks
@@ -35,10 +36,11 @@ from django.dispatch import receiver
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
-from pesa._exceptions import ConfigurationError
+from pesa._exceptions import ConfigurationError, PesaError
+from pesa._logging import get_logger
 from pesa.client import Daraja
 from pesa.config import Settings
-from pesa.daraja import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE
+from pesa.daraja import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE, security_credential
 from pesa.daraja._trust import CallbackTrust
 
 __all__ = [
@@ -70,6 +72,7 @@ _REQUIRED_OUTSIDE_EMULATOR = (
     "passkey",
 )
 
+log = get_logger("pesa.django")
 _lock = threading.Lock()
 _cache: dict[str, Any] = {}
 
@@ -215,8 +218,9 @@ def callback_url() -> str:
 def site_url(name: str) -> str:
     """The public URL of one of the app's callback routes (``pesa:<name>``).
 
-    ``name`` is ``stk-callback``, ``c2b-confirmation``, ``c2b-validation``, ``b2c-result``,
-    ``b2c-timeout``, ``status-result`` or ``status-timeout``.
+    ``name`` is ``stk-callback``, ``b2c-result``, ``b2c-timeout``, ``status-result`` or
+    ``status-timeout`` (``pesa.django.urls``), or ``c2b:confirmation`` or
+    ``c2b:validation`` (``pesa.django.c2b_urls``).
 
     Raises:
         ImproperlyConfigured: as :func:`callback_url`.
@@ -230,12 +234,18 @@ def site_url(name: str) -> str:
                 "where Daraja reaches this site"
             )
         base = EMULATOR_PUBLIC_URL
+    c2b = name.startswith("c2b:")
+    view = f"pesa_c2b:{name[4:]}" if c2b else f"pesa:{name}"
     try:
-        path = reverse(f"pesa:{name}", kwargs={"token": callback_token()})
+        path = reverse(view, kwargs={"token": callback_token()})
     except NoReverseMatch as err:
+        routing = (
+            'path("c2b/", include("pesa.django.c2b_urls")) (no "mpesa" in C2B URLs)'
+            if c2b
+            else 'path("mpesa/", include("pesa.django.urls"))'
+        )
         raise ImproperlyConfigured(
-            'the callback views are not routed: add path("mpesa/", include("pesa.django.urls")) '
-            "to your urlpatterns"
+            f"the callback views are not routed: add {routing} to your urlpatterns"
         ) from err
     return base.rstrip("/") + path
 
@@ -269,11 +279,11 @@ def daraja() -> Daraja:
     cached = _cache.get("daraja")
     if isinstance(cached, Daraja):
         return cached
+    settings = pesa_settings()  # before the lock: it takes the lock itself when not cached
     with _lock:
         cached = _cache.get("daraja")
         if isinstance(cached, Daraja):
             return cached
-        settings = pesa_settings()
         overrides: dict[str, Any] = {}
         if settings.env == "emulator":
             if settings.shortcode is None or settings.passkey is None:
@@ -282,15 +292,37 @@ def daraja() -> Daraja:
                 overrides.update(
                     consumer_key=EMULATOR_CONSUMER_KEY, consumer_secret=EMULATOR_CONSUMER_KEY
                 )
-            if settings.initiator_name is None and settings.initiator_password is None:
+            password = settings.initiator_password
+            if settings.initiator_name is None and password is None:
                 # The public sandbox initiator (REFERENCE §2), which the emulator knows.
                 overrides.update(
                     initiator_name=SANDBOX_INITIATOR,
                     initiator_password=SANDBOX_INITIATOR_PASSWORD,
                 )
+            if settings.certificate_path is None:
+                plain = (
+                    SANDBOX_INITIATOR_PASSWORD if password is None else password.get_secret_value()
+                )
+                credential = _emulator_credential(settings.base_url, plain)
+                if credential is not None:
+                    overrides["security_credential"] = credential
         client = Daraja.from_settings(settings, **overrides)
         _cache["daraja"] = client
         return client
+
+
+def _emulator_credential(base_url: str | None, password: str) -> str | None:
+    """The initiator password encrypted with the emulator's own certificate (it publishes
+    it at ``/__emulator__/certificate``): payouts work on a fresh project, strict or not."""
+    if base_url is None:
+        return None
+    try:
+        response = httpx.get(base_url.rstrip("/") + "/__emulator__/certificate", timeout=5)
+        response.raise_for_status()
+        return security_credential(password, response.content)
+    except (httpx.HTTPError, PesaError) as err:
+        log.warning("the emulator's certificate could not be read (%s): payouts will fail", err)
+        return None
 
 
 # -- system checks (manage.py check, migrate, runserver) ------------------------------------
