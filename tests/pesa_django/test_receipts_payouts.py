@@ -333,3 +333,38 @@ def test_a_forged_b2c_result_moves_no_money(emulator: Any, seen: Counter[tuple[s
     assert current.status == "pending" and current.receipt is None
     assert Callback.objects.get(kind="b2c_result").outcome not in ("applied", "duplicate")
     assert seen[(payout.id, "payout.succeeded")] == 0
+
+
+@pytest.mark.usefixtures("site")
+def test_the_admin_finds_receipts_by_phone_and_asks_daraja_about_a_payout(
+    emulator: Any, admin_client: Any
+) -> None:
+    call_command("pesa_c2b_register", shortcode=C2B_SHORTCODE)
+    account = reference()
+    customer_pays(emulator, 75, account)
+    receipt = wait_for(lambda: Receipt.objects.filter(account_reference=account).first())
+    # The confirmation shows the number masked (2547****149): a phone in any format finds it.
+    for term in ("0708 374 149", "+254708374149", receipt.trans_id, account):
+        page = admin_client.get("/admin/pesa/receipt/", {"q": term}).content.decode()
+        assert receipt.trans_id in page, term
+    missing = admin_client.get("/admin/pesa/receipt/", {"q": "0711000000"}).content.decode()
+    assert receipt.trans_id not in missing
+    detail = admin_client.get(f"/admin/pesa/receipt/{receipt.id}/change/").content.decode()
+    assert "BillRefNumber" in detail and account in detail  # the raw confirmation, inline
+
+    amount = 1000 + secrets.randbelow(8000)
+    emulator.control.add_rule(operation="b2c", amount=amount, callback="drop")
+    payout = send_payout(phone=PHONE, amount=amount, remarks="Payout")
+    answer = admin_client.post(
+        "/admin/pesa/payout/",
+        {"action": "ask_daraja_now", "_selected_action": [payout.id]},
+        follow=True,
+    )
+    assert answer.status_code == 200
+    assert "Transaction Status asked" in answer.content.decode()
+    done = settled(payout.id)
+    assert done.status == "succeeded" and done.receipt
+    page = admin_client.get("/admin/pesa/payout/", {"q": "0708374149"}).content.decode()
+    assert payout.id in page
+    detail = admin_client.get(f"/admin/pesa/payout/{payout.id}/change/").content.decode()
+    assert "answered" in detail  # the Transaction Status query, inline
