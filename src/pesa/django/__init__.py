@@ -42,6 +42,7 @@ __all__ = [
     "C2BValidation",
     "OpenTransactionError",
     "ReconcileReport",
+    "ValidationVerdict",
     "arequest_payment",
     "ask_daraja",
     "ask_daraja_about_payout",
@@ -49,7 +50,6 @@ __all__ = [
     "request_payment",
     "resolve_flag",
     "send_payout",
-    "ValidationVerdict",
 ]
 
 # Importing models before Django's app registry is ready fails, and Django imports this

@@ -36,6 +36,7 @@ from django.dispatch import receiver
 from django.urls import NoReverseMatch, reverse
 from django.utils.module_loading import import_string
 
+from pesa._constants import BASE_URLS
 from pesa._exceptions import ConfigurationError, PesaError
 from pesa._logging import get_logger
 from pesa.client import Daraja
@@ -303,7 +304,8 @@ def daraja() -> Daraja:
                 plain = (
                     SANDBOX_INITIATOR_PASSWORD if password is None else password.get_secret_value()
                 )
-                credential = _emulator_credential(settings.base_url, plain)
+                emulator_url = settings.base_url or BASE_URLS.get("emulator")
+                credential = _emulator_credential(emulator_url, plain)
                 if credential is not None:
                     overrides["security_credential"] = credential
         client = Daraja.from_settings(settings, **overrides)
