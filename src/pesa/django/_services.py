@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ImproperlyConfigured
-from django.db import transaction
+from django.db import connections, transaction
 
 from pesa._exceptions import PesaError, ValidationError
 from pesa._logging import get_logger, mask_phone
@@ -310,7 +310,14 @@ def decide_validation(
         def ask() -> ValidationVerdict:
             return _http_rule(request)
 
-    future = _VALIDATORS.submit(ask)
+    def run() -> ValidationVerdict:
+        try:
+            return ask()
+        finally:
+            # The rule may have used the ORM in this pool thread: no connection left open.
+            connections.close_all()
+
+    future = _VALIDATORS.submit(run)
     try:
         return future.result(timeout=settings.c2b_validation_timeout), "rule"
     except concurrent.futures.TimeoutError:
