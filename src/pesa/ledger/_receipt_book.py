@@ -16,6 +16,7 @@ each input is one transaction that reads the rows it changes (``FOR UPDATE`` on 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -26,14 +27,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from sqlalchemy import Row, and_, func, insert, literal, or_, select, update
+from sqlalchemy import Row, and_, false, func, insert, literal, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
 
 from pesa._exceptions import InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, redact
-from pesa.daraja import normalize_msisdn, parse_c2b_payment, parse_result
+from pesa.daraja import normalize_msisdn, parse_result
+from pesa.ledger._confirmations import parse_confirmation, payer_facts, phone_hashes
 from pesa.ledger._driving import storable_key as _storable_key
 from pesa.ledger._driving import storable_text as _storable_text
 from pesa.ledger._errors import (
@@ -78,6 +80,7 @@ from pesa.ledger._receipts import (
     decide_expected,
     decide_receipt,
     new_receipt,
+    receipt_outcome,
     reference_key,
 )
 from pesa.ledger._schema import callbacks, expected_payments, receipt_queries, receipts
@@ -106,9 +109,6 @@ _MAX_EARLY_RECEIPTS = 100
 # A lookup asked this recently is answered with the same query (no second one to Daraja).
 _LOOKUP_REUSE = timedelta(seconds=60)
 _TRANS_ID = re.compile(r"[A-Za-z0-9]{1,32}")
-_SHORTCODE = re.compile(r"[0-9]{3,16}")
-_HASH = re.compile(r"[0-9a-fA-F]{64}")
-_AMOUNT_LIMIT = Decimal("1e12")
 _ANSWERED: frozenset[str] = frozenset({"confirmed", "refuted", "not_found", "failed"})
 _CLAIMABLE = (ReceiptStatus.RECEIVED.value,)
 
@@ -120,52 +120,6 @@ class _VersionConflict(Exception):
 def nonce_hash(nonce: str) -> str:
     """The SHA-256 (hex) under which a query's one-time ResultURL secret is stored."""
     return hashlib.sha256(nonce.encode("utf-8")).hexdigest()
-
-
-def phone_hashes(phone: str) -> list[str]:
-    """SHA-256 hashes of a Safaricom number in the forms C2B v1 may have hashed.
-
-    REFERENCE §7.1 says v1 sends "a SHA-256 hash" of the MSISDN without saying of which
-    form; the 12-digit ``2547XXXXXXXX`` is the one seen, the others cost nothing to match.
-    """
-    number = normalize_msisdn(phone)
-    local = number[3:]
-    forms = (number, f"+{number}", f"0{local}", local)
-    return [hashlib.sha256(form.encode("ascii")).hexdigest() for form in forms]
-
-
-def payer_facts(msisdn: str | None) -> dict[str, str | None]:
-    """What a C2B ``MSISDN`` tells about the payer, for phone filters.
-
-    A SHA-256 hash (v1) is kept as ``phone_hash``; a masked number (v2, ``2547 ***** 126``)
-    gives its visible leading and trailing digits; a full number (seen in some sandboxes)
-    gives ``phone`` and its hash.
-    """
-    facts: dict[str, str | None] = {
-        "phone": None,
-        "phone_hash": None,
-        "msisdn_prefix": None,
-        "msisdn_suffix": None,
-    }
-    if not msisdn:
-        return facts
-    text = msisdn.strip()
-    if _HASH.fullmatch(text):
-        facts["phone_hash"] = text.lower()
-        return facts
-    if "*" in text:
-        head, _, rest = text.partition("*")
-        tail = rest.rsplit("*", 1)[-1]
-        facts["msisdn_prefix"] = re.sub(r"\D", "", head)[:16] or None
-        facts["msisdn_suffix"] = re.sub(r"\D", "", tail)[:16] or None
-        return facts
-    try:
-        number = normalize_msisdn(text)
-    except ValidationError:
-        return facts
-    facts["phone"] = number
-    facts["phone_hash"] = phone_hashes(number)[0]
-    return facts
 
 
 def _debit_party(text: str | None) -> tuple[str | None, str | None]:
@@ -228,67 +182,6 @@ def status_answer(body: bytes) -> tuple[StatusAnswer, str | None]:
         finalised_at=finalised_at,
     )
     return answer, envelope.conversation_id
-
-
-def _clean(value: str | None, name: str, limit: int) -> str | None:
-    """A text field of a confirmation: ``None`` when empty; refused when not Daraja's."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if len(text) > limit:
-        raise InvalidCallbackError(f"C2B confirmation: {name!r} is longer than {limit}")
-    if "\x00" in text:
-        raise InvalidCallbackError(f"C2B confirmation: {name!r} contains NUL")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise InvalidCallbackError(f"C2B confirmation: {name!r} is not valid text") from err
-    return text
-
-
-def parse_confirmation(body: bytes) -> Confirmation:
-    """Parse a C2B confirmation body into a :class:`Confirmation`, within storable bounds.
-
-    Raises:
-        InvalidCallbackError: not a C2B confirmation, or a field Daraja never sends (a
-            ``TransID`` that is not 1-32 letters and digits, a non-numeric shortcode, an
-            amount that is not positive with at most two decimals, over-long text).
-    """
-    payment = parse_c2b_payment(body)
-    trans_id = payment.trans_id.strip()
-    if _TRANS_ID.fullmatch(trans_id) is None:
-        raise InvalidCallbackError("C2B confirmation: 'TransID' must be 1-32 letters and digits")
-    shortcode = payment.business_short_code.strip()
-    if _SHORTCODE.fullmatch(shortcode) is None:
-        raise InvalidCallbackError("C2B confirmation: 'BusinessShortCode' must be digits")
-    amount = payment.trans_amount
-    if not (0 < amount < _AMOUNT_LIMIT) or amount != amount.quantize(Decimal("0.01")):
-        raise InvalidCallbackError(
-            "C2B confirmation: 'TransAmount' must be a positive amount in shillings and cents"
-        )
-    names = " ".join(
-        part.strip()
-        for part in (payment.first_name, payment.middle_name, payment.last_name)
-        if part.strip()
-    )
-    balance = payment.org_account_balance
-    if balance is not None and not abs(balance) < Decimal("1e14"):
-        balance = None
-    return Confirmation(
-        trans_id=trans_id,
-        amount=amount,
-        shortcode=shortcode,
-        account_reference=_clean(payment.bill_ref_number, "BillRefNumber", 64),
-        msisdn=_clean(payment.msisdn, "MSISDN", 80),
-        trans_time=payment.trans_time,
-        transaction_type=_clean(payment.transaction_type, "TransactionType", 32),
-        invoice_number=_clean(payment.invoice_number, "InvoiceNumber", 64),
-        third_party_trans_id=_clean(payment.third_party_trans_id, "ThirdPartyTransID", 64),
-        payer_name=_clean(names, "FirstName/MiddleName/LastName", 255),
-        org_account_balance=balance,
-    )
 
 
 def _row_to_receipt(row: Row[Any] | Mapping[str, Any]) -> Receipt:
@@ -1525,6 +1418,9 @@ class ReceiptBook:
         paid_to: datetime | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        q: str | None = None,
+        source: str | None = None,
+        flagged: bool | None = None,
     ) -> Page[Receipt]:
         """Receipts, newest first; pass ``page.next_cursor`` back for the next page.
 
@@ -1533,10 +1429,14 @@ class ReceiptBook:
         number cannot be told apart from others with the same visible digits: such
         receipts are included). ``account_reference`` matches as customers type it (case and
         spaces ignored). ``paid_from`` (inclusive) and ``paid_to`` (exclusive) bound the
-        time of payment (``TransTime``).
+        time of payment (``TransTime``). ``q`` is a free-text search (the operator
+        dashboard's): a phone number as ``phone`` matches it, the receipt's id, its M-Pesa
+        receipt number, or an account reference as ``account_reference`` matches it.
+        ``source``: ``confirmation``, ``lookup`` or ``pull`` (recovered by Pull
+        Transactions); ``flagged``: only flagged (or unflagged) receipts.
 
         Raises:
-            ValidationError: a bad phone, status, date or limit.
+            ValidationError: a bad phone, status, source, date or limit.
         """
         _check_limit(limit)
         query = select(receipts)
@@ -1555,19 +1455,21 @@ class ReceiptBook:
             _check_key(expected_payment_id, "expected_payment_id", 40)
             query = query.where(receipts.c.expected_payment_id == expected_payment_id)
         if phone is not None:
-            number = normalize_msisdn(phone, field="phone")
-            masked = and_(
-                receipts.c.msisdn_suffix.is_not(None),
-                literal(number).like(func.coalesce(receipts.c.msisdn_prefix, "") + "%"),
-                literal(number).like("%" + receipts.c.msisdn_suffix),
-            )
-            query = query.where(
-                or_(
-                    receipts.c.phone == number,
-                    receipts.c.phone_hash.in_(phone_hashes(number)),
-                    masked,
-                )
-            )
+            query = query.where(_phone_matches(normalize_msisdn(phone, field="phone")))
+        if q is not None and q.strip():
+            text = _check_text(q.strip(), "q", 128) or ""
+            found: list[Any] = [receipts.c.id == text, receipts.c.trans_id == text.upper()]
+            if reference_key(text):
+                found.append(receipts.c.reference_key == reference_key(text))
+            with contextlib.suppress(ValidationError):  # not a phone number: the other keys
+                found.append(_phone_matches(normalize_msisdn(text, field="q")))
+            query = query.where(or_(*found))
+        if source is not None:
+            if source not in ("confirmation", "lookup", "pull"):
+                raise ValidationError("source", "must be one of confirmation, lookup, pull", source)
+            query = query.where(receipts.c.source == source)
+        if flagged is not None:
+            query = query.where(receipts.c.flagged.is_(true() if flagged else false()))
         if paid_from is not None:
             query = query.where(receipts.c.trans_time >= _check_time(paid_from, "paid_from"))
         if paid_to is not None:
@@ -1664,6 +1566,21 @@ class ReceiptBook:
         ]
 
 
+def _phone_matches(number: str) -> Any:
+    """A normalised number matches a full number learnt by a lookup, a C2B v1 hash, and a v2
+    masked number whose visible digits agree."""
+    masked = and_(
+        receipts.c.msisdn_suffix.is_not(None),
+        literal(number).like(func.coalesce(receipts.c.msisdn_prefix, "") + "%"),
+        literal(number).like("%" + receipts.c.msisdn_suffix),
+    )
+    return or_(
+        receipts.c.phone == number,
+        receipts.c.phone_hash.in_(phone_hashes(number)),
+        masked,
+    )
+
+
 def _utc(value: Any) -> datetime | None:
     if isinstance(value, datetime):
         return value.astimezone(UTC)
@@ -1671,13 +1588,7 @@ def _utc(value: Any) -> datetime | None:
 
 
 def _outcome_status(decision: ReceiptDecision) -> ReceiptOutcomeStatus:
-    if decision.kind is DecisionKind.APPLIED:
-        if decision.events == (ReceiptEvent.FLAGGED,):
-            return "flagged"
-        return "applied"
-    if decision.kind is DecisionKind.DUPLICATE:
-        return "duplicate"
-    return "ignored"
+    return receipt_outcome(decision)
 
 
 def _query_outcome(answer: StatusAnswer, decision: ReceiptDecision) -> ReceiptQueryOutcome:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -16,9 +18,11 @@ __all__ = [
     "Payout",
     "PayoutSpec",
     "Refund",
+    "RefundRoom",
     "StatusQuery",
     "Transfer",
     "TransferOutcome",
+    "payout_hash",
 ]
 
 
@@ -45,6 +49,21 @@ class PayoutSpec:
     account: str = "default"
     shortcode: str = ""
     metadata: dict[str, Any] | None = None
+
+
+def payout_hash(spec: PayoutSpec) -> str:
+    """What "the same payout" means for an idempotency key: a digest of what is paid."""
+    parts = [
+        spec.phone,
+        spec.amount,
+        spec.command_id,
+        spec.remarks,
+        spec.occasion,
+        spec.account,
+        spec.metadata,
+    ]
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -183,6 +202,23 @@ class Refund(Transfer):
             counterparty=self.counterparty,
         )
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRoom:
+    """What may still be refunded of a payment or a receipt (:meth:`RefundBook.room`).
+
+    Attributes:
+        paid: shillings paid (0 when it cannot be refunded at all).
+        held: shillings its refunds hold (all but failed and rejected ones).
+        remaining: what a new refund may give back.
+        refusal: why no refund is possible (not succeeded, no receipt, refunded in full).
+    """
+
+    paid: int
+    held: int
+    remaining: int
+    refusal: str | None = None
 
 
 OutcomeStatus: TypeAlias = Literal[
