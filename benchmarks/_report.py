@@ -108,6 +108,7 @@ def _size_note(sizes: Sizes, issue: Sizes) -> str:
             "reconcile_payments",
             "payouts",
             "gateway_payouts",
+            "webhook_events",
         )
         if getattr(sizes, name) != getattr(issue, name)
     ]

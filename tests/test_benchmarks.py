@@ -16,7 +16,16 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-BENCHMARKS = ("client", "emulator", "ingest", "e2e", "reconciler", "payouts", "payouts_gateway")
+BENCHMARKS = (
+    "client",
+    "emulator",
+    "ingest",
+    "e2e",
+    "webhook",
+    "reconciler",
+    "payouts",
+    "payouts_gateway",
+)
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +122,10 @@ def test_gateway_benchmarks_apply_and_deliver_everything(
         assert row[columns.index("applied")] == tiny_run[0]["sizes"]["callbacks"]
     e2e = sections["e2e"]["data"]
     assert e2e["delivered"] == tiny_run[0]["sizes"]["e2e_payments"]
+    for result in e2e["by_database"].values():
+        assert result["delivered"] == tiny_run[0]["sizes"]["e2e_payments"]
+    for result in sections["webhook"]["data"]["results"]:
+        assert result["delivered"] == result["n"] == tiny_run[0]["sizes"]["webhook_events"]
     assert e2e["peak_rss_mb"] >= e2e["idle_rss_mb"] > 0
     reconciler = sections["reconciler"]["data"]
     assert reconciler["left"] == 0

@@ -440,7 +440,16 @@ class Settings(BaseSettings):
         "must exceed webhook_timeout",
     )
     webhook_interval: float = Field(
-        1.0, gt=0, description="seconds between polls of the event outbox when it is empty"
+        1.0,
+        gt=0,
+        description="seconds between polls of the event outbox when it is empty (the "
+        "safety net: a commit that writes deliveries wakes the dispatcher at once)",
+    )
+    webhook_notify: bool = Field(
+        True,
+        description="on PostgreSQL, commits that write webhook deliveries send NOTIFY "
+        "pesa_outbox and dispatchers LISTEN for it, so a worker in another process wakes "
+        "at once instead of at its next poll",
     )
 
     @field_validator("webhook_urls", mode="before")

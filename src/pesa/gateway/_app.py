@@ -328,6 +328,7 @@ async def open_ledger(settings: Settings, webhook_endpoints: Sequence[str]) -> L
         webhook_endpoints=webhook_endpoints,
         on_mismatch=settings.callback_on_mismatch,
         c2b_verify=settings.c2b_verify,
+        notify=settings.webhook_notify,
     )
 
 

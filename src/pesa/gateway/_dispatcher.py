@@ -38,8 +38,10 @@ from pesa._exceptions import ConfigurationError, ValidationError
 from pesa._logging import get_logger, redact
 from pesa._version import __version__
 from pesa._webhooks import SIGNATURE_HEADER, sign_webhook
-from pesa.gateway._backoff import Backoff, RandomSource, describe_outage
+from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
+from pesa.gateway._rounds import failure_backoff, run_rounds
+from pesa.gateway._wake import listen_for_outbox
 from pesa.ledger import EventType
 
 if TYPE_CHECKING:
@@ -149,7 +151,10 @@ class DispatcherOptions:
         batch_size: deliveries claimed per round.
         concurrency: deliveries in flight at once, per endpoint.
         lease: seconds a claimed delivery stays reserved to this dispatcher.
-        interval: seconds between polls when the outbox is empty.
+        interval: seconds between polls when the outbox is empty: the safety net, since
+            a commit that writes deliveries wakes the dispatcher at once.
+        listen: on PostgreSQL, LISTEN for the ledger's ``NOTIFY pesa_outbox`` on a
+            connection of its own, so commits in other processes wake it too.
     """
 
     max_attempts: int = 12
@@ -159,6 +164,7 @@ class DispatcherOptions:
     concurrency: int = 8
     lease: float = 60.0
     interval: float = 1.0
+    listen: bool = True
 
     def __post_init__(self) -> None:
         for name in ("max_attempts", "batch_size", "concurrency"):
@@ -182,6 +188,7 @@ class DispatcherOptions:
             concurrency=settings.webhook_concurrency,
             lease=settings.webhook_lease,
             interval=settings.webhook_interval,
+            listen=settings.webhook_notify,
         )
 
 
@@ -279,8 +286,10 @@ class WebhookDispatcher:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monotonic = monotonic
         self._rng: RandomSource = rng if rng is not None else random.Random()
-        # Pauses after a failed round (database unreachable, ...): from one interval up.
-        self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 60.0))
+        # Pauses after a failed round (database unreachable, ...): from one interval (at
+        # most 5 s: a long poll interval is no reason to wait long after an outage) up.
+        base = min(options.interval, 5.0)
+        self._failure_backoff = failure_backoff(base, cap=60.0)
 
     @property
     def handler_endpoints(self) -> list[str]:
@@ -335,61 +344,74 @@ class WebhookDispatcher:
         deadline = claimed_at + options.lease - options.timeout - 1.0
         limiter = anyio.Semaphore(options.concurrency)
 
-        async def one(delivery: Delivery) -> None:
+        async def one(delivery: Delivery, acknowledged: dict[str, int]) -> None:
             async with limiter:
                 if self._monotonic() >= deadline:
                     report.skipped += 1
                     return
-                await self._deliver(delivery, report)
+                await self._deliver(delivery, report, acknowledged)
 
-        async with anyio.create_task_group() as tg:
-            for delivery in batch:
-                tg.start_soon(one, delivery)
+        acknowledged: dict[str, int] = {}
+        try:
+            async with anyio.create_task_group() as tg:
+                for delivery in batch:
+                    tg.start_soon(one, delivery, acknowledged)
+        finally:
+            # One write for the round's successes, even when the round is being cancelled
+            # (a shutdown). Should it fail (or the process die first), those deliveries are
+            # sent again when their lease ends: at least once.
+            if acknowledged:
+                with anyio.move_on_after(self.options.timeout, shield=True):
+                    await self.ledger.mark_delivered_many(acknowledged)
         return report
 
     async def run(self, stop: anyio.Event) -> None:
         """Dispatch until ``stop`` is set. Errors are logged, never raised.
 
         Each endpoint the ledger writes deliveries for has its own lane (rounds back to
-        back while it has work, otherwise one poll every ``interval`` seconds, at most
-        ``concurrency`` deliveries in flight), and one more lane serves deliveries left for
-        endpoints no longer configured. A receiver that hangs until the timeout therefore
-        delays only its own deliveries, never another endpoint's.
+        back while it has work, at most ``concurrency`` deliveries in flight), and one more
+        lane serves deliveries left for endpoints no longer configured. A receiver that
+        hangs until the timeout therefore delays only its own deliveries, never another
+        endpoint's. An idle lane waits for the ledger's outbox signal (a commit in this
+        process, or on PostgreSQL a ``NOTIFY pesa_outbox`` from any process), or
+        ``interval`` seconds at most.
         """
         endpoints = list(self.ledger.webhook_endpoints)
         async with anyio.create_task_group() as tg:
+            if self.options.listen and self.ledger.notify:
+                tg.start_soon(listen_for_outbox, self.ledger, stop)
             for endpoint in endpoints:
-                tg.start_soon(self._run_lane, stop, endpoint, ())
-            tg.start_soon(self._run_lane, stop, None, endpoints)
+                tg.start_soon(self._run_lane, stop, endpoint, (), True)
+            # New deliveries go to the configured endpoints: the lane of leftovers only
+            # polls, so that a wake-up costs one claim per endpoint, not one more.
+            tg.start_soon(self._run_lane, stop, None, endpoints, False)
 
     async def _run_lane(
-        self, stop: anyio.Event, endpoint: str | None, exclude_endpoints: Sequence[str]
+        self,
+        stop: anyio.Event,
+        endpoint: str | None,
+        exclude_endpoints: Sequence[str],
+        woken: bool,
     ) -> None:
-        failures = 0
-        while not stop.is_set():
-            try:
-                report = await self.run_once(endpoint=endpoint, exclude_endpoints=exclude_endpoints)
-            except Exception as err:  # the loop must survive a database hiccup
-                failures += 1
-                pause = self._failure_backoff.delay(failures, self._rng)
-                outage = describe_outage(err)
-                if outage is None:
-                    log.exception("webhook dispatcher round failed; retrying in %.1f s", pause)
-                else:  # one line per backoff interval, not a traceback per round
-                    log.warning(
-                        "webhook dispatcher round failed (%s); retrying in %.1f s", outage, pause
-                    )
-                with anyio.move_on_after(pause):
-                    await stop.wait()
-                continue
-            failures = 0
-            if report.claimed < self.options.batch_size or report.skipped:
-                with anyio.move_on_after(self.options.interval):
-                    await stop.wait()
+        async def round_() -> bool:
+            report = await self.run_once(endpoint=endpoint, exclude_endpoints=exclude_endpoints)
+            return report.claimed >= self.options.batch_size and not report.skipped
+
+        await run_rounds(
+            "webhook dispatcher",
+            round_,
+            stop,
+            interval=self.options.interval,
+            failure_backoff=self._failure_backoff,
+            rng=self._rng,
+            wake=self.ledger.outbox_signal if woken else None,
+        )
 
     # -- one delivery ------------------------------------------------------------------
 
-    async def _deliver(self, delivery: Delivery, report: DispatchReport) -> None:
+    async def _deliver(
+        self, delivery: Delivery, report: DispatchReport, acknowledged: dict[str, int]
+    ) -> None:
         # The ledger counts an attempt when it hands the delivery out (so an attempt cut
         # short by a crash still counts): ``attempts`` already includes this one.
         attempt = max(delivery.attempts, 1)
@@ -410,7 +432,7 @@ class WebhookDispatcher:
                 delivery, kind, attempt, f"no answer within {self.options.timeout:g} s", report
             )
             return
-        await self.ledger.mark_delivered(delivery.id, status_code)
+        acknowledged[delivery.id] = status_code  # recorded with the round's others
         self.metrics.webhook_attempts.inc(kind=kind, outcome="delivered")
         report.delivered += 1
         log.info(

@@ -29,6 +29,7 @@ from pesa.client import Account, Accounts
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._reconciler import ReconcilerOptions
+from pesa.gateway._rounds import failure_backoff, run_rounds
 from pesa.gateway._throttle import TokenBucket
 from pesa.ledger import Receipt, ReceiptAccount, ReceiptQuery, VerifyPolicy
 
@@ -239,7 +240,7 @@ class ReceiptVerifier:
             factor=1.5,
             jitter=0.0,
         )
-        self._failures = Backoff(base=self.options.interval, cap=max(self.options.interval, 300))
+        self._failures = failure_backoff(self.options.interval)
         self._rate_limited_in_a_row = 0
 
     def _now(self) -> datetime:
@@ -345,21 +346,19 @@ class ReceiptVerifier:
 
     async def run(self, stop: anyio.Event) -> None:
         """Verify until ``stop`` is set; errors are logged, never raised."""
-        failures = 0
-        while not stop.is_set():
-            try:
-                report = await self.run_once()
-            except Exception:
-                failures += 1
-                pause = self._failures.delay(failures, self._rng)
-                log.exception("receipt verification round failed; retrying in %.1f s", pause)
-                with anyio.move_on_after(pause):
-                    await stop.wait()
-                continue
-            failures = 0
-            if report.claimed < self.options.batch_size:
-                with anyio.move_on_after(self.options.interval):
-                    await stop.wait()
+
+        async def round_() -> bool:
+            report = await self.run_once()
+            return report.claimed >= self.options.batch_size
+
+        await run_rounds(
+            "receipt verification",
+            round_,
+            stop,
+            interval=self.options.interval,
+            failure_backoff=self._failures,
+            rng=self._rng,
+        )
 
     async def _verify(self, receipt: Receipt, report: VerifyReport) -> None:
         now = self._now()

@@ -61,7 +61,7 @@ from pesa._exceptions import (
 from pesa._logging import get_logger
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
-from pesa.gateway._rounds import run_rounds
+from pesa.gateway._rounds import failure_backoff, run_rounds
 from pesa.gateway._throttle import TokenBucket
 from pesa.ledger import (
     RECONCILABLE_STATUSES,
@@ -287,7 +287,7 @@ class Reconciler:
         )
         self._rng: RandomSource = rng if rng is not None else random.Random()
         # Pauses after a failed round (database unreachable, ...): from one interval up.
-        self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 300.0))
+        self._failure_backoff = failure_backoff(options.interval)
         self._rate_limited_in_a_row = 0
         self._lease_end = float("inf")
 

@@ -40,7 +40,7 @@ from pesa._exceptions import (
 )
 from pesa._logging import get_logger, mask_phone
 from pesa.gateway._backoff import Backoff, RandomSource
-from pesa.gateway._rounds import run_rounds
+from pesa.gateway._rounds import failure_backoff, run_rounds
 from pesa.gateway._throttle import TokenBucket
 from pesa.ledger import (
     PaymentNotFoundError,
@@ -248,7 +248,7 @@ class TransferSender:
         # the average is the configured rate, while never more than 2 requests leave together.
         self.bucket = TokenBucket(options.rate, 2)
         self._rng: RandomSource = rng if rng is not None else random.Random()
-        self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 300.0))
+        self._failure_backoff = failure_backoff(options.interval)
         self._spiked_in_a_row = 0
         self.sent = 0
         """B2C requests this sender has sent (for the benchmark and metrics)."""
@@ -546,7 +546,7 @@ class TransferChecker:
         self._clock = clock or (lambda: datetime.now(UTC))
         self._sleep = sleep
         self._rng: RandomSource = rng if rng is not None else random.Random()
-        self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 300.0))
+        self._failure_backoff = failure_backoff(options.interval)
         self._recheck = Backoff(
             base=options.recheck_interval, cap=options.recheck_cap, factor=1.5, jitter=0.0
         )

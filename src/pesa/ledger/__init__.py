@@ -194,6 +194,7 @@ if _typing.TYPE_CHECKING:
     from pesa.ledger._receipt_book import ReceiptBook
     from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
     from pesa.ledger._transfers import PayoutBook, RefundBook, StatusBook
+    from pesa.ledger._wake import OutboxSignal
 
 # The storage (SQLAlchemy, Alembic) is imported on first use: the pure layer above (the state
 # machine and the rules every storage shares) imports without the ``server`` extra, so the
@@ -201,6 +202,7 @@ if _typing.TYPE_CHECKING:
 _STORAGE = {
     "Clock": "pesa.ledger._ledger",
     "Ledger": "pesa.ledger._ledger",
+    "OutboxSignal": "pesa.ledger._wake",
     "async_url": "pesa.ledger._engine",
     "create_engine": "pesa.ledger._engine",
     "current_revision": "pesa.ledger._migrate",
@@ -296,6 +298,7 @@ __all__ = [
     "OperatorExistsError",
     "OperatorSession",
     "OperatorStore",
+    "OutboxSignal",
     "OutcomeCount",
     "OutcomeUnknown",
     "Page",

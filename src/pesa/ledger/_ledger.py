@@ -105,6 +105,7 @@ from pesa.ledger._types import (
     StoredCallback,
     row_to_delivery_record,
 )
+from pesa.ledger._wake import OutboxSignal, install_outbox_hooks, mark_outbox_written
 
 if TYPE_CHECKING:
     from pesa.ledger._receipt_book import ReceiptBook
@@ -299,6 +300,9 @@ class Ledger:
             ``invalid`` and changes nothing.
         c2b_verify: when C2B confirmations count (:data:`pesa.ledger.VerifyPolicy`): see
             :attr:`receipts`.
+        notify: on PostgreSQL, a commit that makes webhook deliveries due also sends
+            ``NOTIFY pesa_outbox`` (dispatchers in other processes LISTEN for it). Commits
+            always fire :attr:`outbox_signal` in this process.
     """
 
     def __init__(
@@ -311,9 +315,15 @@ class Ledger:
         lookup: CodeLookup = stk_code,
         on_mismatch: MismatchPolicy = "flag",
         c2b_verify: VerifyPolicy = "auto",
+        notify: bool = True,
     ) -> None:
         self._engine = engine
         self._endpoints = tuple(dict.fromkeys(webhook_endpoints))
+        self.outbox_signal = OutboxSignal()
+        """Fires after each commit of this ledger that made webhook deliveries due."""
+        self.notify = notify and engine.dialect.name == "postgresql"
+        """Whether commits also send ``NOTIFY pesa_outbox`` (PostgreSQL only)."""
+        install_outbox_hooks(engine, self.outbox_signal, notify=self.notify)
         self._clock = clock
         self._parse = parse
         self._lookup = lookup
@@ -350,6 +360,7 @@ class Ledger:
         on_mismatch: MismatchPolicy = "flag",
         engine_options: Mapping[str, Any] | None = None,
         c2b_verify: VerifyPolicy = "auto",
+        notify: bool = True,
     ) -> Ledger:
         """Open the ledger at ``url`` (``sqlite:///pesa.db``, ``postgresql://...``).
 
@@ -368,6 +379,7 @@ class Ledger:
             lookup=lookup,
             on_mismatch=on_mismatch,
             c2b_verify=c2b_verify,
+            notify=notify,
         )
 
     @property
@@ -687,6 +699,8 @@ class Ledger:
                     .returning(*webhook_deliveries.c)
                 )
             ).first()
+            if row is not None:
+                mark_outbox_written(conn)
             if row is None:
                 current = (
                     await conn.execute(
@@ -1651,16 +1665,58 @@ class Ledger:
         if exclude_endpoints:
             filters.append(webhook_deliveries.c.endpoint.not_in(list(exclude_endpoints)))
 
-        async def work(conn: AsyncConnection) -> list[Delivery]:
-            query = (
-                select(webhook_deliveries.c.id)
-                .where(*filters)
-                .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
-                .limit(limit)
+        def delivery(row: Row[Any]) -> Delivery:
+            return Delivery(
+                id=row._mapping["delivery_id"],
+                endpoint=row._mapping["endpoint"],
+                attempts=int(row._mapping["attempts"]),
+                event=_row_to_event(row),
             )
-            if self._postgres:
-                query = query.with_for_update(skip_locked=True)
-            ids = [row[0] for row in (await conn.execute(query)).all()]
+
+        due = (
+            select(webhook_deliveries.c.id)
+            .where(*filters)
+            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
+            .limit(limit)
+        )
+        if self._postgres:
+            # One statement (one round trip): pick, lease and read. The claim is on the
+            # path of every webhook, from the commit that woke the dispatcher to the POST.
+            leased = (
+                update(webhook_deliveries)
+                .where(
+                    webhook_deliveries.c.id.in_(
+                        due.with_for_update(skip_locked=True).scalar_subquery()
+                    )
+                )
+                .values(
+                    next_attempt_at=now + lease,
+                    attempts=webhook_deliveries.c.attempts + 1,
+                    updated_at=now,
+                )
+                .returning(
+                    webhook_deliveries.c.id,
+                    webhook_deliveries.c.endpoint,
+                    webhook_deliveries.c.attempts,
+                    webhook_deliveries.c.event_id,
+                )
+                .cte("pesa_claimed")
+            )
+            query = (
+                select(
+                    leased.c.id.label("delivery_id"),
+                    leased.c.endpoint,
+                    leased.c.attempts,
+                    *payment_events.c,
+                )
+                .join(payment_events, payment_events.c.id == leased.c.event_id)
+                .order_by(payment_events.c.seq)
+            )
+            async with self._engine.begin() as conn:
+                return [delivery(row) for row in (await conn.execute(query)).all()]
+
+        async def work(conn: AsyncConnection) -> list[Delivery]:
+            ids = [row[0] for row in (await conn.execute(due)).all()]
             if not ids:
                 return []
             await conn.execute(
@@ -1683,33 +1739,39 @@ class Ledger:
                 .where(webhook_deliveries.c.id.in_(ids))
                 .order_by(payment_events.c.seq)
             )
-            return [
-                Delivery(
-                    id=row._mapping["delivery_id"],
-                    endpoint=row._mapping["endpoint"],
-                    attempts=int(row._mapping["attempts"]),
-                    event=_row_to_event(row),
-                )
-                for row in rows.all()
-            ]
+            return [delivery(row) for row in rows.all()]
 
-        claimed: list[Delivery] = await self._write(work)
-        return claimed
+        found: list[Delivery] = await self._write(work)
+        return found
 
     async def mark_delivered(self, delivery_id: str, status_code: int) -> None:
         """The endpoint acknowledged the delivery (a 2xx ``status_code``)."""
+        await self.mark_delivered_many({delivery_id: status_code})
+
+    async def mark_delivered_many(self, acknowledged: Mapping[str, int]) -> None:
+        """Several deliveries acknowledged (id → 2xx status code), in one transaction.
+
+        The dispatcher records a round's successes together: one write per round instead
+        of one per webhook (on SQLite, one fsync and one turn of the write lock).
+        """
+        if not acknowledged:
+            return
         now = self._now()
+        by_status: dict[int, list[str]] = {}
+        for delivery_id, status_code in acknowledged.items():
+            by_status.setdefault(status_code, []).append(delivery_id)
         async with self._engine.begin() as conn:
-            await conn.execute(
-                update(webhook_deliveries)
-                .where(webhook_deliveries.c.id == delivery_id)
-                .values(
-                    status="delivered",
-                    last_status_code=status_code,
-                    last_error=None,
-                    updated_at=now,
+            for status_code, ids in by_status.items():
+                await conn.execute(
+                    update(webhook_deliveries)
+                    .where(webhook_deliveries.c.id.in_(ids))
+                    .values(
+                        status="delivered",
+                        last_status_code=status_code,
+                        last_error=None,
+                        updated_at=now,
+                    )
                 )
-            )
 
     async def mark_delivery_failed(
         self,
