@@ -21,7 +21,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import _client_bench, _emulator_bench, _payouts_bench, _reconcile_bench
+from benchmarks import (
+    _client_bench,
+    _emulator_bench,
+    _ledger_bench,
+    _payouts_bench,
+    _reconcile_bench,
+)
 from benchmarks._harness import REPO, SIZES, Section, Sizes, machine
 from benchmarks._report import render_json, render_markdown
 
@@ -32,6 +38,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "emulator": _emulator_bench.run,
     "reconciler": _reconcile_bench.run,
     "payouts": _payouts_bench.run,
+    "ledger": _ledger_bench.run,
 }
 
 
@@ -98,7 +105,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chosen benchmarks; return the exit status (1 if one crashed)."""
     argv = sys.argv[1:] if argv is None else argv
     benchmarks = {**BENCHMARKS, **_gateway_benchmarks()}
-    order = ["client", "emulator", "ingest", "e2e", "reconciler", "payouts", "payouts_gateway"]
+    order = [
+        "client",
+        "emulator",
+        "ingest",
+        "e2e",
+        "reconciler",
+        "payouts",
+        "payouts_gateway",
+        "ledger",
+    ]
     args = _parser(order).parse_args(argv)
     sizes = SIZES[args.size_flag or args.size]
     overrides = {
