@@ -34,7 +34,7 @@ from benchmarks._harness import Section, Sizes, Target
 __all__ = ["run"]
 
 _SMALL = 10_000
-_LARGE = {"tiny": 50_000, "quick": 200_000}  # default and issue: 1,000,000
+_LARGE = {"tiny": 20_000, "quick": 200_000}  # default and issue: 1,000,000
 _RUNS = 15
 _OPEN = {"pending": 200, "unknown": 20, "verifying": 20}
 _HOT_PHONE = "254700000001"
