@@ -43,7 +43,9 @@ log = get_logger("pesa.gateway")
 _STARTUP_SECONDS = 5.0
 
 
-def _child(settings: Settings, sock: socket.socket, index: int, uvicorn_options: Any) -> None:
+def _child(
+    settings: Settings, sock: socket.socket, index: int, parent: int, uvicorn_options: Any
+) -> None:
     """One gateway process (the target of a spawned child)."""
     import logging
 
@@ -57,7 +59,9 @@ def _child(settings: Settings, sock: socket.socket, index: int, uvicorn_options:
     # Its own process group: a Ctrl-C at the terminal reaches the parent only, which stops
     # every child once (a second signal would make uvicorn drop requests in flight).
     os.setpgrp()
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
+    # ``parent`` comes from the parent itself: read here, a parent killed while this child
+    # was starting would already have been replaced by init.
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     configure_logging(settings.log).addFilter(CallbackPathFilter())
     for name in ("uvicorn.access", "uvicorn.error"):
         logging.getLogger(name).addFilter(CallbackPathFilter())
@@ -91,7 +95,7 @@ def serve_processes(
     def start(index: int) -> tuple[BaseProcess, float]:
         child = context.Process(
             target=_child,
-            args=(settings, sock, index, uvicorn_options),
+            args=(settings, sock, index, os.getpid(), uvicorn_options),
             name=f"pesa-serve-{index}",
         )
         child.start()
