@@ -67,6 +67,7 @@ async def _outcome(url: str) -> tuple[dict[str, int], dict[str, int], int]:
 
 
 @pytest.mark.postgres
+@pytest.mark.timeout(300)  # two children import the gateway at once: slow on a loaded machine
 def test_two_processes_share_the_port_and_apply_each_callback_once(pg_schema_url: str) -> None:
     n = 30
     bodies = anyio.run(_pending, pg_schema_url, n)
@@ -83,8 +84,8 @@ def test_two_processes_share_the_port_and_apply_each_callback_once(pg_schema_url
     with pesa_process(args, env) as process:
         url = process.wait_for_line(r"API:\s+(http://127\.0\.0\.1:\d+)/v1/payments").group(1)
         process.wait_for_line(r"processes:\s+2")
-        wait_healthy(url, process)
-        deadline = time.monotonic() + 30
+        wait_healthy(url, process, timeout=120)
+        deadline = time.monotonic() + 60
         while len(_children(process.popen.pid)) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         children = _children(process.popen.pid)
@@ -126,3 +127,27 @@ def test_several_processes_refuse_a_per_process_emulator(tmp_path: Path) -> None
         assert process.popen.wait(60) != 0
     assert "PESA_BASE_URL" in process.output()
     assert "--processes" in process.output()
+
+
+@pytest.mark.timeout(300)
+def test_the_processes_stop_when_pesa_serve_is_killed(tmp_path: Path) -> None:
+    """SIGKILL leaves the parent no chance to stop its children: they notice and stop."""
+    env = {
+        "PESA_ENV": "emulator",
+        "PESA_BASE_URL": "http://127.0.0.1:9",
+        "PESA_DATABASE_URL": f"sqlite:///{tmp_path / 'ledger.db'}",
+    }
+    args = ["serve", "--host", "127.0.0.1", "--port", "0", "--no-workers", "--processes", "2"]
+    with pesa_process(args, env) as process:
+        url = process.wait_for_line(r"API:\s+(http://127\.0\.0\.1:\d+)/v1/payments").group(1)
+        wait_healthy(url, process, timeout=120)
+        deadline = time.monotonic() + 60
+        while len(_children(process.popen.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        children = _children(process.popen.pid)
+        assert len(children) == 2, process.output()
+        process.kill()
+    deadline = time.monotonic() + 60
+    while any(Path(f"/proc/{c}").exists() for c in children) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(Path(f"/proc/{c}").exists() for c in children), "orphaned gateway processes"
