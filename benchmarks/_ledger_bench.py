@@ -286,8 +286,7 @@ def run(sizes: Sizes, log: Callable[[str], None]) -> Section:
     large = _LARGE.get(sizes.name.split()[0], 1_000_000)
     section = Section(
         key="ledger",
-        title="8. Large ledgers: the read queries at 10,000 and at "
-        f"{large:,} payments (PostgreSQL)",
+        title=f"Large ledgers: the read queries at 10,000 and at {large:,} payments (PostgreSQL)",
         what=(
             f"Two PostgreSQL ledgers seeded in SQL, one with {_SMALL:,} settled payments, one "
             f"with {large:,}; in both the open set is {sum(_OPEN.values())} payments (pending, "
