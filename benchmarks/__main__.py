@@ -21,7 +21,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-from benchmarks import _client_bench, _emulator_bench, _payouts_bench, _reconcile_bench
+from benchmarks import (
+    _client_bench,
+    _emulator_bench,
+    _ledger_bench,
+    _payouts_bench,
+    _reconcile_bench,
+)
 from benchmarks._harness import REPO, SIZES, Section, Sizes, machine
 from benchmarks._report import render_json, render_markdown
 
@@ -32,6 +38,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "emulator": _emulator_bench.run,
     "reconciler": _reconcile_bench.run,
     "payouts": _payouts_bench.run,
+    "ledger": _ledger_bench.run,
 }
 
 
@@ -108,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         "reconciler",
         "payouts",
         "payouts_gateway",
+        "ledger",
     ]
     args = _parser(order).parse_args(argv)
     sizes = SIZES[args.size_flag or args.size]

@@ -44,6 +44,10 @@ from benchmarks._harness import Section, Server, Sizes, Target, percentile, star
 __all__ = ["run_e2e", "run_ingest"]
 
 _CALLBACK_CONCURRENCY = 32
+# `pesa serve --processes N` in the ingestion run on PostgreSQL (two: this machine's cores).
+_PROCESSES = 2
+# Issue 12, target 3: callbacks applied durably on PostgreSQL vs the bare ceiling.
+_INGEST_TARGET = 0.6
 _API_CONCURRENCY = 16
 _API_KEY = "bench-api-key-" + "k" * 16
 # Seconds the emulated customer takes to answer. A callback that reaches the gateway before
@@ -234,28 +238,39 @@ def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
     cpu_per: dict[str, float] = {}
     fixed = 0
     ratios: dict[str, float] = {}
-    for kind in kinds:
+    runs = [(kind, 1) for kind in kinds]
+    if pg_url:
+        runs.append(("postgres", _PROCESSES))
+    for kind, processes in runs:
         factory = sqlite_database() if kind == "sqlite" else postgres_database(pg_url or "")
         with factory as db:
             payloads = anyio.run(_seed_pending, db.url, n)
             raw = [json.dumps(p).encode() for p in payloads]
             token = secrets.token_urlsafe(24)
             env = gateway_env(db.url, token, PESA_RUN_WORKERS="false")
-            with gateway(env, "--no-workers") as gw:
+            args = ["--no-workers"]
+            label = db.name
+            if processes > 1:
+                # Several processes may not mount the emulator (each would have its own):
+                # they are told where Daraja is, though no push is sent in this run.
+                env["PESA_BASE_URL"] = "http://127.0.0.1:9"
+                args.append(f"--processes={processes}")
+                label = f"{db.name}, {processes} processes"
+            with gateway(env, *args) as gw:
                 cpu0 = gw.cpu()
                 wall, errors, timed = _post_all(gw.url, f"/callbacks/{token}/stk", raw)
                 gateway_cpu = (gw.cpu() - cpu0) / n
                 fixed += gw.counters()["nodelay_fixed"]
             stats = anyio.run(_stats, db.url)
         rate = (timed - errors.count) / wall
-        ratios[db.name] = rate / ceiling
+        ratios[label] = rate / ceiling
         applied = stats.payments.get("succeeded", 0)
         stored = sum(stats.callbacks.values())
-        log(f"  {db.name}: {rate:.0f} callbacks/s ({rate / ceiling:.2f}x), applied {applied}/{n}")
-        cpu_per[db.name] = gateway_cpu
+        log(f"  {label}: {rate:.0f} callbacks/s ({rate / ceiling:.2f}x), applied {applied}/{n}")
+        cpu_per[label] = gateway_cpu
         section.rows.append(
             [
-                f"pesa serve, {db.name}",
+                f"pesa serve, {label}",
                 round(rate, 1),
                 round(rate / ceiling, 2),
                 round(gateway_cpu * 1e6),
@@ -265,54 +280,63 @@ def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
             ]
         )
         if errors.count:
-            section.notes.append(
-                f"{db.name}: {errors.count} callbacks failed; first: {errors.first}"
-            )
+            section.notes.append(f"{label}: {errors.count} callbacks failed; first: {errors.first}")
         if applied != n or stored != n:
             section.notes.append(
-                f"{db.name}: {applied} of {n} payments succeeded, {stored} callbacks stored"
+                f"{label}: {applied} of {n} payments succeeded, {stored} callbacks stored"
             )
+    name = "callbacks applied durably on PostgreSQL (one process) vs bare FastAPI ceiling"
     if "PostgreSQL" in ratios:
         ratio = ratios["PostgreSQL"]
         section.targets.append(
             Target(
-                name="callbacks applied durably on PostgreSQL vs bare FastAPI ceiling",
-                target=">= 0.5x",
+                name=name,
+                target=f">= {_INGEST_TARGET}x",
                 measured=f"{ratio:.2f}x",
-                met=ratio >= 0.5,
+                met=ratio >= _INGEST_TARGET,
                 note=""
-                if ratio >= 0.5
-                else f"{0.5 / ratio:.2f}x short; {_cpu_gap(cpu_per['PostgreSQL'], ceiling_cpu)}",
+                if ratio >= _INGEST_TARGET
+                else f"{_INGEST_TARGET / ratio:.2f}x short; "
+                f"{_cpu_gap(cpu_per['PostgreSQL'], ceiling_cpu)}",
             )
         )
+        several = f"PostgreSQL, {_PROCESSES} processes"
+        if several in ratios:
+            section.targets.append(
+                Target(
+                    name=f"`pesa serve --processes {_PROCESSES}` vs one process, PostgreSQL",
+                    target="informational (scales with free cores)",
+                    measured=f"{ratios[several] / ratio:.2f}x",
+                    met=None,
+                    informational=True,
+                )
+            )
     else:
         section.targets.append(
             Target(
-                name="callbacks applied durably on PostgreSQL vs bare FastAPI ceiling",
-                target=">= 0.5x",
+                name=name,
+                target=f">= {_INGEST_TARGET}x",
                 measured="PESA_TEST_DATABASE_URL not set: PostgreSQL not measured",
                 met=None,
             )
         )
     section.notes.append(
-        "Both servers run one uvicorn process. The gateway does per callback: path-token "
-        "check, body read, then one transaction: the payment locked, cross-checked against "
-        "the callback's amount and phone and updated under a version guard, the raw callback, "
-        "event and delivery rows inserted; each statement a round trip to the database "
-        "through SQLAlchemy's async layer."
+        "The ceiling and `pesa serve` run one uvicorn process each (and the gateway "
+        f"{_PROCESSES} in its last row). The gateway does per callback: path-token check, body "
+        "read, then on PostgreSQL two statements: a read of the payment (with its evidence "
+        "callback, joined), the state machine's decision in Python, and one write that is "
+        "its own transaction (the UPDATE under the payment's version guard as a CTE whose "
+        "RETURNING gates the raw callback, event and delivery inserts; a version conflict "
+        "writes nothing and decides again). On SQLite one BEGIN IMMEDIATE transaction of "
+        "several statements. Before issue 12, five round trips on PostgreSQL (begin, locked "
+        "read, update, inserts, commit)."
     )
-    if any(r < 0.5 for r in ratios.values()):
-        section.notes.append(
-            "Why below half the ceiling (a cProfile of `pesa serve` under this load on "
-            "PostgreSQL, at commit df0decd): several database round trips per callback (begin, "
-            "lock and read the payment, update it, insert the callback, event and delivery "
-            "rows, commit), each waiting on PostgreSQL, which runs on the "
-            "same two cores; most of the remaining CPU in SQLAlchemy's async layer. Compiled "
-            "statements are cached and the callback route is a plain Starlette route. The "
-            "server CPU column shows the gap per callback. What would close it: more than one "
-            "gateway worker process (the ledger is safe for that on PostgreSQL), or the hot "
-            "path on psycopg directly without SQLAlchemy's async adaptation."
-        )
+    section.notes.append(
+        f"{_PROCESSES} processes on this machine's 2 cores share them with PostgreSQL and the "
+        "32 client threads: a second process finds little idle CPU, so its row shows the "
+        "cost of scheduling more than a gain. On a machine with a core per process and "
+        "PostgreSQL elsewhere the processes add up (docs/scaling.md)."
+    )
     section.notes.append(nodelay_note(fixed, "gateway", "`pesa serve`"))
     section.data = {"ceiling": ceiling, "ratios": ratios}
     return section

@@ -182,9 +182,9 @@ class Server:
         return read_counters(self.counters_path)
 
     def cpu(self) -> float:
-        """CPU seconds (user + system) the server process has used so far."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICKS
+        """CPU seconds (user + system) the server process and its live child processes
+        (``pesa serve --processes N``) have used so far."""
+        return sum(_process_cpu(pid) for pid in _process_tree(self.process.pid))
 
     def peak_rss_mb(self) -> float:
         """The process's peak resident set size (VmHWM), in MiB."""
@@ -207,6 +207,25 @@ class Server:
     def log_tail(self, lines: int = 15) -> str:
         """The last lines the process printed (for error messages)."""
         return "\n".join(self.output[-lines:])
+
+
+def _process_cpu(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:  # it has exited
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants, from /proc/PID/task/TID/children."""
+    found = [pid]
+    for current in found:
+        with contextlib.suppress(OSError):
+            for task in Path(f"/proc/{current}/task").iterdir():
+                with contextlib.suppress(OSError):
+                    found.extend(int(c) for c in (task / "children").read_text().split())
+    return found
 
 
 def _pump(stream: Any, sink: list[str]) -> None:

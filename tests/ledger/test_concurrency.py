@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import func, select, text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pesa.ledger import Ledger, PaymentStatus
@@ -129,16 +130,23 @@ async def test_claims_skip_rows_another_worker_has_locked(
 async def test_event_write_failure_rolls_back_the_transition(
     ledger: Ledger, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The status change and its events are one transaction: no event, no change."""
+    """The status change and its events are one transaction: no event, no change.
+
+    The event row is made unstorable (no type: NOT NULL), so the database itself refuses
+    it after the payment's UPDATE ran, in the same transaction (on PostgreSQL, the same
+    statement: see ``Ledger._ingest_fast``).
+    """
     payment, _ = await ledger.create_payment(None, PHONE, 10, "INV", "Order")
     await ledger.mark_accepted(payment.id, "ws_CO_1", None)
     before = await ledger.get_payment(payment.id)
+    outbox_rows = _LedgerImpl._outbox_rows
 
-    def boom(*_args: Any, **_kwargs: Any) -> None:
-        raise RuntimeError("disk full")
+    def unstorable(self: Any, *args: Any, **kwargs: Any) -> Any:
+        rows, deliveries = outbox_rows(self, *args, **kwargs)
+        return [{**row, "type": None} for row in rows], deliveries
 
-    monkeypatch.setattr(_LedgerImpl, "_event_inserts", boom)
-    with pytest.raises(RuntimeError, match="disk full"):
+    monkeypatch.setattr(_LedgerImpl, "_outbox_rows", unstorable)
+    with pytest.raises(IntegrityError):
         await ledger.ingest_stk_callback(stk_callback("ws_CO_1"), source_ip="196.201.214.200")
     assert await ledger.get_payment(payment.id) == before
     # ... and the raw callback is still kept, marked as an error, for replay and audit.
@@ -227,3 +235,61 @@ async def test_the_event_feed_hides_events_behind_a_running_transaction(
         assert [e.type for e in shown.items] == ["payment.pending", "payment.failed"]
     finally:
         await engine.dispose()
+
+
+@pytest.mark.postgres
+async def test_a_callback_whose_payment_moves_after_the_read_is_decided_again(
+    ledger: Ledger, backend: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL's one-statement callback path reads without a lock: when another writer
+    moves the payment between that read and the write, the version guard matches no row,
+    nothing at all is written (no event, no raw callback), and the callback is read and
+    decided again: applied once, stored once."""
+    if backend != "postgresql":
+        pytest.skip("the one-statement callback path is PostgreSQL's")
+    payment, _ = await ledger.create_payment(None, PHONE, 10, "INV", "Order")
+    await ledger.mark_accepted(payment.id, "ws_CO_1", "29115-34620561-1")
+    other = create_async_engine(ledger.engine.url)
+    plan = _LedgerImpl._plan
+    calls: list[int] = []
+
+    async def move() -> None:
+        async with other.begin() as conn:
+            await conn.execute(
+                text("UPDATE payments SET version = version + 1 WHERE id = :id"),
+                {"id": payment.id},
+            )
+
+    def plan_then_move(self: Any, current: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(current.version)
+        return plan(self, current, *args, **kwargs)
+
+    async def ingest() -> Any:
+        return await ledger.ingest_stk_callback(stk_callback("ws_CO_1"), source_ip=None)
+
+    monkeypatch.setattr(_LedgerImpl, "_plan", plan_then_move)
+    read = _LedgerImpl._evidence_state
+
+    def read_then_move(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if not calls:
+            # Between the read and the write: another writer moves the row (in a thread,
+            # on its own connection, since this hook is synchronous).
+            import threading
+
+            thread = threading.Thread(target=asyncio.run, args=(move(),))
+            thread.start()
+            thread.join()
+        return read(self, *args, **kwargs)
+
+    monkeypatch.setattr(_LedgerImpl, "_evidence_state", read_then_move)
+    try:
+        outcome = await ingest()
+    finally:
+        await other.dispose()
+    assert outcome.status == "applied"
+    assert calls == [2, 3]  # decided at version 2, refused by the guard, decided at 3
+    assert await _count(ledger, callbacks) == 1
+    assert await _count(ledger, payment_events, payment_events.c.type == "payment.succeeded") == 1
+    stored = await ledger.get_payment(payment.id)
+    assert stored is not None and stored.status is PaymentStatus.SUCCEEDED
+    assert stored.version == 4

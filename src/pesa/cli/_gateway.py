@@ -77,6 +77,15 @@ def serve(
             help="apply database migrations at start (env PESA_AUTO_MIGRATE)",
         ),
     ] = None,
+    processes: Annotated[
+        int,
+        typer.Option(
+            "--processes",
+            min=1,
+            help="gateway processes sharing the port (one core each); the background "
+            "workers run in the first",
+        ),
+    ] = 1,
 ) -> None:
     """Run the gateway: REST API, callback route, workers (and the emulator, in emulator)."""
     require_server("serve")
@@ -101,6 +110,8 @@ def serve(
         check_settings(settings)
     except ConfigurationError as err:
         fail(str(err))
+    if processes > 1:
+        _check_processes(settings)
     if settings.auto_migrate:
         # Before uvicorn starts, so that an unreachable database is one clear line.
         _migrate(settings)
@@ -143,13 +154,24 @@ def serve(
     # Every connection holds a descriptor: PESA_MAX_CONNECTIONS of them, plus the
     # database pool, the Daraja client and webhook deliveries.
     raise_open_file_limit(settings.max_connections + _SPARE_DESCRIPTORS)
-    config = server_config(
-        gateway,
-        settings,
-        log_level=settings.log.lower(),
-        access_log=settings.log.lower() == "debug",
-        timeout_graceful_shutdown=10,
-    )
+    options: dict[str, Any] = {
+        "log_level": settings.log.lower(),
+        "access_log": settings.log.lower() == "debug",
+        "timeout_graceful_shutdown": 10,
+    }
+    if processes > 1:
+        from pesa.gateway._processes import serve_processes
+
+        console.print(f"  processes: {processes}", highlight=False)
+        sys.stdout.flush()
+        try:
+            status = serve_processes(settings, sock, processes, **options)
+        finally:
+            sock.close()
+        if status:
+            fail("a gateway process did not start (see the error above)")
+        return
+    config = server_config(gateway, settings, **options)
     server = uvicorn.Server(config)
     try:
         server.run(sockets=[sock])
@@ -157,6 +179,24 @@ def serve(
         sock.close()
     if not server.started:
         fail("the gateway did not start (see the error above)")
+
+
+def _check_processes(settings: Settings) -> None:
+    """What several gateway processes need: state they all see (exit with one line if not)."""
+    if settings.env == "emulator" and settings.base_url is None:
+        fail(
+            "--processes above 1 in the emulator environment needs PESA_BASE_URL: each "
+            "process would mount an emulator of its own, and a push answered by one would "
+            "be unknown to the others (run `pesa emulator` and point PESA_BASE_URL at it)"
+        )
+    from sqlalchemy.engine import make_url
+
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):
+        fail(
+            "--processes above 1 needs a database the processes share: an in-memory SQLite "
+            "database is one per process (PESA_DATABASE_URL)"
+        )
 
 
 def _callback_path_filter() -> logging.Filter:

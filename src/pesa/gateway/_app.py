@@ -443,10 +443,12 @@ def create_app(
         max_body=settings.api_max_body_bytes,
         larger={PAYOUT_BATCHES_PATH: settings.batch_max_body_bytes},
     )
+    # First: routes are matched in order, and the STK callback is the hot path under load
+    # (every route tried before it costs a regex match per callback).
+    app.include_router(_callbacks.router)
     app.include_router(_api.router)
     app.include_router(_receipt_api.router)
     app.include_router(_payout_api.router)
-    app.include_router(_callbacks.router)
     app.include_router(_c2b.router)
     app.include_router(_results.router)
     if settings.dashboard:

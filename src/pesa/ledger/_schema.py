@@ -137,7 +137,8 @@ payments = Table(
     Index("ix_payments_status_next_check_at", "status", "next_check_at"),
     Index("ix_payments_verify_at", "verify_at"),
     Index("ix_payments_created_at", "created_at"),
-    Index("ix_payments_phone", "phone"),
+    # A customer's payments, newest first, read in order (migration 0007).
+    Index("ix_payments_phone_id", "phone", "id"),
     # The dashboard's search and its "needs attention" list (migration 0004).
     Index("ix_payments_account_reference", "account_reference"),
     Index("ix_payments_flagged", "flagged"),
@@ -379,7 +380,7 @@ payouts = Table(
     Index("ix_payouts_send_at", "send_at"),
     Index("ix_payouts_verify_at", "verify_at"),
     Index("ix_payouts_batch_id_batch_row", "batch_id", "batch_row"),
-    Index("ix_payouts_phone", "phone"),
+    Index("ix_payouts_phone_id", "phone", "id"),
 )
 
 refunds = Table(
