@@ -27,7 +27,7 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
-from pesa._exceptions import ValidationError
+from pesa._exceptions import ConfigurationError, ValidationError
 
 __all__ = [
     "BucketState",
@@ -210,7 +210,7 @@ class TokenBucket:
     def reserve(self) -> float:
         """Take the next slot of a local bucket; return how many seconds to wait for it."""
         if self.shared is not None:
-            raise RuntimeError("a shared bucket is taken with acquire()")
+            raise ConfigurationError("a shared token bucket is taken with acquire(), not reserve()")
         return self._local_step(take=True).wait
 
     def wait(self) -> None:

@@ -244,6 +244,18 @@ class Settings(BaseSettings):
     keep_alive_timeout: int = Field(
         5, ge=1, description="seconds an idle keep-alive connection is kept open"
     )
+    shared_state: Literal["auto", "database", "redis", "process"] = Field(
+        "auto",
+        description="where the processes of one deployment share the Daraja access token "
+        "and the rate budgets (reconcile_query_rate, payout_rate): database (the ledger's "
+        "tables), redis (PESA_REDIS_URL), process (each process its own) or auto "
+        "(database on PostgreSQL, process on SQLite)",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis holding the shared token and rate budgets when shared_state is "
+        "redis (needs pip install 'pesa[redis]')",
+    )
     run_workers: bool = Field(
         True, description="run the reconciler and webhook dispatcher inside `pesa serve`"
     )
@@ -334,7 +346,10 @@ class Settings(BaseSettings):
         "fails with reason expired",
     )
     reconcile_query_rate: float = Field(
-        2.0, gt=0, description="STK queries per second, at most, per worker process"
+        2.0,
+        gt=0,
+        description="STK and Transaction Status queries per second, at most: across every "
+        "process when the state is shared (shared_state), else per process",
     )
     reconcile_query_burst: int = Field(
         1, ge=1, description="STK queries a worker may send at once after being idle"
@@ -364,7 +379,8 @@ class Settings(BaseSettings):
     payout_rate: float = Field(
         5.0,
         gt=0,
-        description="B2C requests per second this process sends, at most (keep it under "
+        description="B2C and reversal requests per second, at most, across every process "
+        "when the state is shared (shared_state), else per process (keep it under "
         "Daraja's spike-arrest limit); batches are paced at this rate",
     )
     payout_status_after: float = Field(

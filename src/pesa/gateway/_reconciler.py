@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 
+from pesa._bucket import SharedBucketState
 from pesa._constants import DEFAULT_TIMEOUT
 from pesa._exceptions import (
     DarajaError,
@@ -246,6 +247,7 @@ class Reconciler:
         clock: returns the current aware datetime; must agree with the ledger's clock.
         monotonic: a monotonic clock in seconds (rate bound and leases).
         sleep: how to wait (the rate bound's pauses); injectable for tests.
+        shared: the query budget's state shared by every process (``None``: its own).
 
     Example:
         >>> reconciler = Reconciler(ledger, client, settings=settings)  # doctest: +SKIP
@@ -264,6 +266,7 @@ class Reconciler:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: RandomSource | None = None,
+        shared: SharedBucketState | None = None,
     ) -> None:
         if options is None:
             options = (
@@ -282,8 +285,9 @@ class Reconciler:
         self.metrics = metrics if metrics is not None else Metrics()
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monotonic = monotonic
+        # ``shared``: the budget every process of the deployment spends (PESA_SHARED_STATE).
         self.bucket = TokenBucket(
-            options.query_rate, options.query_burst, clock=monotonic, sleep=sleep
+            options.query_rate, options.query_burst, clock=monotonic, sleep=sleep, shared=shared
         )
         self._rng: RandomSource = rng if rng is not None else random.Random()
         # Pauses after a failed round (database unreachable, ...): from one interval up.

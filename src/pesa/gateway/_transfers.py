@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from pesa._bucket import SharedBucketState
 from pesa._constants import DEFAULT_B2C_MAX_AMOUNT, DEFAULT_B2C_MIN_AMOUNT
 from pesa._exceptions import (
     ConfigurationError,
@@ -284,6 +285,7 @@ class TransferSender:
         urls: InitiatorUrls,
         options: TransferOptions,
         rng: RandomSource | None = None,
+        shared: SharedBucketState | None = None,
     ) -> None:
         self.ledger = ledger
         self.clients = clients
@@ -292,7 +294,8 @@ class TransferSender:
         self.options = options
         # A burst of 2: a send the busy event loop made late lets the next one catch up, so
         # the average is the configured rate, while never more than 2 requests leave together.
-        self.bucket = TokenBucket(options.rate, 2)
+        # ``shared``: the pace every process of the deployment spends (PESA_SHARED_STATE).
+        self.bucket = TokenBucket(options.rate, 2, shared=shared)
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._failure_backoff = Backoff(base=options.interval, cap=max(options.interval, 300.0))
         self._spiked_in_a_row = 0

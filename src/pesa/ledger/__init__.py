@@ -189,6 +189,7 @@ if _typing.TYPE_CHECKING:
         phone_hashes,
     )
     from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
+    from pesa.ledger._shared import DatabaseBucketState, DatabaseTokenStore
     from pesa.ledger._transfers import PayoutBook, RefundBook, StatusBook
 
 # The storage (SQLAlchemy, Alembic) is imported on first use: the pure layer above (the state
@@ -222,6 +223,7 @@ _STORAGE = {
     ),
     **dict.fromkeys(("PayoutBook", "RefundBook", "StatusBook"), "pesa.ledger._transfers"),
     "BalanceBook": "pesa.ledger._balances",
+    **dict.fromkeys(("DatabaseBucketState", "DatabaseTokenStore"), "pesa.ledger._shared"),
 }
 
 
@@ -261,6 +263,8 @@ __all__ = [
     "Clock",
     "CodeInfo",
     "CodeLookup",
+    "DatabaseBucketState",
+    "DatabaseTokenStore",
     "Confirmation",
     "Decision",
     "DecisionKind",
