@@ -3,7 +3,7 @@
 Each "process" here is its own engine (its own connections) or its own Redis client, its
 own client and bucket: what they share is only what goes through the database or Redis.
 The real-process version (four ``pesa worker`` processes) is
-tests/gateway/test_many_processes.py.
+tests/workers/test_many_processes.py.
 """
 
 from __future__ import annotations
