@@ -29,7 +29,7 @@ from pesa._constants import (
 )
 from pesa._exceptions import ConfigurationError
 
-__all__ = ["Settings", "configuration_error"]
+__all__ = ["Settings", "configuration_error", "default_of"]
 
 
 def _problem(error: Any, flags: dict[str, str]) -> str:
@@ -523,3 +523,12 @@ class Settings(BaseSettings):
         if isinstance(value, SecretStr):
             return value.get_secret_value()
         return str(value)
+
+
+def default_of(name: str) -> Any:
+    """The default of setting ``name``: the one place each default is written.
+
+    The options dataclasses (``ReconcilerOptions``, ``TransferOptions``) default to these,
+    so that a worker built without settings paces itself as one built from them.
+    """
+    return Settings.model_fields[name].get_default(call_default_factory=True)

@@ -60,6 +60,7 @@ from pesa._exceptions import (
     ValidationError,
 )
 from pesa._logging import get_logger
+from pesa.config._settings import default_of
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._rounds import run_rounds
@@ -107,7 +108,7 @@ class StkQueryClients(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ReconcilerOptions:
-    """How the reconciler paces itself (defaults match :class:`pesa.Settings`).
+    """How the reconciler paces itself (defaults are :class:`pesa.Settings`' own).
 
     Attributes:
         interval: seconds between rounds when there is no backlog.
@@ -128,17 +129,21 @@ class ReconcilerOptions:
             while at least this much of the claim's lease remains.
     """
 
-    interval: float = 5.0
-    min_age: float = 20.0
-    recheck_interval: float = 10.0
-    recheck_cap: float = 120.0
-    deadline: float = 900.0
-    query_rate: float = 2.0
-    query_burst: int = 1
-    batch_size: int = 50
-    lease: float = 120.0
-    stale_created_after: float = 300.0
-    backoff: Backoff = field(default_factory=lambda: Backoff(base=5.0, cap=300.0))
+    interval: float = default_of("reconcile_interval")
+    min_age: float = default_of("reconcile_min_age")
+    recheck_interval: float = default_of("reconcile_recheck_interval")
+    recheck_cap: float = default_of("reconcile_recheck_cap")
+    deadline: float = default_of("reconcile_deadline")
+    query_rate: float = default_of("reconcile_query_rate")
+    query_burst: int = default_of("reconcile_query_burst")
+    batch_size: int = default_of("reconcile_batch_size")
+    lease: float = default_of("reconcile_lease")
+    stale_created_after: float = default_of("reconcile_stale_created_after")
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(
+            base=default_of("reconcile_backoff_base"), cap=default_of("reconcile_backoff_cap")
+        )
+    )
     query_timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:

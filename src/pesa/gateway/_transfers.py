@@ -44,6 +44,7 @@ from pesa._exceptions import (
     ValidationError,
 )
 from pesa._logging import get_logger, mask_phone
+from pesa.config._settings import default_of
 from pesa.daraja import (
     normalize_msisdn,
     validate_amount,
@@ -226,20 +227,24 @@ def classify_send_error(err: Exception) -> tuple[str, str | None, str]:
 
 @dataclass(frozen=True, slots=True)
 class TransferOptions:
-    """How payouts and refunds are sent and checked (from :class:`pesa.Settings`)."""
+    """How payouts and refunds are sent and checked (defaults are :class:`pesa.Settings`' own)."""
 
-    rate: float = 5.0
-    status_after: float = 30.0
-    deadline: float = 3600.0
-    resend: bool = True
-    recheck_interval: float = 10.0
-    recheck_cap: float = 120.0
-    interval: float = 5.0
-    lease: float = 120.0
-    batch_size: int = 50
-    stale_created_after: float = 300.0
+    rate: float = default_of("payout_rate")
+    status_after: float = default_of("payout_status_after")
+    deadline: float = default_of("payout_deadline")
+    resend: bool = default_of("payout_resend")
+    recheck_interval: float = default_of("reconcile_recheck_interval")
+    recheck_cap: float = default_of("reconcile_recheck_cap")
+    interval: float = default_of("reconcile_interval")
+    lease: float = default_of("reconcile_lease")
+    batch_size: int = default_of("reconcile_batch_size")
+    stale_created_after: float = default_of("reconcile_stale_created_after")
     concurrency: int = 32
-    backoff: Backoff = field(default_factory=lambda: Backoff(base=5.0, cap=300.0))
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(
+            base=default_of("reconcile_backoff_base"), cap=default_of("reconcile_backoff_cap")
+        )
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransferOptions:
