@@ -142,11 +142,16 @@ def test_the_client_and_the_client_side_testing_helpers_import_without_the_extra
         "    from pesa.testing import run_emulator\n"
         "except ImportError as err:\n"
         "    print('server helper:', err)\n"
+        "try:\n"
+        "    AsyncDaraja(async_http='aiohttp')\n"
+        "except pesa.ConfigurationError as err:\n"
+        "    print('aiohttp pool:', err)\n"
     )
     result = _run(clean, "python", "-c", code)
     assert result.returncode == 0, result.stderr
     assert "payment.succeeded" in result.stdout
     assert "pip install 'pesa[server]'" in result.stdout
+    assert "aiohttp pool: PESA_ASYNC_HTTP=aiohttp needs aiohttp" in result.stdout
 
 
 def test_the_cli_client_commands_work_without_the_extra(clean: Path) -> None:

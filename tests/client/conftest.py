@@ -66,6 +66,9 @@ def error_body(
     return {"requestId": request_id, "errorCode": code, "errorMessage": message}
 
 
+# Failures before the request leaves; the rest of httpx's errors happen after sending.
+_CONNECT_FAULTS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
 Route = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
 
@@ -123,6 +126,27 @@ class FakeDaraja:
             if isinstance(route, list):
                 return route.pop(0) if len(route) > 1 else route[0]
         return route
+
+    def connect_fault(self, request: httpx.Request) -> Exception | None:
+        """The next answer to ``request`` if it is a failure to connect (consumed, recorded).
+
+        The aiohttp face raises these at connect time, before a byte leaves, as a refused
+        or timed-out connection would.
+        """
+        with self._lock:
+            if request.url.path == "/oauth/v1/generate":
+                queue = self.oauth_responses
+                fault = queue[0] if queue else None
+            else:
+                route = self.routes.get(request.url.path)
+                queue = route if isinstance(route, list) else []
+                fault = route[0] if isinstance(route, list) else route
+            if not isinstance(fault, _CONNECT_FAULTS):
+                return None
+            if len(queue) > 1 or queue is self.oauth_responses:
+                queue.pop(0)
+            self.calls.append(request)
+        return fault
 
     def _authorised(self, request: httpx.Request) -> bool:
         header = request.headers.get("Authorization", "")
@@ -213,24 +237,135 @@ def client_kwargs(clock: FrozenClock, **overrides: Any) -> dict[str, Any]:
     return kwargs
 
 
-class Face:
-    """One test body, both clients: ``await face("stk_push", ...)`` runs sync or async."""
+# The aiohttp face's read timeout; a route's timeout makes the wire sleep past it.
+WIRE_TIMEOUT = 0.5
 
-    def __init__(self, kind: str, fake: FakeDaraja, clock: FrozenClock) -> None:
+
+class Wire:
+    """The :class:`FakeDaraja` behind a real HTTP server on 127.0.0.1, for the aiohttp face.
+
+    ``AsyncDaraja(async_http="aiohttp")`` talks to it over real sockets, so every test of
+    the face runs through :class:`pesa.client._aiohttp.AiohttpTransport` and its mapping of
+    aiohttp's errors: a route's connect failure is raised by the transport's connector
+    before anything is sent (aiohttp's own ``ClientConnectorError`` or
+    ``ConnectionTimeoutError``), a timeout makes the server sleep past the client's read
+    timeout, and any other transport error drops the connection after the request arrived.
+    """
+
+    def __init__(self, fake: FakeDaraja) -> None:
+        self.fake = fake
+        self.url = ""
+        self.sent: list[httpx.Request] = []  # as the client's transport was handed them
+        self._runner: Any = None
+
+    async def start(self) -> None:
+        from aiohttp import web
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    async def _handle(self, request: Any) -> Any:
+        from aiohttp import web
+
+        sent = httpx.Request(
+            request.method,
+            f"{self.url}{request.rel_url}",
+            headers=list(request.headers.items()),
+            content=await request.read(),
+        )
+        try:
+            answer = await self.fake.async_handler(sent)
+        except httpx.TimeoutException:
+            await anyio.sleep(60)  # the client gives up first; its hang-up cancels this
+            return web.Response(status=504)
+        except httpx.TransportError:
+            request.transport.close()  # the answer is lost: the client sees a dropped line
+            return web.Response(status=502)
+        headers = [
+            (k, v)
+            for k, v in answer.headers.multi_items()
+            if k.lower() not in ("content-length", "transfer-encoding", "content-encoding")
+        ]
+        return web.Response(status=answer.status_code, headers=headers, body=answer.content)
+
+    def transport(self) -> httpx.AsyncBaseTransport:
+        import aiohttp
+
+        from pesa.client._aiohttp import AiohttpTransport
+
+        fake, sent = self.fake, self.sent
+
+        class FaultyConnector(aiohttp.TCPConnector):
+            async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+                body = getattr(req.body, "_value", b"") or b""
+                attempt = httpx.Request(
+                    req.method, str(req.url), headers=list(req.headers.items()), content=body
+                )
+                fault = fake.connect_fault(attempt)
+                if isinstance(fault, httpx.ConnectError):
+                    raise aiohttp.ClientConnectorError(
+                        req.connection_key, ConnectionRefusedError(111, "Connection refused")
+                    )
+                if fault is not None:
+                    raise aiohttp.ConnectionTimeoutError(f"Connection timeout to host {req.url}")
+                return await super().connect(req, traces, timeout)
+
+        class Faulty(AiohttpTransport):
+            def make_connector(self) -> aiohttp.BaseConnector:
+                return FaultyConnector(limit=100)
+
+            async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+                sent.append(request)
+                return await super().handle_async_request(request)
+
+        return Faulty()
+
+
+class Face:
+    """One test body, every client: ``await face("stk_push", ...)`` runs sync or async.
+
+    ``kind`` is ``"sync"`` (Daraja), ``"async"`` (AsyncDaraja, httpx's pool) or
+    ``"aiohttp"`` (AsyncDaraja on aiohttp, over real sockets to a :class:`Wire`).
+    """
+
+    def __init__(
+        self, kind: str, fake: FakeDaraja, clock: FrozenClock, wire: Wire | None = None
+    ) -> None:
         self.kind = kind
         self.fake = fake
         self.clock = clock
+        self.wire = wire
         self.clients: list[Daraja | AsyncDaraja] = []
 
     def make(self, **overrides: Any) -> Daraja | AsyncDaraja:
+        if self.wire is not None:
+            overrides = {"base_url": self.wire.url, "timeout": WIRE_TIMEOUT, **overrides}
         kwargs = client_kwargs(self.clock, **overrides)
         client: Daraja | AsyncDaraja
         if self.kind == "sync":
             client = Daraja(transport=httpx.MockTransport(self.fake.sync_handler), **kwargs)
+        elif self.wire is not None:
+            client = AsyncDaraja(transport=self.wire.transport(), **kwargs)
         else:
             client = AsyncDaraja(transport=httpx.MockTransport(self.fake.async_handler), **kwargs)
         self.clients.append(client)
         return client
+
+    def sent(self, path: str) -> list[httpx.Request]:
+        """The requests to ``path`` as the client sent them (timeouts in their extensions)."""
+        if self.wire is None:
+            return self.fake.paths(path)
+        return [r for r in self.wire.sent if r.url.path == path]
 
     @property
     def client(self) -> Daraja | AsyncDaraja:
@@ -250,10 +385,17 @@ class Face:
                 await client.aclose()
 
 
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=["sync", "async", "aiohttp"])
 async def face(
     request: pytest.FixtureRequest, fake: FakeDaraja, clock: FrozenClock
 ) -> AsyncIterator[Face]:
-    f = Face(request.param, fake, clock)
-    yield f
-    await f.close()
+    wire = Wire(fake) if request.param == "aiohttp" else None
+    if wire is not None:
+        await wire.start()
+    f = Face(request.param, fake, clock, wire)
+    try:
+        yield f
+    finally:
+        await f.close()
+        if wire is not None:
+            await wire.stop()

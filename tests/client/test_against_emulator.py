@@ -16,7 +16,7 @@ import anyio
 import httpx
 import pytest
 
-from pesa import AsyncDaraja, Daraja, DarajaError, parse_stk_callback
+from pesa import AsyncDaraja, Daraja, DarajaError, TransportError, parse_stk_callback
 from pesa.daraja import parse_result
 from pesa.emulator import SANDBOX_PASSKEY, Emulator, EmulatorConfig, create_app
 from pesa.testing import RunningEmulator, run_emulator
@@ -156,11 +156,13 @@ def test_spike_arrest_on_a_query_is_retried(running: RunningEmulator) -> None:
     assert result.checkout_request_id == push.checkout_request_id
 
 
-async def test_concurrent_async_pushes_share_one_token(running: RunningEmulator) -> None:
+@pytest.mark.parametrize("pool", ["httpx", "aiohttp"])
+async def test_concurrent_async_pushes_share_one_token(running: RunningEmulator, pool: str) -> None:
     before = len(running.control.requests("/oauth/v1/generate"))
-    async with AsyncDaraja(**_kwargs(running)) as client, anyio.create_task_group() as tg:
+    client = AsyncDaraja(**_kwargs(running), async_http=pool)
+    async with client, anyio.create_task_group() as tg:
         for i in range(20):
-            tg.start_soon(client.stk_push, f"07083750{i:02d}", 10, "INV0047")
+            tg.start_soon(client.stk_push, f"07083{pool == 'httpx':d}50{i:02d}", 10, "INV0047")
     assert len(running.control.requests("/oauth/v1/generate")) - before == 1
 
 
@@ -177,7 +179,26 @@ def test_tls_with_the_emulators_ca() -> None:
             client = Daraja(**_kwargs(tls_emulator, verify=tls_emulator.ca_path))
         with client:
             push = client.stk_push("0708374149", 10, "INV0048")
-    assert push.checkout_request_id
+        assert push.checkout_request_id
+
+        async def on_aiohttp() -> str:
+            async with AsyncDaraja(
+                **_kwargs(tls_emulator, verify=tls_emulator.ca_path), async_http="aiohttp"
+            ) as client:
+                push = await client.stk_push("0708374150", 10, "INV0049")
+            return push.checkout_request_id
+
+        assert anyio.run(on_aiohttp)
+
+        # The CA is really checked: without it, the handshake fails before sending.
+        async def untrusting() -> None:
+            async with AsyncDaraja(
+                **_kwargs(tls_emulator, verify=True), async_http="aiohttp", max_retries=0
+            ) as client:
+                await client.stk_push("0708374151", 10, "INV0050")
+
+        with pytest.raises(TransportError, match="ConnectError"):
+            anyio.run(untrusting)
 
 
 @pytest.mark.slow

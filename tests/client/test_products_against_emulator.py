@@ -59,13 +59,20 @@ def _kwargs(running: RunningEmulator) -> dict[str, Any]:
 
 
 class Client:
-    """One test body, both clients: ``await client("b2b_pay_bill", ...)``."""
+    """One test body, every client: ``await client("b2b_pay_bill", ...)``.
+
+    ``kind``: ``"sync"``, ``"async"`` (httpx's pool) or ``"aiohttp"`` (AsyncDaraja on aiohttp).
+    """
 
     def __init__(self, kind: str, running: RunningEmulator) -> None:
         self.kind = kind
         self.running = running
         self.sync = Daraja(**_kwargs(running)) if kind == "sync" else None
-        self.async_ = AsyncDaraja(**_kwargs(running)) if kind == "async" else None
+        self.async_ = (
+            AsyncDaraja(**_kwargs(running), async_http="aiohttp" if kind == "aiohttp" else "httpx")
+            if kind != "sync"
+            else None
+        )
 
     async def __call__(self, method: str, *args: Any, **kwargs: Any) -> Any:
         if self.sync is not None:
@@ -95,7 +102,7 @@ class Client:
             await self.async_.aclose()
 
 
-@pytest.fixture(params=["sync", "async"])
+@pytest.fixture(params=["sync", "async", "aiohttp"])
 async def client(request: pytest.FixtureRequest, running: RunningEmulator) -> AsyncIterator[Client]:
     c = Client(request.param, running)
     yield c
@@ -140,7 +147,7 @@ async def test_express_checkout_callback_matches_the_request_ref(client: Client)
 
 
 async def test_pull_recovers_payments_the_shortcode_was_never_told_of(client: Client) -> None:
-    shortcode = "600992" if client.kind == "sync" else "600978"
+    shortcode = {"sync": "600992", "async": "600978", "aiohttp": "600979"}[client.kind]
     registered = await client("pull_register", "0708374149", CLOSED, shortcode=shortcode)
     assert registered.response_code in ("1000", "1001")
     control = client.running.control
@@ -187,7 +194,7 @@ async def test_ratiba_acknowledged_then_accepted_by_the_customer(client: Client)
 
 
 async def test_bill_manager_invoice_paid_reconciled_and_not_cancellable(client: Client) -> None:
-    shortcode = "600000" if client.kind == "sync" else "600997"
+    shortcode = {"sync": "600000", "async": "600997", "aiohttp": "600996"}[client.kind]
     account = f"ACC-{client.kind}"
     joined = await client(
         "bill_manager_opt_in", "billing@example.com", "0708374149", CLOSED, shortcode=shortcode

@@ -11,11 +11,14 @@ sign-in throttle of one test never blocks another.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import socket
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +27,15 @@ import httpx
 import pytest
 
 from pesa import Settings
+from pesa.daraja import NAIROBI
 from pesa.emulator import Emulator, EmulatorConfig
-from pesa.ledger import Ledger, OperatorStore
-from pesa.testing import RunningGateway, run_gateway, stk_callback_payload
+from pesa.ledger import Ledger, OperatorStore, PayoutSpec, ReceiptAccount, StatusAnswer
+from pesa.testing import (
+    RunningGateway,
+    c2b_payment_payload,
+    run_gateway,
+    stk_callback_payload,
+)
 
 API_KEY = "dashboard-test-api-key-0123"
 PASSWORD = "correct horse battery"
@@ -70,6 +79,8 @@ def dashboard_settings(database_url: str, **overrides: Any) -> Settings:
         "webhook_timeout": 2.0,
         "dashboard_max_sign_in_failures": 3,
         "dashboard_refresh_interval": 0.5,
+        # Refunds of a part (the refund form's amount).
+        "refund_partial": "allow",
     }
     values.update(overrides)
     return Settings(**values)
@@ -89,13 +100,94 @@ def add_operators(database_url: str) -> None:
     anyio.run(add)
 
 
+SHORTCODE = "174379"
+RECEIPTS: dict[str, tuple[str, str, str, str]] = {
+    # name: (TransID, amount, account number as typed, MSISDN as C2B v2 masks it)
+    "settled": ("RCP1000001", "500.00", "INV-100", "2547 ***** 149"),
+    "under": ("RCP2000002", "400.00", "inv 200", "2547 ***** 233"),
+    "over": ("RCP3000003", "250.00", "INV-300", "2547 ***** 377"),
+    "unknown_reference": ("RCP4000004", "75.00", "NO-SUCH-REF", "2547 ***** 481"),
+    "refuted": ("RCP5000005", "999.00", "INV-100", "2547 ***** 590"),
+}
+
+
+async def seed_money(database_url: str) -> dict[str, str]:
+    """Expected payments and C2B receipts (one settling, one under, one over, one with an
+    account number nobody expects, one Daraja refutes) and a payout left unknown, written
+    through the ledger before the gateway starts. Returns ids by name."""
+    ledger = await Ledger.open(database_url)
+    ids: dict[str, str] = {}
+    try:
+        book = ledger.receipts
+        for key, reference, amount in (
+            ("exp-100", "INV-100", 500),
+            ("exp-200", "INV-200", 1000),
+            ("exp-300", "INV-300", 200),
+        ):
+            expected, _ = await book.create_expected_payment(
+                key, "default", reference, amount, f"Invoice {reference}", None
+            )
+            ids[key] = expected.id
+        paid_at = datetime.now(NAIROBI) - timedelta(minutes=len(RECEIPTS))
+        for name, (trans_id, amount, reference, msisdn) in RECEIPTS.items():
+            paid_at += timedelta(minutes=1)
+            body = c2b_payment_payload(
+                trans_id=trans_id,
+                amount=amount,
+                shortcode=SHORTCODE,
+                bill_ref_number=reference,
+                msisdn=msisdn,
+                trans_time=paid_at.strftime("%Y%m%d%H%M%S"),
+            )
+            outcome = await book.ingest_confirmation(
+                json.dumps(body).encode(),
+                source_ip="196.201.214.200",
+                account_for=lambda _: ReceiptAccount("default", verifiable=True),
+            )
+            assert outcome.receipt is not None, outcome
+            answer = (
+                StatusAnswer("2032", "The transaction receipt number does not exist.")
+                if name == "refuted"
+                else StatusAnswer(
+                    "0",
+                    "The service request is processed successfully.",
+                    amount=Decimal(amount),
+                    transaction_status="Completed",
+                    credit_party=f"{SHORTCODE} - Test Shop",
+                    debit_party="254708374149 - John Doe",
+                    receipt_no=trans_id,
+                )
+            )
+            ids[name] = (await book.apply(outcome.receipt.id, answer)).id
+        payout, _ = await ledger.payouts.create(
+            "lost-payout",
+            PayoutSpec(
+                phone="254708374149",
+                amount=2500,
+                command_id="BusinessPayment",
+                remarks="Refund of deposit",
+                account="default",
+                shortcode=SHORTCODE,
+            ),
+            claim=timedelta(minutes=1),  # "sent" (an attempt counted) and never answered
+        )
+        await ledger.payouts.mark_unknown(payout.id, "no answer from Daraja (test)")
+        # Past its deadline: flagged, still unknown, no longer checked: a person decides.
+        ids["unknown_payout"] = (await ledger.payouts.expire(payout.id)).id
+    finally:
+        await ledger.close()
+    return ids
+
+
 @dataclass
 class World:
-    """A running gateway and the payments made on it, by name."""
+    """A running gateway and the payments, receipts and payouts made on it, by name."""
 
     gateway: RunningGateway
     database_url: str
     payments: dict[str, dict[str, Any]]
+    money: dict[str, str] = field(default_factory=dict)
+    payouts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def api(self) -> httpx.Client:
         return httpx.Client(
@@ -184,6 +276,7 @@ def world(
     seed = getattr(request.module, "seed_before_gateway", None)
     if seed is not None:
         anyio.run(seed, database_url)
+    money = anyio.run(seed_money, database_url)
     emulator = Emulator(EmulatorConfig(stk_delay=0.1, seed=11, callback_retries=2))
     # Customers who pay but whose callbacks never arrive (one open push per phone: Daraja
     # refuses a second push to a phone whose prompt is still open).
@@ -204,7 +297,25 @@ def world(
                 )
             flag_by_callback(gateway, payments["flagged"], paid=20)
             payments["flagged"] = wait_for(api, payments["flagged"]["id"], lambda p: p["flagged"])
-        yield World(gateway, database_url, payments)
+            payouts = {
+                "salary": api.post(
+                    "/v1/payouts",
+                    json={"phone": "0708374149", "amount": 1500, "remarks": "Salary"},
+                    headers={"Idempotency-Key": "salary-1"},
+                ).json()
+            }
+            batch = api.post(
+                "/v1/payouts/batches",
+                json={
+                    "batch_id": "december-bonus",
+                    "payouts": [
+                        {"phone": f"07110002{i:02d}", "amount": 100 + i, "remarks": "Bonus"}
+                        for i in range(3)
+                    ],
+                },
+            )
+            assert batch.status_code == 202, batch.text
+        yield World(gateway, database_url, payments, money, payouts)
 
 
 class Browserless:

@@ -317,12 +317,85 @@ def test_lists_update_live(open_page: Opener, scene: World, shots: Path) -> None
     audit.screenshot(path=str(shots / "audit.png"), full_page=True)
 
 
+def test_refund_a_payment_with_a_note(open_page: Opener, scene: World, shots: Path) -> None:
+    """From the payment's page: part of it back, with a note; the refund shows in the
+    timeline (with its outcome, live) and in the audit log."""
+    paid = scene.payments["paid"]["id"]
+    page = open_page(f"/dashboard/payments/{paid}")
+    amount = page.get_by_label("Amount to refund (KES)")
+    assert amount.input_value() == "150"  # what remains, as the ledger says
+    amount.fill("40")
+    page.get_by_label("Why does the money go back?").fill("Customer returned one of three mugs")
+    page.screenshot(path=str(shots / "refund-form.png"), full_page=True)
+    page.get_by_role("button", name="Refund", exact=True).click()
+    page.wait_for_url(re.compile(r".*notice=refund-started$"))
+    assert page.get_by_role("status").inner_text().startswith("Refund sent to M-Pesa.")
+    timeline = page.locator("ol.timeline")
+    assert "Customer returned one of three mugs" in timeline.inner_text()
+    # The reversal's Result arrives; the page follows without a reload.
+    _live_wait(lambda: "Refund of KES 40: succeeded" in timeline.inner_text(), timeout=30)
+    page.reload()
+    assert page.get_by_label("Amount to refund (KES)").input_value() == "110"
+    page.screenshot(path=str(shots / "payment-refunded.png"), full_page=True)
+    page.get_by_role("link", name="Refund of KES 40: succeeded").click()
+    page.wait_for_url(re.compile(r".*/dashboard/refunds/rf_.*"))
+    assert "Refund requested (reversal)" in page.locator("ol.timeline").inner_text()
+    page.screenshot(path=str(shots / "refund.png"), full_page=True)
+    audit = open_page("/dashboard/audit")
+    row = audit.locator("tr", has_text="Customer returned one of three mugs")
+    assert row.count() == 1 and "refund" in row.inner_text() and OPERATOR in row.inner_text()
+    refunds = open_page("/dashboard/refunds")
+    assert paid in refunds.locator("table.refunds").inner_text()
+    refunds.screenshot(path=str(shots / "refunds.png"), full_page=True)
+
+
+def test_find_a_receipt_and_open_it(open_page: Opener, scene: World, shots: Path) -> None:
+    page = open_page("/dashboard/receipts")
+    rows = page.locator("table.receipts tbody")
+    for text in ("paid", "partially paid", "overpaid", "unknown reference", "refuted"):
+        assert text in rows.inner_text(), text
+    page.screenshot(path=str(shots / "receipts.png"), full_page=True)
+    page.get_by_label("Search").press_sequentially("0708 374 149", delay=20)
+    _live_wait(lambda: "RCP2000002" not in rows.inner_text())
+    assert "RCP1000001" in rows.inner_text()
+    page.get_by_role("link", name="RCP1000001").click()
+    page.wait_for_url(re.compile(rf".*/dashboard/receipts/{scene.money['settled']}$"))
+    timeline = page.locator("ol.timeline").inner_text()
+    assert "c2b confirm" in timeline and "Event receipt.confirmed" in timeline
+    page.screenshot(path=str(shots / "receipt.png"), full_page=True)
+    expected = open_page("/dashboard/expected")
+    assert "INV-200" in expected.locator("table.expected").inner_text()
+    expected.screenshot(path=str(shots / "expected.png"), full_page=True)
+
+
+def test_open_payouts_and_a_payouts_timeline(open_page: Opener, scene: World, shots: Path) -> None:
+    page = open_page("/dashboard/payouts")
+    rows = page.locator("table.payouts tbody")
+    assert scene.payouts["salary"]["id"] in rows.inner_text()
+    page.screenshot(path=str(shots / "payouts.png"), full_page=True)
+    page.get_by_label("State").select_option("unknown")
+    _live_wait(lambda: scene.payouts["salary"]["id"] not in rows.inner_text())
+    assert scene.money["unknown_payout"] in rows.inner_text()
+    salary = open_page(f"/dashboard/payouts/{scene.payouts['salary']['id']}")
+    timeline = salary.locator("ol.timeline")
+    _live_wait(lambda: "Result received" in timeline.inner_text(), timeout=30)
+    assert "Daraja accepted the request" in timeline.inner_text()
+    salary.screenshot(path=str(shots / "payout.png"), full_page=True)
+    attention = open_page("/dashboard/attention")
+    assert attention.get_by_role("heading", name="Payouts to look at").is_visible()
+
+
 @pytest.mark.parametrize(
     ("name", "path"),
     [
         ("overview", "/dashboard/"),
         ("payments", "/dashboard/payments"),
         ("payment", "/dashboard/payments/{paid}"),
+        ("receipts", "/dashboard/receipts"),
+        ("receipt", "/dashboard/receipts/{receipt}"),
+        ("payouts", "/dashboard/payouts"),
+        ("payout", "/dashboard/payouts/{payout}"),
+        ("refunds", "/dashboard/refunds"),
         ("attention", "/dashboard/attention"),
         ("audit", "/dashboard/audit"),
         ("sign-in", "/dashboard/sign-in"),
@@ -332,24 +405,36 @@ def test_every_page_is_usable_at_375_px(
     open_page: Opener, scene: World, shots: Path, name: str, path: str
 ) -> None:
     signed_in = name != "sign-in"
-    page = open_page(
-        path.format(paid=scene.payments["paid"]["id"]), viewport=PHONE, signed_in=signed_in
+    address = path.format(
+        paid=scene.payments["paid"]["id"],
+        receipt=scene.money["under"],
+        payout=scene.money["unknown_payout"],
     )
+    page = open_page(address, viewport=PHONE, signed_in=signed_in)
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"], name
     if signed_in:
-        for link in ("Overview", "Payments", "Needs attention", "Audit"):
+        for link in (
+            "Overview",
+            "Payments",
+            "Receipts",
+            "Payouts",
+            "Refunds",
+            "Needs attention",
+            "Audit",
+        ):
             nav = page.get_by_role("navigation", name="Dashboard")
             box = nav.get_by_role("link", name=link, exact=True).bounding_box()
             assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 375, link
         assert page.get_by_role("button", name="Sign out").is_visible()
     else:
         assert page.get_by_role("button", name="Sign in").is_visible()
-    if name == "payments":
+    if name in ("payments", "receipts", "payouts", "refunds"):
         search = page.get_by_label("Search")
         assert search.is_visible()
         box = search.bounding_box()
         assert box is not None and box["width"] >= 250  # room to type a phone number
-        assert page.locator("table.payments .status").first.is_visible()
+        if name != "refunds":  # the refunds list may still be empty
+            assert page.locator(f"table.{name} .status").first.is_visible()
         # The list fits: no column hides past the right edge.
         wrap = page.locator(".table-wrap").first
         assert wrap.evaluate("e => e.scrollWidth <= e.clientWidth")

@@ -27,7 +27,7 @@ from .conftest import (
 # One gateway for the module: every test of it runs on one xdist worker.
 pytestmark = pytest.mark.xdist_group("dashboard-security")
 
-ACTIONS = ("refresh", "resolve-flag", "redeliver")
+ACTIONS = ("refresh", "resolve-flag", "redeliver", "refund", "refund-receipt")
 
 
 def _routes(world: World) -> list[tuple[str, str]]:
@@ -38,6 +38,9 @@ def _routes(world: World) -> list[tuple[str, str]]:
         path = "/dashboard" + route.path
         path = path.replace("{payment_id}", world.payments["flagged"]["id"])
         path = path.replace("{delivery_id}", "whd_01JDZ3Q4W8K6Y2V0C5N7R9T1XB")
+        path = path.replace("{receipt_id}", world.money["settled"])
+        path = path.replace("{payout_id}", world.money["unknown_payout"])
+        path = path.replace("{refund_id}", "rf_01JDZ3Q4W8K6Y2V0C5N7R9T1XB")
         for method in sorted(route.methods):
             found.append((method, path))
     return found
@@ -56,21 +59,42 @@ def _audit(world: World, **filters: Any) -> list[Any]:
 
 
 def _data_in(body: str, world: World) -> list[str]:
-    secrets_ = [world.payments["flagged"]["id"], world.payments["flagged"]["phone"], "ORDER-"]
+    secrets_ = [
+        world.payments["flagged"]["id"],
+        world.payments["flagged"]["phone"],
+        "ORDER-",
+        "RCP1000001",
+        "INV-100",
+        world.money["unknown_payout"],
+        "254708374149",
+    ]
     return [s for s in secrets_ if s in body]
 
 
 def test_the_dashboard_has_the_routes_the_tests_cover(world: World) -> None:
-    paths = {path.split("/pay_")[0].split("/whd_")[0] for _, path in _routes(world)}
+    paths = {re.sub(r"/(pay|whd|rcp|po|rf)_[0-9A-Z]+", "/{id}", path) for _, path in _routes(world)}
     assert paths == {
         "/dashboard/",
         "/dashboard/sign-in",
         "/dashboard/sign-out",
         "/dashboard/payments",
         "/dashboard/payments.csv",
+        "/dashboard/payments/{id}",
+        "/dashboard/payments/{id}/refresh",
+        "/dashboard/payments/{id}/resolve-flag",
+        "/dashboard/payments/{id}/refund",
+        "/dashboard/deliveries/{id}/redeliver",
+        "/dashboard/receipts",
+        "/dashboard/receipts.csv",
+        "/dashboard/receipts/{id}",
+        "/dashboard/receipts/{id}/refund",
+        "/dashboard/expected",
+        "/dashboard/payouts",
+        "/dashboard/payouts/{id}",
+        "/dashboard/refunds",
+        "/dashboard/refunds/{id}",
         "/dashboard/attention",
         "/dashboard/audit",
-        "/dashboard/deliveries",
     }
 
 
@@ -90,7 +114,7 @@ def test_every_route_without_a_session_redirects_to_sign_in_and_shows_no_data(
         assert response.headers["cache-control"] == "no-store"
         assert _data_in(response.text, world) == [], path
         checked += 1
-    assert checked >= 9
+    assert checked >= 20
 
 
 def test_static_files_need_no_session_and_hold_no_data(
@@ -217,6 +241,12 @@ def test_every_post_form_on_every_page_carries_the_csrf_token(
         "/dashboard/audit",
         f"/dashboard/payments/{world.payments['flagged']['id']}",
         f"/dashboard/payments/{world.payments['pending']['id']}",
+        f"/dashboard/payments/{world.payments['paid']['id']}",
+        f"/dashboard/receipts/{world.money['over']}",
+        "/dashboard/receipts",
+        "/dashboard/payouts",
+        "/dashboard/refunds",
+        f"/dashboard/payouts/{world.money['unknown_payout']}",
     ]
     forms = 0
     for page in pages:
@@ -224,7 +254,7 @@ def test_every_post_form_on_every_page_carries_the_csrf_token(
         for form in re.findall(r"<form[^>]*method=\"post\".*?</form>", html, flags=re.S):
             forms += 1
             assert f'name="csrf_token" value="{operator.csrf}"' in form, (page, form)
-    assert forms >= 5
+    assert forms >= 8
 
 
 def _action_paths(world: World, delivery_id: str) -> dict[str, str]:
@@ -232,7 +262,20 @@ def _action_paths(world: World, delivery_id: str) -> dict[str, str]:
         "refresh": f"/dashboard/payments/{world.payments['pending']['id']}/refresh",
         "resolve-flag": f"/dashboard/payments/{world.payments['flagged']['id']}/resolve-flag",
         "redeliver": f"/dashboard/deliveries/{delivery_id}/redeliver",
+        "refund": f"/dashboard/payments/{world.payments['paid']['id']}/refund",
+        "refund-receipt": f"/dashboard/receipts/{world.money['settled']}/refund",
     }
+
+
+def _refunds(world: World) -> list[Any]:
+    async def read() -> list[Any]:
+        ledger = await Ledger.open(world.database_url)
+        try:
+            return (await ledger.refunds.page(limit=500))[0]
+        finally:
+            await ledger.close()
+
+    return anyio.run(read)
 
 
 def _failed_delivery(world: World) -> str:
@@ -258,11 +301,15 @@ def test_actions_without_the_csrf_token_are_refused_and_change_nothing(
     world: World, operator: Browserless
 ) -> None:
     before = {name: world.payment(name) for name in ("pending", "flagged")}
+    refunds = _refunds(world)
     for action, path in _action_paths(world, _failed_delivery(world)).items():
-        missing = operator.post(path, {"note": "sneaky"}, csrf=False)
-        forged = operator.client.post(path, data={"note": "sneaky", "csrf_token": "forged"})
+        missing = operator.post(path, {"note": "sneaky", "amount": "1"}, csrf=False)
+        forged = operator.client.post(
+            path, data={"note": "sneaky", "amount": "1", "csrf_token": "forged"}
+        )
         assert missing.status_code == forged.status_code == 403, action
         assert "security token" in missing.text
+    assert _refunds(world) == refunds
     assert operator.client.post("/dashboard/sign-out", data={}).status_code == 403
     assert operator.get("/dashboard/").status_code == 200  # still signed in
     assert {name: world.payment(name) for name in ("pending", "flagged")} == before
@@ -273,15 +320,24 @@ def test_a_viewer_reads_but_cannot_act(world: World, viewer: Browserless) -> Non
     page = viewer.get(f"/dashboard/payments/{flagged}")
     assert page.status_code == 200
     assert "Resolve flag" not in page.text and "Ask Daraja now" not in page.text
+    for path in (
+        f"/dashboard/payments/{world.payments['paid']['id']}",
+        f"/dashboard/receipts/{world.money['settled']}",
+    ):
+        shown = viewer.get(path)
+        assert shown.status_code == 200 and "Refund" in shown.text
+        assert '/refund"' not in shown.text and 'name="amount"' not in shown.text, path
     before = {name: world.payment(name) for name in ("pending", "flagged")}
+    refunds = _refunds(world)
     delivery = _failed_delivery(world)
     for action, path in _action_paths(world, delivery).items():
-        response = viewer.post(path, {"note": "I am only a viewer"})
+        response = viewer.post(path, {"note": "I am only a viewer", "amount": "1"})
         assert response.status_code == 403, action
         assert "can read the dashboard but not act" in response.text
     assert {name: world.payment(name) for name in ("pending", "flagged")} == before
+    assert _refunds(world) == refunds
     refused = [e for e in _audit(world, operator_name=VIEWER) if e.outcome == "refused"]
-    assert {e.action for e in refused} >= {"refresh", "resolve_flag", "redeliver"}
+    assert {e.action for e in refused} >= {"refresh", "resolve_flag", "redeliver", "refund"}
 
 
 def test_pages_are_never_cached(world: World, operator: Browserless) -> None:
@@ -294,6 +350,17 @@ def test_pages_are_never_cached(world: World, operator: Browserless) -> None:
         "/dashboard/audit",
         f"/dashboard/payments/{world.payments['paid']['id']}",
         "/dashboard/payments/pay_does_not_exist",
+        "/dashboard/receipts",
+        "/dashboard/receipts?q=0708374149",
+        "/dashboard/receipts.csv",
+        f"/dashboard/receipts/{world.money['settled']}",
+        "/dashboard/receipts/rcp_does_not_exist",
+        "/dashboard/expected",
+        "/dashboard/payouts",
+        f"/dashboard/payouts/{world.money['unknown_payout']}",
+        "/dashboard/payouts/po_does_not_exist",
+        "/dashboard/refunds",
+        "/dashboard/refunds/rf_does_not_exist",
         "/dashboard/sign-in",
     ]
     for path in paths:

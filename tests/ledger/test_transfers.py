@@ -16,7 +16,9 @@ from pesa import ValidationError
 from pesa.ledger import (
     IdempotencyConflictError,
     Ledger,
+    PaymentNotFoundError,
     PayoutSpec,
+    ReceiptNotFoundError,
     RefundNotAllowedError,
     TransferStatus,
 )
@@ -335,6 +337,42 @@ async def _paid_payment(ledger: Ledger, amount: int = 100) -> str:
 
 
 class TestRefunds:
+    async def test_room_reads_what_create_would_allow(self, ledger: Ledger) -> None:
+        payment_id = await _paid_payment(ledger)
+        room = await ledger.refunds.room(payment_id)
+        assert (room.paid, room.held, room.remaining, room.refusal) == (100, 0, 100, None)
+        part, _ = await ledger.refunds.create(
+            None,
+            payment_id,
+            40,
+            remarks="Part",
+            receiver_party="174379",
+            partial=True,
+            claim=LEASE,
+        )
+        room = await ledger.refunds.room(payment_id)
+        assert (room.held, room.remaining) == (40, 60)
+        await ledger.refunds.mark_refused(part.id, "400.002.02", "Invalid TransactionID")
+        assert (await ledger.refunds.room(payment_id)).remaining == 100
+        await ledger.refunds.create(
+            None,
+            payment_id,
+            None,
+            remarks="All",
+            receiver_party="174379",
+            partial=True,
+            claim=LEASE,
+        )
+        full = await ledger.refunds.room(payment_id)
+        assert full.remaining == 0 and "refunded in full" in (full.refusal or "")
+        open_payment, _ = await ledger.create_payment(None, PHONE, 10, "INV", "Order")
+        closed = await ledger.refunds.room(open_payment.id)
+        assert closed.remaining == 0 and "only a succeeded payment" in (closed.refusal or "")
+        with pytest.raises(PaymentNotFoundError):
+            await ledger.refunds.room("pay_nobody")
+        with pytest.raises(ReceiptNotFoundError):
+            await ledger.refunds.room("rcp_nobody", source="receipt")
+
     async def test_the_whole_payment_then_nothing_more(self, ledger: Ledger) -> None:
         payment_id = await _paid_payment(ledger)
         refund, created = await ledger.refunds.create(

@@ -15,6 +15,7 @@ from typing import Any, Self, TypeVar, cast
 import anyio
 import httpx
 
+from pesa._exceptions import ConfigurationError
 from pesa._logging import get_logger
 from pesa.client._base import BaseDaraja
 from pesa.client._token import AccessToken, TokenFetchError
@@ -836,7 +837,16 @@ class AsyncDaraja(BaseDaraja[httpx.AsyncClient, httpx.AsyncBaseTransport]):
     """
 
     def _open(self, transport: httpx.AsyncBaseTransport | None) -> httpx.AsyncClient:
-        return httpx.AsyncClient(transport=transport, **self._pool_options())
+        options = self._pool_options()
+        if transport is None and self.options.async_http == "aiohttp":
+            try:
+                from pesa.client._aiohttp import AiohttpTransport
+            except ImportError as err:
+                raise ConfigurationError(
+                    "PESA_ASYNC_HTTP=aiohttp needs aiohttp: pip install 'pesa[aiohttp]'"
+                ) from err
+            transport = AiohttpTransport(verify=options["verify"], limits=options["limits"])
+        return httpx.AsyncClient(transport=transport, **options)
 
     # -- lifecycle ----------------------------------------------------------------------
 

@@ -41,6 +41,8 @@ if TYPE_CHECKING:
 __all__ = ["DarajaOptionFields", "DarajaOptions"]
 
 _ENVIRONMENTS: Final = get_args(Environment)
+ASYNC_HTTP_BACKENDS: Final = ("httpx", "aiohttp")
+"""AsyncDaraja's connection pools: httpx's own, or aiohttp's through an httpx transport."""
 
 
 class DarajaOptionFields(TypedDict, total=False):
@@ -70,6 +72,7 @@ class DarajaOptionFields(TypedDict, total=False):
     clock: Clock | None
     token_store: TokenStore | None
     verify: bool | str | Path | ssl.SSLContext
+    async_http: str
     stk_amount_limits: tuple[int, int]
     b2c_amount_limits: tuple[int, int]
     b2b_amount_limits: tuple[int, int]
@@ -114,6 +117,9 @@ class DarajaOptions:
         token_store: where tokens are cached (share one between processes).
         verify: TLS verification: ``True``, ``False`` or a CA bundle path (the emulator's
             ``--tls`` certificate, ``PESA_CA_BUNDLE``).
+        async_http: :class:`AsyncDaraja`'s connection pool: ``"httpx"`` (default) or
+            ``"aiohttp"`` (``pesa[aiohttp]``, much less CPU per request under concurrency);
+            ``Daraja`` ignores it, an explicit ``transport=`` wins.
         stk_amount_limits: ``(minimum, maximum)`` whole shillings of STK, C2B, reversal.
         b2c_amount_limits: ``(minimum, maximum)`` whole shillings of B2C and Business to
             Pochi.
@@ -146,6 +152,7 @@ class DarajaOptions:
     clock: Clock | None = None
     token_store: TokenStore | None = None
     verify: bool | str | Path | ssl.SSLContext = True
+    async_http: str = "httpx"
     stk_amount_limits: tuple[int, int] = (DEFAULT_STK_MIN_AMOUNT, DEFAULT_STK_MAX_AMOUNT)
     b2c_amount_limits: tuple[int, int] = (DEFAULT_B2C_MIN_AMOUNT, DEFAULT_B2C_MAX_AMOUNT)
     b2b_amount_limits: tuple[int, int] = (DEFAULT_B2B_MIN_AMOUNT, DEFAULT_B2B_MAX_AMOUNT)
@@ -168,6 +175,11 @@ class DarajaOptions:
             raise ConfigurationError(f"PESA_MAX_RETRIES must be >= 0 (got {retries!r})")
         if self.rate_limit is not None and not self.rate_limit > 0:
             raise ConfigurationError(f"PESA_RATE_LIMIT must be > 0 (got {self.rate_limit!r})")
+        if self.async_http not in ASYNC_HTTP_BACKENDS:
+            raise ConfigurationError(
+                f"PESA_ASYNC_HTTP must be one of {', '.join(ASYNC_HTTP_BACKENDS)} "
+                f"(got {self.async_http!r})"
+            )
         if self.pull_transactions_method not in ("POST", "GET"):
             raise ConfigurationError(
                 "pull_transactions_method must be 'POST' or 'GET' "
@@ -231,6 +243,7 @@ class DarajaOptions:
             "max_retries": settings.max_retries,
             "rate_limit": settings.rate_limit,
             "pull_transactions_method": settings.pull_transactions_method,
+            "async_http": settings.async_http,
             "token_store": (
                 FileTokenStore(settings.token_cache_path) if settings.token_cache_path else None
             ),

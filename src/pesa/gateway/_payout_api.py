@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import anyio
 from fastapi import APIRouter, Header, Query, Response
@@ -50,7 +50,7 @@ from pesa.ledger import (
     TransferStatus,
 )
 
-__all__ = ["MAX_BATCH_ROWS", "PAYOUT_BATCHES_PATH", "router"]
+__all__ = ["MAX_BATCH_ROWS", "PAYOUT_BATCHES_PATH", "router", "start_refund"]
 
 log = get_logger("pesa.gateway.payouts")
 
@@ -83,6 +83,42 @@ def _refund(refund: Refund) -> RefundOut:
 
 def _batch(summary: BatchSummary, created: int = 0) -> BatchOut:
     return BatchOut.model_validate({**summary.to_dict(), "created": created})
+
+
+async def start_refund(
+    state: GatewayState,
+    source_id: str,
+    body: RefundCreate,
+    idempotency_key: str | None,
+    *,
+    source: Literal["payment", "receipt"],
+) -> tuple[Refund, bool]:
+    """Validate, commit and send a refund of a payment or a receipt: the one path of
+    ``POST /v1/payments/{id}/refund``, ``POST /v1/receipts/{id}/refund`` and the
+    dashboard's "Refund" button.
+
+    Raises:
+        ValidationError: a bad key, remarks or metadata (nothing stored).
+        IdempotencyConflictError: the key was used with other parameters.
+        ApiError: 404 (no such payment or receipt), 409 (not refundable, more than remains).
+    """
+    key = validate_idempotency_key(idempotency_key)
+    remarks = validate_remarks(body.remarks)
+    if body.metadata is not None:
+        check_metadata(body.metadata)
+    try:
+        return await state.sender.create_refund(
+            source_id,
+            body.amount,
+            remarks=remarks,
+            idempotency_key=key,
+            metadata=body.metadata,
+            source=source,
+        )
+    except (PaymentNotFoundError, ReceiptNotFoundError) as err:
+        raise ApiError(404, "not_found", f"no {source} {source_id!r}", field="id") from err
+    except RefundNotAllowedError as err:
+        raise ApiError(409, "refund_not_allowed", err.rule, field="amount", rule=err.rule) from err
 
 
 @router.post(
@@ -267,23 +303,9 @@ async def refund_payment(
     outcome arrives by webhook (``refund.succeeded``, ``refund.failed``) and in ``GET
     /v1/refunds/{id}``.
     """
-    body = body or RefundCreate()
-    key = validate_idempotency_key(idempotency_key)
-    remarks = validate_remarks(body.remarks)
-    if body.metadata is not None:
-        check_metadata(body.metadata)
-    try:
-        refund, created = await state.sender.create_refund(
-            payment_id,
-            body.amount,
-            remarks=remarks,
-            idempotency_key=key,
-            metadata=body.metadata,
-        )
-    except PaymentNotFoundError as err:
-        raise ApiError(404, "not_found", f"no payment {payment_id!r}", field="id") from err
-    except RefundNotAllowedError as err:
-        raise ApiError(409, "refund_not_allowed", err.rule, field="amount", rule=err.rule) from err
+    refund, created = await start_refund(
+        state, payment_id, body or RefundCreate(), idempotency_key, source="payment"
+    )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return _refund(refund)
@@ -317,24 +339,9 @@ async def refund_receipt(
     more than was paid, under concurrency; parts only with ``PESA_REFUND_PARTIAL=allow``.
     The account paid (by the receipt's ``BusinessShortCode``) must have an initiator.
     """
-    body = body or RefundCreate()
-    key = validate_idempotency_key(idempotency_key)
-    remarks = validate_remarks(body.remarks)
-    if body.metadata is not None:
-        check_metadata(body.metadata)
-    try:
-        refund, created = await state.sender.create_refund(
-            receipt_id,
-            body.amount,
-            remarks=remarks,
-            idempotency_key=key,
-            metadata=body.metadata,
-            source="receipt",
-        )
-    except ReceiptNotFoundError as err:
-        raise ApiError(404, "not_found", f"no receipt {receipt_id!r}", field="id") from err
-    except RefundNotAllowedError as err:
-        raise ApiError(409, "refund_not_allowed", err.rule, field="amount", rule=err.rule) from err
+    refund, created = await start_refund(
+        state, receipt_id, body or RefundCreate(), idempotency_key, source="receipt"
+    )
     if not created:
         response.headers["Idempotent-Replayed"] = "true"
     return _refund(refund)

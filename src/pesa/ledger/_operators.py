@@ -64,6 +64,7 @@ AuditAction: TypeAlias = Literal[
     "resolve_flag",
     "redeliver",
     "export_csv",
+    "refund",
 ]
 AUDIT_ACTIONS: Final[tuple[str, ...]] = get_args(AuditAction)
 

@@ -16,6 +16,7 @@ each input is one transaction that reads the rows it changes (``FOR UPDATE`` on 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -26,7 +27,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
-from sqlalchemy import Row, and_, func, insert, literal, or_, select, update
+from sqlalchemy import Row, and_, false, func, insert, literal, or_, select, true, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.dml import Insert
@@ -1525,6 +1526,9 @@ class ReceiptBook:
         paid_to: datetime | None = None,
         cursor: str | None = None,
         limit: int = 50,
+        q: str | None = None,
+        source: str | None = None,
+        flagged: bool | None = None,
     ) -> Page[Receipt]:
         """Receipts, newest first; pass ``page.next_cursor`` back for the next page.
 
@@ -1533,10 +1537,14 @@ class ReceiptBook:
         number cannot be told apart from others with the same visible digits: such
         receipts are included). ``account_reference`` matches as customers type it (case and
         spaces ignored). ``paid_from`` (inclusive) and ``paid_to`` (exclusive) bound the
-        time of payment (``TransTime``).
+        time of payment (``TransTime``). ``q`` is a free-text search (the operator
+        dashboard's): a phone number as ``phone`` matches it, the receipt's id, its M-Pesa
+        receipt number, or an account reference as ``account_reference`` matches it.
+        ``source``: ``confirmation``, ``lookup`` or ``pull`` (recovered by Pull
+        Transactions); ``flagged``: only flagged (or unflagged) receipts.
 
         Raises:
-            ValidationError: a bad phone, status, date or limit.
+            ValidationError: a bad phone, status, source, date or limit.
         """
         _check_limit(limit)
         query = select(receipts)
@@ -1555,19 +1563,21 @@ class ReceiptBook:
             _check_key(expected_payment_id, "expected_payment_id", 40)
             query = query.where(receipts.c.expected_payment_id == expected_payment_id)
         if phone is not None:
-            number = normalize_msisdn(phone, field="phone")
-            masked = and_(
-                receipts.c.msisdn_suffix.is_not(None),
-                literal(number).like(func.coalesce(receipts.c.msisdn_prefix, "") + "%"),
-                literal(number).like("%" + receipts.c.msisdn_suffix),
-            )
-            query = query.where(
-                or_(
-                    receipts.c.phone == number,
-                    receipts.c.phone_hash.in_(phone_hashes(number)),
-                    masked,
-                )
-            )
+            query = query.where(_phone_matches(normalize_msisdn(phone, field="phone")))
+        if q is not None and q.strip():
+            text = _check_text(q.strip(), "q", 128) or ""
+            found: list[Any] = [receipts.c.id == text, receipts.c.trans_id == text.upper()]
+            if reference_key(text):
+                found.append(receipts.c.reference_key == reference_key(text))
+            with contextlib.suppress(ValidationError):  # not a phone number: the other keys
+                found.append(_phone_matches(normalize_msisdn(text, field="q")))
+            query = query.where(or_(*found))
+        if source is not None:
+            if source not in ("confirmation", "lookup", "pull"):
+                raise ValidationError("source", "must be one of confirmation, lookup, pull", source)
+            query = query.where(receipts.c.source == source)
+        if flagged is not None:
+            query = query.where(receipts.c.flagged.is_(true() if flagged else false()))
         if paid_from is not None:
             query = query.where(receipts.c.trans_time >= _check_time(paid_from, "paid_from"))
         if paid_to is not None:
@@ -1662,6 +1672,21 @@ class ReceiptBook:
             )
             for r in rows
         ]
+
+
+def _phone_matches(number: str) -> Any:
+    """A normalised number matches a full number learnt by a lookup, a C2B v1 hash, and a v2
+    masked number whose visible digits agree."""
+    masked = and_(
+        receipts.c.msisdn_suffix.is_not(None),
+        literal(number).like(func.coalesce(receipts.c.msisdn_prefix, "") + "%"),
+        literal(number).like("%" + receipts.c.msisdn_suffix),
+    )
+    return or_(
+        receipts.c.phone == number,
+        receipts.c.phone_hash.in_(phone_hashes(number)),
+        masked,
+    )
 
 
 def _utc(value: Any) -> datetime | None:

@@ -11,7 +11,7 @@ numbers are matched after :func:`pesa.daraja.normalize_msisdn`, so ``0708 374 14
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -22,8 +22,20 @@ from pesa._exceptions import ValidationError
 from pesa.daraja import normalize_msisdn
 from pesa.ledger._engine import BEGIN_MODE
 from pesa.ledger._ledger import Ledger, _row_to_callback, _row_to_event, _row_to_payment
-from pesa.ledger._schema import callbacks, payment_events, payments, webhook_deliveries
+from pesa.ledger._payout_states import TransferStatus
+from pesa.ledger._receipt_book import _row_to_expected
+from pesa.ledger._receipt_types import ExpectedPayment
+from pesa.ledger._schema import (
+    callbacks,
+    expected_payments,
+    payment_events,
+    payments,
+    payouts,
+    refunds,
+    webhook_deliveries,
+)
 from pesa.ledger._states import PaymentStatus
+from pesa.ledger._transfer_types import Payout, Refund
 from pesa.ledger._types import (
     DeliveryRecord,
     Event,
@@ -112,6 +124,7 @@ class LedgerReports:
     """
 
     def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
         self._engine = ledger.engine
         self._postgres = self._engine.dialect.name == "postgresql"
 
@@ -197,6 +210,7 @@ class LedgerReports:
             webhook_deliveries,
             payment_events.c.type.label("event_type"),
             payment_events.c.payment_id.label("payment_id"),
+            payment_events.c.subject_id.label("subject_id"),
         ).join(payment_events, payment_events.c.id == webhook_deliveries.c.event_id)
 
     async def payment_deliveries(self, payment_id: str) -> list[DeliveryRecord]:
@@ -228,6 +242,139 @@ class LedgerReports:
             .where(failing)
             .order_by(webhook_deliveries.c.updated_at.desc(), webhook_deliveries.c.id)
             .limit(limit)
+        )
+        return [row_to_delivery_record(row) for row in rows]
+
+    # -- payouts and refunds ---------------------------------------------------------------
+
+    async def search_payouts(
+        self,
+        q: str | None = None,
+        *,
+        status: TransferStatus | str | None = None,
+        batch_id: str | None = None,
+        attention: bool = False,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page[Payout]:
+        """Payouts matching a free-text search and filters, newest first.
+
+        Args:
+            q: a phone number in any format, a payout id, its M-Pesa receipt, a
+                ConversationID, a batch id or the occasion.
+            status: only this status.
+            batch_id: only this batch's rows.
+            attention: only payouts a person should look at (unknown or flagged).
+            cursor: ``next_cursor`` of the previous page.
+            limit: 1 to 500.
+
+        Raises:
+            ValidationError: an unknown status or a bad limit.
+        """
+        _check_limit(limit)
+        query = select(payouts)
+        if q is not None and q.strip():
+            text = q.strip()
+            found: list[ColumnElement[bool]] = [
+                payouts.c.id == text,
+                payouts.c.receipt == text.upper(),
+                payouts.c.conversation_id == text,
+                payouts.c.originator_conversation_id == text,
+                payouts.c.batch_id == text,
+                payouts.c.occasion == text,
+            ]
+            with contextlib.suppress(ValidationError):  # not a phone number: the other keys
+                found.append(payouts.c.phone == normalize_msisdn(text, field="q"))
+            query = query.where(or_(*found))
+        query = _transfer_filters(query, payouts, status, attention)
+        if batch_id is not None:
+            query = query.where(payouts.c.batch_id == batch_id)
+        if cursor:
+            query = query.where(payouts.c.id < cursor)
+        rows = await self._rows(query.order_by(payouts.c.id.desc()).limit(limit + 1))
+        items = [self._ledger.payouts._row(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, items[-1].id if more else None, more)
+
+    async def search_refunds(
+        self,
+        q: str | None = None,
+        *,
+        status: TransferStatus | str | None = None,
+        source_id: str | None = None,
+        attention: bool = False,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> Page[Refund]:
+        """Refunds matching a free-text search and filters, newest first.
+
+        Args:
+            q: a refund id, the payment or receipt refunded, an M-Pesa receipt (the one
+                reversed or the reversal's own) or a phone number in any format.
+            status: only this status.
+            source_id: only the refunds of this payment or receipt.
+            attention: only refunds a person should look at (unknown or flagged).
+
+        Raises:
+            ValidationError: an unknown status or a bad limit.
+        """
+        _check_limit(limit)
+        query = select(refunds)
+        if q is not None and q.strip():
+            text = q.strip()
+            found: list[ColumnElement[bool]] = [
+                refunds.c.id == text,
+                refunds.c.source_id == text,
+                refunds.c.original_receipt == text.upper(),
+                refunds.c.receipt == text.upper(),
+            ]
+            with contextlib.suppress(ValidationError):
+                found.append(refunds.c.phone == normalize_msisdn(text, field="q"))
+            query = query.where(or_(*found))
+        query = _transfer_filters(query, refunds, status, attention)
+        if source_id is not None:
+            query = query.where(refunds.c.source_id == source_id)
+        if cursor:
+            query = query.where(refunds.c.id < cursor)
+        rows = await self._rows(query.order_by(refunds.c.id.desc()).limit(limit + 1))
+        items = [self._ledger.refunds._row(row) for row in rows[:limit]]
+        more = len(rows) > limit
+        return Page(items, items[-1].id if more else None, more)
+
+    async def expected_payments(self, ids: Iterable[str | None]) -> dict[str, ExpectedPayment]:
+        """The expected payments with these ids (``None`` skipped), by id, in one query."""
+        wanted = sorted({i for i in ids if i})
+        if not wanted:
+            return {}
+        rows = await self._rows(select(expected_payments).where(expected_payments.c.id.in_(wanted)))
+        found = [_row_to_expected(row) for row in rows]
+        return {e.id: e for e in found}
+
+    async def subject_events(self, subject_id: str) -> list[Event]:
+        """Every event about a receipt, payout or refund, in the order written."""
+        rows = await self._rows(
+            select(payment_events)
+            .where(payment_events.c.subject_id == subject_id)
+            .order_by(payment_events.c.seq)
+        )
+        return [_row_to_event(row) for row in rows]
+
+    async def subject_callbacks(self, subject_id: str) -> list[StoredCallback]:
+        """Every raw callback (Result, queue timeout, confirmation) matched to a receipt,
+        payout or refund, as received."""
+        rows = await self._rows(
+            select(callbacks)
+            .where(callbacks.c.subject_id == subject_id)
+            .order_by(callbacks.c.received_at, callbacks.c.id)
+        )
+        return [_row_to_callback(row) for row in rows]
+
+    async def subject_deliveries(self, subject_id: str) -> list[DeliveryRecord]:
+        """Every webhook delivery of the events about a receipt, payout or refund."""
+        rows = await self._rows(
+            self._deliveries()
+            .where(payment_events.c.subject_id == subject_id)
+            .order_by(payment_events.c.seq, webhook_deliveries.c.endpoint)
         )
         return [row_to_delivery_record(row) for row in rows]
 
@@ -327,6 +474,20 @@ class LedgerReports:
             deliveries_retrying=retrying,
             deliveries_failed=deliveries["failed"],
         )
+
+
+def _transfer_filters(query: Any, table: Any, status: Any, attention: bool) -> Any:
+    if status is not None:
+        try:
+            query = query.where(table.c.status == TransferStatus(status).value)
+        except ValueError as err:
+            allowed = ", ".join(s.value for s in TransferStatus)
+            raise ValidationError("status", f"must be one of {allowed}", status) from err
+    if attention:
+        query = query.where(
+            or_(table.c.status == TransferStatus.UNKNOWN.value, table.c.flagged.is_(true()))
+        )
+    return query
 
 
 def _aware(value: Any) -> datetime | None:

@@ -16,6 +16,7 @@ __all__ = [
     "Payout",
     "PayoutSpec",
     "Refund",
+    "RefundRoom",
     "StatusQuery",
     "Transfer",
     "TransferOutcome",
@@ -183,6 +184,23 @@ class Refund(Transfer):
             counterparty=self.counterparty,
         )
         return data
+
+
+@dataclass(frozen=True, slots=True)
+class RefundRoom:
+    """What may still be refunded of a payment or a receipt (:meth:`RefundBook.room`).
+
+    Attributes:
+        paid: shillings paid (0 when it cannot be refunded at all).
+        held: shillings its refunds hold (all but failed and rejected ones).
+        remaining: what a new refund may give back.
+        refusal: why no refund is possible (not succeeded, no receipt, refunded in full).
+    """
+
+    paid: int
+    held: int
+    remaining: int
+    refusal: str | None = None
 
 
 OutcomeStatus: TypeAlias = Literal[

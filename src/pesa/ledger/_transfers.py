@@ -25,6 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from pesa._exceptions import InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, mask_phone, redact
 from pesa.daraja import normalize_msisdn
+from pesa.ledger._engine import BEGIN_MODE
 from pesa.ledger._errors import (
     IdempotencyConflictError,
     LedgerConflictError,
@@ -68,6 +69,7 @@ from pesa.ledger._transfer_types import (
     Payout,
     PayoutSpec,
     Refund,
+    RefundRoom,
     StatusQuery,
     TransferOutcome,
 )
@@ -1213,15 +1215,8 @@ class RefundBook(_Book[Refund]):
 
         async def work(conn: AsyncConnection) -> Refund:
             receipt, paid, phone = await load(conn, payment_id)
-            held = (
-                await conn.execute(
-                    select(func.coalesce(func.sum(refunds.c.amount), 0)).where(
-                        refunds.c.source_id == payment_id,
-                        or_(refunds.c.status.in_(_HOLDING), refunds.c.verify_at.is_not(None)),
-                    )
-                )
-            ).scalar_one()
-            remaining = paid - int(held)
+            held = await self._held(conn, payment_id)
+            remaining = paid - held
             wanted = remaining if amount is None else amount
             if remaining <= 0:
                 raise RefundNotAllowedError(f"{source} {payment_id} is already refunded in full")
@@ -1279,10 +1274,54 @@ class RefundBook(_Book[Refund]):
         )
         return refund, True
 
-    async def _paid_payment(self, conn: AsyncConnection, payment_id: str) -> tuple[str, int, str]:
+    @staticmethod
+    async def _held(conn: AsyncConnection, source_id: str) -> int:
+        """Shillings of ``source_id`` that its refunds hold (all but failed and rejected)."""
+        held = (
+            await conn.execute(
+                select(func.coalesce(func.sum(refunds.c.amount), 0)).where(
+                    refunds.c.source_id == source_id,
+                    or_(refunds.c.status.in_(_HOLDING), refunds.c.verify_at.is_not(None)),
+                )
+            )
+        ).scalar_one()
+        return int(held)
+
+    async def room(
+        self, source_id: str, *, source: Literal["payment", "receipt"] = "payment"
+    ) -> RefundRoom:
+        """What may still be refunded of a payment (or a receipt), by :meth:`create`'s rule.
+
+        Read-only, for people deciding (the dashboard's refund form): :meth:`create` checks
+        again in the transaction that stores a refund. ``refusal`` says why nothing can be
+        refunded (not succeeded, no receipt, not confirmed), if so.
+
+        Raises:
+            PaymentNotFoundError / ReceiptNotFoundError: no such payment or receipt.
+        """
+        load = self._paid_payment if source == "payment" else self._paid_receipt
+
+        async def read(conn: AsyncConnection) -> RefundRoom:
+            held = await self._held(conn, source_id)
+            try:
+                _, paid, _ = await load(conn, source_id, lock=False)
+            except RefundNotAllowedError as err:
+                return RefundRoom(paid=0, held=held, remaining=0, refusal=err.rule)
+            remaining = max(paid - held, 0)
+            refusal = None if remaining > 0 else f"{source} {source_id} is already refunded in full"
+            return RefundRoom(paid=paid, held=held, remaining=remaining, refusal=refusal)
+
+        async with self._ledger.engine.connect() as conn:
+            if not self._ledger._postgres:
+                conn = await conn.execution_options(**{BEGIN_MODE: "DEFERRED"})
+            return await read(conn)
+
+    async def _paid_payment(
+        self, conn: AsyncConnection, payment_id: str, *, lock: bool = True
+    ) -> tuple[str, int, str]:
         """The M-Pesa receipt, amount paid and phone of a payment that may be refunded."""
         query = select(payments).where(payments.c.id == payment_id)
-        if self._ledger._postgres:
+        if lock and self._ledger._postgres:
             query = query.with_for_update()
         row = (await conn.execute(query)).first()
         if row is None:
@@ -1304,7 +1343,7 @@ class RefundBook(_Book[Refund]):
         return str(receipt), paid, str(payment["phone"])
 
     async def _paid_receipt(
-        self, conn: AsyncConnection, receipt_id: str
+        self, conn: AsyncConnection, receipt_id: str, *, lock: bool = True
     ) -> tuple[str, int, str | None]:
         """The TransID, amount and (full, when known) phone of a receipt that may be refunded.
 
@@ -1313,7 +1352,7 @@ class RefundBook(_Book[Refund]):
         or refuted, may not: a forged confirmation must not become a reversal request.
         """
         query = select(receipts).where(receipts.c.id == receipt_id)
-        if self._ledger._postgres:
+        if lock and self._ledger._postgres:
             query = query.with_for_update()
         row = (await conn.execute(query)).first()
         if row is None:

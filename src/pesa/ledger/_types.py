@@ -193,6 +193,8 @@ class DeliveryRecord:
         last_status_code: the receiver's last HTTP status, if it answered.
         event_type: the event's type (when read with its event).
         payment_id: the event's payment (when read with its event).
+        subject_id: what the event is about, of any kind (a payment, receipt, payout or
+            refund id; when read with its event).
     """
 
     id: str
@@ -207,6 +209,7 @@ class DeliveryRecord:
     updated_at: datetime
     event_type: str | None = None
     payment_id: str | None = None
+    subject_id: str | None = None
 
 
 def row_to_delivery_record(row: Any) -> DeliveryRecord:
@@ -226,6 +229,7 @@ def row_to_delivery_record(row: Any) -> DeliveryRecord:
         updated_at=m["updated_at"],
         event_type=m.get("event_type"),
         payment_id=m.get("payment_id"),
+        subject_id=m.get("subject_id"),
     )
 
 

@@ -41,6 +41,8 @@ from pesa.gateway.dashboard._auth import (
     safe_next,
     set_cookie,
 )
+from pesa.gateway.dashboard._money_routes import NOTICES as MONEY_NOTICES
+from pesa.gateway.dashboard._money_routes import Guard, add_money_routes, refund_context
 from pesa.gateway.dashboard._views import (
     FAILURE_KINDS,
     build_overview,
@@ -96,6 +98,7 @@ _NOTICES: Final = {
     "flag-resolved": "Flag resolved. Your note is in the timeline and the audit log.",
     "redelivered": "The webhook will be sent again within seconds.",
     "signed-out": "You are signed out.",
+    **MONEY_NOTICES,
 }
 
 
@@ -572,6 +575,7 @@ def _build_router(pages: _Pages) -> APIRouter:
         if payment is None:
             raise refuse(request, session, 404, f"No payment {payment_id!r}.")
         reports = LedgerReports(state.ledger)
+        refunds = (await reports.search_refunds(source_id=payment.id, limit=100)).items
         timeline = build_timeline(
             payment,
             events=await reports.payment_events(payment.id),
@@ -579,6 +583,7 @@ def _build_router(pages: _Pages) -> APIRouter:
             queries=await state.ledger.list_stk_queries(payment.id),
             deliveries=await reports.payment_deliveries(payment.id),
             actions=(await _store(state).audit_entries(target=payment.id, limit=200)).items,
+            refunds=refunds,
         )
         code = lookup_code(payment.result_code) if payment.result_code else None
         return pages.render(
@@ -587,7 +592,8 @@ def _build_router(pages: _Pages) -> APIRouter:
             session=session,
             active="payments",
             payment=payment,
-            timeline=timeline,
+            timeline_items=timeline,
+            refunds=refunds,
             code=code,
             status_code=status_code,
             error=error,
@@ -598,6 +604,7 @@ def _build_router(pages: _Pages) -> APIRouter:
                 payment.status in (PaymentStatus.PENDING, PaymentStatus.UNKNOWN)
                 or payment.verify_at is not None
             ),
+            **await refund_context(state, payment.id, "payment"),
         )
 
     @router.post("/payments/{payment_id}/refresh")
@@ -693,6 +700,9 @@ def _build_router(pages: _Pages) -> APIRouter:
         state = _state(request)
         reports = LedgerReports(state.ledger)
         flagged = await reports.search_payments(flagged=True, limit=_PAGE_SIZE)
+        payouts = await reports.search_payouts(attention=True, limit=_PAGE_SIZE)
+        refunds = await reports.search_refunds(attention=True, limit=_PAGE_SIZE)
+        receipts = await state.ledger.receipts.list_receipts(flagged=True, limit=_PAGE_SIZE)
         return pages.render(
             request,
             "attention.html",
@@ -702,6 +712,14 @@ def _build_router(pages: _Pages) -> APIRouter:
             flagged_more=flagged.has_more,
             unknown=(await reports.search_payments(status="unknown", limit=_PAGE_SIZE)).items,
             deliveries=await reports.failing_deliveries(limit=_PAGE_SIZE),
+            payouts=payouts.items,
+            payouts_more=payouts.has_more,
+            refunds=refunds.items,
+            refunds_more=refunds.has_more,
+            receipts=receipts.items,
+            receipts_expected=await reports.expected_payments(
+                r.expected_payment_id for r in receipts.items
+            ),
             backlog=await reports.backlog(
                 now=datetime.now(UTC),
                 min_age=timedelta(seconds=state.settings.reconcile_min_age),
@@ -724,6 +742,19 @@ def _build_router(pages: _Pages) -> APIRouter:
             request_before=before,
         )
 
+    add_money_routes(
+        router,
+        Guard(
+            session=_session,
+            state=_state,
+            store=_store,
+            acting=acting,
+            audit=audit,
+            refuse=refuse,
+            render=pages.render,
+            payment_page=_payment,
+        ),
+    )
     return router
 
 

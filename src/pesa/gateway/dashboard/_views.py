@@ -26,8 +26,14 @@ from pesa.ledger import (
     OutcomeCount,
     Payment,
     PaymentStatus,
+    Payout,
+    Receipt,
+    ReceiptQuery,
+    Refund,
+    StatusQuery,
     StkQueryRecord,
     StoredCallback,
+    TransferStatus,
 )
 
 __all__ = [
@@ -37,6 +43,8 @@ __all__ = [
     "TimelineItem",
     "build_overview",
     "build_timeline",
+    "build_receipt_timeline",
+    "build_transfer_timeline",
     "csv_rows",
     "day_range",
     "day_start",
@@ -45,6 +53,8 @@ __all__ = [
     "local_time",
     "money",
     "pretty_json",
+    "receipt_csv_rows",
+    "refund_item",
 ]
 
 # Failure kinds drawn in the overview, by Daraja result code (the catalogue's meanings are
@@ -199,13 +209,14 @@ class TimelineItem:
 
     Attributes:
         at: when it happened.
-        kind: ``request``, ``answer``, ``callback``, ``query``, ``event``, ``delivery`` or
-            ``action``.
+        kind: ``request``, ``answer``, ``callback``, ``query``, ``event``, ``delivery``,
+            ``action`` or ``refund``.
         title: one line saying what happened.
         tone: ``good``, ``bad``, ``warn`` or ``neutral`` (the badge's colour).
         facts: label/value pairs.
         body: raw JSON to show as code (callback bodies, event payloads), if any.
         delivery: the delivery, for its "redeliver" button.
+        link: a dashboard page with more (a refund's own page).
     """
 
     at: datetime
@@ -215,6 +226,7 @@ class TimelineItem:
     facts: list[tuple[str, str]] = field(default_factory=list)
     body: str | None = None
     delivery: DeliveryRecord | None = None
+    link: str | None = None
 
 
 _KIND_ORDER: Final = {
@@ -224,6 +236,7 @@ _KIND_ORDER: Final = {
     "query": 3,
     "event": 4,
     "delivery": 5,
+    "refund": 6,
 }
 _EVENT_TONES: Final = {
     "payment.succeeded": "good",
@@ -262,8 +275,9 @@ def build_timeline(
     queries: Sequence[StkQueryRecord],
     deliveries: Sequence[DeliveryRecord],
     actions: Sequence[AuditEntry],
+    refunds: Sequence[Refund] = (),
 ) -> list[TimelineItem]:
-    """Every step of a payment's life, oldest first."""
+    """Every step of a payment's life, oldest first (its refunds included)."""
     items = [
         TimelineItem(
             payment.created_at,
@@ -348,46 +362,269 @@ def build_timeline(
                 facts,
             )
         )
-    for delivery in deliveries:
-        facts = [
-            ("event", f"{delivery.event_type} ({delivery.event_id})"),
-            ("endpoint", describe_endpoint(delivery.endpoint)),
-            ("attempts", str(delivery.attempts)),
-        ]
-        if delivery.attempts:
-            facts.append(("last attempt", local_time(delivery.updated_at)))
-        if delivery.last_status_code is not None:
-            facts.append(("last answer", f"HTTP {delivery.last_status_code}"))
-        if delivery.last_error:
-            facts.append(("last error", delivery.last_error))
-        if delivery.status == "pending" and delivery.next_attempt_at is not None:
-            facts.append(("next attempt", local_time(delivery.next_attempt_at)))
-        tone = {"delivered": "good", "failed": "bad"}.get(delivery.status, "warn")
-        if delivery.status == "pending" and not delivery.last_error:
-            tone = "neutral"
+    items += [delivery_item(d) for d in deliveries]
+    items += [action_item(a) for a in actions]
+    items += [refund_item(r) for r in refunds]
+    items.sort(key=lambda item: (item.at, _KIND_ORDER.get(item.kind, 9)))
+    return items
+
+
+def delivery_item(delivery: DeliveryRecord) -> TimelineItem:
+    """A webhook delivery as a timeline entry (with its "redeliver" button)."""
+    facts = [
+        ("event", f"{delivery.event_type} ({delivery.event_id})"),
+        ("endpoint", describe_endpoint(delivery.endpoint)),
+        ("attempts", str(delivery.attempts)),
+    ]
+    if delivery.attempts:
+        facts.append(("last attempt", local_time(delivery.updated_at)))
+    if delivery.last_status_code is not None:
+        facts.append(("last answer", f"HTTP {delivery.last_status_code}"))
+    if delivery.last_error:
+        facts.append(("last error", delivery.last_error))
+    if delivery.status == "pending" and delivery.next_attempt_at is not None:
+        facts.append(("next attempt", local_time(delivery.next_attempt_at)))
+    tone = {"delivered": "good", "failed": "bad"}.get(delivery.status, "warn")
+    if delivery.status == "pending" and not delivery.last_error:
+        tone = "neutral"
+    return TimelineItem(
+        delivery.created_at,
+        "delivery",
+        f"Webhook {delivery.status}",
+        tone,
+        facts,
+        delivery=delivery,
+    )
+
+
+def action_item(action: AuditEntry) -> TimelineItem:
+    """An operator's action (from the audit log) as a timeline entry."""
+    facts = [("by", action.operator_name), ("outcome", action.outcome)]
+    if action.note:
+        facts.append(("note", action.note))
+    if action.detail:
+        facts.append(("detail", action.detail))
+    return TimelineItem(
+        action.at,
+        "action",
+        f"Operator action: {action.action.replace('_', ' ')}",
+        "neutral" if action.outcome == "ok" else "warn",
+        facts,
+    )
+
+
+_TRANSFER_TONES: Final = {
+    TransferStatus.SUCCEEDED: "good",
+    TransferStatus.FAILED: "bad",
+    TransferStatus.REJECTED: "bad",
+    TransferStatus.UNKNOWN: "warn",
+}
+
+
+def refund_item(refund: Refund) -> TimelineItem:
+    """A refund of a payment or receipt, as an entry of that payment's timeline."""
+    facts = [
+        ("refund", refund.id),
+        ("amount", money(refund.amount)),
+        ("state", refund.status.value),
+        ("remarks", refund.remarks),
+    ]
+    if refund.receipt:
+        facts.append(("reversal receipt", refund.receipt))
+    if refund.result_code is not None:
+        facts.append(("result", f"{refund.result_code} {refund.result_desc or ''}".strip()))
+    if refund.failure_reason:
+        facts.append(("why", refund.failure_reason))
+    if refund.flagged:
+        facts.append(("flagged", refund.flag_reason or "yes"))
+    return TimelineItem(
+        refund.created_at,
+        "refund",
+        f"Refund of {money(refund.amount)}: {refund.status.value}",
+        _TRANSFER_TONES.get(refund.status, "neutral"),
+        facts,
+        link=f"/dashboard/refunds/{refund.id}",
+    )
+
+
+def _event_items(events: Sequence[Event]) -> list[TimelineItem]:
+    items = []
+    for event in events:
+        data = _event_data(event)
+        detail = str(data.get("detail") or "")
+        suffix = event.type.rsplit(".", 1)[-1]
+        tone = {"succeeded": "good", "confirmed": "good", "paid": "good"}.get(suffix, "neutral")
+        if suffix in ("failed", "rejected", "refuted"):
+            tone = "bad"
+        elif suffix in ("flagged", "unknown", "overpaid", "partially_paid"):
+            tone = "warn"
         items.append(
             TimelineItem(
-                delivery.created_at,
-                "delivery",
-                f"Webhook {delivery.status}",
+                event.created_at,
+                "event",
+                f"Event {event.type}",
                 tone,
-                facts,
-                delivery=delivery,
+                [("event id", event.id)] + ([("detail", detail)] if detail else []),
+                body=pretty_json(event.payload),
             )
         )
-    for action in actions:
-        facts = [("by", action.operator_name), ("outcome", action.outcome)]
-        if action.note:
-            facts.append(("note", action.note))
-        if action.detail:
-            facts.append(("detail", action.detail))
+    return items
+
+
+def _callback_items(callbacks: Sequence[StoredCallback], label: str) -> list[TimelineItem]:
+    items = []
+    for callback in callbacks:
+        facts = [
+            ("kind", callback.kind),
+            ("outcome", callback.outcome),
+            ("from", callback.source_ip or "unknown"),
+        ]
+        if callback.detail:
+            name = "reason" if callback.outcome not in ("applied", "duplicate") else "detail"
+            facts.append((name, callback.detail))
         items.append(
             TimelineItem(
-                action.at,
-                "action",
-                f"Operator action: {action.action.replace('_', ' ')}",
-                "neutral" if action.outcome == "ok" else "warn",
+                callback.received_at,
+                "callback",
+                f"{label} received: {callback.kind.replace('_', ' ')} ({callback.outcome})",
+                _CALLBACK_TONES.get(callback.outcome, "bad"),
                 facts,
+                body=pretty_json(callback.body),
+            )
+        )
+    return items
+
+
+def build_transfer_timeline(
+    transfer: Payout | Refund,
+    *,
+    events: Sequence[Event],
+    callbacks: Sequence[StoredCallback],
+    queries: Sequence[StatusQuery],
+    deliveries: Sequence[DeliveryRecord],
+    actions: Sequence[AuditEntry] = (),
+) -> list[TimelineItem]:
+    """Every step of a payout's or a refund's life, oldest first: the request, Daraja's
+    answer, every raw Result and queue timeout, every Transaction Status query, every event
+    and webhook delivery."""
+    if isinstance(transfer, Payout):
+        title = f"Payout requested (B2C {transfer.command_id})"
+        facts = [
+            ("phone", transfer.phone),
+            ("amount", money(transfer.amount)),
+            ("remarks", transfer.remarks),
+            ("occasion", transfer.occasion or "—"),
+            ("account", f"{transfer.account} ({transfer.shortcode})"),
+        ]
+        if transfer.batch_id is not None:
+            facts.append(("batch", f"{transfer.batch_id}, row {transfer.batch_row}"))
+    else:
+        title = "Refund requested (reversal)"
+        facts = [
+            ("of", transfer.source_id),
+            ("M-Pesa receipt reversed", transfer.original_receipt),
+            ("amount", money(transfer.amount)),
+            ("remarks", transfer.remarks),
+            ("paid to", transfer.receiver_party),
+        ]
+    facts.append(("idempotency key", transfer.idempotency_key or "—"))
+    items = [
+        TimelineItem(
+            transfer.created_at,
+            "request",
+            title,
+            facts=facts,
+            body=None if transfer.metadata is None else pretty_json(json.dumps(transfer.metadata)),
+        )
+    ]
+    answered = False
+    for event in events:
+        suffix = event.type.rsplit(".", 1)[-1]
+        if not answered and suffix in ("pending", "rejected", "unknown"):
+            answered = True
+            answer = {
+                "pending": ("Daraja accepted the request", "good"),
+                "rejected": ("Daraja refused the request", "bad"),
+                "unknown": ("No answer from Daraja to the request", "warn"),
+            }[suffix]
+            detail = str(_event_data(event).get("detail") or "")
+            items.append(
+                TimelineItem(
+                    event.created_at,
+                    "answer",
+                    answer[0],
+                    answer[1],
+                    [("detail", detail)] if detail else [],
+                )
+            )
+    items += _event_items(events)
+    items += _callback_items(callbacks, "Result")
+    for query in queries:
+        facts = [("outcome", query.outcome)]
+        if query.by_receipt:
+            facts.append(("by receipt", query.by_receipt))
+        if query.by_originator_id:
+            facts.append(("by OriginatorConversationID", query.by_originator_id))
+        if query.result_code is not None:
+            facts.append(("result", f"{query.result_code} {query.result_desc or ''}".strip()))
+        if query.detail:
+            facts.append(("detail", query.detail))
+        items.append(
+            TimelineItem(
+                query.asked_at,
+                "query",
+                f"Transaction Status query: {query.outcome.replace('_', ' ')}",
+                {"answered": "good", "sent": "neutral"}.get(query.outcome, "warn"),
+                facts,
+            )
+        )
+    items += [delivery_item(d) for d in deliveries]
+    items += [action_item(a) for a in actions]
+    items.sort(key=lambda item: (item.at, _KIND_ORDER.get(item.kind, 9)))
+    return items
+
+
+def build_receipt_timeline(
+    receipt: Receipt,
+    *,
+    events: Sequence[Event],
+    callbacks: Sequence[StoredCallback],
+    queries: Sequence[ReceiptQuery],
+    deliveries: Sequence[DeliveryRecord],
+    actions: Sequence[AuditEntry] = (),
+    refunds: Sequence[Refund] = (),
+) -> list[TimelineItem]:
+    """Every step of a C2B receipt's life, oldest first: its raw confirmation(s), every
+    Transaction Status query, every event, webhook delivery, operator action and refund."""
+    items = _event_items(events)
+    items += _callback_items(callbacks, "Callback")
+    for query in queries:
+        facts = [("purpose", query.purpose), ("outcome", query.outcome)]
+        if query.result_code is not None:
+            facts.append(("result", f"{query.result_code} {query.result_desc or ''}".strip()))
+        if query.detail:
+            facts.append(("detail", query.detail))
+        items.append(
+            TimelineItem(
+                query.asked_at,
+                "query",
+                f"Transaction Status query: {query.outcome.replace('_', ' ')}",
+                {"confirmed": "good", "sent": "neutral", "refuted": "bad"}.get(
+                    query.outcome, "warn"
+                ),
+                facts,
+            )
+        )
+    items += [delivery_item(d) for d in deliveries]
+    items += [action_item(a) for a in actions]
+    items += [refund_item(r) for r in refunds]
+    if not items or items[0].at > receipt.created_at:
+        items.append(
+            TimelineItem(
+                receipt.created_at,
+                "request",
+                f"Receipt recorded (from its {receipt.source})",
+                facts=[("M-Pesa receipt", receipt.trans_id), ("amount", money(receipt.amount))],
             )
         )
     items.sort(key=lambda item: (item.at, _KIND_ORDER.get(item.kind, 9)))
@@ -461,6 +698,63 @@ def csv_rows(payments: Iterable[Payment], *, header: bool) -> str:
                     p.transaction_date,
                     p.checkout_request_id,
                     p.updated_at,
+                )
+            ]
+        )
+    return out.getvalue()
+
+
+RECEIPT_CSV_COLUMNS: Final = (
+    "id",
+    "trans_id",
+    "trans_time",
+    "status",
+    "source",
+    "account",
+    "shortcode",
+    "amount",
+    "account_reference",
+    "expected_payment_id",
+    "msisdn",
+    "phone",
+    "payer_name",
+    "transaction_type",
+    "invoice_number",
+    "flagged",
+    "flag_reason",
+    "created_at",
+)
+
+
+def receipt_csv_rows(items: Iterable[Receipt], *, header: bool) -> str:
+    """C2B receipts as CSV text (RFC 4180, UTC ISO timestamps), with the header if asked."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\r\n")
+    if header:
+        writer.writerow(RECEIPT_CSV_COLUMNS)
+    for r in items:
+        writer.writerow(
+            [
+                _cell(v)
+                for v in (
+                    r.id,
+                    r.trans_id,
+                    r.trans_time,
+                    r.status.value,
+                    r.source,
+                    r.account,
+                    r.shortcode,
+                    r.amount,
+                    r.account_reference,
+                    r.expected_payment_id,
+                    r.msisdn,
+                    r.phone,
+                    r.payer_name,
+                    r.transaction_type,
+                    r.invoice_number,
+                    r.flagged,
+                    r.flag_reason,
+                    r.created_at,
                 )
             ]
         )

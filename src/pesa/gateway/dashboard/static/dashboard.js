@@ -10,6 +10,11 @@
   // request left, so a slow answer to "0708" never replaces the one to "0708 374 149".
   var generation = 0;
   var searching = 0;
+  // Once a form is sent (sign out, an action) the page is being left: no more updates, or
+  // an update answered "sign in" (the session just ended) would race the form's own answer.
+  var leaving = false;
+  document.addEventListener("submit", function () { leaving = true; }, true);
+  window.addEventListener("pagehide", function () { leaving = true; });
 
   // Fetch the page's live fragment (the server renders only #live for X-Pesa-Live: 1).
   function update(url, newAddress, isSearch) {
@@ -22,6 +27,9 @@
       credentials: "same-origin",
       cache: "no-store"
     }).then(function (response) {
+      if (leaving) {
+        return null;
+      }
       if (response.redirected && response.url.indexOf(SIGN_IN) !== -1) {
         window.location.assign(response.url); // the session ended
         return null;
@@ -51,7 +59,7 @@
   if (every > 0) {
     window.setInterval(function () {
       var focus = document.activeElement;
-      if (document.hidden || searching > 0 ||
+      if (leaving || document.hidden || searching > 0 ||
           (focus && focus !== document.body && live.contains(focus))) {
         return; // do not pull a button from under the operator's finger
       }
