@@ -36,9 +36,10 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 
 def _gateway_benchmarks() -> dict[str, Benchmark]:
-    from benchmarks import _gateway_bench
+    from benchmarks import _gateway_bench, _shared_bench
 
     return {
+        "shared": _shared_bench.run,
         "ingest": _gateway_bench.run_ingest,
         "e2e": _gateway_bench.run_e2e,
         "payouts_gateway": _payouts_bench.run_gateway,
@@ -98,7 +99,16 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chosen benchmarks; return the exit status (1 if one crashed)."""
     argv = sys.argv[1:] if argv is None else argv
     benchmarks = {**BENCHMARKS, **_gateway_benchmarks()}
-    order = ["client", "emulator", "ingest", "e2e", "reconciler", "payouts", "payouts_gateway"]
+    order = [
+        "client",
+        "emulator",
+        "ingest",
+        "e2e",
+        "reconciler",
+        "payouts",
+        "payouts_gateway",
+        "shared",
+    ]
     args = _parser(order).parse_args(argv)
     sizes = SIZES[args.size_flag or args.size]
     overrides = {
