@@ -303,3 +303,19 @@ def test_each_default_is_written_once() -> None:
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
     assert ReconcilerOptions() == ReconcilerOptions.from_settings(settings)
     assert TransferOptions() == TransferOptions.from_settings(settings)
+
+
+async def test_an_unreachable_store_costs_a_token_fetch_not_the_request() -> None:
+    # Nothing listens on port 1: every read of the shared store fails.
+    engine = create_engine(
+        "postgresql://pesa@127.0.0.1:1/pesa", connect_args={"connect_timeout": 2}
+    )
+    try:
+        async with Emulator(EmulatorConfig(stk_delay=0.0, seed=6)) as emulator:
+            async with _client(emulator, DatabaseTokenStore(engine), "down") as client:
+                await client.stk_push(phone="254708374149", amount=1, account_reference="D1")
+                await client.stk_push(phone="254708374150", amount=1, account_reference="D2")
+            # Fetched once, then kept in this process.
+            assert len(emulator.requests(OAUTH)) == 1
+    finally:
+        await engine.dispose()

@@ -469,6 +469,18 @@ class DarajaAuth(httpx.Auth):
         shared = self._shared
         if token is not None or shared is None:
             return token
+        try:
+            return await self._shared_token(shared, refused)
+        except Exception as err:  # the store is down: this process fetches its own token
+            log.warning(
+                "the shared token store failed (%s); fetching a token in this process",
+                type(err).__name__,
+            )
+            return None
+
+    async def _shared_token(
+        self, shared: SharedTokenStore, refused: AccessToken | None
+    ) -> AccessToken | None:
         refused_print = None if refused is None else fingerprint(refused.value)
         delay = 0.02
         while True:
@@ -500,12 +512,19 @@ class DarajaAuth(httpx.Auth):
         except BaseException:
             if shared is not None:
                 with anyio.CancelScope(shield=True):
-                    await shared.release(self.key)
+                    try:
+                        await shared.release(self.key)
+                    except Exception:  # the lease lapses by itself
+                        log.warning("could not release the shared token's fetch lease")
             raise
         if shared is not None:
             started = time.monotonic()
-            await shared.save(self.key, self._seal.seal(token))
-            log.debug("shared the new access token in %.3fs", time.monotonic() - started)
+            try:
+                await shared.save(self.key, self._seal.seal(token))
+            except Exception as err:  # the token works; the others fetch their own
+                log.warning("could not share the new access token (%s)", type(err).__name__)
+            else:
+                log.debug("shared the new access token in %.3fs", time.monotonic() - started)
         return token
 
     async def async_token(self, client: httpx.AsyncClient, *, refresh: bool = False) -> AccessToken:
