@@ -319,3 +319,15 @@ async def test_an_unreachable_store_costs_a_token_fetch_not_the_request() -> Non
             assert len(emulator.requests(OAUTH)) == 1
     finally:
         await engine.dispose()
+
+
+async def test_every_state_steps_as_gcra_does(states: StateFactory) -> None:
+    # PostgreSQL takes in one UPDATE ... RETURNING: the same arithmetic as gcra().
+    state = await states(f"steps-{uuid.uuid4().hex[:6]}")
+    step = {"interval": 10.0, "tolerance": 10.0, "pause": 0.0, "conditional": False}
+    waits = [(await state.astep(**step, take=True))[0].wait for _ in range(4)]
+    assert waits[:2] == [0.0, 0.0]
+    assert waits[2] == pytest.approx(10.0, abs=1.0)
+    assert waits[3] == pytest.approx(20.0, abs=1.0)
+    peek, _ = await state.astep(**step, take=False)
+    assert not peek.taken and peek.wait == pytest.approx(30.0, abs=1.0)

@@ -148,6 +148,48 @@ class DatabaseBucketState:
         self, *, interval: float, tolerance: float, pause: float, conditional: bool, take: bool
     ) -> tuple[Grant, float]:
         """Lock the budget's row, apply :func:`pesa._bucket.gcra`, write it back."""
+        if self._postgres and self._created and take and not conditional and pause <= 0:
+            fast = await self._take(interval, tolerance)
+            if fast is not None:
+                return fast
+        return await self._step(
+            interval=interval,
+            tolerance=tolerance,
+            pause=pause,
+            conditional=conditional,
+            take=take,
+        )
+
+    async def _take(self, interval: float, tolerance: float) -> tuple[Grant, float] | None:
+        """A plain take on PostgreSQL in one statement (``UPDATE ... RETURNING``).
+
+        The same step as :func:`pesa._bucket.gcra` with no pause and no condition, in SQL:
+        ``tat = max(tat, now) + interval``, and the slot is ``old tat - tolerance``.
+        ``tests/workers/test_shared_state.py`` checks both agree. ``None``: no row yet.
+        """
+        b = rate_budgets
+        # statement_timestamp(): one value for the whole statement, SET and RETURNING alike.
+        now_sql = func.extract("epoch", func.statement_timestamp())
+        statement = (
+            update(b)
+            .where(b.c.name == self.name)
+            .values(tat=func.greatest(b.c.tat, now_sql) + interval)
+            .returning(b.c.tat, b.c.paused_until, now_sql.label("now"))
+        )
+        async with self._engine.begin() as conn:
+            row = (await conn.execute(statement)).first()
+        if row is None:
+            return None
+        now = float(row.now)
+        old = float(row.tat) - interval  # max(old tat, now)
+        wait = old - tolerance - now
+        self.steps += 1
+        grant = Grant(float(row.tat), float(row.paused_until), wait if wait > 1e-9 else 0.0, True)
+        return grant, now
+
+    async def _step(
+        self, *, interval: float, tolerance: float, pause: float, conditional: bool, take: bool
+    ) -> tuple[Grant, float]:
         b = rate_budgets
         query = select(b.c.tat, b.c.paused_until).where(b.c.name == self.name)
         if self._postgres:
