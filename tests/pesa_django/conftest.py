@@ -51,6 +51,7 @@ def pesa_overrides(**overrides: Any) -> dict[str, Any]:
         "reconcile_deadline": 60.0,
         "reconcile_query_rate": 50.0,
         "reconcile_lease": 60.0,
+        "payout_status_after": 0.5,
         "timeout": 10.0,
         "max_retries": 0,
     }

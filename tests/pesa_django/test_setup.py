@@ -124,9 +124,10 @@ settings.configure(
     ROOT_URLCONF="pesa.django.urls", USE_TZ=True, SECRET_KEY="x",
 )
 django.setup()
-import pesa.django.admin, pesa.django.views, pesa.django._store
-from pesa.django import request_payment, ask_daraja, reconcile
-from pesa.django.management.commands import pesa_reconcile
+import pesa.django.admin, pesa.django.views, pesa.django._store, pesa.django.c2b_urls
+import pesa.django._payouts, pesa.django._receipts, pesa.django._payout_checks
+from pesa.django import request_payment, ask_daraja, reconcile, send_payout
+from pesa.django.management.commands import pesa_reconcile, pesa_c2b_register
 servers = ("sqlalchemy", "fastapi", "pesa.gateway.", "pesa.emulator", "pesa.testing")
 loaded = [
     m for m, v in sys.modules.items()

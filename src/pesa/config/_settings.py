@@ -199,8 +199,9 @@ class Settings(BaseSettings):
     c2b_validation: Literal["off", "handler", "http", "expected"] = Field(
         "off",
         description="who answers C2B validation requests: off (accept all), handler (a "
-        "Python function given to create_app), http (PESA_C2B_VALIDATION_URL) or expected "
-        "(accept only account numbers of open expected payments)",
+        "Python function given to create_app, or Django's PESA_C2B_VALIDATOR setting), http "
+        "(PESA_C2B_VALIDATION_URL) or expected (accept only account numbers of open expected "
+        "payments; gateway only)",
     )
     c2b_validation_url: str | None = Field(
         None, description="the merchant URL asked to accept or reject each C2B payment (http)"

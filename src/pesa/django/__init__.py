@@ -9,6 +9,7 @@
     # a view
     from pesa.django import request_payment
     payment = request_payment(phone="0708374149", amount=10, account_reference="ORDER42")
+    payout = send_payout(phone="0708374149", amount=50, idempotency_key="refund-42")
 
 Settings come from the same ``PESA_*`` variables as the rest of pesa, or a ``PESA = {...}``
 dict (:mod:`pesa.django.conf`); ``manage.py migrate`` creates the tables; the callback view
@@ -29,28 +30,39 @@ if _typing.TYPE_CHECKING:
         OpenTransactionError,
         arequest_payment,
         ask_daraja,
+        ask_daraja_about_payout,
         reconcile,
         request_payment,
         resolve_flag,
+        send_payout,
     )
+    from pesa.ledger._c2b_validation import C2BValidation, ValidationVerdict
 
 __all__ = [
+    "C2BValidation",
     "OpenTransactionError",
     "ReconcileReport",
+    "ValidationVerdict",
     "arequest_payment",
     "ask_daraja",
+    "ask_daraja_about_payout",
     "reconcile",
     "request_payment",
     "resolve_flag",
+    "send_payout",
 ]
 
 # Importing models before Django's app registry is ready fails, and Django imports this
 # package first (it is the app): the service functions load on first use.
 _LAZY = {
+    "C2BValidation": "pesa.ledger._c2b_validation",
+    "ValidationVerdict": "pesa.ledger._c2b_validation",
     "OpenTransactionError": "pesa.django._services",
     "ReconcileReport": "pesa.django._reconcile",
     "arequest_payment": "pesa.django._services",
     "ask_daraja": "pesa.django._services",
+    "ask_daraja_about_payout": "pesa.django._services",
+    "send_payout": "pesa.django._services",
     "reconcile": "pesa.django._services",
     "request_payment": "pesa.django._services",
     "resolve_flag": "pesa.django._services",

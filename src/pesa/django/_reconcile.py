@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from pesa._exceptions import DarajaError, PesaError, RateLimitError
 from pesa._logging import get_logger
@@ -36,6 +37,9 @@ from pesa.ledger import (
     reconcile_deadline,
     refuses_unverified_id,
 )
+
+if TYPE_CHECKING:
+    from pesa.django._payout_checks import PayoutChecker
 
 __all__ = ["ReconcileReport", "Reconciler"]
 
@@ -60,6 +64,10 @@ class ReconcileReport:
     adopted: int = 0
     dropped: int = 0
     abandoned: int = 0
+    payouts_recovered: int = 0
+    payouts_claimed: int = 0
+    payouts_queried: int = 0
+    payouts_expired: int = 0
 
 
 class _RoundAborted(Exception):
@@ -82,6 +90,7 @@ class Reconciler:
         client: the sync :class:`pesa.Daraja` client (``stk_query`` only).
         settings: ``PESA_RECONCILE_*`` pacing and ``PESA_TIMEOUT`` (one query).
         monotonic, sleep: clocks (tests).
+        payouts: the payouts' Transaction Status checker, run after the payments each round.
     """
 
     def __init__(
@@ -92,8 +101,10 @@ class Reconciler:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        payouts: PayoutChecker | None = None,
     ) -> None:
         self.store = store
+        self.payouts = payouts
         self.client = client
         self.settings = settings
         self._monotonic = monotonic
@@ -138,6 +149,14 @@ class Reconciler:
             except _RoundAborted as pause:
                 self._release(batch[index + 1 :], float(str(pause) or 0), report)
                 break
+        if self.payouts is not None:
+            checked = self.payouts.run_once()
+            report.payouts_recovered = checked.recovered
+            report.payouts_claimed = checked.claimed
+            report.payouts_queried = checked.queried
+            report.payouts_expired = checked.expired
+            report.errors += checked.errors
+            report.rate_limited += checked.rate_limited
         if report.claimed:
             log.info(
                 "reconciled %d payment(s): %d queried, %d succeeded, %d failed, %d pending, "
@@ -166,7 +185,10 @@ class Reconciler:
                 stop.wait(pause)
                 continue
             failures = 0
-            backlog = report.claimed >= self.settings.reconcile_batch_size and not report.released
+            size = self.settings.reconcile_batch_size
+            backlog = (
+                report.claimed >= size or report.payouts_claimed >= size
+            ) and not report.released
             if not backlog:
                 stop.wait(self.settings.reconcile_interval)
 

@@ -22,9 +22,10 @@ from __future__ import annotations
 import hashlib
 import hmac
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
+import httpx
 import pydantic
 from django.conf import settings as django_settings
 from django.core import checks
@@ -33,11 +34,14 @@ from django.core.signals import setting_changed
 from django.db import connections, router
 from django.dispatch import receiver
 from django.urls import NoReverseMatch, reverse
+from django.utils.module_loading import import_string
 
-from pesa._exceptions import ConfigurationError
+from pesa._constants import BASE_URLS
+from pesa._exceptions import ConfigurationError, PesaError
+from pesa._logging import get_logger
 from pesa.client import Daraja
 from pesa.config import Settings
-from pesa.daraja import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE
+from pesa.daraja import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE, security_credential
 from pesa.daraja._trust import CallbackTrust
 
 __all__ = [
@@ -45,16 +49,20 @@ __all__ = [
     "EMULATOR_PUBLIC_URL",
     "callback_token",
     "callback_trust",
+    "c2b_validator",
     "callback_url",
     "daraja",
     "pesa_settings",
     "reset",
+    "site_url",
 ]
 
 # In the emulator the site is runserver's default address unless PESA_PUBLIC_URL says more.
 EMULATOR_PUBLIC_URL = "http://127.0.0.1:8000"
 # A public placeholder the emulator accepts (it checks credentials only in strict mode).
 EMULATOR_CONSUMER_KEY = "pesa-emulator"
+SANDBOX_INITIATOR = "testapi"
+SANDBOX_INITIATOR_PASSWORD = "Safaricom999!*!"  # published test data, not a secret
 _MIN_TOKEN = 16
 _REQUIRED_OUTSIDE_EMULATOR = (
     "callback_token",
@@ -65,6 +73,7 @@ _REQUIRED_OUTSIDE_EMULATOR = (
     "passkey",
 )
 
+log = get_logger("pesa.django")
 _lock = threading.Lock()
 _cache: dict[str, Any] = {}
 
@@ -207,6 +216,60 @@ def callback_url() -> str:
     return base.rstrip("/") + path
 
 
+def site_url(name: str) -> str:
+    """The public URL of one of the app's callback routes (``pesa:<name>``).
+
+    ``name`` is ``stk-callback``, ``b2c-result``, ``b2c-timeout``, ``status-result`` or
+    ``status-timeout`` (``pesa.django.urls``), or ``c2b:confirmation`` or
+    ``c2b:validation`` (``pesa.django.c2b_urls``).
+
+    Raises:
+        ImproperlyConfigured: as :func:`callback_url`.
+    """
+    settings = pesa_settings()
+    base = settings.public_url
+    if base is None:
+        if settings.env != "emulator":
+            raise ImproperlyConfigured(
+                "PESA_PUBLIC_URL is required outside the emulator: the https:// address "
+                "where Daraja reaches this site"
+            )
+        base = EMULATOR_PUBLIC_URL
+    c2b = name.startswith("c2b:")
+    view = f"pesa_c2b:{name[4:]}" if c2b else f"pesa:{name}"
+    try:
+        path = reverse(view, kwargs={"token": callback_token()})
+    except NoReverseMatch as err:
+        routing = (
+            'path("c2b/", include("pesa.django.c2b_urls")) (no "mpesa" in C2B URLs)'
+            if c2b
+            else 'path("mpesa/", include("pesa.django.urls"))'
+        )
+        raise ImproperlyConfigured(
+            f"the callback views are not routed: add {routing} to your urlpatterns"
+        ) from err
+    return base.rstrip("/") + path
+
+
+def c2b_validator() -> Callable[[Any], Any] | None:
+    """The merchant's C2B validation rule: the Django setting ``PESA_C2B_VALIDATOR``, a
+    callable or its dotted path (used when ``PESA_C2B_VALIDATION=handler``).
+
+    Raises:
+        ImproperlyConfigured: the path does not import, or names no callable.
+    """
+    value = getattr(django_settings, "PESA_C2B_VALIDATOR", None)
+    if value is None or callable(value):
+        return value
+    try:
+        rule = import_string(str(value))
+    except ImportError as err:
+        raise ImproperlyConfigured(f"PESA_C2B_VALIDATOR {value!r} does not import: {err}") from err
+    if not callable(rule):
+        raise ImproperlyConfigured(f"PESA_C2B_VALIDATOR {value!r} is not callable")
+    return rule  # type: ignore[no-any-return]  # import_string is untyped
+
+
 def daraja() -> Daraja:
     """The site's sync Daraja client (one pooled client per process, thread-safe).
 
@@ -217,11 +280,11 @@ def daraja() -> Daraja:
     cached = _cache.get("daraja")
     if isinstance(cached, Daraja):
         return cached
+    settings = pesa_settings()  # before the lock: it takes the lock itself when not cached
     with _lock:
         cached = _cache.get("daraja")
         if isinstance(cached, Daraja):
             return cached
-        settings = pesa_settings()
         overrides: dict[str, Any] = {}
         if settings.env == "emulator":
             if settings.shortcode is None or settings.passkey is None:
@@ -230,9 +293,38 @@ def daraja() -> Daraja:
                 overrides.update(
                     consumer_key=EMULATOR_CONSUMER_KEY, consumer_secret=EMULATOR_CONSUMER_KEY
                 )
+            password = settings.initiator_password
+            if settings.initiator_name is None and password is None:
+                # The public sandbox initiator (REFERENCE §2), which the emulator knows.
+                overrides.update(
+                    initiator_name=SANDBOX_INITIATOR,
+                    initiator_password=SANDBOX_INITIATOR_PASSWORD,
+                )
+            if settings.certificate_path is None:
+                plain = (
+                    SANDBOX_INITIATOR_PASSWORD if password is None else password.get_secret_value()
+                )
+                emulator_url = settings.base_url or BASE_URLS.get("emulator")
+                credential = _emulator_credential(emulator_url, plain)
+                if credential is not None:
+                    overrides["security_credential"] = credential
         client = Daraja.from_settings(settings, **overrides)
         _cache["daraja"] = client
         return client
+
+
+def _emulator_credential(base_url: str | None, password: str) -> str | None:
+    """The initiator password encrypted with the emulator's own certificate (it publishes
+    it at ``/__emulator__/certificate``): payouts work on a fresh project, strict or not."""
+    if base_url is None:
+        return None
+    try:
+        response = httpx.get(base_url.rstrip("/") + "/__emulator__/certificate", timeout=5)
+        response.raise_for_status()
+        return security_credential(password, response.content)
+    except (httpx.HTTPError, PesaError) as err:
+        log.warning("the emulator's certificate could not be read (%s): payouts will fail", err)
+        return None
 
 
 # -- system checks (manage.py check, migrate, runserver) ------------------------------------

@@ -19,14 +19,10 @@ enforced allowlist → 403; a body over ``PESA_CALLBACK_MAX_BODY_BYTES`` → 413
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import datetime
-from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import TYPE_CHECKING, Final, Literal, TypeAlias
 
 import anyio
 import httpx
@@ -38,11 +34,20 @@ from starlette.requests import ClientDisconnect
 from pesa._exceptions import ConfigurationError, InvalidCallbackError, ValidationError
 from pesa._logging import get_logger
 from pesa._webhooks import sign_webhook
-from pesa.daraja import C2B_REJECT_CODES, c2b_confirmation_reply, c2b_validation_reply
+from pesa.daraja import c2b_confirmation_reply
 from pesa.gateway._callbacks import admit, read_limited, reply
 from pesa.gateway._receipts import receipt_account_resolver
 from pesa.gateway._state import GatewayState, gateway_state
-from pesa.ledger import Confirmation, parse_confirmation
+from pesa.ledger import parse_confirmation
+from pesa.ledger._c2b_validation import (
+    INVALID_ACCOUNT,
+    INVALID_SHORTCODE,
+    OTHER_ERROR,
+    C2BValidation,
+    ValidationVerdict,
+    fallback_verdict,
+    verdict_of,
+)
 
 if TYPE_CHECKING:
     from pesa.config import Settings
@@ -66,101 +71,6 @@ _KINDS: Final = {
     "validation": "c2b_validate",
     "status": "c2b_status",
 }
-OTHER_ERROR: Final = "C2B00016"
-INVALID_ACCOUNT: Final = "C2B00012"
-INVALID_SHORTCODE: Final = "C2B00015"
-
-
-@dataclass(frozen=True, slots=True)
-class C2BValidation:
-    """A C2B payment Daraja asks the merchant to accept or reject (the validation request).
-
-    Attributes:
-        account: the configured account the shortcode belongs to (``None``: none).
-        account_reference: ``BillRefNumber``, the account number the customer typed.
-        msisdn: the payer as Daraja sends it (masked, or a SHA-256 hash in C2B v1).
-    """
-
-    account: str | None
-    shortcode: str
-    trans_id: str
-    amount: Decimal
-    account_reference: str | None
-    msisdn: str | None
-    payer_name: str | None
-    transaction_type: str | None
-    trans_time: datetime | None
-
-    @classmethod
-    def of(cls, confirmation: Confirmation, account: str | None) -> C2BValidation:
-        """The validation request of a parsed C2B body."""
-        return cls(
-            account=account,
-            shortcode=confirmation.shortcode,
-            trans_id=confirmation.trans_id,
-            amount=confirmation.amount,
-            account_reference=confirmation.account_reference,
-            msisdn=confirmation.msisdn,
-            payer_name=confirmation.payer_name,
-            transaction_type=confirmation.transaction_type,
-            trans_time=confirmation.trans_time,
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        """The JSON the ``http`` rule POSTs to ``PESA_C2B_VALIDATION_URL``."""
-        amount = self.amount
-        return {
-            "type": "c2b.validation",
-            "account": self.account,
-            "shortcode": self.shortcode,
-            "trans_id": self.trans_id,
-            "amount": int(amount) if amount == amount.to_integral_value() else str(amount),
-            "account_reference": self.account_reference,
-            "msisdn": self.msisdn,
-            "payer_name": self.payer_name,
-            "transaction_type": self.transaction_type,
-            "trans_time": None if self.trans_time is None else self.trans_time.isoformat(),
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class ValidationVerdict:
-    """A merchant's answer to a C2B validation request.
-
-    Example:
-        >>> ValidationVerdict.reject("C2B00013", "amount below the invoice").result_code
-        'C2B00013'
-    """
-
-    accept: bool
-    result_code: str = "0"
-    third_party_trans_id: str | None = None
-    reason: str = ""
-
-    @classmethod
-    def accepted(cls, third_party_trans_id: str | None = None) -> ValidationVerdict:
-        """Accept; ``third_party_trans_id`` is echoed in the confirmation."""
-        return cls(True, "0", third_party_trans_id)
-
-    @classmethod
-    def reject(cls, result_code: str = INVALID_ACCOUNT, reason: str = "") -> ValidationVerdict:
-        """Reject with one of Daraja's C2B codes (``C2B00011`` to ``C2B00016``).
-
-        Raises:
-            ValidationError: not one of those codes.
-        """
-        if result_code not in C2B_REJECT_CODES:
-            raise ValidationError("result_code", "must be one of C2B00011 to C2B00016", result_code)
-        return cls(False, result_code, None, reason or C2B_REJECT_CODES[result_code])
-
-    def reply(self) -> dict[str, str]:
-        """The body Daraja reads (REFERENCE §7.3)."""
-        if self.accept:
-            third = (self.third_party_trans_id or "")[:64] or None
-            return c2b_validation_reply(third_party_trans_id=third)
-        return c2b_validation_reply(self.result_code)  # type: ignore[arg-type]  # checked in reject()
-
-
 C2BValidator: TypeAlias = Callable[
     [C2BValidation],
     ValidationVerdict | bool | Awaitable[ValidationVerdict | bool],
@@ -204,12 +114,7 @@ class C2BValidatorRule:
             )
 
     def _fallback(self, why: str) -> tuple[ValidationVerdict, Literal["fallback"]]:
-        verdict = (
-            ValidationVerdict.accepted()
-            if self.fallback == "accept"
-            else ValidationVerdict.reject(OTHER_ERROR, why)
-        )
-        return dataclasses.replace(verdict, reason=why), "fallback"
+        return fallback_verdict(self.fallback, why), "fallback"
 
     async def decide(
         self, request: C2BValidation
@@ -270,7 +175,7 @@ class C2BValidatorRule:
             answer = await anyio.to_thread.run_sync(handler, request, abandon_on_cancel=True)
             if inspect.isawaitable(answer):
                 answer = await answer
-        return _verdict(answer)
+        return verdict_of(answer)
 
     async def _http_rule(self, request: C2BValidation) -> ValidationVerdict:
         assert self.url is not None and self._http is not None
@@ -290,14 +195,6 @@ class C2BValidatorRule:
             return ValidationVerdict.accepted(third if isinstance(third, str) else None)
         code = data.get("result_code", INVALID_ACCOUNT)
         return ValidationVerdict.reject(code if isinstance(code, str) else OTHER_ERROR)
-
-
-def _verdict(answer: Any) -> ValidationVerdict:
-    if isinstance(answer, ValidationVerdict):
-        return answer
-    if isinstance(answer, bool):
-        return ValidationVerdict.accepted() if answer else ValidationVerdict.reject(OTHER_ERROR)
-    raise TypeError(f"a C2B validator returns a ValidationVerdict or a bool, not {answer!r}")
 
 
 # -- routes ---------------------------------------------------------------------------------

@@ -33,37 +33,27 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 
 from pesa._bucket import SharedBucketState
-from pesa._constants import DEFAULT_B2C_MAX_AMOUNT, DEFAULT_B2C_MIN_AMOUNT
 from pesa._exceptions import (
-    ConfigurationError,
     DarajaError,
-    OutcomeUnknownError,
     PesaError,
     RateLimitError,
-    TransportError,
     ValidationError,
 )
 from pesa._logging import get_logger, mask_phone
 from pesa.config._settings import default_of
-from pesa.daraja import (
-    normalize_msisdn,
-    validate_amount,
-    validate_occasion,
-    validate_remarks,
-)
 from pesa.gateway._backoff import Backoff, RandomSource
-from pesa.gateway._payments import check_metadata
 from pesa.gateway._rounds import run_rounds
 from pesa.gateway._throttle import TokenBucket
 from pesa.ledger import (
-    PAYOUT_COMMANDS,
     PaymentNotFoundError,
     Payout,
     PayoutSpec,
     ReceiptNotFoundError,
     Refund,
     TransferNotFoundError,
+    classify_send_error,
 )
+from pesa.ledger import PayoutRequest as PurePayoutRequest
 
 if TYPE_CHECKING:
     from pesa.client import AsyncDaraja
@@ -84,8 +74,6 @@ __all__ = [
 ]
 
 log = get_logger("pesa.gateway.payouts")
-
-_DUPLICATE_CODE = "500.002.1001"
 
 
 def payout_account(accounts: Accounts, name: str | None) -> Account:
@@ -155,25 +143,22 @@ class PayoutRequest:
             ValidationError: naming the field (``prefix`` + name) and the rule.
         """
         try:
-            if command not in PAYOUT_COMMANDS:
-                raise ValidationError(
-                    "command", f"must be one of {', '.join(PAYOUT_COMMANDS)}", command
-                )
-            if metadata is not None:
-                check_metadata(metadata)
-            return cls(
-                phone=normalize_msisdn(phone, field="phone"),
-                amount=validate_amount(
-                    amount,
-                    field="amount",
-                    minimum=DEFAULT_B2C_MIN_AMOUNT,
-                    maximum=DEFAULT_B2C_MAX_AMOUNT,
-                ),
-                command=str(command),
-                remarks=validate_remarks(remarks),
-                occasion=None if occasion in (None, "") else validate_occasion(occasion),
-                account=payout_account(accounts, account),
+            checked = PurePayoutRequest.validate(
+                phone=phone,
+                amount=amount,
+                command=command,
+                remarks=remarks,
+                occasion=occasion,
                 metadata=metadata,
+            )
+            return cls(
+                phone=checked.phone,
+                amount=checked.amount,
+                command=checked.command,
+                remarks=checked.remarks,
+                occasion=checked.occasion,
+                account=payout_account(accounts, account),
+                metadata=checked.metadata,
             )
         except ValidationError as err:
             if not prefix:
@@ -192,37 +177,6 @@ class PayoutRequest:
             shortcode=self.account.shortcode or "",
             metadata=self.metadata,
         )
-
-
-def classify_send_error(err: Exception) -> tuple[str, str | None, str]:
-    """What an error answer to a B2C or reversal request proves.
-
-    Returns:
-        ``(verdict, code, message)``; ``verdict`` is ``"never_left"`` (nothing reached
-        Daraja's processing: spike arrest, no connection), ``"refused"`` (Daraja refused
-        this request), ``"duplicate"`` (Daraja already holds a request with this
-        OriginatorConversationID: an earlier send arrived) or ``"unknown"`` (it may have
-        been processed).
-    """
-    if isinstance(err, OutcomeUnknownError):
-        return "unknown", None, str(err)
-    if isinstance(err, RateLimitError):
-        # Spike arrest and quota are refused at Daraja's gateway, before processing.
-        return "never_left", err.error_code, err.error_message
-    if isinstance(err, TransportError):
-        # The client raises this for a money-moving call only when the request provably
-        # never left (connection refused, pool timeout).
-        return "never_left", "connection_error", str(err)
-    if isinstance(err, ValidationError | ConfigurationError):
-        return "refused", "validation_error", str(err)
-    if isinstance(err, DarajaError):
-        code = err.error_code or f"HTTP {err.status_code}"
-        if err.error_code == _DUPLICATE_CODE and "duplicate" in err.error_message.lower():
-            return "duplicate", code, err.error_message
-        if err.status_code < 500:
-            return "refused", code, err.error_message
-        return "unknown", code, err.error_message
-    return "unknown", None, f"{type(err).__name__}: {err}"
 
 
 @dataclass(frozen=True, slots=True)

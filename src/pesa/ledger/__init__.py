@@ -17,10 +17,12 @@ import importlib
 import typing as _typing
 
 from pesa.ledger._callbacks import parse_stk_callback_body, stk_code
+from pesa.ledger._confirmations import parse_confirmation, payer_facts, phone_hashes
 from pesa.ledger._driving import (
     RECONCILABLE_STATUSES,
     PaymentRecord,
     callback_status,
+    classify_send_error,
     merchant_request_mismatch,
     payment_state,
     push_failure,
@@ -64,6 +66,7 @@ from pesa.ledger._payout_states import (
     TransferTimedOut,
     decide_transfer,
     status_outcome,
+    transfer_outcome,
 )
 from pesa.ledger._receipt_types import (
     ExpectedPayment,
@@ -98,10 +101,15 @@ from pesa.ledger._receipts import (
     decide_expected,
     decide_receipt,
     new_receipt,
+    receipt_outcome,
     reference_key,
     tally_status,
 )
-from pesa.ledger._requests import PaymentRequest, validate_idempotency_key
+from pesa.ledger._requests import (
+    PaymentRequest,
+    PayoutRequest,
+    validate_idempotency_key,
+)
 from pesa.ledger._results import (
     ParsedResult,
     initiator_code,
@@ -183,12 +191,7 @@ if _typing.TYPE_CHECKING:
         hash_password,
         verify_password,
     )
-    from pesa.ledger._receipt_book import (
-        ReceiptBook,
-        parse_confirmation,
-        payer_facts,
-        phone_hashes,
-    )
+    from pesa.ledger._receipt_book import ReceiptBook
     from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
     from pesa.ledger._shared import DatabaseBucketState, DatabaseTokenStore
     from pesa.ledger._transfers import PayoutBook, RefundBook, StatusBook
@@ -218,10 +221,7 @@ _STORAGE = {
         "pesa.ledger._operators",
     ),
     **dict.fromkeys(("Backlog", "LedgerReports", "OutcomeCount"), "pesa.ledger._reports"),
-    **dict.fromkeys(
-        ("ReceiptBook", "parse_confirmation", "payer_facts", "phone_hashes"),
-        "pesa.ledger._receipt_book",
-    ),
+    "ReceiptBook": "pesa.ledger._receipt_book",
     **dict.fromkeys(("PayoutBook", "RefundBook", "StatusBook"), "pesa.ledger._transfers"),
     "BalanceBook": "pesa.ledger._balances",
     **dict.fromkeys(("DatabaseBucketState", "DatabaseTokenStore"), "pesa.ledger._shared"),
@@ -313,6 +313,7 @@ __all__ = [
     "PaymentStatus",
     "Payout",
     "PayoutBook",
+    "PayoutRequest",
     "PayoutSpec",
     "Pulled",
     "Receipt",
@@ -367,6 +368,7 @@ __all__ = [
     "async_url",
     "callback_status",
     "choose_expected",
+    "classify_send_error",
     "counts",
     "create_engine",
     "current_revision",
@@ -393,6 +395,7 @@ __all__ = [
     "phones_match",
     "push_failure",
     "query_input",
+    "receipt_outcome",
     "recheck_delay",
     "reconcile_deadline",
     "reference_key",
@@ -405,6 +408,7 @@ __all__ = [
     "storable_key",
     "storable_text",
     "tally_status",
+    "transfer_outcome",
     "validate_idempotency_key",
     "verify_password",
 ]

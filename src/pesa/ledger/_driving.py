@@ -15,7 +15,8 @@ stores. Those steps are rules too, so they live here, once, and every storage ca
 - :func:`query_input` and :func:`refuses_unverified_id`: what an STK query answer does;
 - :func:`reconcile_deadline` and :func:`recheck_delay`: when to stop asking, and when to
   ask again;
-- :func:`storable_key` and :func:`storable_text`: what a hostile body may put in a column.
+- :func:`storable_key` and :func:`storable_text`: what a hostile body may put in a column;
+- :func:`classify_send_error`: what an error answer to a B2C or reversal request proves.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ __all__ = [
     "RECONCILABLE_STATUSES",
     "PaymentRecord",
     "callback_status",
+    "classify_send_error",
     "merchant_request_mismatch",
     "payment_state",
     "push_failure",
@@ -371,3 +373,37 @@ def storable_text(text: str, limit: int = _MAX_TEXT) -> str:
     surrogates); the escapes keep it readable."""
     text = text[:limit].replace("\x00", "\\x00")
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_DUPLICATE_CODE = "500.002.1001"
+
+
+def classify_send_error(err: Exception) -> tuple[str, str | None, str]:
+    """What an error answer to a B2C or reversal request proves.
+
+    Returns:
+        ``(verdict, code, message)``; ``verdict`` is ``"never_left"`` (nothing reached
+        Daraja's processing: spike arrest, no connection), ``"refused"`` (Daraja refused
+        this request), ``"duplicate"`` (Daraja already holds a request with this
+        OriginatorConversationID: an earlier send arrived) or ``"unknown"`` (it may have
+        been processed).
+    """
+    if isinstance(err, OutcomeUnknownError):
+        return "unknown", None, str(err)
+    if isinstance(err, RateLimitError):
+        # Spike arrest and quota are refused at Daraja's gateway, before processing.
+        return "never_left", err.error_code, err.error_message
+    if isinstance(err, TransportError):
+        # The client raises this for a money-moving call only when the request provably
+        # never left (connection refused, pool timeout).
+        return "never_left", "connection_error", str(err)
+    if isinstance(err, ValidationError | ConfigurationError):
+        return "refused", "validation_error", str(err)
+    if isinstance(err, DarajaError):
+        code = err.error_code or f"HTTP {err.status_code}"
+        if err.error_code == _DUPLICATE_CODE and "duplicate" in err.error_message.lower():
+            return "duplicate", code, err.error_message
+        if err.status_code < 500:
+            return "refused", code, err.error_message
+        return "unknown", code, err.error_message
+    return "unknown", None, f"{type(err).__name__}: {err}"

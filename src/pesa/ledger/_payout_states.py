@@ -65,6 +65,7 @@ __all__ = [
     "decide_transfer",
     "is_placeholder_receipt",
     "status_outcome",
+    "transfer_outcome",
 ]
 
 PAYOUT_COMMANDS = ("BusinessPayment", "SalaryPayment", "PromotionPayment")
@@ -354,6 +355,22 @@ def decide_transfer(
             return _on_status(state, event, kind)
         return _on_callback(state, event, kind, lookup)
     raise TypeError(f"not a transfer input: {event!r}")  # pragma: no cover - typing forbids it
+
+
+def transfer_outcome(
+    decision: TransferDecision,
+) -> Literal["applied", "unverified", "invalid", "duplicate", "ignored"]:
+    """The outcome stored with the Result (or status answer) a decision came from."""
+    kind = decision.kind
+    if kind is DecisionKind.APPLIED:
+        return "applied"
+    if kind is DecisionKind.UNVERIFIED:
+        return "unverified"
+    if kind is DecisionKind.REFUSED:
+        return "invalid"
+    if kind is DecisionKind.DUPLICATE:
+        return "duplicate"
+    return "ignored"
 
 
 def _ignored(state: TransferState, what: str) -> TransferDecision:

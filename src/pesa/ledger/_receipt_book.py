@@ -34,7 +34,8 @@ from sqlalchemy.sql.dml import Insert
 
 from pesa._exceptions import InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, redact
-from pesa.daraja import normalize_msisdn, parse_c2b_payment, parse_result
+from pesa.daraja import normalize_msisdn, parse_result
+from pesa.ledger._confirmations import parse_confirmation, payer_facts, phone_hashes
 from pesa.ledger._driving import storable_key as _storable_key
 from pesa.ledger._driving import storable_text as _storable_text
 from pesa.ledger._errors import (
@@ -79,6 +80,7 @@ from pesa.ledger._receipts import (
     decide_expected,
     decide_receipt,
     new_receipt,
+    receipt_outcome,
     reference_key,
 )
 from pesa.ledger._schema import callbacks, expected_payments, receipt_queries, receipts
@@ -107,9 +109,6 @@ _MAX_EARLY_RECEIPTS = 100
 # A lookup asked this recently is answered with the same query (no second one to Daraja).
 _LOOKUP_REUSE = timedelta(seconds=60)
 _TRANS_ID = re.compile(r"[A-Za-z0-9]{1,32}")
-_SHORTCODE = re.compile(r"[0-9]{3,16}")
-_HASH = re.compile(r"[0-9a-fA-F]{64}")
-_AMOUNT_LIMIT = Decimal("1e12")
 _ANSWERED: frozenset[str] = frozenset({"confirmed", "refuted", "not_found", "failed"})
 _CLAIMABLE = (ReceiptStatus.RECEIVED.value,)
 
@@ -121,52 +120,6 @@ class _VersionConflict(Exception):
 def nonce_hash(nonce: str) -> str:
     """The SHA-256 (hex) under which a query's one-time ResultURL secret is stored."""
     return hashlib.sha256(nonce.encode("utf-8")).hexdigest()
-
-
-def phone_hashes(phone: str) -> list[str]:
-    """SHA-256 hashes of a Safaricom number in the forms C2B v1 may have hashed.
-
-    REFERENCE §7.1 says v1 sends "a SHA-256 hash" of the MSISDN without saying of which
-    form; the 12-digit ``2547XXXXXXXX`` is the one seen, the others cost nothing to match.
-    """
-    number = normalize_msisdn(phone)
-    local = number[3:]
-    forms = (number, f"+{number}", f"0{local}", local)
-    return [hashlib.sha256(form.encode("ascii")).hexdigest() for form in forms]
-
-
-def payer_facts(msisdn: str | None) -> dict[str, str | None]:
-    """What a C2B ``MSISDN`` tells about the payer, for phone filters.
-
-    A SHA-256 hash (v1) is kept as ``phone_hash``; a masked number (v2, ``2547 ***** 126``)
-    gives its visible leading and trailing digits; a full number (seen in some sandboxes)
-    gives ``phone`` and its hash.
-    """
-    facts: dict[str, str | None] = {
-        "phone": None,
-        "phone_hash": None,
-        "msisdn_prefix": None,
-        "msisdn_suffix": None,
-    }
-    if not msisdn:
-        return facts
-    text = msisdn.strip()
-    if _HASH.fullmatch(text):
-        facts["phone_hash"] = text.lower()
-        return facts
-    if "*" in text:
-        head, _, rest = text.partition("*")
-        tail = rest.rsplit("*", 1)[-1]
-        facts["msisdn_prefix"] = re.sub(r"\D", "", head)[:16] or None
-        facts["msisdn_suffix"] = re.sub(r"\D", "", tail)[:16] or None
-        return facts
-    try:
-        number = normalize_msisdn(text)
-    except ValidationError:
-        return facts
-    facts["phone"] = number
-    facts["phone_hash"] = phone_hashes(number)[0]
-    return facts
 
 
 def _debit_party(text: str | None) -> tuple[str | None, str | None]:
@@ -229,67 +182,6 @@ def status_answer(body: bytes) -> tuple[StatusAnswer, str | None]:
         finalised_at=finalised_at,
     )
     return answer, envelope.conversation_id
-
-
-def _clean(value: str | None, name: str, limit: int) -> str | None:
-    """A text field of a confirmation: ``None`` when empty; refused when not Daraja's."""
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if len(text) > limit:
-        raise InvalidCallbackError(f"C2B confirmation: {name!r} is longer than {limit}")
-    if "\x00" in text:
-        raise InvalidCallbackError(f"C2B confirmation: {name!r} contains NUL")
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as err:
-        raise InvalidCallbackError(f"C2B confirmation: {name!r} is not valid text") from err
-    return text
-
-
-def parse_confirmation(body: bytes) -> Confirmation:
-    """Parse a C2B confirmation body into a :class:`Confirmation`, within storable bounds.
-
-    Raises:
-        InvalidCallbackError: not a C2B confirmation, or a field Daraja never sends (a
-            ``TransID`` that is not 1-32 letters and digits, a non-numeric shortcode, an
-            amount that is not positive with at most two decimals, over-long text).
-    """
-    payment = parse_c2b_payment(body)
-    trans_id = payment.trans_id.strip()
-    if _TRANS_ID.fullmatch(trans_id) is None:
-        raise InvalidCallbackError("C2B confirmation: 'TransID' must be 1-32 letters and digits")
-    shortcode = payment.business_short_code.strip()
-    if _SHORTCODE.fullmatch(shortcode) is None:
-        raise InvalidCallbackError("C2B confirmation: 'BusinessShortCode' must be digits")
-    amount = payment.trans_amount
-    if not (0 < amount < _AMOUNT_LIMIT) or amount != amount.quantize(Decimal("0.01")):
-        raise InvalidCallbackError(
-            "C2B confirmation: 'TransAmount' must be a positive amount in shillings and cents"
-        )
-    names = " ".join(
-        part.strip()
-        for part in (payment.first_name, payment.middle_name, payment.last_name)
-        if part.strip()
-    )
-    balance = payment.org_account_balance
-    if balance is not None and not abs(balance) < Decimal("1e14"):
-        balance = None
-    return Confirmation(
-        trans_id=trans_id,
-        amount=amount,
-        shortcode=shortcode,
-        account_reference=_clean(payment.bill_ref_number, "BillRefNumber", 64),
-        msisdn=_clean(payment.msisdn, "MSISDN", 80),
-        trans_time=payment.trans_time,
-        transaction_type=_clean(payment.transaction_type, "TransactionType", 32),
-        invoice_number=_clean(payment.invoice_number, "InvoiceNumber", 64),
-        third_party_trans_id=_clean(payment.third_party_trans_id, "ThirdPartyTransID", 64),
-        payer_name=_clean(names, "FirstName/MiddleName/LastName", 255),
-        org_account_balance=balance,
-    )
 
 
 def _row_to_receipt(row: Row[Any] | Mapping[str, Any]) -> Receipt:
@@ -1696,13 +1588,7 @@ def _utc(value: Any) -> datetime | None:
 
 
 def _outcome_status(decision: ReceiptDecision) -> ReceiptOutcomeStatus:
-    if decision.kind is DecisionKind.APPLIED:
-        if decision.events == (ReceiptEvent.FLAGGED,):
-            return "flagged"
-        return "applied"
-    if decision.kind is DecisionKind.DUPLICATE:
-        return "duplicate"
-    return "ignored"
+    return receipt_outcome(decision)
 
 
 def _query_outcome(answer: StatusAnswer, decision: ReceiptDecision) -> ReceiptQueryOutcome:

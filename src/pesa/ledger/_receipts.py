@@ -69,6 +69,7 @@ __all__ = [
     "decide_expected",
     "decide_receipt",
     "new_receipt",
+    "receipt_outcome",
     "reference_key",
     "tally_status",
 ]
@@ -383,6 +384,19 @@ def new_receipt(
         {"status": ReceiptStatus.UNVERIFIED, "source": "confirmation", **_details(source)},
         f"recorded from the confirmation, unverified: {why}",
     )
+
+
+def receipt_outcome(
+    decision: ReceiptDecision,
+) -> Literal["applied", "flagged", "duplicate", "ignored"]:
+    """The outcome stored with the confirmation (or lookup) a decision came from."""
+    if decision.kind is DecisionKind.APPLIED:
+        if decision.events == (ReceiptEvent.FLAGGED,):
+            return "flagged"
+        return "applied"
+    if decision.kind is DecisionKind.DUPLICATE:
+        return "duplicate"
+    return "ignored"
 
 
 def _ignored(detail: str) -> ReceiptDecision:

@@ -11,20 +11,29 @@ import math
 from dataclasses import dataclass
 from typing import Any, Final
 
-from pesa._constants import DEFAULT_STK_MAX_AMOUNT, DEFAULT_STK_MIN_AMOUNT
+from pesa._constants import (
+    DEFAULT_B2C_MAX_AMOUNT,
+    DEFAULT_B2C_MIN_AMOUNT,
+    DEFAULT_STK_MAX_AMOUNT,
+    DEFAULT_STK_MIN_AMOUNT,
+)
 from pesa._exceptions import ValidationError
 from pesa.daraja import (
     check_storable_text,
     normalize_msisdn,
     validate_account_reference,
     validate_amount,
+    validate_occasion,
+    validate_remarks,
     validate_transaction_desc,
 )
+from pesa.ledger._payout_states import PAYOUT_COMMANDS
 
 __all__ = [
     "MAX_METADATA_BYTES",
     "MAX_METADATA_DEPTH",
     "PaymentRequest",
+    "PayoutRequest",
     "check_metadata",
     "validate_idempotency_key",
 ]
@@ -78,6 +87,54 @@ class PaymentRequest:
             description=validate_transaction_desc(description, field="description"),
             metadata=metadata,
             account=account,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PayoutRequest:
+    """A B2C payout, validated before anything is stored or sent (gateway and Django app)."""
+
+    phone: str
+    amount: int
+    command: str
+    remarks: str
+    occasion: str | None
+    metadata: dict[str, Any] | None
+
+    @classmethod
+    def validate(
+        cls,
+        *,
+        phone: Any,
+        amount: Any,
+        command: Any = "BusinessPayment",
+        remarks: Any,
+        occasion: Any = None,
+        metadata: Any = None,
+    ) -> PayoutRequest:
+        """Check a payout with Daraja's B2C rules.
+
+        Raises:
+            ValidationError: naming the field and the rule.
+        """
+        if command not in PAYOUT_COMMANDS:
+            raise ValidationError(
+                "command", f"must be one of {', '.join(PAYOUT_COMMANDS)}", command
+            )
+        if metadata is not None:
+            check_metadata(metadata)
+        return cls(
+            phone=normalize_msisdn(phone, field="phone"),
+            amount=validate_amount(
+                amount,
+                field="amount",
+                minimum=DEFAULT_B2C_MIN_AMOUNT,
+                maximum=DEFAULT_B2C_MAX_AMOUNT,
+            ),
+            command=str(command),
+            remarks=validate_remarks(remarks),
+            occasion=None if occasion in (None, "") else validate_occasion(occasion),
+            metadata=metadata,
         )
 
 

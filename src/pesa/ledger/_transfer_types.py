@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,6 +22,7 @@ __all__ = [
     "StatusQuery",
     "Transfer",
     "TransferOutcome",
+    "payout_hash",
 ]
 
 
@@ -46,6 +49,21 @@ class PayoutSpec:
     account: str = "default"
     shortcode: str = ""
     metadata: dict[str, Any] | None = None
+
+
+def payout_hash(spec: PayoutSpec) -> str:
+    """What "the same payout" means for an idempotency key: a digest of what is paid."""
+    parts = [
+        spec.phone,
+        spec.amount,
+        spec.command_id,
+        spec.remarks,
+        spec.occasion,
+        spec.account,
+        spec.metadata,
+    ]
+    canonical = json.dumps(parts, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

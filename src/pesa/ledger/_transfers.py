@@ -51,6 +51,7 @@ from pesa.ledger._payout_states import (
     TransferStatus,
     TransferTimedOut,
     decide_transfer,
+    transfer_outcome,
 )
 from pesa.ledger._receipts import ReceiptStatus
 from pesa.ledger._results import (
@@ -72,6 +73,7 @@ from pesa.ledger._transfer_types import (
     RefundRoom,
     StatusQuery,
     TransferOutcome,
+    payout_hash,
 )
 
 if TYPE_CHECKING:
@@ -107,16 +109,7 @@ def _hash(*parts: Any) -> str:
 
 
 def _outcome_status(decision: TransferDecision) -> OutcomeStatus:
-    kind = decision.kind
-    if kind is DecisionKind.APPLIED:
-        return "applied"
-    if kind is DecisionKind.UNVERIFIED:
-        return "unverified"
-    if kind is DecisionKind.REFUSED:
-        return "invalid"
-    if kind is DecisionKind.DUPLICATE:
-        return "duplicate"
-    return "ignored"
+    return transfer_outcome(decision)
 
 
 _TRANSFER_FIELDS = (
@@ -741,15 +734,7 @@ class PayoutBook(_Book[Payout]):
 
     @staticmethod
     def _digest(spec: PayoutSpec) -> str:
-        return _hash(
-            spec.phone,
-            spec.amount,
-            spec.command_id,
-            spec.remarks,
-            spec.occasion,
-            spec.account,
-            spec.metadata,
-        )
+        return payout_hash(spec)
 
     def _values(
         self,

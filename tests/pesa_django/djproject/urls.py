@@ -10,6 +10,7 @@ from djproject import views
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("mpesa/", include("pesa.django.urls")),
+    path("c2b/", include("pesa.django.c2b_urls")),
     path("pay/", views.pay),
     path("apay/", views.apay),
     path("payments/<str:payment_id>/", views.show),

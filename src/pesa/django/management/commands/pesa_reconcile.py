@@ -17,7 +17,10 @@ from pesa.django._services import reconciler
 
 
 class Command(BaseCommand):
-    help = "Settle pending and unknown M-Pesa payments by STK query (one round, or --loop)."
+    help = (
+        "Settle pending and unknown M-Pesa payments by STK query, and payouts by Transaction "
+        "Status (one round, or --loop)."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
@@ -34,7 +37,8 @@ class Command(BaseCommand):
                 f"claimed {report.claimed}, queried {report.queried}, "
                 f"succeeded {report.succeeded}, failed {report.failed}, "
                 f"pending {report.still_pending}, expired {report.expired}, "
-                f"errors {report.errors}"
+                f"errors {report.errors}; payouts: claimed {report.payouts_claimed}, "
+                f"queried {report.payouts_queried}, expired {report.payouts_expired}"
             )
             return
         stop = threading.Event()
