@@ -43,9 +43,10 @@ BENCHMARKS: dict[str, Benchmark] = {
 
 
 def _gateway_benchmarks() -> dict[str, Benchmark]:
-    from benchmarks import _gateway_bench, _webhook_bench
+    from benchmarks import _gateway_bench, _shared_bench, _webhook_bench
 
     return {
+        "shared": _shared_bench.run,
         "ingest": _gateway_bench.run_ingest,
         "e2e": _gateway_bench.run_e2e,
         "webhook": _webhook_bench.run,
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "payouts",
         "payouts_gateway",
         "ledger",
+        "shared",
     ]
     args = _parser(order).parse_args(argv)
     sizes = SIZES[args.size_flag or args.size]

@@ -26,9 +26,10 @@ BENCHMARKS = (
     "payouts",
     "payouts_gateway",
     "ledger",
+    "shared",
 )
 # Benchmarks that need PostgreSQL and say so (skipped) without PESA_TEST_DATABASE_URL.
-POSTGRES_ONLY = ("ledger",)
+POSTGRES_ONLY = ("ledger", "shared")
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ DEFAULT_MAX_CONNECTIONS: Final = 100
 # Daraja client: a cached token is dropped this many seconds before its expires_in (libraries
 # use 60 s to 10 min, REFERENCE §3); retries back off from the base delay, doubling, capped.
 DEFAULT_TOKEN_MARGIN: Final = 120.0
+# Seconds the one process fetching a shared token holds the lease (others wait meanwhile).
+DEFAULT_TOKEN_FETCH_LEASE: Final = 30.0
 DEFAULT_RETRY_BASE_DELAY: Final = 0.5
 DEFAULT_RETRY_MAX_DELAY: Final = 30.0
 

@@ -11,6 +11,8 @@ from pesa.client._token import (
     DarajaAuth,
     FileTokenStore,
     InMemoryTokenStore,
+    SharedTokenStore,
+    StoredToken,
     TokenStore,
 )
 
@@ -28,6 +30,8 @@ __all__ = [
     "InMemoryTokenStore",
     "RateLimiter",
     "RetryPolicy",
+    "SharedTokenStore",
+    "StoredToken",
     "TokenStore",
     "should_retry",
 ]

@@ -13,8 +13,10 @@ import base64
 import hashlib
 import json
 import os
+import secrets
 import tempfile
 import threading
+import time
 from collections.abc import AsyncGenerator, Generator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -23,8 +25,10 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 import httpx
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from pesa._constants import DEFAULT_TOKEN_MARGIN
+from pesa._constants import DEFAULT_TOKEN_FETCH_LEASE, DEFAULT_TOKEN_MARGIN
 from pesa._exceptions import AuthenticationError, DarajaError
 from pesa._logging import get_logger
 from pesa.client._evidence import describe_request
@@ -38,6 +42,8 @@ __all__ = [
     "DarajaAuth",
     "FileTokenStore",
     "InMemoryTokenStore",
+    "SharedTokenStore",
+    "StoredToken",
     "TokenFetchError",
     "TokenStore",
     "token_key",
@@ -75,6 +81,64 @@ class TokenStore(Protocol):
 
     def discard(self, key: str, value: str) -> None:
         """Forget the token for ``key`` if it is still ``value`` (it was refused)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class StoredToken:
+    """A token as a shared store keeps it: sealed, named by a fingerprint.
+
+    Attributes:
+        sealed: the token encrypted (AES-GCM) with a key derived from the credential's
+            consumer key and secret: a reader of the store alone cannot use it.
+        fingerprint: a hash naming the token (to tell "the token that was refused").
+        expires_at: when pesa stops using it.
+    """
+
+    sealed: str = field(repr=False)
+    fingerprint: str
+    expires_at: datetime
+
+
+@runtime_checkable
+class SharedTokenStore(Protocol):
+    """A :class:`TokenStore` several processes share, with a fetch lease (async clients).
+
+    Its :class:`TokenStore` methods are this process's fast cache (read on every
+    request). When that has no valid token, :class:`DarajaAuth` (async) reads the shared
+    copy with :meth:`load`; if that is missing, expired or the one just refused, it asks
+    :meth:`claim` for the lease: the one process granted it fetches the token and shares it
+    with :meth:`save`, the others poll :meth:`load` until it appears (or the lease lapses
+    and one of them claims it). So N processes fetch one token per lifetime, per credential.
+    """
+
+    def get(self, key: str) -> AccessToken | None:
+        """This process's cached token for ``key``."""
+        ...
+
+    def set(self, key: str, token: AccessToken) -> None:
+        """Cache ``token`` in this process."""
+        ...
+
+    def discard(self, key: str, value: str) -> None:
+        """Forget this process's token for ``key`` if it is still ``value``."""
+        ...
+
+    async def load(self, key: str) -> StoredToken | None:
+        """The shared token of ``key``, or ``None``."""
+        ...
+
+    async def claim(self, key: str, *, now: datetime, lease: float, refused: str | None) -> bool:
+        """Take the fetch lease of ``key`` for ``lease`` seconds, if nobody holds it and
+        the shared token is missing, expired at ``now`` or has fingerprint ``refused``."""
+        ...
+
+    async def save(self, key: str, token: StoredToken) -> None:
+        """Share ``token`` and give up the fetch lease."""
+        ...
+
+    async def release(self, key: str) -> None:
+        """Give up the fetch lease without a token (the fetch failed)."""
         ...
 
 
@@ -167,6 +231,35 @@ def token_key(base_url: str, consumer_key: str) -> str:
     return f"pesa:token:{digest[:32]}"
 
 
+def fingerprint(value: str) -> str:
+    """A name for a token that does not reveal it (a SHA-256 prefix)."""
+    return hashlib.sha256(f"pesa-token\0{value}".encode()).hexdigest()[:32]
+
+
+class _Seal:
+    """Encrypts tokens for a shared store with a key only the credential's holders derive."""
+
+    def __init__(self, consumer_key: str, consumer_secret: str, store_key: str) -> None:
+        material = f"pesa-token-seal\0{consumer_key}\0{consumer_secret}".encode()
+        self._aead = AESGCM(hashlib.sha256(material).digest())
+        self._aad = store_key.encode()
+
+    def seal(self, token: AccessToken) -> StoredToken:
+        nonce = secrets.token_bytes(12)
+        box = self._aead.encrypt(nonce, token.value.encode(), self._aad)
+        sealed = base64.b64encode(nonce + box).decode()
+        return StoredToken(sealed, fingerprint(token.value), token.expires_at)
+
+    def open(self, stored: StoredToken) -> AccessToken | None:
+        """The token, or ``None`` if it was sealed with another secret (or damaged)."""
+        try:
+            raw = base64.b64decode(stored.sealed, validate=True)
+            value = self._aead.decrypt(raw[:12], raw[12:], self._aad).decode()
+        except (InvalidTag, ValueError):
+            return None
+        return AccessToken(value, stored.expires_at)
+
+
 class TokenFetchError(Exception):
     """OAuth answered with an error; the request the token was for was never sent.
 
@@ -199,6 +292,7 @@ class DarajaAuth(httpx.Auth):
         clock: Clock,
         store: TokenStore,
         margin: float = DEFAULT_TOKEN_MARGIN,
+        lease: float = DEFAULT_TOKEN_FETCH_LEASE,
     ) -> None:
         self._basic = base64.b64encode(f"{consumer_key}:{consumer_secret}".encode()).decode()
         self._url = f"{base_url.rstrip('/')}{OAUTH_PATH}"
@@ -206,6 +300,9 @@ class DarajaAuth(httpx.Auth):
         self._store = store
         self._margin = margin
         self.key = token_key(base_url, consumer_key)
+        self._shared = store if isinstance(store, SharedTokenStore) else None
+        self._seal = _Seal(consumer_key, consumer_secret, self.key)
+        self._lease = lease
         self._thread_lock = threading.Lock()
         self._async_lock: anyio.Lock | None = None
         self.fetches = 0
@@ -342,11 +439,11 @@ class DarajaAuth(httpx.Auth):
         token = self.cached()
         if token is None:
             async with self._lock():
-                token = self._stale(None)
+                token = await self._async_stale(None)
                 if token is None:
                     answer = yield self.token_request()
                     await answer.aread()
-                    token = self.accept(answer)
+                    token = await self._async_accept(answer)
         self._authorize(request, token)
         response = yield request
         await response.aread()
@@ -354,22 +451,90 @@ class DarajaAuth(httpx.Auth):
             return
         log.info("access token refused, fetching a new one and re-sending once")
         async with self._lock():
-            fresh = self._stale(token)
+            fresh = await self._async_stale(token)
             if fresh is None:
                 answer = yield self.token_request()
                 await answer.aread()
-                fresh = self.accept(answer)
+                fresh = await self._async_accept(answer)
         self._authorize(request, fresh)
         yield request
+
+    async def _async_stale(self, refused: AccessToken | None) -> AccessToken | None:
+        """Under the lock: a valid token other than ``refused``; ``None`` means fetch one.
+
+        With a :class:`SharedTokenStore`, the shared token if it is usable, else ``None``
+        once this process holds the fetch lease (waiting while another process fetches).
+        """
+        token = self._stale(refused)
+        shared = self._shared
+        if token is not None or shared is None:
+            return token
+        try:
+            return await self._shared_token(shared, refused)
+        except Exception as err:  # the store is down: this process fetches its own token
+            log.warning(
+                "the shared token store failed (%s); fetching a token in this process",
+                type(err).__name__,
+            )
+            return None
+
+    async def _shared_token(
+        self, shared: SharedTokenStore, refused: AccessToken | None
+    ) -> AccessToken | None:
+        refused_print = None if refused is None else fingerprint(refused.value)
+        delay = 0.02
+        while True:
+            now = self._clock.now()
+            stored = await shared.load(self.key)
+            unusable = refused_print
+            if (
+                stored is not None
+                and stored.expires_at > now
+                and stored.fingerprint != refused_print
+            ):
+                token = self._seal.open(stored)
+                if token is not None:
+                    self._store.set(self.key, token)
+                    return token
+                # Sealed with another secret (rotated): as good as refused.
+                unusable = stored.fingerprint
+            if await shared.claim(self.key, now=now, lease=self._lease, refused=unusable):
+                return None
+            # Another process is fetching: its token appears shortly (or its lease lapses).
+            await anyio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+    async def _async_accept(self, response: httpx.Response) -> AccessToken:
+        """:meth:`accept`, then share the token (or give up the lease if there is none)."""
+        shared = self._shared
+        try:
+            token = self.accept(response)
+        except BaseException:
+            if shared is not None:
+                with anyio.CancelScope(shield=True):
+                    try:
+                        await shared.release(self.key)
+                    except Exception:  # the lease lapses by itself
+                        log.warning("could not release the shared token's fetch lease")
+            raise
+        if shared is not None:
+            started = time.monotonic()
+            try:
+                await shared.save(self.key, self._seal.seal(token))
+            except Exception as err:  # the token works; the others fetch their own
+                log.warning("could not share the new access token (%s)", type(err).__name__)
+            else:
+                log.debug("shared the new access token in %.3fs", time.monotonic() - started)
+        return token
 
     async def async_token(self, client: httpx.AsyncClient, *, refresh: bool = False) -> AccessToken:
         """Return a valid token, fetching one through ``client`` if needed (single-flight)."""
         async with self._lock():
             if refresh:
                 current = self._store.get(self.key)
-                token = self._stale(current) if current is not None else None
+                token = await self._async_stale(current)
             else:
-                token = self.cached()
+                token = self.cached() or await self._async_stale(None)
             if token is not None:
                 return token
-            return self.accept(await client.send(self.token_request()))
+            return await self._async_accept(await client.send(self.token_request()))

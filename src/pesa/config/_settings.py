@@ -29,7 +29,7 @@ from pesa._constants import (
 )
 from pesa._exceptions import ConfigurationError
 
-__all__ = ["Settings", "configuration_error"]
+__all__ = ["Settings", "configuration_error", "default_of"]
 
 
 def _problem(error: Any, flags: dict[str, str]) -> str:
@@ -250,6 +250,18 @@ class Settings(BaseSettings):
     keep_alive_timeout: int = Field(
         5, ge=1, description="seconds an idle keep-alive connection is kept open"
     )
+    shared_state: Literal["auto", "database", "redis", "process"] = Field(
+        "auto",
+        description="where the processes of one deployment share the Daraja access token "
+        "and the rate budgets (reconcile_query_rate, payout_rate): database (the ledger's "
+        "tables), redis (PESA_REDIS_URL), process (each process its own) or auto "
+        "(database on PostgreSQL, process on SQLite)",
+    )
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        description="Redis holding the shared token and rate budgets when shared_state is "
+        "redis (needs pip install 'pesa[redis]')",
+    )
     run_workers: bool = Field(
         True, description="run the reconciler and webhook dispatcher inside `pesa serve`"
     )
@@ -340,7 +352,10 @@ class Settings(BaseSettings):
         "fails with reason expired",
     )
     reconcile_query_rate: float = Field(
-        2.0, gt=0, description="STK queries per second, at most, per worker process"
+        2.0,
+        gt=0,
+        description="STK and Transaction Status queries per second, at most: across every "
+        "process when the state is shared (shared_state), else per process",
     )
     reconcile_query_burst: int = Field(
         1, ge=1, description="STK queries a worker may send at once after being idle"
@@ -370,7 +385,8 @@ class Settings(BaseSettings):
     payout_rate: float = Field(
         5.0,
         gt=0,
-        description="B2C requests per second this process sends, at most (keep it under "
+        description="B2C and reversal requests per second, at most, across every process "
+        "when the state is shared (shared_state), else per process (keep it under "
         "Daraja's spike-arrest limit); batches are paced at this rate",
     )
     payout_status_after: float = Field(
@@ -522,3 +538,12 @@ class Settings(BaseSettings):
         if isinstance(value, SecretStr):
             return value.get_secret_value()
         return str(value)
+
+
+def default_of(name: str) -> Any:
+    """The default of setting ``name``: the one place each default is written.
+
+    The options dataclasses (``ReconcilerOptions``, ``TransferOptions``) default to these,
+    so that a worker built without settings paces itself as one built from them.
+    """
+    return Settings.model_fields[name].get_default(call_default_factory=True)

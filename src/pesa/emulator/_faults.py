@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import random
-import time
 
+from pesa._bucket import TokenBucket
 from pesa._exceptions import ValidationError
 from pesa.emulator import _daraja as daraja
 from pesa.emulator._models import Fault
@@ -76,21 +76,17 @@ def fault_refusal(fault: Fault, token_error: daraja.ErrorSpec) -> Refusal | str:
     return "Service Unavailable"
 
 
-class _Bucket:
-    __slots__ = ("last", "tokens")
-
-    def __init__(self, tokens: float, last: float) -> None:
-        self.tokens = tokens
-        self.last = last
-
-
 class RateLimiter:
-    """A token bucket per app (consumer key): beyond the rate, Daraja answers spike arrest."""
+    """A token bucket per app (consumer key): beyond the rate, Daraja answers spike arrest.
+
+    Each app's bucket is pesa's one token bucket (:class:`pesa._bucket.TokenBucket`),
+    holding a second's worth of requests (at least one).
+    """
 
     def __init__(self, requests_per_second: float | None) -> None:
         self._default = requests_per_second
         self._rate = requests_per_second
-        self._buckets: dict[str, _Bucket] = {}
+        self._buckets: dict[str, TokenBucket] = {}
 
     @property
     def rate(self) -> float | None:
@@ -112,14 +108,9 @@ class RateLimiter:
         rate = self._rate
         if rate is None:
             return True
-        now = time.monotonic()
         bucket = self._buckets.get(app)
-        capacity = max(rate, 1.0)
         if bucket is None:
-            bucket = self._buckets[app] = _Bucket(capacity, now)
-        bucket.tokens = min(capacity, bucket.tokens + (now - bucket.last) * rate)
-        bucket.last = now
-        if bucket.tokens < 1:
-            return False
-        bucket.tokens -= 1
-        return True
+            bucket = self._buckets[app] = TokenBucket(
+                rate, max(1, int(rate)), field="requests_per_second"
+            )
+        return bucket.try_acquire()

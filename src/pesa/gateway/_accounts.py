@@ -125,15 +125,18 @@ class AccountClients:
         callback_url: str | None = None,
         default_client: AsyncDaraja | None = None,
         emulator_certificate: bytes | None = None,
+        token_store: TokenStore | None = None,
     ) -> AccountClients:
         """Build a client per account (``default_client`` for the default one, if given).
 
         In ``emulator`` the clients talk to ``emulator_url`` (the mounted emulator) unless
         ``PESA_BASE_URL`` points elsewhere; an account with an initiator but no
         ``certificate_path`` encrypts its password with ``emulator_certificate`` (the mounted
-        emulator's), so that no certificate file is needed.
+        emulator's), so that no certificate file is needed. ``token_store`` (the
+        deployment's shared one, see :mod:`pesa.gateway._shared`) beats
+        ``PESA_TOKEN_CACHE_PATH``.
         """
-        store: TokenStore = (
+        store: TokenStore = token_store or (
             FileTokenStore(settings.token_cache_path)
             if settings.token_cache_path
             else InMemoryTokenStore()

@@ -39,6 +39,7 @@ from pesa.gateway._pull import PullRecovery
 from pesa.gateway._receipts import C2BRegistrar, ReceiptVerifier
 from pesa.gateway._reconciler import Reconciler, ReconcilerOptions
 from pesa.gateway._server import RequestGuard
+from pesa.gateway._shared import SharedState, shared_state
 from pesa.gateway._state import GatewayState
 from pesa.gateway._transfers import (
     InitiatorUrls,
@@ -274,12 +275,16 @@ async def run_workers(
         endpoints = delivery_endpoints(settings.webhook_urls, handlers)
         ledger = await open_ledger(settings, endpoints)
         stack.push_async_callback(ledger.close)
+        shared = shared_state(settings, ledger)
         clients = AccountClients.build(
-            settings, effective_accounts(settings), emulator_url=_served_emulator_url(settings)
+            settings,
+            effective_accounts(settings),
+            emulator_url=_served_emulator_url(settings),
+            token_store=shared.tokens,
         )
         stack.push_async_callback(clients.aclose)
         metrics = Metrics()
-        reconciler = _build_reconciler(settings, ledger, clients, metrics)
+        reconciler = _build_reconciler(settings, ledger, clients, metrics, shared)
         dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
         stack.push_async_callback(dispatcher.aclose)
         workers: list[Worker] = [
@@ -294,8 +299,8 @@ async def run_workers(
             # The Results of its Transaction Status queries go to the gateway's URLs, which
             # this process knows only when the callback token is configured.
             urls = gateway_urls(settings, settings.callback_token.get_secret_value())
-            verifier = _build_verifier(settings, ledger, clients, urls, metrics)
-            sender, checker = _build_transfers(settings, ledger, clients, urls, reconciler)
+            verifier = _build_verifier(settings, ledger, clients, urls, metrics, shared)
+            sender, checker = _build_transfers(settings, ledger, clients, urls, reconciler, shared)
             workers += [
                 ("receipt verifier", verifier.run),
                 ("payout sender", sender.run),
@@ -552,6 +557,7 @@ async def _open(
             await ledger.migrate()
     if emulator is not None:
         await stack.enter_async_context(emulator)
+    shared = shared_state(settings, ledger)
     clients = AccountClients.build(
         settings,
         accounts,
@@ -559,14 +565,15 @@ async def _open(
         callback_url=urls.callback,
         default_client=client,
         emulator_certificate=None if emulator is None else emulator.certificate_pem,
+        token_store=shared.tokens,
     )
     stack.push_async_callback(clients.aclose)
     metrics = Metrics()
-    reconciler = _build_reconciler(settings, ledger, clients, metrics)
+    reconciler = _build_reconciler(settings, ledger, clients, metrics, shared)
     dispatcher = _build_dispatcher(settings, ledger, handlers, metrics)
     stack.push_async_callback(dispatcher.aclose)
-    verifier = _build_verifier(settings, ledger, clients, urls, metrics)
-    sender, checker = _build_transfers(settings, ledger, clients, urls, reconciler)
+    verifier = _build_verifier(settings, ledger, clients, urls, metrics, shared)
+    sender, checker = _build_transfers(settings, ledger, clients, urls, reconciler, shared)
     http: httpx.AsyncClient | None = None
     if settings.c2b_validation == "http":
         # Its own pool: a slow merchant rule must not hold webhook connections.
@@ -604,9 +611,15 @@ async def _open(
 
 
 def _build_reconciler(
-    settings: Settings, ledger: Ledger, clients: AccountClients, metrics: Metrics
+    settings: Settings,
+    ledger: Ledger,
+    clients: AccountClients,
+    metrics: Metrics,
+    shared: SharedState,
 ) -> Reconciler:
-    return Reconciler(ledger, clients, settings=settings, metrics=metrics)
+    return Reconciler(
+        ledger, clients, settings=settings, metrics=metrics, shared=shared.budget("queries")
+    )
 
 
 def _build_verifier(
@@ -615,9 +628,17 @@ def _build_verifier(
     clients: AccountClients,
     urls: GatewayUrls,
     metrics: Metrics,
+    shared: SharedState,
 ) -> ReceiptVerifier:
     options = ReconcilerOptions.from_settings(settings)
-    return ReceiptVerifier(ledger, clients, urls, options=options, metrics=metrics)
+    return ReceiptVerifier(
+        ledger,
+        clients,
+        urls,
+        options=options,
+        metrics=metrics,
+        shared=shared.budget("receipt-queries"),
+    )
 
 
 def build_pull_recovery(
@@ -639,13 +660,19 @@ def _build_transfers(
     clients: AccountClients,
     urls: GatewayUrls,
     reconciler: Reconciler,
+    shared: SharedState,
 ) -> tuple[TransferSender, TransferChecker]:
     options = TransferOptions.from_settings(settings)
     sender = TransferSender(
-        ledger, clients, settings=settings, urls=urls.initiator, options=options
+        ledger,
+        clients,
+        settings=settings,
+        urls=urls.initiator,
+        options=options,
+        shared=shared.budget("payouts"),
     )
-    # One bucket for every query of this process: STK and Transaction Status together stay
-    # within PESA_RECONCILE_QUERY_RATE.
+    # One bucket for every query: STK and Transaction Status together stay within
+    # PESA_RECONCILE_QUERY_RATE (across every process when the state is shared).
     checker = TransferChecker(
         ledger, clients, bucket=reconciler.bucket, urls=urls.initiator, options=options
     )

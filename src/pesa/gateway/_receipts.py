@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 
 import anyio
 
+from pesa._bucket import SharedBucketState
 from pesa._exceptions import DarajaError, PesaError, RateLimitError, TransportError
 from pesa._logging import get_logger
 from pesa.client import Account, Accounts
@@ -223,6 +224,7 @@ class ReceiptVerifier:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: RandomSource | None = None,
+        shared: SharedBucketState | None = None,
     ) -> None:
         self.ledger = ledger
         self.clients = clients
@@ -231,7 +233,11 @@ class ReceiptVerifier:
         self.metrics = metrics if metrics is not None else Metrics()
         self._clock = clock or (lambda: datetime.now(UTC))
         self.bucket = TokenBucket(
-            self.options.query_rate, self.options.query_burst, clock=monotonic, sleep=sleep
+            self.options.query_rate,
+            self.options.query_burst,
+            clock=monotonic,
+            sleep=sleep,
+            shared=shared,
         )
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._recheck = Backoff(

@@ -50,6 +50,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 
+from pesa._bucket import SharedBucketState
 from pesa._constants import DEFAULT_TIMEOUT
 from pesa._exceptions import (
     DarajaError,
@@ -59,6 +60,7 @@ from pesa._exceptions import (
     ValidationError,
 )
 from pesa._logging import get_logger
+from pesa.config._settings import default_of
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._rounds import failure_backoff, run_rounds
@@ -106,7 +108,7 @@ class StkQueryClients(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class ReconcilerOptions:
-    """How the reconciler paces itself (defaults match :class:`pesa.Settings`).
+    """How the reconciler paces itself (defaults are :class:`pesa.Settings`' own).
 
     Attributes:
         interval: seconds between rounds when there is no backlog.
@@ -127,17 +129,21 @@ class ReconcilerOptions:
             while at least this much of the claim's lease remains.
     """
 
-    interval: float = 5.0
-    min_age: float = 20.0
-    recheck_interval: float = 10.0
-    recheck_cap: float = 120.0
-    deadline: float = 900.0
-    query_rate: float = 2.0
-    query_burst: int = 1
-    batch_size: int = 50
-    lease: float = 120.0
-    stale_created_after: float = 300.0
-    backoff: Backoff = field(default_factory=lambda: Backoff(base=5.0, cap=300.0))
+    interval: float = default_of("reconcile_interval")
+    min_age: float = default_of("reconcile_min_age")
+    recheck_interval: float = default_of("reconcile_recheck_interval")
+    recheck_cap: float = default_of("reconcile_recheck_cap")
+    deadline: float = default_of("reconcile_deadline")
+    query_rate: float = default_of("reconcile_query_rate")
+    query_burst: int = default_of("reconcile_query_burst")
+    batch_size: int = default_of("reconcile_batch_size")
+    lease: float = default_of("reconcile_lease")
+    stale_created_after: float = default_of("reconcile_stale_created_after")
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(
+            base=default_of("reconcile_backoff_base"), cap=default_of("reconcile_backoff_cap")
+        )
+    )
     query_timeout: float = DEFAULT_TIMEOUT
 
     def __post_init__(self) -> None:
@@ -246,6 +252,7 @@ class Reconciler:
         clock: returns the current aware datetime; must agree with the ledger's clock.
         monotonic: a monotonic clock in seconds (rate bound and leases).
         sleep: how to wait (the rate bound's pauses); injectable for tests.
+        shared: the query budget's state shared by every process (``None``: its own).
 
     Example:
         >>> reconciler = Reconciler(ledger, client, settings=settings)  # doctest: +SKIP
@@ -264,6 +271,7 @@ class Reconciler:
         monotonic: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: RandomSource | None = None,
+        shared: SharedBucketState | None = None,
     ) -> None:
         if options is None:
             options = (
@@ -282,8 +290,9 @@ class Reconciler:
         self.metrics = metrics if metrics is not None else Metrics()
         self._clock = clock or (lambda: datetime.now(UTC))
         self._monotonic = monotonic
+        # ``shared``: the budget every process of the deployment spends (PESA_SHARED_STATE).
         self.bucket = TokenBucket(
-            options.query_rate, options.query_burst, clock=monotonic, sleep=sleep
+            options.query_rate, options.query_burst, clock=monotonic, sleep=sleep, shared=shared
         )
         self._rng: RandomSource = rng if rng is not None else random.Random()
         # Pauses after a failed round (database unreachable, ...): from one interval up.

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
+from pesa._bucket import SharedBucketState
 from pesa._exceptions import (
     DarajaError,
     PesaError,
@@ -39,6 +40,7 @@ from pesa._exceptions import (
     ValidationError,
 )
 from pesa._logging import get_logger, mask_phone
+from pesa.config._settings import default_of
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._rounds import failure_backoff, run_rounds
 from pesa.gateway._throttle import TokenBucket
@@ -179,20 +181,24 @@ class PayoutRequest:
 
 @dataclass(frozen=True, slots=True)
 class TransferOptions:
-    """How payouts and refunds are sent and checked (from :class:`pesa.Settings`)."""
+    """How payouts and refunds are sent and checked (defaults are :class:`pesa.Settings`' own)."""
 
-    rate: float = 5.0
-    status_after: float = 30.0
-    deadline: float = 3600.0
-    resend: bool = True
-    recheck_interval: float = 10.0
-    recheck_cap: float = 120.0
-    interval: float = 5.0
-    lease: float = 120.0
-    batch_size: int = 50
-    stale_created_after: float = 300.0
+    rate: float = default_of("payout_rate")
+    status_after: float = default_of("payout_status_after")
+    deadline: float = default_of("payout_deadline")
+    resend: bool = default_of("payout_resend")
+    recheck_interval: float = default_of("reconcile_recheck_interval")
+    recheck_cap: float = default_of("reconcile_recheck_cap")
+    interval: float = default_of("reconcile_interval")
+    lease: float = default_of("reconcile_lease")
+    batch_size: int = default_of("reconcile_batch_size")
+    stale_created_after: float = default_of("reconcile_stale_created_after")
     concurrency: int = 32
-    backoff: Backoff = field(default_factory=lambda: Backoff(base=5.0, cap=300.0))
+    backoff: Backoff = field(
+        default_factory=lambda: Backoff(
+            base=default_of("reconcile_backoff_base"), cap=default_of("reconcile_backoff_cap")
+        )
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TransferOptions:
@@ -238,6 +244,7 @@ class TransferSender:
         urls: InitiatorUrls,
         options: TransferOptions,
         rng: RandomSource | None = None,
+        shared: SharedBucketState | None = None,
     ) -> None:
         self.ledger = ledger
         self.clients = clients
@@ -246,7 +253,8 @@ class TransferSender:
         self.options = options
         # A burst of 2: a send the busy event loop made late lets the next one catch up, so
         # the average is the configured rate, while never more than 2 requests leave together.
-        self.bucket = TokenBucket(options.rate, 2)
+        # ``shared``: the pace every process of the deployment spends (PESA_SHARED_STATE).
+        self.bucket = TokenBucket(options.rate, 2, shared=shared)
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._failure_backoff = failure_backoff(options.interval)
         self._spiked_in_a_row = 0

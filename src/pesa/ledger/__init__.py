@@ -193,6 +193,7 @@ if _typing.TYPE_CHECKING:
     )
     from pesa.ledger._receipt_book import ReceiptBook
     from pesa.ledger._reports import Backlog, LedgerReports, OutcomeCount
+    from pesa.ledger._shared import DatabaseBucketState, DatabaseTokenStore
     from pesa.ledger._transfers import PayoutBook, RefundBook, StatusBook
     from pesa.ledger._wake import OutboxSignal
 
@@ -225,6 +226,7 @@ _STORAGE = {
     "ReceiptBook": "pesa.ledger._receipt_book",
     **dict.fromkeys(("PayoutBook", "RefundBook", "StatusBook"), "pesa.ledger._transfers"),
     "BalanceBook": "pesa.ledger._balances",
+    **dict.fromkeys(("DatabaseBucketState", "DatabaseTokenStore"), "pesa.ledger._shared"),
 }
 
 
@@ -265,6 +267,8 @@ __all__ = [
     "CodeInfo",
     "CodeLookup",
     "Confirmation",
+    "DatabaseBucketState",
+    "DatabaseTokenStore",
     "Decision",
     "DecisionKind",
     "Delivery",

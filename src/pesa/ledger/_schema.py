@@ -16,6 +16,7 @@ from sqlalchemy import (
     Column,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
     Index,
     Integer,
@@ -44,9 +45,11 @@ __all__ = [
     "payment_events",
     "payments",
     "payouts",
+    "rate_budgets",
     "receipt_queries",
     "receipts",
     "refunds",
+    "shared_tokens",
     "status_queries",
     "stk_queries",
     "webhook_deliveries",
@@ -489,4 +492,30 @@ audit_log = Table(
     Column("detail", Text, nullable=True),
     Column("source_ip", String(64), nullable=True),
     Index("ix_audit_log_action_at", "action", "at"),
+)
+
+# -- State shared by the processes of one deployment (migration 0008) -------------------
+
+# The Daraja access token of each credential, so that N processes fetch one per lifetime.
+# ``sealed`` is the token encrypted with a key derived from the credential's consumer
+# secret (a reader of this table alone cannot use it); ``fingerprint`` names it without
+# revealing it. ``fetching_until`` is the lease of the one process fetching a new token.
+shared_tokens = Table(
+    "shared_tokens",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("sealed", Text, nullable=True),
+    Column("fingerprint", String(64), nullable=True),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("fetching_until", UTCDateTime, nullable=True),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+# One row per global rate budget (pesa._bucket.gcra): epoch seconds on the database's clock.
+rate_budgets = Table(
+    "rate_budgets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("tat", Double, nullable=False),
+    Column("paused_until", Double, nullable=False),
 )
