@@ -101,6 +101,8 @@ def test_client_counts_requests_connections_and_oauth_per_push(
         "snippet",
         "floor-async",
         "floor-sync",
+        "pesa-async-aiohttp",
+        "floor-aiohttp",
     }
     assert {r["network"] for r in runs} == {"http", "tls", "tls+30ms"}
     for run in runs:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -207,6 +208,8 @@ class TestReads:
 
 
 class _DownEngine:
+    dialect = SimpleNamespace(name="sqlite")
+
     def connect(self) -> Any:
         raise OperationalError("SELECT 1", {}, ConnectionRefusedError("db down"))
 
