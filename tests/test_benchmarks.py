@@ -62,7 +62,9 @@ def _sections(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {section["key"]: section for section in document["sections"]}
 
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+# One xdist worker runs the module, so the tiny run (its module fixture) runs once, not once
+# per worker.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group("benchmarks")]
 
 
 def test_every_benchmark_runs_and_none_is_skipped(tiny_run: tuple[dict[str, Any], str]) -> None:
