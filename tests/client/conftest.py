@@ -286,7 +286,9 @@ class Wire:
         try:
             answer = await self.fake.async_handler(sent)
         except httpx.TimeoutException:
-            await anyio.sleep(60)  # the client gives up first; its hang-up cancels this
+            # The client gives up first (WIRE_TIMEOUT); a short sleep keeps the server from
+            # holding the test for a minute if its hang-up does not cancel this handler.
+            await anyio.sleep(WIRE_TIMEOUT * 4)
             return web.Response(status=504)
         except httpx.TransportError:
             request.transport.close()  # the answer is lost: the client sees a dropped line
