@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -154,7 +155,7 @@ def _common(m: Any) -> dict[str, Any]:
     return values
 
 
-class _Book(Generic[T]):
+class _Book(ABC, Generic[T]):
     """What payouts and refunds share: transitions, Results, claims for status checks."""
 
     kind: ClassVar[TransferKind]
@@ -168,11 +169,13 @@ class _Book(Generic[T]):
 
     # -- rows and state ---------------------------------------------------------------------
 
+    @abstractmethod
     def _row(self, row: Row[Any] | Any) -> T:
-        raise NotImplementedError  # pragma: no cover - every book defines it
+        """Defined by each book."""
 
+    @abstractmethod
     def _parse(self, body: bytes) -> ParsedResult:
-        raise NotImplementedError  # pragma: no cover - every book defines it
+        """Defined by each book."""
 
     @staticmethod
     def _named(parsed: ParsedResult) -> str | None:
@@ -435,8 +438,9 @@ class _Book(Generic[T]):
 
     # -- Results ----------------------------------------------------------------------------
 
+    @abstractmethod
     async def _find_for_result(self, conn: AsyncConnection, parsed: ParsedResult) -> T | None:
-        raise NotImplementedError  # pragma: no cover - every book defines it
+        """Defined by each book."""
 
     async def ingest_result(self, body: bytes, *, source_ip: str | None) -> TransferOutcome:
         """Store a raw ``Result`` POST and apply it, in one transaction.
