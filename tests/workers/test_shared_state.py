@@ -297,10 +297,12 @@ async def test_auto_is_database_on_postgres_and_process_on_sqlite(tmp_path: Any)
 
 
 def test_each_default_is_written_once() -> None:
+    from pesa.gateway._dispatcher import DispatcherOptions
     from pesa.gateway._reconciler import ReconcilerOptions
     from pesa.gateway._transfers import TransferOptions
 
     settings = Settings(_env_file=None)  # type: ignore[call-arg]
+    assert DispatcherOptions() == DispatcherOptions.from_settings(settings)
     assert ReconcilerOptions() == ReconcilerOptions.from_settings(settings)
     assert TransferOptions() == TransferOptions.from_settings(settings)
 

@@ -38,6 +38,7 @@ from pesa._exceptions import ConfigurationError, ValidationError
 from pesa._logging import get_logger, redact
 from pesa._version import __version__
 from pesa._webhooks import SIGNATURE_HEADER, sign_webhook
+from pesa.config._settings import default_of
 from pesa.gateway._backoff import Backoff, RandomSource
 from pesa.gateway._metrics import Metrics
 from pesa.gateway._rounds import failure_backoff, run_rounds
@@ -157,14 +158,16 @@ class DispatcherOptions:
             connection of its own, so commits in other processes wake it too.
     """
 
-    max_attempts: int = 12
-    timeout: float = 10.0
-    backoff: Backoff = Backoff(base=10.0, cap=3600.0, jitter=0.2)
-    batch_size: int = 50
-    concurrency: int = 8
-    lease: float = 60.0
-    interval: float = 1.0
-    listen: bool = True
+    max_attempts: int = default_of("webhook_max_attempts")
+    timeout: float = default_of("webhook_timeout")
+    backoff: Backoff = Backoff(
+        base=default_of("webhook_backoff_base"), cap=default_of("webhook_backoff_cap")
+    )
+    batch_size: int = default_of("webhook_batch_size")
+    concurrency: int = default_of("webhook_concurrency")
+    lease: float = default_of("webhook_lease")
+    interval: float = default_of("webhook_interval")
+    listen: bool = default_of("webhook_notify")
 
     def __post_init__(self) -> None:
         for name in ("max_attempts", "batch_size", "concurrency"):
