@@ -5,7 +5,8 @@ Every rate pesa keeps goes through :class:`TokenBucket`: the client's pacing
 arrest. The arithmetic is :func:`gcra`, written once; where its two numbers live is a
 :class:`BucketState`:
 
-- :class:`LocalState` (the default): this process only, on an injectable monotonic clock.
+- :class:`LocalState` (the default): this process only, on an injectable clock's
+  ``monotonic()`` (:class:`pesa._clock.Clock`).
 - a shared state (:class:`pesa.ledger.DatabaseBucketState`, one row per budget, or Redis):
   several processes, on several machines, spend one budget, so ``rate`` is global.
 
@@ -27,6 +28,7 @@ from typing import Protocol, runtime_checkable
 
 import anyio
 
+from pesa._clock import SYSTEM_CLOCK, Clock
 from pesa._exceptions import ConfigurationError, ValidationError
 
 __all__ = [
@@ -115,11 +117,11 @@ class SharedBucketState(Protocol):
 
 
 class LocalState:
-    """The state in this process (thread-safe), on a monotonic ``clock``."""
+    """The state in this process (thread-safe), on ``clock.monotonic()``."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, clock: Clock = SYSTEM_CLOCK) -> None:
         self.clock = clock
-        now = clock()
+        now = clock.monotonic()
         self._tat = now
         self._paused_until = now
         self._lock = threading.Lock()
@@ -129,7 +131,7 @@ class LocalState:
     ) -> tuple[Grant, float]:
         """Apply :func:`gcra` under a thread lock."""
         with self._lock:
-            now = self.clock()
+            now = self.clock.monotonic()
             grant = gcra(
                 self._tat,
                 self._paused_until,
@@ -150,8 +152,8 @@ class TokenBucket:
     :meth:`acquire` waits until the caller's slot; :meth:`pause` stops every caller for a
     while (Daraja answered spike arrest). With ``shared`` (a :class:`SharedBucketState`)
     the budget is global: every process spending it together stays within ``rate``, and a
-    pause one of them records stops them all. Time comes from an injectable monotonic
-    ``clock`` and ``sleep``, so tests count operations against a fake clock.
+    pause one of them records stops them all. Time comes from an injectable ``clock``
+    (its ``monotonic()``) and ``sleep``, so tests count operations against a fake clock.
 
     Example:
         >>> bucket = TokenBucket(rate=2.0, burst=1)   # at most 2 queries a second
@@ -162,7 +164,7 @@ class TokenBucket:
         rate: float,
         burst: int = 1,
         *,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         shared: SharedBucketState | None = None,
         field: str = "rate",
@@ -199,7 +201,7 @@ class TokenBucket:
 
     def _mirror(self, grant: Grant, now: float) -> None:
         """Copy a shared step into the local view, moved onto this process's clock."""
-        offset = self._clock() - now
+        offset = self._clock.monotonic() - now
         local = self._local
         with local._lock:
             local._tat = grant.tat + offset
@@ -288,7 +290,7 @@ class TokenBucket:
 
     def pause_remaining(self) -> float:
         """Seconds from now until the current pause ends (0 when not paused)."""
-        return max(0.0, self._local._paused_until - self._clock())
+        return max(0.0, self._local._paused_until - self._clock.monotonic())
 
     @property
     def paused_until(self) -> float:

@@ -23,6 +23,7 @@ from pesa._constants import BASE_URLS
 from pesa.client import FileTokenStore, RateLimiter, RetryPolicy, should_retry
 from pesa.client._base import redact_body
 from pesa.client._retry import classify_transport_error, parse_retry_after
+from pesa.testing import FrozenClock
 
 POLICY = RetryPolicy(max_retries=2, base_delay=1.0, max_delay=10.0)
 SPIKE = RateLimitError(500, "500.003.02", "Spike Arrest Violation")
@@ -83,10 +84,10 @@ def test_parse_retry_after() -> None:
 
 
 def test_rate_limiter_spaces_slots_evenly() -> None:
-    now = [100.0]
-    limiter = RateLimiter(4, monotonic=lambda: now[0])
+    clock = FrozenClock()
+    limiter = RateLimiter(4, clock=clock)
     assert [limiter.reserve() for _ in range(4)] == [0.0, 0.25, 0.5, 0.75]
-    now[0] = 102.0
+    clock.advance(2)
     assert limiter.reserve() == 0.0
 
 

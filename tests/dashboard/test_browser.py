@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from pesa.ledger import Ledger
-from pesa.testing import stk_callback_payload, stk_failure_payload
+from pesa.testing import FrozenClock, stk_callback_payload, stk_failure_payload
 
 from .conftest import API_KEY, OPERATOR, PASSWORD, World, create_payment
 
@@ -84,13 +84,13 @@ async def seed_before_gateway(database_url: str, days: int = 13, per_day: int = 
     """Two weeks of past payments, written through the ledger with a clock set back
     (before the gateway starts: its reconciler would expire them half-written)."""
     now = datetime.now(UTC)
-    clock = [now]
-    ledger = await Ledger.open(database_url, clock=lambda: clock[0])
+    clock = FrozenClock(now)
+    ledger = await Ledger.open(database_url, clock=clock)
     draw = random.Random(7)
     try:
         for day in range(days, 0, -1):
             for n in range(per_day + draw.randint(0, 4)):
-                clock[0] = now - timedelta(days=day, hours=draw.randint(0, 8), minutes=n)
+                clock.set(now - timedelta(days=day, hours=draw.randint(0, 8), minutes=n))
                 amount = draw.choice((50, 120, 300, 450, 1000, 2500))
                 phone = f"25472{draw.randint(1000000, 9999999)}"
                 payment, _ = await ledger.create_payment(
@@ -98,7 +98,7 @@ async def seed_before_gateway(database_url: str, days: int = 13, per_day: int = 
                 )
                 cid, mid = f"ws_CO_hist_{day}_{n}", f"hist-{day}-{n}"
                 await ledger.mark_accepted(payment.id, cid, mid)
-                clock[0] += timedelta(seconds=20)
+                clock.advance(seconds=20)
                 outcome = draw.choice((0,) * 14 + (1032, 1032, 1032, 1, 1, 1037, 2001, None))
                 if outcome is None:
                     await ledger.expire(payment.id)

@@ -259,10 +259,13 @@ async def test_injected_clock_is_the_emulators_nairobi_time() -> None:
     from datetime import datetime
     from zoneinfo import ZoneInfo
 
+    from pesa.testing import FrozenClock
+
     from .conftest import stk_password
 
     frozen = datetime(2024, 7, 6, 22, 48, 52, tzinfo=ZoneInfo("Africa/Nairobi"))
-    async with Emulator(EmulatorConfig(stk_delay=0), clock=lambda: frozen) as emulator:
+    clock = FrozenClock(frozen)
+    async with Emulator(EmulatorConfig(stk_delay=0), clock=clock) as emulator:
         token = emulator.issue_token()
         ts = "20240706224852"
         body = {

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from sqlalchemy.exc import OperationalError
 
+from pesa._clock import SYSTEM_CLOCK
 from pesa.daraja import lookup_code
 from pesa.emulator import Emulator
 from pesa.ledger import Ledger
@@ -219,6 +220,7 @@ class _DownLedger:
 
     webhook_endpoints: tuple[str, ...] = ()
     engine = _DownEngine()
+    clock = SYSTEM_CLOCK
 
     def __getattr__(self, name: str) -> Any:
         async def fail(*_: Any, **__: Any) -> Any:

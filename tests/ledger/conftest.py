@@ -10,8 +10,7 @@ import json
 import os
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,22 +19,17 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pesa.ledger import Ledger, async_url
+from pesa.testing import FrozenClock
 
 PG_URL = os.environ.get("PESA_TEST_DATABASE_URL")
 NO_PG = "PESA_TEST_DATABASE_URL is not set: PostgreSQL ledger tests skipped"
 
 
-@dataclass
-class ManualClock:
-    """A clock that moves only when told to."""
+class ManualClock(FrozenClock):
+    """pesa's frozen clock, starting 2026-11-29 09:00 UTC (shared by ledger and workers)."""
 
-    now: datetime = field(default_factory=lambda: datetime(2026, 11, 29, 9, 0, tzinfo=UTC))
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: float) -> None:
-        self.now += timedelta(**delta)
+    def __init__(self) -> None:
+        super().__init__(datetime(2026, 11, 29, 9, 0, tzinfo=UTC))
 
 
 @pytest.fixture

@@ -77,14 +77,14 @@ async def test_upgrading_from_settlement_keeps_every_event_with_its_subject(
                     "'pending', '254708374149', 10, 'INV', 'Order', false, 1, :now, :now, 0, "
                     "true)"
                 ),
-                {"now": clock.now.replace(tzinfo=None)},
+                {"now": clock.now().replace(tzinfo=None)},
             )
             await conn.execute(
                 text(
                     "INSERT INTO payment_events (id, payment_id, type, payload, created_at) "
                     "VALUES ('evt_1', 'pay_1', 'payment.pending', :payload, :now)"
                 ),
-                {"payload": json.dumps({"id": "evt_1"}), "now": clock.now.replace(tzinfo=None)},
+                {"payload": json.dumps({"id": "evt_1"}), "now": clock.now().replace(tzinfo=None)},
             )
         await ledger.migrate()
         async with ledger.engine.connect() as conn:

@@ -101,7 +101,7 @@ async def seeded(ledger: Ledger, backend: str, clock: ManualClock) -> Ledger:
     if backend != "postgresql":
         pytest.skip("query plans are checked on PostgreSQL")
     async with ledger.engine.begin() as conn:
-        await conn.execute(text(_SEED), {"now": clock.now})
+        await conn.execute(text(_SEED), {"now": clock.now()})
     async with ledger.engine.connect() as conn:
         await conn.execution_options(isolation_level="AUTOCOMMIT")
         await conn.execute(text("ANALYZE payments"))

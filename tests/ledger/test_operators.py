@@ -121,7 +121,7 @@ async def test_the_audit_log_records_who_what_when_and_why(
     entry = await store.record(
         "resolve_flag", operator=operator, target="pay_1", note="refunded", source_ip="10.0.0.1"
     )
-    assert entry.at == clock.now and entry.operator_name == "amina"
+    assert entry.at == clock.now() and entry.operator_name == "amina"
     await store.record("refresh", operator=operator, target="pay_2", outcome="error", detail="x")
     page = await store.audit_entries(limit=1)
     assert [e.action for e in page.items] == ["refresh"]
@@ -148,7 +148,7 @@ async def test_failed_sign_ins_throttle_a_name_and_an_address(
         clock.advance(minutes=1)
     assert await blocked("amina", "10.0.0.9") is None
     await store.record("sign_in_failed", operator_name="amina", source_ip="10.0.0.2")
-    first_failure = clock.now - timedelta(minutes=2)
+    first_failure = clock.now() - timedelta(minutes=2)
     assert await blocked("amina", "10.0.0.9") == first_failure + window
     assert await blocked("otieno", "10.0.0.9") is None
     # One address trying many names is throttled too.

@@ -478,7 +478,7 @@ class TestVerification:
         claimed = await book.claim_for_verification(limit=10, lease=timedelta(seconds=60))
         assert [r.id for r in claimed] == [outcome.receipt.id]
         assert await book.claim_for_verification(limit=10, lease=timedelta(seconds=60)) == []
-        await book.schedule_verification(outcome.receipt.id, clock.now + timedelta(seconds=30))
+        await book.schedule_verification(outcome.receipt.id, clock.now() + timedelta(seconds=30))
         assert await book.claim_for_verification(limit=10, lease=timedelta(seconds=60)) == []
         clock.advance(seconds=31)
         assert len(await book.claim_for_verification(limit=10, lease=timedelta(seconds=60))) == 1

@@ -148,7 +148,7 @@ async def test_failing_deliveries_and_redeliver(ledger: Ledger, reports: LedgerR
 async def test_outcomes_count_by_range_status_and_code(
     ledger: Ledger, reports: LedgerReports, clock: ManualClock
 ) -> None:
-    start = clock.now
+    start = clock.now()
     await _paid(ledger, 1, amount=100)
     cancelled, _ = await ledger.create_payment(None, "0708374149", 7, "INV", "x")
     await ledger.mark_accepted(cancelled.id, "ws_CO_c", "m-c")
@@ -182,7 +182,7 @@ async def test_backlog_counts_open_payments_and_deliveries(
     clock.advance(minutes=1)
     second, _ = await ledger.create_payment(None, "0708374149", 5, "INV", "y")
     await ledger.mark_unknown(second.id, "read timeout")
-    backlog = await reports.backlog(now=clock.now, min_age=timedelta(seconds=30))
+    backlog = await reports.backlog(now=clock.now(), min_age=timedelta(seconds=30))
     assert (backlog.created, backlog.pending, backlog.unknown) == (0, 1, 1)
     assert backlog.due == 1  # the unknown one is younger than min_age
     assert backlog.oldest_open == first.created_at

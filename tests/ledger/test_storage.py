@@ -194,7 +194,7 @@ class TestTransitions:
         clock.advance(seconds=5)
         accepted = await ledger.mark_accepted(payment.id, "ws_CO_1", None)
         assert accepted.version == payment.version + 1
-        assert accepted.updated_at == clock.now
+        assert accepted.updated_at == clock.now()
         assert accepted.created_at == payment.created_at
 
 
@@ -260,7 +260,7 @@ class TestCallbacks:
         assert held is not None
         assert held.status is PaymentStatus.PENDING and held.receipt is None
         assert held.evidence_callback_id == outcome.callback_id
-        assert held.verify_at == clock.now
+        assert held.verify_at == clock.now()
         assert await event_types(ledger, payment.id) == ["payment.pending"]
         # The reconciler claims it at once (no min_age wait for evidence).
         claimed = await ledger.claim_for_reconciliation(
@@ -425,7 +425,7 @@ class TestCallbacks:
         assert outcome.status == "unverified"
         held = await ledger.get_payment(payment.id)
         assert held is not None and held.status is PaymentStatus.FAILED
-        assert held.verify_at == clock.now and held.verify_since == clock.now
+        assert held.verify_at == clock.now() and held.verify_since == clock.now()
         claimed = await ledger.claim_for_reconciliation(
             limit=10, min_age=timedelta(0), lease=timedelta(minutes=1)
         )
@@ -571,7 +571,7 @@ class TestEventsAndDeliveries:
         # Leased: not claimable again until the lease ends.
         assert await ledger.claim_deliveries(limit=10, lease=timedelta(seconds=30)) == []
         await ledger.mark_delivery_failed(
-            delivery.id, "HTTP 500", clock.now + timedelta(seconds=10), status_code=500
+            delivery.id, "HTTP 500", clock.now() + timedelta(seconds=10), status_code=500
         )
         assert await ledger.claim_deliveries(limit=10, lease=timedelta(seconds=30)) == []
         clock.advance(seconds=10)
@@ -641,7 +641,7 @@ class TestReconciliation:
         payment = await pending(ledger)
         args = {"limit": 10, "min_age": timedelta(0), "lease": timedelta(seconds=60)}
         await ledger.claim_for_reconciliation(**args)  # type: ignore[arg-type]
-        later = clock.now + timedelta(seconds=20)
+        later = clock.now() + timedelta(seconds=20)
         kept = await ledger.record_still_pending(payment.id, later)
         assert kept.status is PaymentStatus.PENDING and kept.next_check_at == later
         assert await ledger.claim_for_reconciliation(**args) == []  # type: ignore[arg-type]

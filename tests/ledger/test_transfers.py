@@ -174,7 +174,7 @@ class TestPayoutIntents:
     ) -> None:
         await ledger.payouts.create_batch("b", [spec()])
         (payout,) = await ledger.payouts.claim_for_sending(limit=1, lease=LEASE)
-        released = await ledger.payouts.release_send(payout.id, clock() + timedelta(seconds=5))
+        released = await ledger.payouts.release_send(payout.id, clock.now() + timedelta(seconds=5))
         assert released.attempts == 0
         assert await ledger.payouts.claim_for_sending(limit=1, lease=LEASE) == []
         clock.advance(seconds=5)

@@ -9,8 +9,8 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,22 +19,17 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from pesa.ledger import Ledger, Payment, async_url
+from pesa.testing import FrozenClock
 
 PG_URL = os.environ.get("PESA_TEST_DATABASE_URL")
 NO_PG = "PESA_TEST_DATABASE_URL is not set: PostgreSQL workers tests skipped"
 
 
-@dataclass
-class ManualClock:
-    """An aware UTC clock that moves only when told to (shared by ledger and workers)."""
+class ManualClock(FrozenClock):
+    """pesa's frozen clock, starting 2026-11-29 09:00 UTC (shared by ledger and workers)."""
 
-    now: datetime = field(default_factory=lambda: datetime(2026, 11, 29, 9, 0, tzinfo=UTC))
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+    def __init__(self) -> None:
+        super().__init__(datetime(2026, 11, 29, 9, 0, tzinfo=UTC))
 
 
 @pytest.fixture

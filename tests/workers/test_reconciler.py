@@ -6,7 +6,7 @@ import json
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import anyio
@@ -39,10 +39,28 @@ class FakeTime:
     def monotonic(self) -> float:
         return self.now
 
+    def with_wall(self, wall: ManualClock) -> FakeClock:
+        """A clock: ``wall``'s time, and this fake's monotonic seconds."""
+        return FakeClock(wall, self)
+
     async def sleep(self, seconds: float) -> None:
         self.now += seconds
         self.slept += seconds
         await anyio.lowlevel.checkpoint()
+
+
+@dataclass
+class FakeClock:
+    """The manual wall clock, with monotonic time that moves only when the bound sleeps."""
+
+    wall: ManualClock
+    time: FakeTime
+
+    def now(self) -> datetime:
+        return self.wall.now()
+
+    def monotonic(self) -> float:
+        return self.time.now
 
 
 @dataclass
@@ -117,8 +135,7 @@ def make_reconciler(
         counting,
         options=reconciler_options(**overrides),
         metrics=metrics,
-        clock=clock,
-        monotonic=fake.monotonic,
+        clock=fake.with_wall(clock),
         sleep=fake.sleep,
         rng=random.Random(1),
     )
@@ -194,7 +211,7 @@ async def test_pending_answer_keeps_the_payment_pending_and_schedules_a_recheck(
     assert (report.queried, report.still_pending) == (1, 1)
     kept = await ledger.get_payment(payment.id)
     assert kept is not None and kept.status is PaymentStatus.PENDING
-    assert kept.next_check_at == clock() + timedelta(seconds=10)
+    assert kept.next_check_at == clock.now() + timedelta(seconds=10)
 
     # Not due again before the recheck interval.
     clock.advance(9)
@@ -206,7 +223,7 @@ async def test_pending_answer_keeps_the_payment_pending_and_schedules_a_recheck(
     # Each further wait is half as long again (10, 15, 22.5, ...), up to the cap.
     waits = []
     for _ in range(6):
-        before = clock()
+        before = clock.now()
         kept = await stored(ledger, payment)
         assert kept.next_check_at is not None
         waits.append((kept.next_check_at - before).total_seconds())
@@ -302,7 +319,7 @@ async def test_spike_arrest_pauses_queries_and_hands_the_round_back(
     for payment in payments:
         stored = await ledger.get_payment(payment.id)
         assert stored is not None and stored.status is PaymentStatus.PENDING
-        assert stored.next_check_at == clock() + timedelta(seconds=5)
+        assert stored.next_check_at == clock.now() + timedelta(seconds=5)
     assert metrics.reconciler_rate_limited.value() == 1
 
     # Handed back until the pause ends.
@@ -387,7 +404,7 @@ async def test_transport_errors_leave_the_payment_for_the_next_round(
     assert (report.queried, report.errors) == (1, 1)
     stored = await ledger.get_payment(payment.id)
     assert stored is not None and stored.status is PaymentStatus.PENDING
-    assert stored.next_check_at == clock() + timedelta(seconds=10)
+    assert stored.next_check_at == clock.now() + timedelta(seconds=10)
     assert metrics.reconciler_queries.value(outcome="error") == 1
 
     # The next round, with Daraja reachable again, settles it.

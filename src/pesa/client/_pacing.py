@@ -8,10 +8,8 @@ share one schedule; the waiting happens outside the lock.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 from pesa._bucket import TokenBucket
+from pesa._clock import SYSTEM_CLOCK, Clock
 
 __all__ = ["RateLimiter"]
 
@@ -24,8 +22,8 @@ class RateLimiter(TokenBucket):
         >>> limiter.wait()              # blocks until this caller's slot
     """
 
-    def __init__(self, rate: float, *, monotonic: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(rate, 1, clock=monotonic, field="rate_limit")
+    def __init__(self, rate: float, *, clock: Clock = SYSTEM_CLOCK) -> None:
+        super().__init__(rate, 1, clock=clock, field="rate_limit")
 
     def __repr__(self) -> str:
         return f"RateLimiter(rate={self.rate})"

@@ -7,10 +7,11 @@ outside Kenya formatting its local time is a classic cause of ``Invalid Timestam
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
-from typing import Final, Protocol, runtime_checkable
+from datetime import datetime
+from typing import Final
 from zoneinfo import ZoneInfo
 
+from pesa._clock import SYSTEM_CLOCK, Clock, SystemClock
 from pesa._constants import NAIROBI_TZ
 from pesa._exceptions import ValidationError
 
@@ -27,26 +28,6 @@ NAIROBI: Final = ZoneInfo(NAIROBI_TZ)
 _FORMAT: Final = "%Y%m%d%H%M%S"
 
 
-@runtime_checkable
-class Clock(Protocol):
-    """Where pesa reads the time; inject a frozen one in tests (``pesa.testing.FrozenClock``)."""
-
-    def now(self) -> datetime:
-        """The current time as an aware datetime (any zone)."""
-        ...
-
-
-class SystemClock:
-    """The real clock: ``datetime.now(UTC)``."""
-
-    def now(self) -> datetime:
-        """The current time, aware, in UTC."""
-        return datetime.now(UTC)
-
-    def __repr__(self) -> str:
-        return "SystemClock()"
-
-
 def daraja_timestamp(clock: Clock | None = None) -> str:
     """The current time as Daraja's ``YYYYMMDDHHMMSS`` in Africa/Nairobi.
 
@@ -54,7 +35,7 @@ def daraja_timestamp(clock: Clock | None = None) -> str:
         >>> daraja_timestamp(FrozenClock(datetime(2016, 2, 16, 13, 56, 27, tzinfo=UTC)))
         '20160216165627'
     """
-    now = (clock or SystemClock()).now()
+    now = (clock or SYSTEM_CLOCK).now()
     if now.tzinfo is None or now.utcoffset() is None:
         raise ValidationError("clock", "must return an aware datetime", now)
     return now.astimezone(NAIROBI).strftime(_FORMAT)

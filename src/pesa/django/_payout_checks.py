@@ -19,8 +19,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
+from pesa._clock import SYSTEM_CLOCK, Clock
 from pesa._exceptions import DarajaError, PesaError, RateLimitError
 from pesa._logging import get_logger
 from pesa.client import Daraja
@@ -47,10 +48,6 @@ class PayoutReport:
     rate_limited: int = 0
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 class PayoutChecker:
     """Asks Transaction Status about payouts whose Result is late, lost or unverifiable.
 
@@ -59,6 +56,9 @@ class PayoutChecker:
         client: the sync :class:`pesa.Daraja` client (``transaction_status`` only).
         settings: ``PESA_PAYOUT_STATUS_AFTER``, ``PESA_PAYOUT_DEADLINE`` and the
             reconciler's pacing (``PESA_RECONCILE_*``).
+        clock: where the time is read (:class:`pesa.daraja.Clock`): wall time for the
+            records, monotonic time for the pacing and the lease.
+        sleep: how to wait (tests pass a fake).
     """
 
     def __init__(
@@ -67,15 +67,13 @@ class PayoutChecker:
         client: Daraja,
         settings: Settings,
         *,
-        clock: Callable[[], datetime] = _now,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock = SYSTEM_CLOCK,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.store = store
         self.client = client
         self.settings = settings
         self._clock = clock
-        self._monotonic = monotonic
         self._sleep = sleep
         self._next_query = 0.0
         # How long the last question, asked at the deadline, may take to be answered.
@@ -90,7 +88,7 @@ class PayoutChecker:
             timedelta(seconds=s.reconcile_stale_created_after)
         )
         report.recovered = len(recovered)
-        started = self._monotonic()
+        started = self._clock.monotonic()
         batch = self.store.claim_for_checks(
             limit=s.reconcile_batch_size,
             min_age=timedelta(seconds=s.payout_status_after),
@@ -99,13 +97,13 @@ class PayoutChecker:
         report.claimed = len(batch)
         for index, payout in enumerate(batch):
             # A query starts only well inside the claim's lease (never two at once).
-            if self._monotonic() - started > s.reconcile_lease / 2:
+            if self._clock.monotonic() - started > s.reconcile_lease / 2:
                 for rest in batch[index:]:
-                    self.store.record_check(rest.id, self._clock())
+                    self.store.record_check(rest.id, self._clock.now())
                 break
             if not self._check(payout, report):
                 for rest in batch[index + 1 :]:
-                    self.store.record_check(rest.id, self._clock())
+                    self.store.record_check(rest.id, self._clock.now())
                 break
         if report.claimed:
             log.info(
@@ -125,7 +123,7 @@ class PayoutChecker:
 
     def _check(self, payout: Payout, report: PayoutReport) -> bool:
         """Check one claimed payout; ``False`` when the round must stop (rate limited)."""
-        now = self._clock()
+        now = self._clock.now()
         deadline = self._deadline(payout)
         late = now >= deadline
         if late:
@@ -176,7 +174,7 @@ class PayoutChecker:
 
     def _pace(self) -> None:
         # At most PESA_RECONCILE_QUERY_RATE queries per second from this process.
-        now = self._monotonic()
+        now = self._clock.monotonic()
         wait = self._next_query - now
         if wait > 0:
             self._sleep(wait)
@@ -187,7 +185,7 @@ class PayoutChecker:
         """Send one Transaction Status query and log it: ``sent``, ``error`` or
         ``rate_limited``."""
         self._pace()
-        asked = self._clock()
+        asked = self._clock.now()
         try:
             response = self.client.transaction_status(
                 original_conversation_id=payout.originator_conversation_id,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+from pesa._clock import Clock
 from pesa._exceptions import DarajaError, PesaError, RateLimitError
 from pesa._logging import get_logger
 from pesa.client import Daraja
@@ -89,7 +90,9 @@ class Reconciler:
         store: the app's :class:`~pesa.django._store.Store`.
         client: the sync :class:`pesa.Daraja` client (``stk_query`` only).
         settings: ``PESA_RECONCILE_*`` pacing and ``PESA_TIMEOUT`` (one query).
-        monotonic, sleep: clocks (tests).
+        clock: where the time is read (its ``monotonic()`` paces queries and leases);
+            defaults to the store's.
+        sleep: how to wait (tests pass a fake).
         payouts: the payouts' Transaction Status checker, run after the payments each round.
     """
 
@@ -99,7 +102,7 @@ class Reconciler:
         client: Daraja,
         settings: Settings,
         *,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         sleep: Callable[[float], None] = time.sleep,
         payouts: PayoutChecker | None = None,
     ) -> None:
@@ -107,7 +110,7 @@ class Reconciler:
         self.payouts = payouts
         self.client = client
         self.settings = settings
-        self._monotonic = monotonic
+        self._clock: Clock = clock or store.clock
         self._sleep = sleep
         self._next_query = 0.0
         self._lease_end = float("inf")
@@ -130,7 +133,7 @@ class Reconciler:
                 len(recovered),
                 ", ".join(p.id for p in recovered),
             )
-        claimed_at = self._monotonic()
+        claimed_at = self._clock.monotonic()
         batch = self.store.claim_for_reconciliation(
             limit=s.reconcile_batch_size,
             min_age=timedelta(seconds=s.reconcile_min_age),
@@ -239,7 +242,7 @@ class Reconciler:
 
     def _pace(self) -> None:
         # At most PESA_RECONCILE_QUERY_RATE queries per second from this process.
-        now = self._monotonic()
+        now = self._clock.monotonic()
         wait = self._next_query - now
         if wait > 0:
             self._sleep(wait)
@@ -285,7 +288,7 @@ class Reconciler:
             report.adopted += 1
             payment, cid = adopted, adopted.checkout_request_id
         self._pace()
-        if self._monotonic() >= self._lease_end:
+        if self._clock.monotonic() >= self._lease_end:
             raise _LeaseRunningOut
         report.queried += 1
         asked = self.store.now()
@@ -301,7 +304,7 @@ class Reconciler:
             )
             self._log(payment, "rate_limited", asked, code=err.error_code)
             log.warning("STK query refused by rate limiting; pausing queries for %.1f s", pause)
-            self._next_query = self._monotonic() + pause
+            self._next_query = self._clock.monotonic() + pause
             self._release([payment], pause, report)
             raise _RoundAborted(str(pause)) from err
         except DarajaError as err:

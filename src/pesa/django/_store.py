@@ -25,6 +25,7 @@ from typing import TypeVar
 from django.db import IntegrityError, OperationalError, router, transaction
 from django.db.models import Case, F, Q, When
 
+from pesa._clock import SYSTEM_CLOCK, Clock
 from pesa._exceptions import InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, mask_phone, redact
 from pesa.daraja import normalize_msisdn
@@ -83,10 +84,6 @@ _RECONCILABLE = [PaymentStatus.PENDING.value, PaymentStatus.UNKNOWN.value]
 _PARSE_ERRORS = (InvalidCallbackError, ValueError, TypeError, KeyError)
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _ms(when: datetime) -> int:
     return int(when.timestamp() * 1000)
 
@@ -136,14 +133,19 @@ class Store:
     Args:
         on_mismatch: ``PESA_CALLBACK_ON_MISMATCH`` (what a success contradicting the
             request is: ``refuse`` or ``flag``; either way only a query settles it).
-        clock: returns the current aware datetime (tests).
+        clock: where the time is read (:class:`pesa.daraja.Clock`; tests freeze it).
     """
 
     def __init__(
-        self, *, on_mismatch: MismatchPolicy = "refuse", clock: Callable[[], datetime] = _now
+        self, *, on_mismatch: MismatchPolicy = "refuse", clock: Clock = SYSTEM_CLOCK
     ) -> None:
         self.on_mismatch: MismatchPolicy = on_mismatch
         self._clock = clock
+
+    @property
+    def clock(self) -> Clock:
+        """The store's clock; the reconciler defaults to it."""
+        return self._clock
 
     @property
     def db(self) -> str:
@@ -152,7 +154,7 @@ class Store:
 
     def now(self) -> datetime:
         """The current time (aware, UTC)."""
-        return self._clock().astimezone(UTC)
+        return self._clock.now().astimezone(UTC)
 
     # -- transactions ---------------------------------------------------------------------
 

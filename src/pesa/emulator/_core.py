@@ -10,7 +10,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from pesa._clock import Clock
+from pesa._constants import NAIROBI_TZ
 from pesa._logging import get_logger
 from pesa.emulator import _daraja as daraja
 from pesa.emulator import _validate as v
@@ -23,6 +26,7 @@ from pesa.emulator._validate import Refusal
 __all__ = ["Core", "evict_oldest"]
 
 _log = get_logger("pesa.emulator")
+_NAIROBI = ZoneInfo(NAIROBI_TZ)
 
 
 class Core:
@@ -41,7 +45,7 @@ class Core:
     def __init__(
         self,
         config: EmulatorConfig,
-        clock: Callable[[], datetime],
+        clock: Clock,
         callback_verify: bool | ssl.SSLContext,
     ) -> None:
         self.config = config
@@ -67,9 +71,14 @@ class Core:
         for listener in self.c2b_listeners:
             listener(txn)
 
+    @property
+    def clock(self) -> Clock:
+        """The emulator's clock (tests may freeze it): token lifetimes, rates, dates."""
+        return self._clock
+
     def now(self) -> datetime:
         """The current Nairobi time (Daraja's clock; tests may freeze it)."""
-        return self._clock()
+        return self._clock.now().astimezone(_NAIROBI)
 
     def known_shortcode(self, code: str) -> bool:
         """Whether ``code`` is a configured organisation or STK shortcode."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from decimal import Decimal
 from types import TracebackType
@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
+from pesa._clock import SYSTEM_CLOCK, Clock
 from pesa._constants import NAIROBI_TZ
 from pesa._exceptions import ValidationError
 from pesa.emulator._b2b import BusinessToBusiness
@@ -107,7 +108,9 @@ class Emulator:
 
     Args:
         config: the emulator's behaviour; sandbox defaults when omitted.
-        clock: returns the current Nairobi time (tests may freeze it).
+        clock: where the emulator reads the time (:class:`pesa.daraja.Clock`; tests may
+            freeze it with :class:`pesa.testing.FrozenClock`): callback dates, token
+            lifetimes and rate limits.
         callback_verify: TLS verification for callback deliveries (an ``ssl.SSLContext``
             trusting your receiver's CA, or False for self-signed receivers).
         products: the Daraja products to serve (default :data:`PRODUCTS`, all of them); a
@@ -118,15 +121,15 @@ class Emulator:
         self,
         config: EmulatorConfig | None = None,
         *,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
         callback_verify: bool | ssl.SSLContext = True,
         products: Sequence[type[Product]] = PRODUCTS,
     ) -> None:
         self.config = config or EmulatorConfig()
-        self._core = Core(self.config, clock or nairobi_now, callback_verify)
+        self._core = Core(self.config, clock or SYSTEM_CLOCK, callback_verify)
         self._faults = FaultBook(self._core.rng)
-        self._rate = RateLimiter(self.config.rate_limit)
-        self._oauth = OAuth(self.config, self._core.ids, self._rate)
+        self._rate = RateLimiter(self.config.rate_limit, self._core.clock)
+        self._oauth = OAuth(self.config, self._core.ids, self._rate, self._core.clock)
         self._pipeline = Pipeline(self._core, self._faults, self._rate, self._oauth)
         self.products: dict[type[Product], Product] = {cls: cls(self._core) for cls in products}
         self.operations: tuple[str, ...] = tuple(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from pesa._bucket import TokenBucket
+from pesa._clock import SYSTEM_CLOCK, Clock
 from pesa._exceptions import ValidationError
 from pesa.emulator import _daraja as daraja
 from pesa.emulator._models import Fault
@@ -80,10 +81,11 @@ class RateLimiter:
     """A token bucket per app (consumer key): beyond the rate, Daraja answers spike arrest.
 
     Each app's bucket is pesa's one token bucket (:class:`pesa._bucket.TokenBucket`),
-    holding a second's worth of requests (at least one).
+    holding a second's worth of requests (at least one), on the emulator's clock.
     """
 
-    def __init__(self, requests_per_second: float | None) -> None:
+    def __init__(self, requests_per_second: float | None, clock: Clock = SYSTEM_CLOCK) -> None:
+        self._clock = clock
         self._default = requests_per_second
         self._rate = requests_per_second
         self._buckets: dict[str, TokenBucket] = {}
@@ -111,6 +113,6 @@ class RateLimiter:
         bucket = self._buckets.get(app)
         if bucket is None:
             bucket = self._buckets[app] = TokenBucket(
-                rate, max(1, int(rate)), field="requests_per_second"
+                rate, max(1, int(rate)), clock=self._clock, field="requests_per_second"
             )
         return bucket.try_acquire()

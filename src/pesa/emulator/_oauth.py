@@ -5,9 +5,9 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import time
 from typing import Any
 
+from pesa._clock import SYSTEM_CLOCK, Clock
 from pesa.emulator import _daraja as daraja
 from pesa.emulator._faults import RateLimiter
 from pesa.emulator._models import EmulatorConfig
@@ -25,7 +25,14 @@ class OAuth:
     one keeps working across test cases.
     """
 
-    def __init__(self, config: EmulatorConfig, ids: daraja.IdFactory, rate: RateLimiter) -> None:
+    def __init__(
+        self,
+        config: EmulatorConfig,
+        ids: daraja.IdFactory,
+        rate: RateLimiter,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self._clock = clock
         self._config = config
         self._ids = ids
         self._rate = rate
@@ -59,7 +66,7 @@ class OAuth:
         token = self._ids.token()
         while token in self._tokens:
             token = self._ids.token()
-        now = time.monotonic()
+        now = self._clock.monotonic()
         issued = self._app_tokens.setdefault(key, set())
         for old in list(issued):
             # Forget expired tokens (and, when configured, every older one) as we go.
@@ -89,7 +96,7 @@ class OAuth:
         if entry is None:
             return None
         app, expires = entry
-        if time.monotonic() >= expires:
+        if self._clock.monotonic() >= expires:
             del self._tokens[token.strip()]
             return None
         return app

@@ -24,16 +24,16 @@ from __future__ import annotations
 
 import inspect
 import random
-import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Final, Literal, TypeAlias, cast
 
 import anyio
 import anyio.to_thread
 import httpx
 
+from pesa._clock import Clock
 from pesa._exceptions import ConfigurationError, ValidationError
 from pesa._logging import get_logger, redact
 from pesa._version import __version__
@@ -237,8 +237,8 @@ class WebhookDispatcher:
         options: pacing and retries; from ``settings`` when omitted.
         settings: used for ``options`` and the secret when those are not given.
         metrics: counters to update (``webhook_attempts``, ``webhook_gave_up``).
-        clock: returns the current aware datetime (the ledger's clock, in tests).
-        monotonic: a monotonic clock in seconds, for lease bookkeeping.
+        clock: where the time is read (:class:`pesa.daraja.Clock`): ``now()`` for retry
+            schedules and signatures, ``monotonic()`` for leases. Defaults to the ledger's.
 
     Example:
         >>> dispatcher = WebhookDispatcher(ledger, secret="whsec_...")  # doctest: +SKIP
@@ -255,8 +255,7 @@ class WebhookDispatcher:
         options: DispatcherOptions | None = None,
         settings: Settings | None = None,
         metrics: Metrics | None = None,
-        clock: Callable[[], datetime] | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         rng: RandomSource | None = None,
     ) -> None:
         if options is None:
@@ -286,8 +285,7 @@ class WebhookDispatcher:
             )
         self._http = http_client
         self._owns_http = http_client is None
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._monotonic = monotonic
+        self._clock: Clock = clock or ledger.clock
         self._rng: RandomSource = rng if rng is not None else random.Random()
         # Pauses after a failed round (database unreachable, ...): from one interval (at
         # most 5 s: a long poll interval is no reason to wait long after an outage) up.
@@ -331,7 +329,7 @@ class WebhookDispatcher:
         """
         options = self.options
         report = DispatchReport()
-        claimed_at = self._monotonic()
+        claimed_at = self._clock.monotonic()
         batch = await self.ledger.claim_deliveries(
             limit=options.batch_size,
             lease=timedelta(seconds=options.lease),
@@ -349,7 +347,7 @@ class WebhookDispatcher:
 
         async def one(delivery: Delivery, acknowledged: dict[str, int]) -> None:
             async with limiter:
-                if self._monotonic() >= deadline:
+                if self._clock.monotonic() >= deadline:
                     report.skipped += 1
                     return
                 await self._deliver(delivery, report, acknowledged)
@@ -455,7 +453,7 @@ class WebhookDispatcher:
             "Content-Type": "application/json",
             "User-Agent": f"pesa-webhooks/{__version__}",
             SIGNATURE_HEADER: sign_webhook(
-                body, self._secret, timestamp=int(self._clock().timestamp())
+                body, self._secret, timestamp=int(self._clock.now().timestamp())
             ),
             "Pesa-Event-Id": event.id,
             "Pesa-Event-Type": event.type,
@@ -536,7 +534,7 @@ class WebhookDispatcher:
             )
             return
         delay = self.options.backoff.delay(attempt, self._rng)
-        next_attempt_at = self._clock() + timedelta(seconds=delay)
+        next_attempt_at = self._clock.now() + timedelta(seconds=delay)
         await self.ledger.mark_delivery_failed(
             delivery.id, error, next_attempt_at, status_code=status_code
         )

@@ -12,13 +12,13 @@ be registered for Pull Transactions first) and on demand as ``pesa c2b pull --si
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
 import anyio
 
+from pesa._clock import Clock
 from pesa._exceptions import PesaError, ValidationError
 from pesa._logging import get_logger
 from pesa.client import Account
@@ -86,7 +86,8 @@ class PullRecovery:
         window: how far back a round reads (at most 48 hours).
         interval: seconds between rounds of :meth:`run`.
         policy: the ledger's ``c2b_verify`` policy (what an unknown shortcode counts as).
-        clock: returns the current aware datetime.
+        clock: where the time is read (:class:`pesa.daraja.Clock`); defaults to the
+            ledger's clock, so the two agree.
     """
 
     def __init__(
@@ -97,7 +98,7 @@ class PullRecovery:
         window: timedelta = timedelta(hours=6),
         interval: float = 0.0,
         policy: VerifyPolicy = "auto",
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
     ) -> None:
         if not timedelta(0) < window <= MAX_WINDOW:
             raise ValidationError("window", "must be more than 0 and at most 48 hours", window)
@@ -106,7 +107,7 @@ class PullRecovery:
         self.window = window
         self.interval = interval
         self.policy = policy
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock: Clock = clock or ledger.clock
 
     def accounts(self, names: list[str] | None = None) -> list[Account]:
         """The accounts a round reads: each shortcode once (``names``: only these)."""
@@ -125,7 +126,7 @@ class PullRecovery:
     ) -> PullReport:
         """Read ``[since, now]`` (default: the last ``window``) for each account, record
         what the ledger never heard of, and report."""
-        now = self._clock()
+        now = self._clock.now()
         oldest = now - MAX_WINDOW + _MARGIN
         start = max(since if since is not None else now - self.window, oldest)
         report = PullReport()

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -24,6 +23,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 
 from pesa._bucket import SharedBucketState
+from pesa._clock import Clock
 from pesa._exceptions import DarajaError, PesaError, RateLimitError, TransportError
 from pesa._logging import get_logger
 from pesa.client import Account, Accounts
@@ -209,7 +209,8 @@ class ReceiptVerifier:
             ``recheck_cap``) is how long a Result may take before the question is asked
             again, ``deadline`` when to give up, ``lease`` how long a claim lasts.
         metrics: counters to update (``receipt_queries``).
-        clock: returns the current aware datetime; must agree with the ledger's clock.
+        clock: where the time is read (:class:`pesa.daraja.Clock`); defaults to the
+            ledger's clock, so the two agree.
     """
 
     def __init__(
@@ -220,8 +221,7 @@ class ReceiptVerifier:
         *,
         options: ReconcilerOptions | None = None,
         metrics: Metrics | None = None,
-        clock: Callable[[], datetime] | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: RandomSource | None = None,
         shared: SharedBucketState | None = None,
@@ -231,11 +231,11 @@ class ReceiptVerifier:
         self.urls = urls
         self.options = options or ReconcilerOptions()
         self.metrics = metrics if metrics is not None else Metrics()
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock: Clock = clock or ledger.clock
         self.bucket = TokenBucket(
             self.options.query_rate,
             self.options.query_burst,
-            clock=monotonic,
+            clock=self._clock,
             sleep=sleep,
             shared=shared,
         )
@@ -250,7 +250,7 @@ class ReceiptVerifier:
         self._rate_limited_in_a_row = 0
 
     def _now(self) -> datetime:
-        return self._clock()
+        return self._clock.now()
 
     async def ask(self, query: ReceiptQuery, nonce: str) -> ReceiptQuery:
         """Send one Transaction Status query (already committed) and record Daraja's

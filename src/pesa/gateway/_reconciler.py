@@ -42,15 +42,15 @@ Every query and Daraja's answer are logged in the ledger (``Ledger.list_stk_quer
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import anyio
 
 from pesa._bucket import SharedBucketState
+from pesa._clock import Clock
 from pesa._constants import DEFAULT_TIMEOUT
 from pesa._exceptions import (
     DarajaError,
@@ -249,8 +249,8 @@ class Reconciler:
         options: pacing; from ``settings`` when omitted.
         settings: used for ``options`` when those are not given.
         metrics: counters to update (``reconciler_*``).
-        clock: returns the current aware datetime; must agree with the ledger's clock.
-        monotonic: a monotonic clock in seconds (rate bound and leases).
+        clock: where the time is read (:class:`pesa.daraja.Clock`): ``now()`` for due times,
+            ``monotonic()`` for the rate bound and leases. Defaults to the ledger's.
         sleep: how to wait (the rate bound's pauses); injectable for tests.
         shared: the query budget's state shared by every process (``None``: its own).
 
@@ -267,8 +267,7 @@ class Reconciler:
         options: ReconcilerOptions | None = None,
         settings: Settings | None = None,
         metrics: Metrics | None = None,
-        clock: Callable[[], datetime] | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
+        clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: RandomSource | None = None,
         shared: SharedBucketState | None = None,
@@ -288,11 +287,10 @@ class Reconciler:
             self.client = client
         self.options = options
         self.metrics = metrics if metrics is not None else Metrics()
-        self._clock = clock or (lambda: datetime.now(UTC))
-        self._monotonic = monotonic
+        self._clock: Clock = clock or ledger.clock
         # ``shared``: the budget every process of the deployment spends (PESA_SHARED_STATE).
         self.bucket = TokenBucket(
-            options.query_rate, options.query_burst, clock=monotonic, sleep=sleep, shared=shared
+            options.query_rate, options.query_burst, clock=self._clock, sleep=sleep, shared=shared
         )
         self._rng: RandomSource = rng if rng is not None else random.Random()
         # Pauses after a failed round (database unreachable, ...): from one interval up.
@@ -319,7 +317,7 @@ class Reconciler:
                 ", ".join(p.id for p in recovered),
             )
 
-        claimed_at = self._monotonic()
+        claimed_at = self._clock.monotonic()
         batch = await self.ledger.claim_for_reconciliation(
             limit=options.batch_size,
             min_age=timedelta(seconds=options.min_age),
@@ -432,7 +430,7 @@ class Reconciler:
         return self.clients.for_account(payment.account)
 
     def _now(self) -> datetime:
-        return self._clock()
+        return self._clock.now()
 
     def _deadline(self, payment: Payment) -> datetime:
         """When to stop asking: the payment's deadline, or its verification's."""
@@ -479,7 +477,7 @@ class Reconciler:
             cid = adopted.checkout_request_id
 
         await self.bucket.acquire()
-        if self._monotonic() >= self._lease_end:
+        if self._clock.monotonic() >= self._lease_end:
             raise _LeaseRunningOut
         report.queried += 1
         try:

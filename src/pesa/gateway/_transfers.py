@@ -24,15 +24,15 @@ from __future__ import annotations
 
 import math
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Literal
 
 import anyio
 
 from pesa._bucket import SharedBucketState
+from pesa._clock import Clock
 from pesa._exceptions import (
     DarajaError,
     PesaError,
@@ -233,6 +233,9 @@ class TransferSender:
         settings: where accounts come from.
         urls: the ResultURL/QueueTimeOutURL base.
         options: pacing.
+        rng: jitter for the failure backoff.
+        shared: a shared state for the pace (every process spends one budget).
+        clock: where the time is read; defaults to the ledger's.
     """
 
     def __init__(
@@ -245,6 +248,7 @@ class TransferSender:
         options: TransferOptions,
         rng: RandomSource | None = None,
         shared: SharedBucketState | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self.ledger = ledger
         self.clients = clients
@@ -254,7 +258,8 @@ class TransferSender:
         # A burst of 2: a send the busy event loop made late lets the next one catch up, so
         # the average is the configured rate, while never more than 2 requests leave together.
         # ``shared``: the pace every process of the deployment spends (PESA_SHARED_STATE).
-        self.bucket = TokenBucket(options.rate, 2, shared=shared)
+        self._clock: Clock = clock or ledger.clock
+        self.bucket = TokenBucket(options.rate, 2, shared=shared, clock=self._clock)
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._failure_backoff = failure_backoff(options.interval)
         self._spiked_in_a_row = 0
@@ -330,7 +335,7 @@ class TransferSender:
             pause = self._pause(err)
             log.warning("payout %s not sent (%s); again in %.1f s", payout.id, code, pause)
             return await payouts.release_send(
-                payout.id, datetime.now(UTC) + timedelta(seconds=pause)
+                payout.id, self._clock.now() + timedelta(seconds=pause)
             )
         self.sent += 1
         if verdict == "duplicate":
@@ -532,6 +537,10 @@ class TransferChecker:
         bucket: the token bucket shared with the reconciler.
         urls: the ResultURL/QueueTimeOutURL base.
         options: pacing.
+        clock: where the time is read (wall time for schedules, monotonic for the lease);
+            defaults to the ledger's.
+        sleep: how to wait (tests pass a fake).
+        rng: jitter for the failure backoff.
     """
 
     def __init__(
@@ -542,7 +551,7 @@ class TransferChecker:
         bucket: TokenBucket,
         urls: InitiatorUrls,
         options: TransferOptions,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock | None = None,
         sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
         rng: RandomSource | None = None,
     ) -> None:
@@ -551,7 +560,7 @@ class TransferChecker:
         self.bucket = bucket
         self.urls = urls
         self.options = options
-        self._clock = clock or (lambda: datetime.now(UTC))
+        self._clock: Clock = clock or ledger.clock
         self._sleep = sleep
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._failure_backoff = failure_backoff(options.interval)
@@ -572,7 +581,7 @@ class TransferChecker:
         report.recovered = len(recovered)
         lease = timedelta(seconds=options.lease)
         min_age = timedelta(seconds=options.status_after)
-        started = time.monotonic()
+        started = self._clock.monotonic()
         payouts = await self.ledger.payouts.claim_for_checks(
             limit=options.batch_size, min_age=min_age, lease=lease
         )
@@ -582,13 +591,13 @@ class TransferChecker:
         batch: list[Payout | Refund] = [*payouts, *refunds]
         report.claimed = len(batch)
         for index, transfer in enumerate(batch):
-            if time.monotonic() - started > options.lease / 2:
-                await self._release(batch[index:], self._clock())
+            if self._clock.monotonic() - started > options.lease / 2:
+                await self._release(batch[index:], self._clock.now())
                 break
             try:
                 await self._check(transfer, report)
             except _RoundAborted:
-                resume = self._clock() + timedelta(seconds=self.bucket.wait_time())
+                resume = self._clock.now() + timedelta(seconds=self.bucket.wait_time())
                 await self._release(batch[index + 1 :], resume)
                 break
         return report
@@ -636,7 +645,7 @@ class TransferChecker:
     async def _check(self, transfer: Payout | Refund, report: CheckReport) -> None:
         book = self._book(transfer)
         statuses = self.ledger.status_queries
-        now = self._clock()
+        now = self._clock.now()
         deadline = self._deadline(transfer)
         ocid = transfer.originator_conversation_id
         late = now >= deadline

@@ -38,6 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
+from pesa._clock import SYSTEM_CLOCK, Clock
 from pesa._exceptions import ConfigurationError, InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, mask_phone, redact
 from pesa.daraja import normalize_msisdn
@@ -118,8 +119,6 @@ log = get_logger("pesa.ledger")
 
 _T = TypeVar("_T")
 
-Clock = Callable[[], datetime]
-"""Returns the current time as an aware datetime."""
 
 # The event feed's horizon on PostgreSQL: the oldest transaction still running that holds a
 # lock on this ledger's `payments` table (so it may be about to write events), or, when
@@ -229,10 +228,6 @@ _MAX_ERROR_TEXT = 1000
 # How many stored orphan callbacks one adoption attempt reads (newest payments find theirs
 # among the first; a flood of forged orphans cannot make a scan unbounded).
 _MAX_ORPHAN_SCAN = 200
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _row_to_payment(row: Row[Any] | Mapping[str, Any]) -> Payment:
@@ -393,7 +388,8 @@ class Ledger:
     Args:
         engine: an async engine (see :func:`pesa.ledger.create_engine`).
         webhook_endpoints: one delivery row is written per event per endpoint.
-        clock: returns the current aware datetime (injectable for tests).
+        clock: where the ledger reads the time (:class:`pesa.daraja.Clock`; tests inject
+            :class:`pesa.testing.FrozenClock`). Workers built on this ledger share it.
         parse: parses raw STK callback bodies.
         lookup: the result-code catalogue (default :func:`pesa.daraja.lookup_code` for STK):
             a known code's meaning becomes ``failure_reason``; a code it calls not final
@@ -413,7 +409,7 @@ class Ledger:
         engine: AsyncEngine,
         *,
         webhook_endpoints: Sequence[str] = (),
-        clock: Clock = _utc_now,
+        clock: Clock = SYSTEM_CLOCK,
         parse: StkCallbackParser = parse_stk_callback_body,
         lookup: CodeLookup = stk_code,
         on_mismatch: MismatchPolicy = "flag",
@@ -457,7 +453,7 @@ class Ledger:
         url: str,
         *,
         webhook_endpoints: Sequence[str] = (),
-        clock: Clock = _utc_now,
+        clock: Clock = SYSTEM_CLOCK,
         parse: StkCallbackParser = parse_stk_callback_body,
         lookup: CodeLookup = stk_code,
         on_mismatch: MismatchPolicy = "flag",
@@ -484,6 +480,11 @@ class Ledger:
             c2b_verify=c2b_verify,
             notify=notify,
         )
+
+    @property
+    def clock(self) -> Clock:
+        """The ledger's clock; the gateway's workers default to it, so their times agree."""
+        return self._clock
 
     @property
     def engine(self) -> AsyncEngine:
@@ -515,7 +516,7 @@ class Ledger:
         await self.close()
 
     def _now(self) -> datetime:
-        now = self._clock()
+        now = self._clock.now()
         if now.tzinfo is None:
             raise ConfigurationError("the ledger clock must return an aware datetime")
         return now

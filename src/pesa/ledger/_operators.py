@@ -18,9 +18,8 @@ import hashlib
 import hmac
 import re
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final, Literal, TypeAlias, get_args
 
@@ -29,6 +28,7 @@ from sqlalchemy import Row, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from pesa._clock import SYSTEM_CLOCK, Clock
 from pesa._exceptions import ValidationError
 from pesa._logging import get_logger
 from pesa.ledger._engine import BEGIN_MODE
@@ -83,10 +83,6 @@ _SCRYPT_P: Final = 1
 _SCRYPT_MAXMEM: Final = 256 * 1024 * 1024
 _SALT_BYTES: Final = 16
 _KEY_BYTES: Final = 32
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _b64(data: bytes) -> str:
@@ -279,10 +275,10 @@ class OperatorStore:
     Args:
         engine: the ledger's engine (``ledger.engine``); the tables come with
             :meth:`pesa.ledger.Ledger.migrate`.
-        clock: returns the current aware datetime (injectable for tests).
+        clock: where the time is read (``ledger.clock``, so sessions and the ledger agree).
     """
 
-    def __init__(self, engine: AsyncEngine, *, clock: Callable[[], datetime] = _utc_now) -> None:
+    def __init__(self, engine: AsyncEngine, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self._engine = engine
         self._clock = clock
         self._postgres = engine.dialect.name == "postgresql"
@@ -310,7 +306,7 @@ class OperatorStore:
         role = _check_role(role)
         _check_password(password)
         hashed = await anyio.to_thread.run_sync(hash_password, password)
-        now = self._clock()
+        now = self._clock.now()
         async with self._engine.begin() as conn:
             existing = (
                 await conn.execute(select(operators.c.id).where(operators.c.name == name))
@@ -395,7 +391,7 @@ class OperatorStore:
         """Open a session; returns the cookie token (shown once, stored only as a hash)."""
         token = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
-        now = self._clock()
+        now = self._clock.now()
         session = OperatorSession(_token_id(token), operator, csrf, now, now + ttl)
         async with self._engine.begin() as conn:
             # Housekeeping on the rare path: expired sessions go when someone signs in.
@@ -430,7 +426,7 @@ class OperatorStore:
         if not rows:
             return None
         m = rows[0]._mapping
-        now = self._clock()
+        now = self._clock.now()
         if m["expires_at"] <= now or m["op_disabled"]:
             return None
         operator = Operator(
@@ -489,7 +485,7 @@ class OperatorStore:
             raise ValidationError("action", f"must be one of {', '.join(AUDIT_ACTIONS)}", action)
         name = operator.name if operator is not None else (operator_name or "")
         values: dict[str, Any] = {
-            "at": self._clock(),
+            "at": self._clock.now(),
             "operator_id": None if operator is None else operator.id,
             "operator_name": _storable(name, 64),
             "action": action,
@@ -541,7 +537,7 @@ class OperatorStore:
         ``max_failures`` failed sign-ins within ``window``: until enough of them are older
         than ``window``.
         """
-        now = self._clock()
+        now = self._clock.now()
         since = now - window
         blocked: datetime | None = None
         keys: list[Any] = [audit_log.c.operator_name == name[:64]]

@@ -26,6 +26,11 @@ __all__ = [
 class FrozenClock:
     """A clock that stands still until told to move; thread-safe.
 
+    Its two readings move together: :meth:`advance` moves both the wall time and the
+    monotonic seconds, so leases, rate budgets and token lifetimes in every layer that
+    shares the clock see the same time pass. :meth:`set` moves the wall time only forward
+    on the monotonic side (a wall clock set back does not make a lease last longer).
+
     Example:
         >>> clock = FrozenClock(datetime(2016, 2, 16, 16, 56, 27, tzinfo=NAIROBI))
         >>> daraja_timestamp(clock)
@@ -37,6 +42,7 @@ class FrozenClock:
         if at is not None and at.tzinfo is None:
             raise ValidationError("at", "FrozenClock needs a timezone-aware datetime", at)
         self._now = at or datetime(2026, 1, 1, 9, 0, 0, tzinfo=NAIROBI)
+        self._monotonic = 1000.0
         self._lock = threading.Lock()
 
     def now(self) -> datetime:
@@ -44,16 +50,26 @@ class FrozenClock:
         with self._lock:
             return self._now
 
+    def monotonic(self) -> float:
+        """The frozen monotonic seconds (start at 1000; only differences mean anything)."""
+        with self._lock:
+            return self._monotonic
+
     def advance(self, seconds: float = 0.0, **kwargs: float) -> None:
         """Move the clock forward (``timedelta`` keyword arguments)."""
+        step = timedelta(seconds=seconds, **kwargs)
+        if step < timedelta(0):
+            raise ValidationError("seconds", "FrozenClock only moves forward", step)
         with self._lock:
-            self._now += timedelta(seconds=seconds, **kwargs)
+            self._now += step
+            self._monotonic += step.total_seconds()
 
     def set(self, at: datetime) -> None:
-        """Jump to ``at`` (aware)."""
+        """Jump to ``at`` (aware); the monotonic seconds move only if ``at`` is later."""
         if at.tzinfo is None:
             raise ValidationError("at", "FrozenClock needs a timezone-aware datetime", at)
         with self._lock:
+            self._monotonic += max(0.0, (at - self._now).total_seconds())
             self._now = at
 
     def __repr__(self) -> str:

@@ -194,7 +194,7 @@ def _state(request: Request) -> GatewayState:
 
 
 def _store(state: GatewayState) -> OperatorStore:
-    return OperatorStore(state.ledger.engine)
+    return OperatorStore(state.ledger.engine, clock=state.ledger.clock)
 
 
 def _trusted(state: GatewayState) -> Any:
