@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator
 
@@ -10,6 +9,7 @@ import httpx
 import pytest
 
 from pesa.emulator import Emulator, EmulatorConfig
+from pesa.testing import FrozenClock
 
 OAUTH = "/oauth/v1/generate"
 BALANCE = "/mpesa/accountbalance/v1/query"
@@ -101,14 +101,20 @@ async def test_missing_or_unknown_token_is_invalid_access_token(emulator: Emulat
     assert c2b.json()["errorCode"] == "400.003.01"
 
 
-async def test_token_expires_after_expires_in() -> None:
-    async with Emulator(EmulatorConfig(token_lifetime=1)) as emulator, _client(emulator) as http:
+async def test_token_expires_after_expires_in_on_the_emulators_clock() -> None:
+    # The emulator reads token lifetimes from its injected clock: an hour passes in a call.
+    clock = FrozenClock()
+    config = EmulatorConfig(token_lifetime=3600)
+    async with Emulator(config, clock=clock) as emulator, _client(emulator) as http:
         token = (await _token(http)).json()["access_token"]
         headers = {"Authorization": f"Bearer {token}"}
         fresh = await http.post(BALANCE, json={}, headers=headers)
         assert fresh.status_code == 400  # the token passed; the empty body did not
-        await asyncio.sleep(1.1)
+        clock.advance(seconds=3599)
+        still = await http.post(BALANCE, json={}, headers=headers)
+        clock.advance(seconds=1)
         expired = await http.post(BALANCE, json={}, headers=headers)
+    assert still.status_code == 400
     assert expired.status_code == 404
     assert expired.json()["errorCode"] == "404.001.03"
 

@@ -195,6 +195,19 @@ async def test_lost_callbacks_are_settled_by_query(
     assert len(counting.queries) == 3
 
 
+async def test_a_reconciler_reads_the_ledgers_clock_unless_given_one(
+    open_ledger: OpenLedger, client: AsyncDaraja, emulator: Emulator, clock: ManualClock
+) -> None:
+    # The ledger's frozen clock is days behind the system's: a reconciler on the system
+    # clock would find the payment old enough at once. On the ledger's, it waits MIN_AGE.
+    ledger = await open_ledger()
+    await push(ledger, client, emulator, phone(1), 1)
+    reconciler = Reconciler(ledger, client, options=reconciler_options(), rng=random.Random(1))
+    assert (await reconciler.run_once()).claimed == 0
+    clock.advance(MIN_AGE)
+    assert (await reconciler.run_once()).queried == 1
+
+
 async def test_pending_answer_keeps_the_payment_pending_and_schedules_a_recheck(
     open_ledger: OpenLedger, client: AsyncDaraja, emulator: Emulator, clock: ManualClock
 ) -> None:
