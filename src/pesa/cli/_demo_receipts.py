@@ -17,6 +17,8 @@ from typing import Any
 import anyio
 import httpx
 
+from pesa.daraja import SANDBOX_INITIATOR, SANDBOX_INITIATOR_PASSWORD, SANDBOX_PASSKEY
+
 __all__ = [
     "DEMO_ACCOUNTS",
     "RECEIPT_SCENARIOS",
@@ -25,18 +27,18 @@ __all__ = [
     "walk_receipts",
 ]
 
-DEMO_ACCOUNTS = """\
+DEMO_ACCOUNTS = f"""\
 # The demo's Daraja accounts: STK pushes on the public sandbox shortcode, C2B on a PayBill.
 default = "stk"
 
 [accounts.stk]
 shortcode = "174379"
-passkey = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+passkey = "{SANDBOX_PASSKEY}"
 
 [accounts.paybill]
 shortcode = "600997"
-initiator_name = "testapi"
-initiator_password = "Safaricom999!*!"
+initiator_name = "{SANDBOX_INITIATOR}"
+initiator_password = "{SANDBOX_INITIATOR_PASSWORD}"
 c2b_register = true
 """
 """Public sandbox values only: the demo never touches real money or real credentials."""

@@ -23,6 +23,8 @@ from pesa.daraja._callbacks import (
 from pesa.daraja._codes import CodeKind, ResultCode, lookup_code
 from pesa.daraja._credential import (
     BUNDLED_CERTIFICATES,
+    SANDBOX_INITIATOR,
+    SANDBOX_INITIATOR_PASSWORD,
     SANDBOX_PASSKEY,
     SANDBOX_STK_SHORTCODE,
     bundled_certificate,
@@ -213,6 +215,8 @@ __all__ = [
     "REMARKS_MAX",
     "REMARKS_MIN",
     "REVERSAL",
+    "SANDBOX_INITIATOR",
+    "SANDBOX_INITIATOR_PASSWORD",
     "SANDBOX_PASSKEY",
     "SANDBOX_STK_SHORTCODE",
     "SECRET_FIELDS",

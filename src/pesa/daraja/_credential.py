@@ -18,6 +18,8 @@ from pesa._exceptions import ConfigurationError, ValidationError
 
 __all__ = [
     "BUNDLED_CERTIFICATES",
+    "SANDBOX_INITIATOR",
+    "SANDBOX_INITIATOR_PASSWORD",
     "SANDBOX_PASSKEY",
     "SANDBOX_STK_SHORTCODE",
     "bundled_certificate",
@@ -31,6 +33,9 @@ __all__ = [
 # portal): not secrets. The emulator accepts them too.
 SANDBOX_STK_SHORTCODE: Final = "174379"
 SANDBOX_PASSKEY: Final = "bfb279f9aa9bdbcf158e97dd71a467cd2e0c893059b10f78e6b72ada1ed2c919"
+# The sandbox initiator for B2C, reversal, Transaction Status and balance (REFERENCE §2).
+SANDBOX_INITIATOR: Final = "testapi"
+SANDBOX_INITIATOR_PASSWORD: Final = "Safaricom999!*!"
 
 BUNDLED_CERTIFICATES: Final[dict[str, str]] = {
     "sandbox": "sandbox-cert.cer",

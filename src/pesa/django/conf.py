@@ -41,7 +41,13 @@ from pesa._exceptions import ConfigurationError, PesaError
 from pesa._logging import get_logger
 from pesa.client import Daraja
 from pesa.config import Settings
-from pesa.daraja import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE, security_credential
+from pesa.daraja import (
+    SANDBOX_INITIATOR,
+    SANDBOX_INITIATOR_PASSWORD,
+    SANDBOX_PASSKEY,
+    SANDBOX_STK_SHORTCODE,
+    security_credential,
+)
 from pesa.daraja._trust import CallbackTrust
 
 __all__ = [
@@ -61,8 +67,6 @@ __all__ = [
 EMULATOR_PUBLIC_URL = "http://127.0.0.1:8000"
 # A public placeholder the emulator accepts (it checks credentials only in strict mode).
 EMULATOR_CONSUMER_KEY = "pesa-emulator"
-SANDBOX_INITIATOR = "testapi"
-SANDBOX_INITIATOR_PASSWORD = "Safaricom999!*!"  # published test data, not a secret
 _MIN_TOKEN = 16
 _REQUIRED_OUTSIDE_EMULATOR = (
     "callback_token",

@@ -17,7 +17,12 @@ from pesa._constants import (
     DEFAULT_STK_MIN_AMOUNT,
 )
 from pesa.config import Settings
-from pesa.daraja import SANDBOX_PASSKEY, SANDBOX_STK_SHORTCODE
+from pesa.daraja import (
+    SANDBOX_INITIATOR,
+    SANDBOX_INITIATOR_PASSWORD,
+    SANDBOX_PASSKEY,
+    SANDBOX_STK_SHORTCODE,
+)
 
 __all__ = [
     "SANDBOX_PASSKEY",
@@ -92,7 +97,7 @@ class EmulatorConfig(BaseModel):
         description="shortcodes that cannot register C2B URLs (the sandbox's STK shortcode)",
     )
     initiators: dict[str, str] = Field(
-        default_factory=lambda: {"testapi": "Safaricom999!*!"},
+        default_factory=lambda: {SANDBOX_INITIATOR: SANDBOX_INITIATOR_PASSWORD},
         description="initiator names and their passwords (checked in strict mode)",
     )
     token_lifetime: int = Field(3599, ge=1, description="expires_in of issued tokens, seconds")

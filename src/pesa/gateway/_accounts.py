@@ -24,6 +24,8 @@ from pesa.client import AsyncDaraja, FileTokenStore, InMemoryTokenStore, TokenSt
 from pesa.client._accounts import Account, Accounts
 from pesa.config import Settings
 from pesa.daraja import (
+    SANDBOX_INITIATOR,
+    SANDBOX_INITIATOR_PASSWORD,
     SANDBOX_PASSKEY,
     SANDBOX_STK_SHORTCODE,
     bundled_certificate,
@@ -42,8 +44,6 @@ log = get_logger("pesa.gateway")
 
 EMULATOR_CONSUMER_KEY = "pesa-emulator"
 EMULATOR_CONSUMER_SECRET = "pesa-emulator"  # a public placeholder, not a secret
-SANDBOX_INITIATOR = "testapi"
-SANDBOX_INITIATOR_PASSWORD = "Safaricom999!*!"  # published test data, not a secret
 
 
 def effective_accounts(settings: Settings) -> Accounts:
