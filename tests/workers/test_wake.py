@@ -7,6 +7,7 @@ timeout was sent because something woke the dispatcher, never because the poll c
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
@@ -19,6 +20,7 @@ from pesa.gateway._dispatcher import DispatcherOptions
 from pesa.gateway._rounds import pause
 from pesa.gateway._wake import LISTENER_APPLICATION_NAME, listen_for_outbox
 from pesa.ledger import Ledger, LedgerReports, OutboxSignal
+from pesa.testing import stk_callback_payload
 
 from .conftest import ManualClock, OpenLedger, Receiver, pending_payment
 from .test_dispatcher import SECRET, options
@@ -26,6 +28,18 @@ from .test_dispatcher import SECRET, options
 HOUR = 3600.0
 # Generous: the figure is "before the hourly poll", not a latency bound.
 PATIENCE = 30.0
+
+
+def paid(n: int) -> bytes:
+    """Daraja's success callback for :func:`pending_payment` ``n``."""
+    body = stk_callback_payload(
+        checkout_request_id=f"ws_CO_{n:06d}",
+        merchant_request_id=f"mr-{n}",
+        amount=10,
+        phone=254708374149,
+        receipt=f"RCP{n:07d}",
+    )
+    return json.dumps(body).encode()
 
 
 async def arrived(receiver: Receiver, count: int, within: float = PATIENCE) -> None:
@@ -102,6 +116,23 @@ async def test_a_commit_in_this_process_wakes_the_dispatcher(
         await arrived(receiver, 3)
 
 
+async def test_a_callback_wakes_the_dispatcher(
+    open_ledger: OpenLedger, receiver: Receiver, clock: ManualClock
+) -> None:
+    # On PostgreSQL a callback for a known payment takes the one-statement AUTOCOMMIT path,
+    # which no COMMIT hook sees: the wake-up must come from the statement itself.
+    ledger = await open_ledger(endpoints=[receiver.url])
+    await pending_payment(ledger, 1)
+    async with dispatching(ledger, clock, interval=HOUR):
+        await arrived(receiver, 1)
+        before = ledger.outbox_signal.notified
+        outcome = await ledger.ingest_stk_callback(paid(1), source_ip="196.201.214.200")
+        assert outcome.status == "applied"
+        assert ledger.outbox_signal.notified > before
+        await arrived(receiver, 2)  # woken: the next poll is an hour away
+    assert json.loads(receiver.requests[1].body)["type"] == "payment.succeeded"
+
+
 async def test_a_write_without_deliveries_does_not_signal(open_ledger: OpenLedger) -> None:
     ledger = await open_ledger(endpoints=[])  # no endpoint: events but no delivery rows
     await pending_payment(ledger, 1)
@@ -152,6 +183,37 @@ async def test_a_notify_from_another_ledger_wakes_the_dispatcher(
             await pending_payment(writer, 2)
             await arrived(receiver, 2)
             assert writer.outbox_signal.notified >= 2  # its own process's signal fired too
+            stop.set()
+    finally:
+        await writer.close()
+        await reader.close()
+
+
+@pytest.mark.postgres
+async def test_a_callback_in_another_process_notifies_the_listener(
+    postgres_url: str, receiver: Receiver, clock: ManualClock
+) -> None:
+    writer = await Ledger.open(postgres_url, webhook_endpoints=[receiver.url], clock=clock)
+    reader = await Ledger.open(postgres_url, webhook_endpoints=[receiver.url], clock=clock)
+    try:
+        await writer.migrate()
+        await pending_payment(writer, 1)
+        connected = anyio.Event()
+        stop = anyio.Event()
+        async with (
+            WebhookDispatcher(
+                reader, secret=SECRET, options=options(interval=HOUR, listen=False), clock=clock
+            ) as dispatcher,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(dispatcher.run, stop)
+            tg.start_soon(lambda: listen_for_outbox(reader, stop, connected=connected))
+            with anyio.fail_after(PATIENCE):
+                await connected.wait()
+            await arrived(receiver, 1)
+            outcome = await writer.ingest_stk_callback(paid(1), source_ip="196.201.214.200")
+            assert outcome.status == "applied"
+            await arrived(receiver, 2)  # only the NOTIFY reached the reader's process
             stop.set()
     finally:
         await writer.close()

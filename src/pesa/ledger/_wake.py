@@ -18,6 +18,8 @@ The hooks are SQLAlchemy events on the ledger's engine, so every write path (pay
 receipts, payouts, refunds) is covered without each one remembering to signal: a statement
 that inserts into ``webhook_deliveries`` marks its connection, the connection's commit
 sends the NOTIFY, and its return to the pool (after the commit) fires the in-process signal.
+On an AUTOCOMMIT connection (PostgreSQL's one-statement callback path) the statement is its
+own commit: both go out as soon as it returns.
 """
 
 from __future__ import annotations
@@ -106,6 +108,22 @@ def install_outbox_hooks(engine: AsyncEngine, signal: OutboxSignal, *, notify: b
         if _MARKER in statement:
             conn.info[_WRITTEN] = True
 
+    @event.listens_for(sync_engine, "after_cursor_execute")
+    def _autocommitted(
+        conn: Any, _cursor: Any, statement: str, _params: Any, _ctx: Any, _many: bool
+    ) -> None:
+        # An AUTOCOMMIT connection (PostgreSQL's one-statement callback path) commits each
+        # statement as it returns and never sends a COMMIT SQLAlchemy sees: the statement
+        # that wrote deliveries is committed now, so tell both audiences now.
+        if _MARKER not in statement:
+            return
+        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
+            return
+        conn.info.pop(_WRITTEN, None)
+        if postgres and notify:
+            _send_notify(conn)
+        signal.notify()
+
     @event.listens_for(sync_engine, "commit")
     def _commit(conn: Any) -> None:
         info = conn.info
@@ -113,11 +131,7 @@ def install_outbox_hooks(engine: AsyncEngine, signal: OutboxSignal, *, notify: b
             return
         if postgres and notify:
             # Still inside the transaction: PostgreSQL sends it when (and if) COMMIT succeeds.
-            cursor = conn.connection.cursor()
-            try:
-                cursor.execute(f"NOTIFY {OUTBOX_CHANNEL}")
-            finally:
-                cursor.close()
+            _send_notify(conn)
         info[_COMMITTED] = True
 
     @event.listens_for(sync_engine, "rollback")
@@ -140,3 +154,12 @@ def install_outbox_hooks(engine: AsyncEngine, signal: OutboxSignal, *, notify: b
 def mark_outbox_written(conn: AsyncConnection) -> None:
     """Mark ``conn``'s transaction as one that made deliveries due (a redelivery)."""
     conn.info[_WRITTEN] = True
+
+
+def _send_notify(conn: Any) -> None:
+    """``NOTIFY pesa_outbox`` on ``conn``'s DBAPI connection (inside its transaction, if any)."""
+    cursor = conn.connection.cursor()
+    try:
+        cursor.execute(f"NOTIFY {OUTBOX_CHANNEL}")
+    finally:
+        cursor.close()
