@@ -337,6 +337,24 @@ def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
         "cost of scheduling more than a gain. On a machine with a core per process and "
         "PostgreSQL elsewhere the processes add up (docs/scaling.md)."
     )
+    if "PostgreSQL" in cpu_per and cpu_per["PostgreSQL"] > 0 and ceiling > 0:
+        needed = _INGEST_TARGET * ceiling
+        one_core = 1 / cpu_per["PostgreSQL"]
+        section.notes.append(
+            "What the target needs: the gateway process is CPU-bound here. At "
+            f"{cpu_per['PostgreSQL'] * 1e6:,.0f} us of its CPU per callback one core applies at "
+            f"most {one_core:,.0f} callbacks/s, and {_INGEST_TARGET}x the ceiling is "
+            f"{needed:,.0f}/s: the CPU per callback must fall to "
+            f"{1e6 / needed:,.0f} us or below (with the database's round trips still "
+            "overlapping). A profile of the in-process app puts roughly half of that CPU in "
+            "the ASGI layers around the route (Starlette's middleware stack, request and "
+            "response objects) and most of the rest in the two statements' SQLAlchemy "
+            "compilation and execution. What would close it: the callback route as a raw ASGI "
+            "handler in front of the middleware stack, and the two statements sent as "
+            "prepared psycopg statements without SQLAlchemy's execution layer; or, on a "
+            "machine with free cores, `pesa serve --processes N` (the second row above adds "
+            "little only because this machine has none to spare)."
+        )
     section.notes.append(nodelay_note(fixed, "gateway", "`pesa serve`"))
     section.data = {"ceiling": ceiling, "ratios": ratios}
     return section
@@ -637,6 +655,19 @@ def run_e2e(sizes: Sizes, log: Callable[[str], None]) -> Section:
         "that records the push's answer (a callback whose transaction overlaps that one "
         "exactly is left to the reconciler, 20 s by default)."
     )
+    if pg is not None and pg["gateway_cpu_s"] > 0 and n:
+        per = pg["gateway_cpu_s"] / n
+        section.notes.append(
+            "What the PostgreSQL target needs: the gateway process used "
+            f"{pg['gateway_cpu_s']:.1f} CPU s for {n} payments, {per * 1000:.1f} ms per payment "
+            "(the create, the STK push, the callback, the webhook and their ledger writes). "
+            f"At that cost {_E2E_RATE:g} payments/s takes {_E2E_RATE * per:.1f} cores for the "
+            "gateway alone, and this machine has 2 shared with PostgreSQL, the emulator, the "
+            "receiver and the clients; the p99 is the queueing behind that CPU. What would "
+            "close it: cutting the per-payment CPU (the callback path's share is in section "
+            "2's notes) and running `pesa serve --processes N` with a core per process and "
+            "PostgreSQL on its own machine (docs/scaling.md)."
+        )
     section.notes.append(
         "The dispatcher is woken by the commit (poll interval at its default, 1 s); see "
         "section 7 for the commit-to-webhook latency alone. Everything runs on this machine's "

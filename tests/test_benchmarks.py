@@ -32,7 +32,9 @@ BENCHMARKS = (
 POSTGRES_ONLY = ("ledger", "shared")
 
 
-@pytest.fixture(scope="module")
+# Session scope, not module: an xdist worker runs this group's tests between other modules'
+# tests, and a module fixture is torn down (and the ~2-minute run repeated) at each switch.
+@pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], str]:
     out = tmp_path_factory.mktemp("bench")
     env = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -62,7 +64,7 @@ def _sections(document: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {section["key"]: section for section in document["sections"]}
 
 
-# One xdist worker runs the module, so the tiny run (its module fixture) runs once, not once
+# One xdist worker runs the module, so the tiny run (its session fixture) runs once, not once
 # per worker.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.xdist_group("benchmarks")]
 
