@@ -19,10 +19,12 @@ demo: $(STAMP)
 	$(BIN)/pesa demo
 
 ## Lint, type-check and run the whole test suite (what CI runs).
-test: lint types pytest test-djangos
+# Lint and types first (a minute, and the cheapest failures); then the main suite and both
+# Django sessions at once: the Django sessions mostly wait on sockets and subprocesses, and
+# the second venv installs while the suite runs. Each one's output is printed when it ends.
+test: lint types
+	$(MAKE) -j3 --output-sync=target pytest test-django test-django6
 
-# Both Django sessions at once: they mostly wait on sockets and subprocesses, and the second
-# venv installs while the first session runs.
 test-djangos:
 	$(MAKE) -j2 --output-sync=target test-django test-django6
 

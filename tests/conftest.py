@@ -17,3 +17,23 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
     if collection_path == _DJANGO_TESTS or _DJANGO_TESTS in collection_path.parents:
         return True
     return None
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under ``--dist loadgroup`` (``make test``) pytest-xdist sends an ``xdist_group`` to one
+    worker by tagging its node ids; a pytest it cannot tag (9.2) would silently spread the
+    group, and set up its expensive shared fixtures once per worker. Fail loudly instead."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    untagged = [
+        item.nodeid
+        for item in items
+        if item.get_closest_marker("xdist_group") is not None and "@" not in item.nodeid
+    ]
+    if untagged:
+        raise pytest.UsageError(
+            f"pytest-xdist did not apply xdist_group to {len(untagged)} tests (first: "
+            f"{untagged[0]}): this pytest and pytest-xdist do not work together; see the "
+            "pytest pin in pyproject.toml"
+        )

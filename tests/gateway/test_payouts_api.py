@@ -88,7 +88,9 @@ def test_a_payout_is_paid_once_and_its_retry_sends_nothing(
     created = api.post("/v1/payouts", json=payout_body(), headers={"Idempotency-Key": "p-1"})
     assert created.status_code == 201
     payout = created.json()
-    assert payout["status"] == "pending" and payout["originator_conversation_id"] == payout["id"]
+    # Accepted (pending); on a busy machine the Result (50 ms later) may already be in.
+    assert payout["status"] in ("pending", "succeeded")
+    assert payout["originator_conversation_id"] == payout["id"]
     retry = api.post("/v1/payouts", json=payout_body(), headers={"Idempotency-Key": "p-1"})
     assert retry.json()["id"] == payout["id"]
     assert retry.headers["Idempotent-Replayed"] == "true"
