@@ -19,11 +19,12 @@ demo: $(STAMP)
 	$(BIN)/pesa demo
 
 ## Lint, type-check and run the whole test suite (what CI runs).
-# Lint and types first (a minute, and the cheapest failures); then the main suite and both
-# Django sessions at once: the Django sessions mostly wait on sockets and subprocesses, and
-# the second venv installs while the suite runs. Each one's output is printed when it ends.
-test: lint types
-	$(MAKE) -j3 --output-sync=target pytest test-django test-django6
+# All at once: mypy and ruff use one core for a minute, the Django sessions mostly wait on
+# sockets and subprocesses (and the second venv installs meanwhile), and the main suite fills
+# what is left of the two cores. Each one's output is printed when it ends; any failure
+# fails `make test`.
+test: $(STAMP)
+	$(MAKE) -j5 --output-sync=target lint types pytest test-django test-django6
 
 test-djangos:
 	$(MAKE) -j2 --output-sync=target test-django test-django6
