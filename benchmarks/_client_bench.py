@@ -373,10 +373,18 @@ _RUNNERS: dict[str, Callable[[Server, Run, list[int], list[int]], None]] = {
 }
 
 
-def measure_client(server: Server, client: str, network: str, concurrency: int, pushes: int) -> Run:
-    """Warm up, then send ``pushes`` STK pushes with ``client`` at ``concurrency``."""
+def measure_client(
+    server: Server,
+    client: str,
+    network: str,
+    concurrency: int,
+    pushes: int,
+    warmup_rounds: int = 4,
+) -> Run:
+    """Warm up (``warmup_rounds`` x ``concurrency`` pushes), then send ``pushes`` STK pushes
+    with ``client`` at ``concurrency``."""
     run = Run(client, network, concurrency, pushes)
-    warmup = list(range(4 * concurrency))
+    warmup = list(range(warmup_rounds * concurrency))
     work = list(range(len(warmup), len(warmup) + pushes))
     _RUNNERS[client](server, run, warmup, work)
     return run
@@ -397,6 +405,7 @@ def _matrix(
     pushes: int,
     log: Callable[[str], None],
     repeats: int = _REPEATS,
+    warmup_rounds: int = 4,
 ) -> list[Run]:
     runs: list[Run] = []
     for concurrency in concurrencies:
@@ -405,7 +414,7 @@ def _matrix(
             for client in CLIENTS:
                 if repeat and client == "snippet":
                     continue  # only pesa and the floor enter a CPU ratio
-                run = measure_client(server, client, network, concurrency, pushes)
+                run = measure_client(server, client, network, concurrency, pushes, warmup_rounds)
                 log(
                     f"  {network:<14} c={concurrency:<3} {client:<18} "
                     f"{run.throughput:8.1f} push/s {run.cpu_per_push_us:8.0f} us CPU/push  "
@@ -419,12 +428,16 @@ def _matrix(
 
 def run(sizes: Sizes, log: Callable[[str], None]) -> Section:
     """Benchmark 1 at ``sizes``: plain HTTP, TLS, and TLS with 30 ms of latency."""
+    # The smoke test (tiny) runs each client once, after one round of warm-up: it proves the
+    # harness, not the figures.
+    tiny = sizes.name == "tiny"
+    repeats, rounds = (1, 1) if tiny else (_REPEATS, 4)
     section = Section(
         key="client",
         title="1. Client: STK pushes against the emulator",
         what=(
             f"{sizes.pushes} STK pushes per client and concurrency (after a warm-up of "
-            f"4 x concurrency pushes) to `pesa emulator` in its own process; "
+            f"{rounds} x concurrency pushes) to `pesa emulator` in its own process; "
             f"{sizes.latency_pushes} pushes at concurrency 1 with `--tls --latency 30`."
         ),
         baseline=(
@@ -435,14 +448,12 @@ def run(sizes: Sizes, log: Callable[[str], None]) -> Section:
         ),
     )
     runs: list[Run] = []
-    # The smoke test (tiny) runs each client once: it proves the harness, not the figures.
-    repeats = 1 if sizes.name == "tiny" else _REPEATS
     with emulator() as server:
         drop_callbacks(server)
-        runs += _matrix(server, "http", (1, 32), sizes.pushes, log, repeats)
+        runs += _matrix(server, "http", (1, 32), sizes.pushes, log, repeats, rounds)
     with emulator(tls=True) as server:
         drop_callbacks(server)
-        runs += _matrix(server, "tls", (1, 32), sizes.pushes, log, repeats)
+        runs += _matrix(server, "tls", (1, 32), sizes.pushes, log, repeats, rounds)
     with emulator(tls=True, latency_ms=30) as server:
         drop_callbacks(server)
         runs += _matrix(server, "tls+30ms", (1,), sizes.latency_pushes, log)

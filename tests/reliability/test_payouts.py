@@ -80,7 +80,7 @@ def test_bulk_payouts_through_faults_and_crashes_pay_everyone_once(
     database: tuple[str, str], tmp_path: Path, recorder: Recorder
 ) -> None:
     backend, url = database
-    rows = size(ci=300, soak=3_000)
+    rows = size(ci=200, soak=3_000)
     kills = size(ci=1, soak=4)
     rng = random.Random(10_2026)
     amounts = [
