@@ -338,22 +338,31 @@ def run_ingest(sizes: Sizes, log: Callable[[str], None]) -> Section:
         "PostgreSQL elsewhere the processes add up (docs/scaling.md)."
     )
     if "PostgreSQL" in cpu_per and cpu_per["PostgreSQL"] > 0 and ceiling > 0:
+        per = cpu_per["PostgreSQL"]
         needed = _INGEST_TARGET * ceiling
-        one_core = 1 / cpu_per["PostgreSQL"]
+        measured = ratios["PostgreSQL"] * ceiling
+        one_core = 1 / per
+        budget = (
+            f"by CPU alone one core would apply {one_core:,.0f}/s, short of it: the CPU per "
+            f"callback must fall to {1e6 / needed:,.0f} us or below"
+            if one_core < needed
+            else f"by CPU alone one core would apply {one_core:,.0f}/s, enough"
+        )
         section.notes.append(
-            "What the target needs: the gateway process is CPU-bound here. At "
-            f"{cpu_per['PostgreSQL'] * 1e6:,.0f} us of its CPU per callback one core applies at "
-            f"most {one_core:,.0f} callbacks/s, and {_INGEST_TARGET}x the ceiling is "
-            f"{needed:,.0f}/s: the CPU per callback must fall to "
-            f"{1e6 / needed:,.0f} us or below (with the database's round trips still "
-            "overlapping). A profile of the in-process app puts roughly half of that CPU in "
-            "the ASGI layers around the route (Starlette's middleware stack, request and "
-            "response objects) and most of the rest in the two statements' SQLAlchemy "
-            "compilation and execution. What would close it: the callback route as a raw ASGI "
-            "handler in front of the middleware stack, and the two statements sent as "
-            "prepared psycopg statements without SQLAlchemy's execution layer; or, on a "
-            "machine with free cores, `pesa serve --processes N` (the second row above adds "
-            "little only because this machine has none to spare)."
+            f"What the target needs: {_INGEST_TARGET}x the ceiling is {needed:,.0f} "
+            f"callbacks/s. The gateway spent {per * 1e6:,.0f} us of CPU per callback, "
+            f"{measured * per:.0%} of one core at the {measured:,.0f}/s it reached; {budget}. "
+            "The rest of the gap is the two cores being shared: PostgreSQL, the 32 client "
+            "threads and the gateway's event loop all run on them, so each callback's two "
+            "round trips wait for a core as well as for the database. A profile of the "
+            "in-process app puts roughly half of the gateway's CPU in the ASGI layers around "
+            "the route (Starlette's middleware stack, request and response objects) and most "
+            "of the rest in the two statements' SQLAlchemy compilation and execution. What "
+            "would close it: the callback route as a raw ASGI handler in front of the "
+            "middleware stack and the two statements as prepared psycopg statements without "
+            "SQLAlchemy's execution layer (less CPU per callback), and PostgreSQL and the "
+            "senders on cores of their own, where `pesa serve --processes N` adds up "
+            "(docs/scaling.md)."
         )
     section.notes.append(nodelay_note(fixed, "gateway", "`pesa serve`"))
     section.data = {"ceiling": ceiling, "ratios": ratios}
