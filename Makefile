@@ -36,10 +36,9 @@ lint: $(STAMP)
 types: $(STAMP)
 	$(BIN)/mypy --strict src
 
-# Most tests wait on sockets, subprocesses, sleeps and databases rather than the CPU: with
-# four workers two cores stayed a fifth idle, six keep them busy. PYTEST_WORKERS=0 runs
-# serially.
-PYTEST_WORKERS ?= 6
+# Most tests wait on sockets, subprocesses, sleeps and databases rather than the CPU: four
+# workers on two cores (six were slower: contention). PYTEST_WORKERS=0 runs serially.
+PYTEST_WORKERS ?= 4
 
 # --dist loadgroup: tests marked xdist_group("x") share one worker (one browser, one
 # gateway per dashboard test module); the rest are spread as usual.

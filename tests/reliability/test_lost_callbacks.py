@@ -60,7 +60,9 @@ async def test_reconciler_settles_every_payment_whose_callback_was_dropped(
     backend, url = database
     payments_n = size(ci=100, soak=2_000)
     rng = random.Random(2_2026)
-    config = EmulatorConfig(stk_delay=0.2, seed=2026, max_records=100_000)
+    # A generous delivery timeout: a callback the sink applied but answered after the
+    # emulator gave up (a busy machine) would count as refused without being refused.
+    config = EmulatorConfig(stk_delay=0.2, seed=2026, max_records=100_000, callback_timeout=60)
     async with serve_emulator(config) as emulator:
         daraja = emulator.emulator
         daraja.add_rule(operation="stk", amount=PAID_DROPPED, callback="drop")
