@@ -12,7 +12,9 @@ import time
 from datetime import UTC, datetime
 from typing import Protocol, runtime_checkable
 
-__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock"]
+from pesa._exceptions import ValidationError
+
+__all__ = ["SYSTEM_CLOCK", "Clock", "SystemClock", "require_clock"]
 
 
 @runtime_checkable
@@ -52,3 +54,19 @@ class SystemClock:
 
 SYSTEM_CLOCK = SystemClock()
 """The shared real clock, the default wherever a clock is optional."""
+
+
+def require_clock(clock: object, field: str = "clock") -> Clock:
+    """``clock`` if it is a :class:`Clock`; a clear error naming ``field`` if not.
+
+    A plain function returning a datetime (what ``Ledger.open(clock=...)`` took before the
+    clock had two readings) fails here, at construction, not at the first write.
+    """
+    if not isinstance(clock, Clock):
+        raise ValidationError(
+            field,
+            "must be a clock with now() and monotonic() (pesa.daraja.Clock; "
+            "pesa.testing.FrozenClock in tests)",
+            type(clock).__name__,
+        )
+    return clock

@@ -307,6 +307,29 @@ def test_each_default_is_written_once() -> None:
     assert TransferOptions() == TransferOptions.from_settings(settings)
 
 
+async def test_a_plain_function_is_refused_as_a_clock_naming_the_field(tmp_path: Any) -> None:
+    # What Ledger.open(clock=...) took before the clock had two readings: refused when the
+    # ledger, a worker or the emulator is built, not at the first write.
+    from datetime import UTC, datetime
+
+    from pesa import ValidationError
+    from pesa.gateway import Reconciler
+
+    def old_style() -> datetime:
+        return datetime.now(UTC)
+
+    with pytest.raises(ValidationError, match=r"^clock: must be a clock with now\(\)"):
+        await Ledger.open(f"sqlite:///{tmp_path / 'clock.db'}", clock=old_style)  # type: ignore[arg-type]
+    ledger = await Ledger.open(f"sqlite:///{tmp_path / 'clock.db'}")
+    try:
+        with pytest.raises(ValidationError, match="^clock:"):
+            Reconciler(ledger, object(), clock=old_style)  # type: ignore[arg-type]
+    finally:
+        await ledger.close()
+    with pytest.raises(ValidationError, match="^clock:"):
+        Emulator(clock=old_style)  # type: ignore[arg-type]
+
+
 async def test_an_unreachable_store_costs_a_token_fetch_not_the_request() -> None:
     # Nothing listens on port 1: every read of the shared store fails.
     engine = create_engine(

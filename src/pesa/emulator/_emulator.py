@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp
 
-from pesa._clock import SYSTEM_CLOCK, Clock
+from pesa._clock import SYSTEM_CLOCK, Clock, require_clock
 from pesa._constants import NAIROBI_TZ
 from pesa._exceptions import ValidationError
 from pesa.emulator._b2b import BusinessToBusiness
@@ -126,7 +126,9 @@ class Emulator:
         products: Sequence[type[Product]] = PRODUCTS,
     ) -> None:
         self.config = config or EmulatorConfig()
-        self._core = Core(self.config, clock or SYSTEM_CLOCK, callback_verify)
+        self._core = Core(
+            self.config, SYSTEM_CLOCK if clock is None else require_clock(clock), callback_verify
+        )
         self._faults = FaultBook(self._core.rng)
         self._rate = RateLimiter(self.config.rate_limit, self._core.clock)
         self._oauth = OAuth(self.config, self._core.ids, self._rate, self._core.clock)

@@ -33,7 +33,7 @@ import anyio
 import anyio.to_thread
 import httpx
 
-from pesa._clock import Clock
+from pesa._clock import Clock, require_clock
 from pesa._exceptions import ConfigurationError, ValidationError
 from pesa._logging import get_logger, redact
 from pesa._version import __version__
@@ -285,7 +285,7 @@ class WebhookDispatcher:
             )
         self._http = http_client
         self._owns_http = http_client is None
-        self._clock: Clock = clock or ledger.clock
+        self._clock: Clock = ledger.clock if clock is None else require_clock(clock)
         self._rng: RandomSource = rng if rng is not None else random.Random()
         # Pauses after a failed round (database unreachable, ...): from one interval (at
         # most 5 s: a long poll interval is no reason to wait long after an outage) up.

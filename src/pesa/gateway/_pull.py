@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import anyio
 
-from pesa._clock import Clock
+from pesa._clock import Clock, require_clock
 from pesa._exceptions import PesaError, ValidationError
 from pesa._logging import get_logger
 from pesa.client import Account
@@ -107,7 +107,7 @@ class PullRecovery:
         self.window = window
         self.interval = interval
         self.policy = policy
-        self._clock: Clock = clock or ledger.clock
+        self._clock: Clock = ledger.clock if clock is None else require_clock(clock)
 
     def accounts(self, names: list[str] | None = None) -> list[Account]:
         """The accounts a round reads: each shortcode once (``names``: only these)."""

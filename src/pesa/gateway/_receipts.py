@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Literal
 import anyio
 
 from pesa._bucket import SharedBucketState
-from pesa._clock import Clock
+from pesa._clock import Clock, require_clock
 from pesa._exceptions import DarajaError, PesaError, RateLimitError, TransportError
 from pesa._logging import get_logger
 from pesa.client import Account, Accounts
@@ -231,7 +231,7 @@ class ReceiptVerifier:
         self.urls = urls
         self.options = options or ReconcilerOptions()
         self.metrics = metrics if metrics is not None else Metrics()
-        self._clock: Clock = clock or ledger.clock
+        self._clock: Clock = ledger.clock if clock is None else require_clock(clock)
         self.bucket = TokenBucket(
             self.options.query_rate,
             self.options.query_burst,

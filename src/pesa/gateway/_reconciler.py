@@ -50,7 +50,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 import anyio
 
 from pesa._bucket import SharedBucketState
-from pesa._clock import Clock
+from pesa._clock import Clock, require_clock
 from pesa._constants import DEFAULT_TIMEOUT
 from pesa._exceptions import (
     DarajaError,
@@ -287,7 +287,7 @@ class Reconciler:
             self.client = client
         self.options = options
         self.metrics = metrics if metrics is not None else Metrics()
-        self._clock: Clock = clock or ledger.clock
+        self._clock: Clock = ledger.clock if clock is None else require_clock(clock)
         # ``shared``: the budget every process of the deployment spends (PESA_SHARED_STATE).
         self.bucket = TokenBucket(
             options.query_rate, options.query_burst, clock=self._clock, sleep=sleep, shared=shared

@@ -38,7 +38,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql.dml import Insert
 
-from pesa._clock import SYSTEM_CLOCK, Clock
+from pesa._clock import SYSTEM_CLOCK, Clock, require_clock
 from pesa._exceptions import ConfigurationError, InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, mask_phone, redact
 from pesa.daraja import normalize_msisdn
@@ -423,7 +423,7 @@ class Ledger:
         self.notify = notify and engine.dialect.name == "postgresql"
         """Whether commits also send ``NOTIFY pesa_outbox`` (PostgreSQL only)."""
         install_outbox_hooks(engine, self.outbox_signal, notify=self.notify)
-        self._clock = clock
+        self._clock = require_clock(clock)
         self._parse = parse
         self._lookup = lookup
         if on_mismatch not in ("flag", "refuse"):

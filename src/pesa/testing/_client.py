@@ -28,8 +28,9 @@ class FrozenClock:
 
     Its two readings move together: :meth:`advance` moves both the wall time and the
     monotonic seconds, so leases, rate budgets and token lifetimes in every layer that
-    shares the clock see the same time pass. :meth:`set` moves the wall time only forward
-    on the monotonic side (a wall clock set back does not make a lease last longer).
+    shares the clock see the same time pass. :meth:`set` jumps the wall time anywhere; the
+    monotonic seconds move only by a forward jump (a wall clock set back does not make a
+    lease last longer).
 
     Example:
         >>> clock = FrozenClock(datetime(2016, 2, 16, 16, 56, 27, tzinfo=NAIROBI))
