@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from pesa._clock import SYSTEM_CLOCK, Clock
+from pesa._clock import SYSTEM_CLOCK, Clock, require_clock
 from pesa._exceptions import DarajaError, PesaError, RateLimitError
 from pesa._logging import get_logger
 from pesa.client import Daraja
@@ -73,7 +73,7 @@ class PayoutChecker:
         self.store = store
         self.client = client
         self.settings = settings
-        self._clock = clock
+        self._clock = require_clock(clock)
         self._sleep = sleep
         self._next_query = 0.0
         # How long the last question, asked at the deadline, may take to be answered.

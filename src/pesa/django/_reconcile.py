@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
-from pesa._clock import Clock
+from pesa._clock import Clock, require_clock
 from pesa._exceptions import DarajaError, PesaError, RateLimitError
 from pesa._logging import get_logger
 from pesa.client import Daraja
@@ -110,7 +110,7 @@ class Reconciler:
         self.payouts = payouts
         self.client = client
         self.settings = settings
-        self._clock: Clock = clock or store.clock
+        self._clock: Clock = store.clock if clock is None else require_clock(clock)
         self._sleep = sleep
         self._next_query = 0.0
         self._lease_end = float("inf")

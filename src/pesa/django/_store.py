@@ -25,7 +25,7 @@ from typing import TypeVar
 from django.db import IntegrityError, OperationalError, router, transaction
 from django.db.models import Case, F, Q, When
 
-from pesa._clock import SYSTEM_CLOCK, Clock
+from pesa._clock import SYSTEM_CLOCK, Clock, require_clock
 from pesa._exceptions import InvalidCallbackError, ValidationError
 from pesa._logging import get_logger, mask_phone, redact
 from pesa.daraja import normalize_msisdn
@@ -140,7 +140,7 @@ class Store:
         self, *, on_mismatch: MismatchPolicy = "refuse", clock: Clock = SYSTEM_CLOCK
     ) -> None:
         self.on_mismatch: MismatchPolicy = on_mismatch
-        self._clock = clock
+        self._clock = require_clock(clock)
 
     @property
     def clock(self) -> Clock:
