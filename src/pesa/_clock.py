@@ -56,12 +56,15 @@ SYSTEM_CLOCK = SystemClock()
 """The shared real clock, the default wherever a clock is optional."""
 
 
-def require_clock(clock: object, field: str = "clock") -> Clock:
-    """``clock`` if it is a :class:`Clock`; a clear error naming ``field`` if not.
+def require_clock(clock: object, default: Clock | None = None, field: str = "clock") -> Clock:
+    """``clock`` if it is a :class:`Clock` (``default`` when it is ``None`` and a default is
+    given); a clear error naming ``field`` if not.
 
     A plain function returning a datetime (what ``Ledger.open(clock=...)`` took before the
     clock had two readings) fails here, at construction, not at the first write.
     """
+    if clock is None and default is not None:
+        return default
     if not isinstance(clock, Clock):
         raise ValidationError(
             field,

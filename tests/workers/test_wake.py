@@ -157,11 +157,13 @@ async def test_a_redelivery_wakes_the_dispatcher(
 # -- PostgreSQL: NOTIFY from another ledger (as another process would) -----------------------
 
 
-@pytest.mark.postgres
-async def test_a_notify_from_another_ledger_wakes_the_dispatcher(
+@asynccontextmanager
+async def listening_apart(
     postgres_url: str, receiver: Receiver, clock: ManualClock
-) -> None:
-    # Two ledgers on one database share nothing in memory: only the NOTIFY connects them.
+) -> AsyncIterator[Ledger]:
+    """A reader ledger whose dispatcher polls hourly and wakes only on ``NOTIFY`` (as in a
+    process of its own); yields the writer ledger, once the reader's LISTEN is connected.
+    Two ledgers on one database share nothing in memory: only the NOTIFY connects them."""
     writer = await Ledger.open(postgres_url, webhook_endpoints=[receiver.url], clock=clock)
     reader = await Ledger.open(postgres_url, webhook_endpoints=[receiver.url], clock=clock)
     try:
@@ -178,46 +180,37 @@ async def test_a_notify_from_another_ledger_wakes_the_dispatcher(
             tg.start_soon(lambda: listen_for_outbox(reader, stop, connected=connected))
             with anyio.fail_after(PATIENCE):
                 await connected.wait()
-            await pending_payment(writer, 1)
-            await arrived(receiver, 1)
-            await pending_payment(writer, 2)
-            await arrived(receiver, 2)
-            assert writer.outbox_signal.notified >= 2  # its own process's signal fired too
-            stop.set()
+            try:
+                yield writer
+            finally:
+                stop.set()
     finally:
         await writer.close()
         await reader.close()
+
+
+@pytest.mark.postgres
+async def test_a_notify_from_another_ledger_wakes_the_dispatcher(
+    postgres_url: str, receiver: Receiver, clock: ManualClock
+) -> None:
+    async with listening_apart(postgres_url, receiver, clock) as writer:
+        await pending_payment(writer, 1)
+        await arrived(receiver, 1)
+        await pending_payment(writer, 2)
+        await arrived(receiver, 2)
+        assert writer.outbox_signal.notified >= 2  # its own process's signal fired too
 
 
 @pytest.mark.postgres
 async def test_a_callback_in_another_process_notifies_the_listener(
     postgres_url: str, receiver: Receiver, clock: ManualClock
 ) -> None:
-    writer = await Ledger.open(postgres_url, webhook_endpoints=[receiver.url], clock=clock)
-    reader = await Ledger.open(postgres_url, webhook_endpoints=[receiver.url], clock=clock)
-    try:
-        await writer.migrate()
+    async with listening_apart(postgres_url, receiver, clock) as writer:
         await pending_payment(writer, 1)
-        connected = anyio.Event()
-        stop = anyio.Event()
-        async with (
-            WebhookDispatcher(
-                reader, secret=SECRET, options=options(interval=HOUR, listen=False), clock=clock
-            ) as dispatcher,
-            anyio.create_task_group() as tg,
-        ):
-            tg.start_soon(dispatcher.run, stop)
-            tg.start_soon(lambda: listen_for_outbox(reader, stop, connected=connected))
-            with anyio.fail_after(PATIENCE):
-                await connected.wait()
-            await arrived(receiver, 1)
-            outcome = await writer.ingest_stk_callback(paid(1), source_ip="196.201.214.200")
-            assert outcome.status == "applied"
-            await arrived(receiver, 2)  # only the NOTIFY reached the reader's process
-            stop.set()
-    finally:
-        await writer.close()
-        await reader.close()
+        await arrived(receiver, 1)
+        outcome = await writer.ingest_stk_callback(paid(1), source_ip="196.201.214.200")
+        assert outcome.status == "applied"
+        await arrived(receiver, 2)  # only the NOTIFY reached the reader's process
 
 
 @pytest.mark.postgres

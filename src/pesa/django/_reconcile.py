@@ -110,7 +110,7 @@ class Reconciler:
         self.payouts = payouts
         self.client = client
         self.settings = settings
-        self._clock: Clock = store.clock if clock is None else require_clock(clock)
+        self._clock: Clock = require_clock(clock, store.clock)
         self._sleep = sleep
         self._next_query = 0.0
         self._lease_end = float("inf")

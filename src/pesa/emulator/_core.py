@@ -10,11 +10,10 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
 from pesa._clock import Clock
-from pesa._constants import NAIROBI_TZ
 from pesa._logging import get_logger
+from pesa.daraja import NAIROBI
 from pesa.emulator import _daraja as daraja
 from pesa.emulator import _validate as v
 from pesa.emulator._books import Books, Transaction
@@ -26,7 +25,6 @@ from pesa.emulator._validate import Refusal
 __all__ = ["Core", "evict_oldest"]
 
 _log = get_logger("pesa.emulator")
-_NAIROBI = ZoneInfo(NAIROBI_TZ)
 
 
 class Core:
@@ -78,7 +76,7 @@ class Core:
 
     def now(self) -> datetime:
         """The current Nairobi time (Daraja's clock; tests may freeze it)."""
-        return self._clock.now().astimezone(_NAIROBI)
+        return self._clock.now().astimezone(NAIROBI)
 
     def known_shortcode(self, code: str) -> bool:
         """Whether ``code`` is a configured organisation or STK shortcode."""

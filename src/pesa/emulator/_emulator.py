@@ -126,9 +126,7 @@ class Emulator:
         products: Sequence[type[Product]] = PRODUCTS,
     ) -> None:
         self.config = config or EmulatorConfig()
-        self._core = Core(
-            self.config, SYSTEM_CLOCK if clock is None else require_clock(clock), callback_verify
-        )
+        self._core = Core(self.config, require_clock(clock, SYSTEM_CLOCK), callback_verify)
         self._faults = FaultBook(self._core.rng)
         self._rate = RateLimiter(self.config.rate_limit, self._core.clock)
         self._oauth = OAuth(self.config, self._core.ids, self._rate, self._core.clock)

@@ -285,7 +285,7 @@ class WebhookDispatcher:
             )
         self._http = http_client
         self._owns_http = http_client is None
-        self._clock: Clock = ledger.clock if clock is None else require_clock(clock)
+        self._clock: Clock = require_clock(clock, ledger.clock)
         self._rng: RandomSource = rng if rng is not None else random.Random()
         # Pauses after a failed round (database unreachable, ...): from one interval (at
         # most 5 s: a long poll interval is no reason to wait long after an outage) up.

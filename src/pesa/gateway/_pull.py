@@ -107,7 +107,7 @@ class PullRecovery:
         self.window = window
         self.interval = interval
         self.policy = policy
-        self._clock: Clock = ledger.clock if clock is None else require_clock(clock)
+        self._clock: Clock = require_clock(clock, ledger.clock)
 
     def accounts(self, names: list[str] | None = None) -> list[Account]:
         """The accounts a round reads: each shortcode once (``names``: only these)."""

@@ -231,7 +231,7 @@ class ReceiptVerifier:
         self.urls = urls
         self.options = options or ReconcilerOptions()
         self.metrics = metrics if metrics is not None else Metrics()
-        self._clock: Clock = ledger.clock if clock is None else require_clock(clock)
+        self._clock: Clock = require_clock(clock, ledger.clock)
         self.bucket = TokenBucket(
             self.options.query_rate,
             self.options.query_burst,

@@ -287,7 +287,7 @@ class Reconciler:
             self.client = client
         self.options = options
         self.metrics = metrics if metrics is not None else Metrics()
-        self._clock: Clock = ledger.clock if clock is None else require_clock(clock)
+        self._clock: Clock = require_clock(clock, ledger.clock)
         # ``shared``: the budget every process of the deployment spends (PESA_SHARED_STATE).
         self.bucket = TokenBucket(
             options.query_rate, options.query_burst, clock=self._clock, sleep=sleep, shared=shared

@@ -258,7 +258,7 @@ class TransferSender:
         # A burst of 2: a send the busy event loop made late lets the next one catch up, so
         # the average is the configured rate, while never more than 2 requests leave together.
         # ``shared``: the pace every process of the deployment spends (PESA_SHARED_STATE).
-        self._clock: Clock = ledger.clock if clock is None else require_clock(clock)
+        self._clock: Clock = require_clock(clock, ledger.clock)
         self.bucket = TokenBucket(options.rate, 2, shared=shared, clock=self._clock)
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._failure_backoff = failure_backoff(options.interval)
@@ -560,7 +560,7 @@ class TransferChecker:
         self.bucket = bucket
         self.urls = urls
         self.options = options
-        self._clock: Clock = ledger.clock if clock is None else require_clock(clock)
+        self._clock: Clock = require_clock(clock, ledger.clock)
         self._sleep = sleep
         self._rng: RandomSource = rng if rng is not None else random.Random()
         self._failure_backoff = failure_backoff(options.interval)
