@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,10 +73,13 @@ def gateway_settings(database_url: str, **overrides: Any) -> Settings:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each gateway test runs on SQLite and, when configured, on PostgreSQL."""
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Callable[[Path], str]
+) -> str:
+    """Each gateway test runs on SQLite and, when configured, on PostgreSQL (migrated by the
+    gateway as it starts; on SQLite a copy of a migrated file, which it finds current)."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'gateway.db'}"
+        return migrated_sqlite(tmp_path / "gateway.db")
     return str(request.getfixturevalue("pg_schema_url"))
 
 

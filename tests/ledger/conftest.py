@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -82,8 +82,12 @@ def backend(database_url: str) -> str:
 
 
 @pytest.fixture
-async def ledger(database_url: str, clock: ManualClock) -> AsyncIterator[Ledger]:
+async def ledger(
+    database_url: str, clock: ManualClock, migrated_sqlite: Callable[[Path], str]
+) -> AsyncIterator[Ledger]:
     """A migrated ledger with one webhook endpoint, on each backend."""
+    if database_url.startswith("sqlite:///"):
+        migrated_sqlite(Path(database_url.removeprefix("sqlite:///")))
     opened = await Ledger.open(
         database_url, webhook_endpoints=["https://merchant.example/hooks"], clock=clock
     )

@@ -11,7 +11,7 @@ from sqlalchemy import Connection, inspect, text
 
 from pesa import ConfigurationError
 from pesa.ledger import Ledger, async_url, current_revision, head_revision
-from pesa.ledger._migrate import MIGRATIONS_DIR
+from pesa.ledger._migrate import HEAD_REVISION, MIGRATIONS_DIR
 from pesa.ledger._schema import metadata
 
 from .conftest import ManualClock
@@ -60,6 +60,70 @@ async def test_migrations_match_the_tables_the_code_uses(database_url: str) -> N
             assert await conn.run_sync(diff) == []
     finally:
         await ledger.close()
+
+
+def test_the_head_constant_is_the_head_alembic_finds() -> None:
+    # upgrade() skips Alembic when the database is at HEAD_REVISION: a new migration must
+    # move the constant with it, or a database one migration behind would not be upgraded.
+    assert head_revision() == HEAD_REVISION
+
+
+async def test_a_database_one_migration_behind_is_upgraded(database_url: str) -> None:
+    from alembic import command
+
+    from pesa.ledger._migrate import alembic_config
+
+    ledger = await Ledger.open(database_url)
+    try:
+        await ledger.migrate()
+
+        def step_back(conn: Connection) -> None:
+            command.downgrade(alembic_config(conn), "-1")
+
+        async with ledger.engine.begin() as conn:
+            await conn.run_sync(step_back)
+        assert await current_revision(ledger.engine) not in (None, HEAD_REVISION)
+        await ledger.migrate()
+        assert await current_revision(ledger.engine) == HEAD_REVISION
+        async with ledger.engine.connect() as conn:
+            diff = await conn.run_sync(
+                lambda c: list(
+                    compare_metadata(
+                        MigrationContext.configure(c, opts={"compare_type": True}), metadata
+                    )
+                )
+            )
+        assert diff == []
+    finally:
+        await ledger.close()
+
+
+async def test_a_database_at_head_starts_without_loading_alembic(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    url = f"sqlite:///{tmp_path / 'at-head.db'}"
+    ledger = await Ledger.open(url)
+    try:
+        await ledger.migrate()
+    finally:
+        await ledger.close()
+    probe = (
+        "import anyio, sys\n"
+        "from pesa.ledger import Ledger\n"
+        "async def main():\n"
+        f"    ledger = await Ledger.open({url!r})\n"
+        "    try:\n"
+        "        await ledger.migrate()\n"
+        "    finally:\n"
+        "        await ledger.close()\n"
+        "anyio.run(main)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'alembic'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.strip() == "[]"
 
 
 def test_migrations_ship_inside_the_package() -> None:

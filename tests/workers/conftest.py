@@ -88,14 +88,17 @@ OpenLedger = Callable[..., Awaitable[Ledger]]
 
 
 @pytest.fixture
-async def open_ledger(database_url: str, clock: ManualClock) -> AsyncIterator[OpenLedger]:
+async def open_ledger(
+    database_url: str, clock: ManualClock, migrated_sqlite: Callable[[Path], str]
+) -> AsyncIterator[OpenLedger]:
     """Open (and later close) migrated ledgers on the test database."""
     opened: list[Ledger] = []
 
     async def factory(*, endpoints: list[str] | None = None, url: str | None = None) -> Ledger:
-        ledger = await Ledger.open(
-            url or database_url, webhook_endpoints=endpoints or [], clock=clock
-        )
+        url = url or database_url
+        if url.startswith("sqlite:///"):
+            migrated_sqlite(Path(url.removeprefix("sqlite:///")))
+        ledger = await Ledger.open(url, webhook_endpoints=endpoints or [], clock=clock)
         await ledger.migrate()
         opened.append(ledger)
         return ledger
