@@ -198,3 +198,73 @@ async def test_migrations_downgrade_to_empty_and_upgrade_again(database_url: str
         assert await current_revision(ledger.engine) == head_revision()
     finally:
         await ledger.close()
+
+
+async def test_0009_backfills_first_sent_at_from_created_at_for_sent_rows_and_downgrades(
+    database_url: str,
+) -> None:
+    from datetime import UTC, datetime
+
+    from alembic import command
+    from sqlalchemy import insert, select
+
+    from pesa.ledger._migrate import alembic_config, upgrade
+    from pesa.ledger._schema import payouts, refunds
+
+    created = datetime(2026, 11, 29, 9, 0, tzinfo=UTC)
+    common = {
+        "request_hash": "0" * 64,
+        "amount": 100,
+        "flagged": False,
+        "version": 1,
+        "check_count": 0,
+        "created_at": created,
+        "updated_at": created,
+    }
+    payout = {"phone": "254708374149", "command_id": "BusinessPayment", "remarks": "Pay"}
+    payout |= {"account": "default", "shortcode": "600000"}
+    refund = {"original_receipt": "SG632NMUAB", "receiver_party": "174379", "remarks": "Back"}
+    ledger = await Ledger.open(database_url)
+    try:
+        await upgrade(ledger.engine, "0008")
+        # Rows as 0008 stored them (first_sent_at, which has no default, is not written).
+        async with ledger.engine.begin() as conn:
+            for id_, status, attempts in (("po_sent", "pending", 2), ("po_queued", "created", 0)):
+                row = {**common, **payout, "id": id_, "status": status, "attempts": attempts}
+                await conn.execute(insert(payouts).values(**row))
+            await conn.execute(
+                insert(refunds).values(
+                    **common,
+                    **refund,
+                    id="rf_sent",
+                    source_id="pay_1",
+                    status="unknown",
+                    attempts=1,
+                )
+            )
+        await ledger.migrate()
+        async with ledger.engine.connect() as conn:
+            sent = dict((await conn.execute(select(payouts.c.id, payouts.c.first_sent_at))).all())
+            refunded = (await conn.execute(select(refunds.c.first_sent_at))).scalar_one()
+        assert sent == {"po_sent": created, "po_queued": None}
+        assert refunded == created
+
+        def downgrade(conn: Connection) -> None:
+            command.downgrade(alembic_config(conn), "0008")
+
+        async with ledger.engine.begin() as conn:
+            await conn.run_sync(downgrade)
+        async with ledger.engine.connect() as conn:
+            columns = await conn.run_sync(
+                lambda c: {t: {col["name"] for col in inspect(c).get_columns(t)} for t in _TWO}
+            )
+            kept = (await conn.execute(text("SELECT id, attempts FROM payouts ORDER BY id"))).all()
+        assert all("first_sent_at" not in names for names in columns.values())
+        assert [tuple(r) for r in kept] == [("po_queued", 0), ("po_sent", 2)]
+        await ledger.migrate()
+        assert await current_revision(ledger.engine) == head_revision()
+    finally:
+        await ledger.close()
+
+
+_TWO = ("payouts", "refunds")

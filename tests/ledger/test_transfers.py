@@ -169,16 +169,55 @@ class TestPayoutIntents:
         again = await ledger.payouts.claim_for_sending(limit=5, lease=LEASE)
         assert len(again) == 3 and all(p.attempts == 2 for p in again)
 
+    async def test_first_sent_at_is_the_first_attempt_s_and_later_ones_keep_it(
+        self, ledger: Ledger, clock: ManualClock
+    ) -> None:
+        await ledger.payouts.create_batch("b", [spec()])
+        clock.advance(seconds=90)  # queued behind the pace
+        (first,) = await ledger.payouts.claim_for_sending(limit=1, lease=LEASE)
+        assert first.attempts == 1 and first.first_sent_at == clock.now()
+        assert first.first_sent_at != first.created_at
+        stored = await ledger.payouts.get(first.id)
+        assert stored is not None and stored.first_sent_at == first.first_sent_at
+        # The sender died holding the claim: sent again, counted, the first send's time kept.
+        clock.advance(seconds=61)
+        (again,) = await ledger.payouts.claim_for_sending(limit=1, lease=LEASE)
+        assert again.attempts == 2 and again.first_sent_at == first.first_sent_at
+        # A re-send handed back unsent gives back its attempt, not the first send's time.
+        released = await ledger.payouts.release_send(again.id, clock.now())
+        assert released.attempts == 1 and released.first_sent_at == first.first_sent_at
+        assert released.to_dict()["first_sent_at"] == first.first_sent_at.isoformat()
+
+    async def test_a_payout_sent_at_once_and_a_refund_count_from_their_creation(
+        self, ledger: Ledger
+    ) -> None:
+        payout, _ = await ledger.payouts.create(None, spec(), claim=LEASE)
+        assert payout.attempts == 1 and payout.first_sent_at == payout.created_at
+        assert await ledger.payouts.get(payout.id) == payout
+        refund, _ = await ledger.refunds.create(
+            None,
+            await _paid_payment(ledger),
+            None,
+            remarks="Refund",
+            receiver_party="174379",
+            partial=False,
+            claim=LEASE,
+        )
+        assert refund.attempts == 1 and refund.first_sent_at == refund.created_at
+        assert await ledger.refunds.get(refund.id) == refund
+
     async def test_a_send_that_never_left_is_handed_back_uncounted(
         self, ledger: Ledger, clock: ManualClock
     ) -> None:
         await ledger.payouts.create_batch("b", [spec()])
         (payout,) = await ledger.payouts.claim_for_sending(limit=1, lease=LEASE)
         released = await ledger.payouts.release_send(payout.id, clock.now() + timedelta(seconds=5))
-        assert released.attempts == 0
+        assert released.attempts == 0 and released.first_sent_at is None
         assert await ledger.payouts.claim_for_sending(limit=1, lease=LEASE) == []
         clock.advance(seconds=5)
-        assert len(await ledger.payouts.claim_for_sending(limit=1, lease=LEASE)) == 1
+        (sent,) = await ledger.payouts.claim_for_sending(limit=1, lease=LEASE)
+        # The deadline counts from the send that left, not from the one handed back.
+        assert sent.first_sent_at == clock.now()
 
 
 class TestResults:

@@ -12,12 +12,14 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterator
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
 import httpx
 import pytest
 from django.core.management import call_command
+from django.db.models import F
 
 from conftest import CALLBACK_TOKEN, pesa_overrides, wait_for
 from pesa.django import ValidationVerdict, conf, send_payout
@@ -299,6 +301,38 @@ def test_a_lost_b2c_result_is_settled_by_pesa_reconcile(
         "payout.succeeded",
     ]
     assert sum(n for (pid, _), n in seen.items() if pid == payout.id) == 2
+
+
+@pytest.mark.usefixtures("site")
+def test_pesa_reconcile_counts_the_payout_deadline_from_the_first_send(
+    emulator: Any, settings: Any
+) -> None:
+    deadline = 60.0
+    settings.PESA = {**settings.PESA, "payout_deadline": deadline}
+    amount = 1000 + secrets.randbelow(8000)
+    emulator.control.add_rule(operation="b2c", amount=amount, callback="drop")
+    payout = send_payout(phone=PHONE, amount=amount, remarks="Salary")
+    assert payout.status == "pending" and payout.attempts == 1
+    assert payout.first_sent_at == payout.created_at
+    # A row committed long before its request left (past created_at + deadline, and past
+    # the point where the rule gave up asking): the deadline is the send's, not the row's.
+    Payout.objects.filter(id=payout.id).update(
+        created_at=F("created_at") - timedelta(seconds=deadline + 400)
+    )
+    time.sleep(1.0)  # the Result never comes
+    call_command("pesa_reconcile")
+    asked = Payout.objects.get(id=payout.id)
+    assert not asked.flagged and asked.expired_at is None
+    assert TransactionStatusQuery.objects.filter(payout=payout).exists()
+
+    def reconciled() -> Payout | None:
+        call_command("pesa_reconcile")
+        current = Payout.objects.get(id=payout.id)
+        return current if current.is_final else None
+
+    done: Payout = wait_for(reconciled, what="pesa_reconcile to settle the payout")
+    assert done.status == "succeeded" and not done.flagged
+    assert done.to_dict()["first_sent_at"] == payout.first_sent_at.isoformat()
 
 
 @pytest.mark.usefixtures("site")

@@ -398,7 +398,8 @@ class Settings(BaseSettings):
     payout_deadline: float = Field(
         3600.0,
         gt=0,
-        description="seconds after which a payout or refund with no final answer is flagged "
+        description="seconds after its first send (not its creation: a batch row may wait "
+        "behind payout_rate) after which a payout or refund with no final answer is flagged "
         "(it stays unknown: verify it by hand) and no longer checked",
     )
     payout_resend: bool = Field(

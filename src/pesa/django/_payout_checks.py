@@ -29,7 +29,14 @@ from pesa.config import Settings
 from pesa.django import conf
 from pesa.django._payouts import PayoutStore
 from pesa.django.models import Payout
-from pesa.ledger import InvalidTransitionError, recheck_delay
+from pesa.ledger import (
+    InvalidTransitionError,
+    flag_late_transfer,
+    next_transfer_check,
+    recheck_delay,
+    transfer_deadline,
+    transfer_grace,
+)
 
 __all__ = ["PayoutChecker", "PayoutReport"]
 
@@ -77,7 +84,7 @@ class PayoutChecker:
         self._sleep = sleep
         self._next_query = 0.0
         # How long the last question, asked at the deadline, may take to be answered.
-        self.grace = max(10.0, min(60.0, settings.payout_status_after))
+        self.grace = transfer_grace(settings.payout_status_after)
         self.worker = f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident()}"
 
     def run_once(self) -> PayoutReport:
@@ -116,33 +123,29 @@ class PayoutChecker:
         return report
 
     def _deadline(self, payout: Payout) -> datetime:
-        start = payout.created_at
-        if payout.is_final and payout.verify_since is not None:
-            start = payout.verify_since
-        return start + timedelta(seconds=self.settings.payout_deadline)
+        return transfer_deadline(
+            created_at=payout.created_at,
+            first_sent_at=payout.first_sent_at,
+            verify_since=payout.verify_since,
+            settled=payout.is_final,
+            seconds=self.settings.payout_deadline,
+        )
 
     def _check(self, payout: Payout, report: PayoutReport) -> bool:
         """Check one claimed payout; ``False`` when the round must stop (rate limited)."""
         now = self._clock.now()
         deadline = self._deadline(payout)
-        late = now >= deadline
-        if late:
+        if now >= deadline:
             # Flag only after asking once more at the deadline and giving the answer time to
             # come: a checker behind on its work must not flag what Daraja would confirm.
             asked = self.store.latest_query(payout.id)
-            answered_late = (
-                asked is not None
-                and asked.asked_at >= deadline
-                and (
-                    asked.outcome in ("answered", "timed_out")
-                    or (
-                        asked.outcome == "sent"
-                        and (now - asked.asked_at).total_seconds() >= self.grace
-                    )
-                )
-            )
-            hopeless = now >= deadline + timedelta(seconds=max(300.0, 10 * self.grace))
-            if answered_late or hopeless:
+            if flag_late_transfer(
+                now,
+                deadline,
+                grace=self.grace,
+                asked_at=None if asked is None else asked.asked_at,
+                asked_outcome=None if asked is None else asked.outcome,
+            ):
                 try:
                     self.store.expire(payout.id)
                 except InvalidTransitionError as err:
@@ -166,10 +169,9 @@ class PayoutChecker:
         wait = recheck_delay(
             payout.check_count, s.reconcile_recheck_interval, s.reconcile_recheck_cap
         )
-        if late:
-            self.store.record_check(payout.id, now + timedelta(seconds=self.grace))
-        else:
-            self.store.record_check(payout.id, min(now + timedelta(seconds=wait), deadline))
+        self.store.record_check(
+            payout.id, next_transfer_check(now, deadline, wait=wait, grace=self.grace)
+        )
         return True
 
     def _pace(self) -> None:

@@ -302,6 +302,8 @@ class PayoutStore:
             # Ours and stable: Daraja refuses a copy of this request as a duplicate.
             originator_conversation_id=payout_id,
             attempts=1,
+            # Its one send is counted here, in the transaction that commits it.
+            first_sent_at=now,
             created_at=now,
             updated_at=now,
         )

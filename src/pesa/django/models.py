@@ -469,6 +469,11 @@ class Payout(models.Model):
     flagged: models.BooleanField[bool, bool] = models.BooleanField(default=False, db_index=True)
     flag_reason: models.TextField[str | None, str | None] = models.TextField(null=True, blank=True)
     attempts: models.IntegerField[int, int] = models.IntegerField(default=0)
+    # When the one B2C request was counted, before it left: PESA_PAYOUT_DEADLINE counts
+    # from here (the ledger's rule, pesa.ledger.transfer_deadline).
+    first_sent_at: models.DateTimeField[datetime | None, datetime | None] = models.DateTimeField(
+        null=True, blank=True
+    )
     # Settlement: a Result kept as evidence waits for Transaction Status at verify_at.
     evidence_callback_id: models.CharField[str | None, str | None] = models.CharField(
         max_length=40, null=True, blank=True
@@ -535,6 +540,7 @@ class Payout(models.Model):
             "flagged": self.flagged,
             "flag_reason": self.flag_reason,
             "attempts": self.attempts,
+            "first_sent_at": _iso(self.first_sent_at),
             "evidence_callback_id": self.evidence_callback_id,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),

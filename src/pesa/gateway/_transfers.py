@@ -52,6 +52,10 @@ from pesa.ledger import (
     Refund,
     TransferNotFoundError,
     classify_send_error,
+    flag_late_transfer,
+    next_transfer_check,
+    transfer_deadline,
+    transfer_grace,
 )
 from pesa.ledger import PayoutRequest as PurePayoutRequest
 
@@ -569,7 +573,7 @@ class TransferChecker:
         )
         self._spiked_in_a_row = 0
         # How long the last question, asked at the deadline, may take to be answered.
-        self._grace = max(10.0, min(60.0, options.status_after))
+        self._grace = transfer_grace(options.status_after)
 
     async def run_once(self) -> CheckReport:
         """One round: recover stale refunds, claim due transfers, ask Transaction Status."""
@@ -633,10 +637,13 @@ class TransferChecker:
         return self.ledger.payouts if isinstance(transfer, Payout) else self.ledger.refunds
 
     def _deadline(self, transfer: Payout | Refund) -> datetime:
-        start = transfer.created_at
-        if transfer.is_terminal and transfer.verify_since is not None:
-            start = transfer.verify_since
-        return start + timedelta(seconds=self.options.deadline)
+        return transfer_deadline(
+            created_at=transfer.created_at,
+            first_sent_at=transfer.first_sent_at,
+            verify_since=transfer.verify_since,
+            settled=transfer.is_terminal,
+            seconds=self.options.deadline,
+        )
 
     async def _release(self, batch: list[Payout | Refund], when: datetime) -> None:
         for transfer in batch:
@@ -648,25 +655,18 @@ class TransferChecker:
         now = self._clock.now()
         deadline = self._deadline(transfer)
         ocid = transfer.originator_conversation_id
-        late = now >= deadline
-        if late:
+        if now >= deadline:
             # Flag only after asking once more at the deadline and giving the answer time to
             # come: a checker behind on its work must not flag what Daraja would confirm.
             asked = await statuses.latest(transfer.id)
-            answered_late = (
-                asked is not None
-                and asked.asked_at >= deadline
-                and (
-                    asked.outcome in ("answered", "timed_out")
-                    or (
-                        asked.outcome == "sent"
-                        and (now - asked.asked_at).total_seconds() >= self._grace
-                    )
-                )
-            )
-            # Daraja failing to answer at all does not hold the flag back for ever.
-            hopeless = now >= deadline + timedelta(seconds=max(300.0, 10 * self._grace))
-            if ocid is None or answered_late or hopeless:
+            if flag_late_transfer(
+                now,
+                deadline,
+                grace=self._grace,
+                asked_at=None if asked is None else asked.asked_at,
+                asked_outcome=None if asked is None else asked.outcome,
+                askable=ocid is not None,
+            ):
                 try:
                     await book.expire(transfer.id)
                 except TransferNotFoundError:  # pragma: no cover - rows are never deleted
@@ -728,10 +728,9 @@ class TransferChecker:
                 resend=self.options.resend,
             )
         wait = self._recheck.ceiling(max(transfer.check_count, 1))
-        if late:
-            await book.record_check(transfer.id, now + timedelta(seconds=self._grace))
-        else:
-            await book.record_check(transfer.id, min(now + timedelta(seconds=wait), deadline))
+        await book.record_check(
+            transfer.id, next_transfer_check(now, deadline, wait=wait, grace=self._grace)
+        )
 
 
 def retry_after(bucket: TokenBucket) -> int:

@@ -83,6 +83,11 @@ class PayoutOut(BaseModel):
     flagged: bool = False
     flag_reason: str | None = None
     attempts: int = Field(0, description="requests sent (a re-send is a duplicate to Daraja)")
+    first_sent_at: str | None = Field(
+        None,
+        description="when the first request was sent (null until then); PESA_PAYOUT_DEADLINE "
+        "counts from it",
+    )
     evidence_callback_id: str | None = None
     batch_id: str | None = None
     batch_row: int | None = None
@@ -167,6 +172,9 @@ class RefundOut(BaseModel):
     flagged: bool = False
     flag_reason: str | None = None
     attempts: int = 0
+    first_sent_at: str | None = Field(
+        None, description="when the reversal was sent; PESA_PAYOUT_DEADLINE counts from it"
+    )
     evidence_callback_id: str | None = None
     created_at: str
     updated_at: str

@@ -147,6 +147,12 @@ from pesa.ledger._states import (
     orphan_matches,
     phones_match,
 )
+from pesa.ledger._transfer_deadline import (
+    flag_late_transfer,
+    next_transfer_check,
+    transfer_deadline,
+    transfer_grace,
+)
 from pesa.ledger._transfer_types import (
     BalanceRead,
     BatchSummary,
@@ -380,12 +386,14 @@ __all__ = [
     "decide_receipt",
     "decide_transfer",
     "evolve",
+    "flag_late_transfer",
     "hash_password",
     "head_revision",
     "initiator_code",
     "merchant_request_mismatch",
     "mismatch_reasons",
     "new_receipt",
+    "next_transfer_check",
     "orphan_matches",
     "parse_confirmation",
     "parse_payout_result",
@@ -411,6 +419,8 @@ __all__ = [
     "storable_key",
     "storable_text",
     "tally_status",
+    "transfer_deadline",
+    "transfer_grace",
     "transfer_outcome",
     "validate_idempotency_key",
     "verify_password",

@@ -351,6 +351,10 @@ def _transfer_columns() -> list[Column[Any]]:
         # Requests sent (committed before each send): a refusal proves nothing about an
         # earlier send, so only the first one's refusal rejects.
         Column("attempts", Integer, nullable=False, default=0),
+        # When the first attempt was counted (attempts 0 -> 1), in that transaction; later
+        # attempts never move it. The deadline counts from here, not from created_at: a
+        # batch row may wait long behind the payout pace before it is sent.
+        Column("first_sent_at", UTCDateTime, nullable=True),
         Column("version", Integer, nullable=False, default=1),
         Column("created_at", UTCDateTime, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),

@@ -70,7 +70,9 @@ def payout_hash(spec: PayoutSpec) -> str:
 class Transfer:
     """What a payout and a refund share (an immutable snapshot of the row).
 
-    ``attempts`` counts the requests sent (counted, and committed, before each send).
+    ``attempts`` counts the requests sent (counted, and committed, before each send);
+    ``first_sent_at`` is when the first was counted (``None`` while none was), from which
+    ``PESA_PAYOUT_DEADLINE`` counts.
     ``ids_verified`` is ``False`` while the ConversationID was learnt from a Result rather
     than from Daraja's answer. ``evidence_callback_id`` names a stored Result awaiting
     Transaction Status; ``expired_at`` is set once the deadline passed without a final
@@ -95,6 +97,7 @@ class Transfer:
     flagged: bool
     flag_reason: str | None
     attempts: int
+    first_sent_at: datetime | None
     version: int
     created_at: datetime
     updated_at: datetime
@@ -134,6 +137,7 @@ class Transfer:
             "flagged": self.flagged,
             "flag_reason": self.flag_reason,
             "attempts": self.attempts,
+            "first_sent_at": _iso(self.first_sent_at),
             "evidence_callback_id": self.evidence_callback_id,
             "created_at": _iso(self.created_at),
             "updated_at": _iso(self.updated_at),

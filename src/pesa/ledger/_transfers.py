@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, Literal, TypeVar
 
-from sqlalchemy import Row, Table, and_, case, func, insert, or_, select, update
+from sqlalchemy import Row, Table, and_, case, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -63,7 +63,15 @@ from pesa.ledger._results import (
     parse_status_result,
     parse_timeout,
 )
-from pesa.ledger._schema import callbacks, payments, payouts, receipts, refunds, status_queries
+from pesa.ledger._schema import (
+    UTCDateTime,
+    callbacks,
+    payments,
+    payouts,
+    receipts,
+    refunds,
+    status_queries,
+)
 from pesa.ledger._states import DecisionKind, PaymentStatus
 from pesa.ledger._transfer_types import (
     BatchSummary,
@@ -127,6 +135,7 @@ _TRANSFER_FIELDS = (
     "completed_at",
     "failure_reason",
     "flag_reason",
+    "first_sent_at",
     "created_at",
     "updated_at",
     "send_at",
@@ -764,6 +773,7 @@ class PayoutBook(_Book[Payout]):
             "ids_verified": True,
             "flagged": False,
             "attempts": 1 if claim is not None else 0,
+            "first_sent_at": now if claim is not None else None,
             "version": 1,
             "created_at": now,
             "updated_at": now,
@@ -940,6 +950,10 @@ class PayoutBook(_Book[Payout]):
                 .values(
                     claimed_until=now + lease,
                     attempts=payouts.c.attempts + 1,
+                    # The first attempt's time, kept by every later one: the deadline's start.
+                    first_sent_at=func.coalesce(
+                        payouts.c.first_sent_at, literal(now, UTCDateTime())
+                    ),
                     version=payouts.c.version + 1,
                     updated_at=now,
                 )
@@ -955,7 +969,8 @@ class PayoutBook(_Book[Payout]):
     async def release_send(self, payout_id: str, send_at: datetime) -> Payout:
         """Hand a claimed send back unsent (spike arrest): due again at ``send_at``.
 
-        The attempt counted by the claim is given back: the request never left.
+        The attempt counted by the claim is given back: the request never left. If it was
+        the first, ``first_sent_at`` is cleared too (the deadline counts from a real send).
         """
 
         async def work(conn: AsyncConnection) -> Payout:
@@ -967,6 +982,9 @@ class PayoutBook(_Book[Payout]):
                         send_at=send_at,
                         claimed_until=None,
                         attempts=payouts.c.attempts - 1,
+                        first_sent_at=case(
+                            (payouts.c.attempts <= 1, None), else_=payouts.c.first_sent_at
+                        ),
                         version=payouts.c.version + 1,
                     )
                     .returning(*payouts.c)
@@ -1234,6 +1252,7 @@ class RefundBook(_Book[Refund]):
                 "ids_verified": True,
                 "flagged": False,
                 "attempts": 1,
+                "first_sent_at": now,
                 "version": 1,
                 "created_at": now,
                 "updated_at": now,
