@@ -31,7 +31,7 @@ __all__ = [
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
-HEAD_REVISION: Final = "0008"
+HEAD_REVISION: Final = "0009"
 """The newest migration shipped with this version of pesa (a test holds it equal to the
 head Alembic finds in :data:`MIGRATIONS_DIR`; update both together)."""
 
