@@ -219,6 +219,20 @@ class TestPayoutIntents:
         # The deadline counts from the send that left, not from the one handed back.
         assert sent.first_sent_at == clock.now()
 
+    async def test_status_checks_wait_from_the_first_send_not_the_creation(
+        self, ledger: Ledger, clock: ManualClock
+    ) -> None:
+        await ledger.payouts.create_batch("b", [spec()])
+        clock.advance(seconds=600)  # queued behind the pace for ten minutes
+        (sent,) = await ledger.payouts.claim_for_sending(limit=1, lease=LEASE)
+        await ledger.payouts.mark_accepted(sent.id, "AG_LATE", sent.id)
+        wait = timedelta(seconds=30)
+        # Created ten minutes ago, but Daraja was asked just now: not due for a check yet.
+        assert await ledger.payouts.claim_for_checks(limit=5, min_age=wait, lease=LEASE) == []
+        clock.advance(seconds=30)
+        (due,) = await ledger.payouts.claim_for_checks(limit=5, min_age=wait, lease=LEASE)
+        assert due.id == sent.id
+
 
 class TestResults:
     async def _pending(self, ledger: Ledger) -> Any:

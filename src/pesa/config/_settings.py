@@ -392,8 +392,8 @@ class Settings(BaseSettings):
     payout_status_after: float = Field(
         30.0,
         ge=0,
-        description="seconds a pending payout or refund waits for its Result before "
-        "Transaction Status is asked",
+        description="seconds a pending payout or refund waits for its Result, from its "
+        "first send, before Transaction Status is asked",
     )
     payout_deadline: float = Field(
         3600.0,

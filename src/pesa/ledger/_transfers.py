@@ -545,7 +545,7 @@ class _Book(ABC, Generic[T]):
     ) -> list[T]:
         """Claim open transfers due for a Transaction Status query (see the reconciler).
 
-        Due: pending or unknown, created ``min_age`` ago, ``next_check_at`` reached, not
+        Due: pending or unknown, first sent ``min_age`` ago, ``next_check_at`` reached, not
         expired, no send due; or a verification asked for (``verify_at`` reached). Claimed
         rows are leased (``FOR UPDATE SKIP LOCKED`` on PostgreSQL) and ``check_count`` grows.
         """
@@ -556,7 +556,9 @@ class _Book(ABC, Generic[T]):
         free = or_(table.c.claimed_until.is_(None), table.c.claimed_until <= now)
         routine = and_(
             table.c.status.in_([TransferStatus.PENDING.value, TransferStatus.UNKNOWN.value]),
-            table.c.created_at <= now - min_age,
+            # Daraja is given min_age to answer from the first send, not from the creation
+            # (a batch row may wait behind the payout pace long after it was committed).
+            func.coalesce(table.c.first_sent_at, table.c.created_at) <= now - min_age,
             or_(table.c.next_check_at.is_(None), table.c.next_check_at <= now),
             table.c.expired_at.is_(None),
             table.c.send_at.is_(None),
