@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -26,23 +25,20 @@ def pg_url() -> str | None:
 
 
 @pytest.fixture
-def pg_schema_url() -> Iterator[str]:
-    """A PostgreSQL URL whose search_path is a fresh schema, dropped afterwards."""
+def pg_schema_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A PostgreSQL URL whose search_path is a schema of its own, at the newest migration
+    with no rows (emptied for reuse afterwards)."""
     base = pg_url()
     if base is None:
         pytest.skip(f"{PG_ENV} is not set: no PostgreSQL server to test against")
-    import psycopg
-
     plain = base.replace("postgresql+psycopg://", "postgresql://")
-    schema = f"pesa_gw_{secrets.token_hex(6)}"
-    with psycopg.connect(plain, autocommit=True) as conn:
-        conn.execute(f'CREATE SCHEMA "{schema}"')
+    schemas = request.getfixturevalue("pg_schemas")
+    schema = schemas.take("pesa_gw")
     sep = "&" if "?" in plain else "?"
     try:
         yield f"{plain}{sep}options=-csearch_path%3D{schema}"
     finally:
-        with psycopg.connect(plain, autocommit=True) as conn:
-            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        schemas.give_back(schema)
 
 
 def gateway_settings(database_url: str, **overrides: Any) -> Settings:

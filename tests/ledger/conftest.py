@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,16 +55,34 @@ async def _pg_admin(statement: str) -> None:
         await engine.dispose()
 
 
-@pytest.fixture(
-    params=[
-        "sqlite",
-        pytest.param("postgres", marks=[pytest.mark.postgres]),
-    ]
-)
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database URL: a temp SQLite file, or a new PostgreSQL schema."""
+BACKENDS = ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres])]
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Callable[[Path], str]
+) -> Iterator[str]:
+    """A database at the newest migration with no rows: a temp SQLite file (a copy of one
+    migrated once), or a PostgreSQL schema of its own (emptied for reuse afterwards)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'ledger.db'}"
+        yield migrated_sqlite(tmp_path / "ledger.db")
+        return
+    if PG_URL is None:
+        pytest.skip(NO_PG)
+    schemas = request.getfixturevalue("pg_schemas")
+    schema = schemas.take("pesa_test")
+    try:
+        yield pg_schema_url(schema)
+    finally:
+        schemas.give_back(schema)
+
+
+@pytest.fixture(params=BACKENDS)
+async def empty_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database URL (no tables): a temp SQLite file, or a new PostgreSQL
+    schema dropped afterwards. For the tests of migrating one."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
         return
     if PG_URL is None:
         pytest.skip(NO_PG)
@@ -82,12 +100,8 @@ def backend(database_url: str) -> str:
 
 
 @pytest.fixture
-async def ledger(
-    database_url: str, clock: ManualClock, migrated_sqlite: Callable[[Path], str]
-) -> AsyncIterator[Ledger]:
+async def ledger(database_url: str, clock: ManualClock) -> AsyncIterator[Ledger]:
     """A migrated ledger with one webhook endpoint, on each backend."""
-    if database_url.startswith("sqlite:///"):
-        migrated_sqlite(Path(database_url.removeprefix("sqlite:///")))
     opened = await Ledger.open(
         database_url, webhook_endpoints=["https://merchant.example/hooks"], clock=clock
     )

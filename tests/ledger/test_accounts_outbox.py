@@ -63,9 +63,9 @@ async def test_payment_events_carry_their_subject(ledger: Ledger) -> None:
 
 
 async def test_upgrading_from_settlement_keeps_every_event_with_its_subject(
-    database_url: str, clock: ManualClock
+    empty_database_url: str, clock: ManualClock
 ) -> None:
-    ledger = await Ledger.open(database_url, clock=clock)
+    ledger = await Ledger.open(empty_database_url, clock=clock)
     try:
         await upgrade(ledger.engine, "0003")
         async with ledger.engine.begin() as conn:

@@ -17,8 +17,8 @@ from pesa.ledger._schema import metadata
 from .conftest import ManualClock
 
 
-async def test_migrate_creates_every_table_on_an_empty_database(database_url: str) -> None:
-    ledger = await Ledger.open(database_url)
+async def test_migrate_creates_every_table_on_an_empty_database(empty_database_url: str) -> None:
+    ledger = await Ledger.open(empty_database_url)
     try:
         assert await current_revision(ledger.engine) is None
         await ledger.migrate()
@@ -31,9 +31,9 @@ async def test_migrate_creates_every_table_on_an_empty_database(database_url: st
 
 
 async def test_migrate_again_is_a_no_op_that_keeps_data(
-    database_url: str, clock: ManualClock
+    empty_database_url: str, clock: ManualClock
 ) -> None:
-    ledger = await Ledger.open(database_url, clock=clock)
+    ledger = await Ledger.open(empty_database_url, clock=clock)
     try:
         await ledger.migrate()
         payment, _ = await ledger.create_payment(None, "0708374149", 10, "INV", "Order")
@@ -47,8 +47,8 @@ async def test_migrate_again_is_a_no_op_that_keeps_data(
         await ledger.close()
 
 
-async def test_migrations_match_the_tables_the_code_uses(database_url: str) -> None:
-    ledger = await Ledger.open(database_url)
+async def test_migrations_match_the_tables_the_code_uses(empty_database_url: str) -> None:
+    ledger = await Ledger.open(empty_database_url)
     try:
         await ledger.migrate()
 
@@ -68,12 +68,12 @@ def test_the_head_constant_is_the_head_alembic_finds() -> None:
     assert head_revision() == HEAD_REVISION
 
 
-async def test_a_database_one_migration_behind_is_upgraded(database_url: str) -> None:
+async def test_a_database_one_migration_behind_is_upgraded(empty_database_url: str) -> None:
     from alembic import command
 
     from pesa.ledger._migrate import alembic_config
 
-    ledger = await Ledger.open(database_url)
+    ledger = await Ledger.open(empty_database_url)
     try:
         await ledger.migrate()
 
@@ -177,12 +177,12 @@ def test_unsupported_urls_raise_a_configuration_error(url: str) -> None:
         async_url(url)
 
 
-async def test_migrations_downgrade_to_empty_and_upgrade_again(database_url: str) -> None:
+async def test_migrations_downgrade_to_empty_and_upgrade_again(empty_database_url: str) -> None:
     from alembic import command
 
     from pesa.ledger._migrate import alembic_config
 
-    ledger = await Ledger.open(database_url)
+    ledger = await Ledger.open(empty_database_url)
     try:
         await ledger.migrate()
 
@@ -201,7 +201,7 @@ async def test_migrations_downgrade_to_empty_and_upgrade_again(database_url: str
 
 
 async def test_0009_backfills_first_sent_at_from_created_at_for_sent_rows_and_downgrades(
-    database_url: str,
+    empty_database_url: str,
 ) -> None:
     from datetime import UTC, datetime
 
@@ -224,7 +224,7 @@ async def test_0009_backfills_first_sent_at_from_created_at_for_sent_rows_and_do
     payout = {"phone": "254708374149", "command_id": "BusinessPayment", "remarks": "Pay"}
     payout |= {"account": "default", "shortcode": "600000"}
     refund = {"original_receipt": "SG632NMUAB", "receiver_party": "174379", "remarks": "Back"}
-    ledger = await Ledger.open(database_url)
+    ledger = await Ledger.open(empty_database_url)
     try:
         await upgrade(ledger.engine, "0008")
         # Rows as 0008 stored them (first_sent_at, which has no default, is not written).

@@ -56,19 +56,22 @@ async def _pg_admin(statement: str) -> None:
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres])])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A fresh, empty database: a temp SQLite file, or a new PostgreSQL schema."""
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Callable[[Path], str]
+) -> Iterator[str]:
+    """A database at the newest migration with no rows: a temp SQLite file (a copy of one
+    migrated once), or a PostgreSQL schema of its own (emptied for reuse afterwards)."""
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'workers.db'}"
+        yield migrated_sqlite(tmp_path / "workers.db")
         return
     if PG_URL is None:
         pytest.skip(NO_PG)
-    schema = f"pesa_workers_{uuid.uuid4().hex[:16]}"
-    await _pg_admin(f'CREATE SCHEMA "{schema}"')
+    schemas = request.getfixturevalue("pg_schemas")
+    schema = schemas.take("pesa_workers")
     try:
         yield _pg_schema_url(schema)
     finally:
-        await _pg_admin(f'DROP SCHEMA "{schema}" CASCADE')
+        schemas.give_back(schema)
 
 
 @pytest.fixture
@@ -88,17 +91,14 @@ OpenLedger = Callable[..., Awaitable[Ledger]]
 
 
 @pytest.fixture
-async def open_ledger(
-    database_url: str, clock: ManualClock, migrated_sqlite: Callable[[Path], str]
-) -> AsyncIterator[OpenLedger]:
+async def open_ledger(database_url: str, clock: ManualClock) -> AsyncIterator[OpenLedger]:
     """Open (and later close) migrated ledgers on the test database."""
     opened: list[Ledger] = []
 
     async def factory(*, endpoints: list[str] | None = None, url: str | None = None) -> Ledger:
-        url = url or database_url
-        if url.startswith("sqlite:///"):
-            migrated_sqlite(Path(url.removeprefix("sqlite:///")))
-        ledger = await Ledger.open(url, webhook_endpoints=endpoints or [], clock=clock)
+        ledger = await Ledger.open(
+            url or database_url, webhook_endpoints=endpoints or [], clock=clock
+        )
         await ledger.migrate()
         opened.append(ledger)
         return ledger
