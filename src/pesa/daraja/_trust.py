@@ -19,6 +19,7 @@ can send ``X-Forwarded-For``. This module is pure (no I/O) so that every rule ha
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 from collections.abc import Iterable, Sequence
@@ -94,6 +95,9 @@ def parse_networks(values: Iterable[str], *, setting: str) -> tuple[IPNetwork, .
     return tuple(networks)
 
 
+# Cached: every callback parses its peer's address, and the peers are few (Daraja's
+# addresses, a proxy). Bounded, so a sender varying X-Forwarded-For only churns it.
+@functools.lru_cache(maxsize=1024)
 def _parse_ip(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     text = value.strip()
     # X-Forwarded-For entries sometimes carry a port ("1.2.3.4:5678") or IPv6 brackets.
