@@ -75,7 +75,7 @@ def dashboard_settings(database_url: str, **overrides: Any) -> Settings:
         "webhook_urls": [f"http://127.0.0.1:{closed_port()}/hooks"],
         "webhook_secret": "dashboard-test-webhook-secret",
         "webhook_max_attempts": 1,
-        "webhook_interval": 0.1,
+        "webhook_interval": 0.5,
         "webhook_timeout": 2.0,
         "dashboard_max_sign_in_failures": 3,
         "dashboard_refresh_interval": 0.5,

@@ -128,13 +128,13 @@ def test_receipts_end_to_end(database_url: str, tmp_path: Path) -> None:
             "PESA_C2B_VALIDATION_TIMEOUT": "1",
             "PESA_C2B_VALIDATION_FALLBACK": "reject",
             "PESA_EMULATOR_RESULT_DELAY": "0.05",
-            "PESA_RECONCILE_INTERVAL": "0.1",
+            "PESA_RECONCILE_INTERVAL": "0.25",
             "PESA_RECONCILE_RECHECK_INTERVAL": "1",
             "PESA_RECONCILE_QUERY_RATE": "50",
             "PESA_RECONCILE_QUERY_BURST": "10",
             "PESA_WEBHOOK_URLS": receiver.url,
             "PESA_WEBHOOK_SECRET": WEBHOOK_SECRET,
-            "PESA_WEBHOOK_INTERVAL": "0.1",
+            "PESA_WEBHOOK_INTERVAL": "0.5",
             "PESA_LOG": "warning",
         }
         _, url = stack.enter_context(serve(env))
