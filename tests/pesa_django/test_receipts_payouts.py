@@ -236,7 +236,10 @@ def test_send_payout_is_idempotent_and_its_result_settles_it_once(
 ) -> None:
     key = f"refund-{secrets.token_hex(4)}"
     first = send_payout(phone="0708374149", amount=150, idempotency_key=key, remarks="Refund")
-    assert first.status == "pending" and first.conversation_id, first.failure_reason
+    # Pending, or already succeeded: under load the emulator's Result can arrive before
+    # Daraja's answer is recorded; it is kept as evidence and applied with the answer.
+    assert first.status in ("pending", "succeeded"), first.failure_reason
+    assert first.conversation_id, first.failure_reason
     again = send_payout(phone="+254708374149", amount=150, idempotency_key=key, remarks="Refund")
     assert again.id == first.id
     with pytest.raises(IdempotencyConflictError):
