@@ -24,6 +24,28 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _longest_first(items)
+    _check_groups(config, items)
+
+
+def _longest_first(items: list[pytest.Item]) -> None:
+    """Modules allowed ten minutes or more (``timeout`` marker: the benchmark smoke run)
+    first, each module kept together: started last, the longest test would run alone at the
+    end while the other workers wait. Only those: starting every slow scenario at once
+    starves the Django sessions running beside the suite, and their timing tests flake."""
+    longest = {
+        item.path
+        for item in items
+        if (marker := item.get_closest_marker("timeout")) is not None
+        and marker.args
+        and float(marker.args[0]) >= 600
+    }
+    modules = list(dict.fromkeys(item.path for item in items))
+    rank = {path: (path not in longest, i) for i, path in enumerate(modules)}
+    items.sort(key=lambda item: rank[item.path])
+
+
+def _check_groups(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Under ``--dist loadgroup`` (``make test``) pytest-xdist sends an ``xdist_group`` to one
     worker by tagging its node ids; a pytest it cannot tag (9.2) would silently spread the
     group, and set up its expensive shared fixtures once per worker. Fail loudly instead."""
