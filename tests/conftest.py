@@ -159,6 +159,17 @@ class PgSchemas:
         self._made[schema] = self._tables(schema)
         return schema
 
+    def url(self, schema: str) -> str:
+        """The ledger's URL for ``schema`` (psycopg, ``search_path`` set to it)."""
+        from sqlalchemy.engine import make_url
+
+        from pesa.ledger import async_url
+
+        url = async_url(make_url(self._plain))
+        return url.update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+            hide_password=False
+        )
+
     def give_back(self, schema: str) -> None:
         """Empty ``schema`` for the next test, or drop it if it is not as it was made."""
         from pesa.ledger._migrate import HEAD_REVISION
@@ -200,3 +211,21 @@ def pg_schemas() -> Iterator[PgSchemas]:
         yield schemas
     finally:
         schemas.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres])])
+def database_url(
+    request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Callable[[Path], str]
+) -> Iterator[str]:
+    """A database at the newest migration with no rows, on each backend: a temp SQLite file
+    (a copy of one migrated once), or a PostgreSQL schema of its own (emptied for reuse
+    afterwards; skipped without ``PESA_TEST_DATABASE_URL``)."""
+    if request.param == "sqlite":
+        yield migrated_sqlite(tmp_path / "ledger.db")
+        return
+    schemas: PgSchemas = request.getfixturevalue("pg_schemas")
+    schema = schemas.take("pesa_test")
+    try:
+        yield schemas.url(schema)
+    finally:
+        schemas.give_back(schema)

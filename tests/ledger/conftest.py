@@ -1,7 +1,8 @@
 """Fixtures for the ledger tests: the same suite on SQLite (a temp file) and PostgreSQL.
 
-PostgreSQL runs only when ``PESA_TEST_DATABASE_URL`` is set; each test gets a fresh schema
-(through ``search_path``) that is dropped afterwards, so parallel runs never collide.
+PostgreSQL runs only when ``PESA_TEST_DATABASE_URL`` is set; each test gets a schema of its
+own (through ``search_path``), at the newest migration with no rows, so parallel runs never
+collide (see ``PgSchemas`` in tests/conftest.py).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,25 +57,6 @@ async def _pg_admin(statement: str) -> None:
 
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres])]
-
-
-@pytest.fixture(params=BACKENDS)
-def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Callable[[Path], str]
-) -> Iterator[str]:
-    """A database at the newest migration with no rows: a temp SQLite file (a copy of one
-    migrated once), or a PostgreSQL schema of its own (emptied for reuse afterwards)."""
-    if request.param == "sqlite":
-        yield migrated_sqlite(tmp_path / "ledger.db")
-        return
-    if PG_URL is None:
-        pytest.skip(NO_PG)
-    schemas = request.getfixturevalue("pg_schemas")
-    schema = schemas.take("pesa_test")
-    try:
-        yield pg_schema_url(schema)
-    finally:
-        schemas.give_back(schema)
 
 
 @pytest.fixture(params=BACKENDS)

@@ -1,5 +1,5 @@
 """Fixtures for the workers' tests: a real ledger (SQLite file, or PostgreSQL when
-``PESA_TEST_DATABASE_URL`` is set, in a fresh schema dropped afterwards), a manual clock,
+``PESA_TEST_DATABASE_URL`` is set, in a schema of its own, emptied for reuse), a manual clock,
 and a real loopback HTTP receiver for webhooks."""
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -53,25 +52,6 @@ async def _pg_admin(statement: str) -> None:
             await conn.execute(text(statement))
     finally:
         await engine.dispose()
-
-
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=[pytest.mark.postgres])])
-def database_url(
-    request: pytest.FixtureRequest, tmp_path: Path, migrated_sqlite: Callable[[Path], str]
-) -> Iterator[str]:
-    """A database at the newest migration with no rows: a temp SQLite file (a copy of one
-    migrated once), or a PostgreSQL schema of its own (emptied for reuse afterwards)."""
-    if request.param == "sqlite":
-        yield migrated_sqlite(tmp_path / "workers.db")
-        return
-    if PG_URL is None:
-        pytest.skip(NO_PG)
-    schemas = request.getfixturevalue("pg_schemas")
-    schema = schemas.take("pesa_workers")
-    try:
-        yield _pg_schema_url(schema)
-    finally:
-        schemas.give_back(schema)
 
 
 @pytest.fixture
