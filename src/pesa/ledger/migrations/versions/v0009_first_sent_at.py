@@ -14,7 +14,7 @@ first send when it is counted.
 
 Revision ID: 0009
 Revises: 0008
-Create Date: 2026-12-08
+Create Date: 2026-12-04
 """
 
 from __future__ import annotations
