@@ -17,6 +17,12 @@ from pesa.ledger._schema import metadata
 from .conftest import ManualClock
 
 
+def _schema_diff(conn: Connection) -> list[object]:
+    """What Alembic's autogenerate finds between the database and the code's tables."""
+    context = MigrationContext.configure(conn, opts={"compare_type": True})
+    return list(compare_metadata(context, metadata))
+
+
 async def test_migrate_creates_every_table_on_an_empty_database(empty_database_url: str) -> None:
     ledger = await Ledger.open(empty_database_url)
     try:
@@ -51,13 +57,8 @@ async def test_migrations_match_the_tables_the_code_uses(empty_database_url: str
     ledger = await Ledger.open(empty_database_url)
     try:
         await ledger.migrate()
-
-        def diff(conn: Connection) -> list[object]:
-            context = MigrationContext.configure(conn, opts={"compare_type": True})
-            return list(compare_metadata(context, metadata))
-
         async with ledger.engine.connect() as conn:
-            assert await conn.run_sync(diff) == []
+            assert await conn.run_sync(_schema_diff) == []
     finally:
         await ledger.close()
 
@@ -86,14 +87,7 @@ async def test_a_database_one_migration_behind_is_upgraded(empty_database_url: s
         await ledger.migrate()
         assert await current_revision(ledger.engine) == HEAD_REVISION
         async with ledger.engine.connect() as conn:
-            diff = await conn.run_sync(
-                lambda c: list(
-                    compare_metadata(
-                        MigrationContext.configure(c, opts={"compare_type": True}), metadata
-                    )
-                )
-            )
-        assert diff == []
+            assert await conn.run_sync(_schema_diff) == []
     finally:
         await ledger.close()
 
